@@ -1,0 +1,567 @@
+//! The connector configuration file.
+//!
+//! One TOML file per connector, compatible with danube-connect's core settings:
+//! root keys `danube_service_url` and `connector_name`, the tables `[retry]` and
+//! `[processing]`, the host's own `[sandbox]`, `[state]` and `[dead_letter]`,
+//! and exactly one more table that belongs to the connector (`[mqtt]`,
+//! `[datagen]`, ...) and is handed to the guest as JSON.
+//!
+//! Every mistake is reported on one line naming the file, the key and what to
+//! do: an unknown key comes with the nearest valid one, a wrong type with its
+//! line.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variables the host reads (beside `SECTION_KEY` for connector keys).
+pub const ENV_SERVICE_URL: &str = "DANUBE_SERVICE_URL";
+pub const ENV_CONNECTOR_NAME: &str = "CONNECTOR_NAME";
+pub const ENV_CONFIG_PATH: &str = "CONNECTOR_CONFIG_PATH";
+pub const ENV_LOG_LEVEL: &str = "LOG_LEVEL";
+
+/// A configuration problem, always one line: `FILE: what is wrong; what to do`.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+/// The host's settings. Every field has a default except the two root keys, so
+/// that a minimal file is two lines plus the connector's table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HostConfig {
+    /// The Danube broker, e.g. `http://127.0.0.1:6650`. Env: `DANUBE_SERVICE_URL`.
+    pub danube_service_url: String,
+    /// Names the connector in logs, metrics, producer and subscription names.
+    /// Env: `CONNECTOR_NAME`.
+    pub connector_name: String,
+    pub retry: RetryConfig,
+    pub processing: ProcessingConfig,
+    pub sandbox: SandboxConfig,
+    pub state: StateConfig,
+    pub dead_letter: DeadLetterConfig,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            danube_service_url: String::new(),
+            connector_name: String::new(),
+            retry: RetryConfig::default(),
+            processing: ProcessingConfig::default(),
+            sandbox: SandboxConfig::default(),
+            state: StateConfig::default(),
+            dead_letter: DeadLetterConfig::default(),
+        }
+    }
+}
+
+/// `[retry]`: how retryable errors from the guest and from Danube back off.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RetryConfig {
+    /// Attempts after the first before the error is final.
+    pub max_retries: u32,
+    /// First backoff; doubles on every attempt, with jitter.
+    pub retry_backoff_ms: u64,
+    /// Backoff ceiling.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 5,
+            retry_backoff_ms: 200,
+            max_backoff_ms: 10_000,
+        }
+    }
+}
+
+/// `[processing]`: batching and pacing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ProcessingConfig {
+    /// Records per `poll` (source) or per `process-batch` (sink).
+    pub batch_size: u32,
+    /// A sink batch is flushed at this age even if not full.
+    pub batch_timeout_ms: u64,
+    /// A sink batch is also flushed once no message arrived for this long, so
+    /// a broker's small unacked window (10 by default) never stalls it.
+    pub linger_ms: u64,
+    /// How long one source `poll` may wait for the first record.
+    pub poll_interval_ms: u64,
+    /// Parallel Danube producers per topic (one send is in flight per producer).
+    /// Records with the same key always use the same producer, so per-key order
+    /// holds.
+    pub producers_per_topic: u32,
+    /// Source records published but not yet acked, at most.
+    pub max_in_flight: u32,
+    /// Bound on one publish or ack to Danube before it counts as failed.
+    pub publish_timeout_ms: u64,
+    /// Port of `/metrics` and `/health`.
+    pub metrics_port: u16,
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a tracing filter.
+    /// Env: `LOG_LEVEL` (then `RUST_LOG`).
+    pub log_level: String,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        ProcessingConfig {
+            batch_size: 500,
+            batch_timeout_ms: 1000,
+            linger_ms: 5,
+            poll_interval_ms: 100,
+            producers_per_topic: 4,
+            max_in_flight: 5000,
+            publish_timeout_ms: 10_000,
+            metrics_port: 9090,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// `[sandbox]`: what the guest may use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SandboxConfig {
+    /// Linear memory cap of the guest, MiB.
+    pub memory_mb: u64,
+    /// Longest a single guest call may run before it is stopped.
+    pub call_timeout_ms: u64,
+    /// Host directories granted to the guest (read and write), at the same path.
+    pub dirs: Vec<PathBuf>,
+    /// TCP destinations the guest may connect to, `host:port` or
+    /// `address/prefix:port`. Everything else is denied.
+    pub allow: Vec<String>,
+    /// Where compiled modules are cached. Default: `$XDG_CACHE_HOME/danube-host`
+    /// or `~/.cache/danube-host`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            memory_mb: 256,
+            call_timeout_ms: 30_000,
+            dirs: Vec::new(),
+            allow: Vec::new(),
+            cache_dir: None,
+        }
+    }
+}
+
+/// `[state]`: where the connector's state store is persisted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct StateConfig {
+    /// Directory holding `<connector_name>.state.json`.
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from("danube-state"),
+        }
+    }
+}
+
+/// `[dead_letter]`: where sink records that can never be written go.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DeadLetterConfig {
+    /// Default: `/default/<connector_name>-dlq`.
+    pub topic: Option<String>,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig { topic: None }
+    }
+}
+
+/// A parsed configuration file: the host's settings and the connector's table.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    pub path: PathBuf,
+    pub host: HostConfig,
+    /// Name of the connector's table, e.g. `mqtt`.
+    pub section: Option<String>,
+    /// The connector's table, handed to the guest.
+    pub connector: toml::Table,
+}
+
+/// Host-owned root keys that are not host settings but still reserved.
+const RESERVED_TABLES: &[&str] = &["schemas", "metrics"];
+
+impl ConnectorConfig {
+    /// Reads and checks a file, applying the environment overrides for host keys.
+    pub fn load(path: &Path) -> Result<ConnectorConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            message: format!("cannot read the configuration file: {e}"),
+        })?;
+        Self::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration text; `env` looks up environment variables.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ConnectorConfig, ConfigError> {
+        let file = path.display().to_string();
+        let err = |message: String| ConfigError {
+            file: file.clone(),
+            message,
+        };
+        let mut root: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| err(describe_toml_error(&e, text)))?;
+
+        let known = known_keys();
+        let (section, connector) = take_connector_table(&mut root, &known).map_err(err)?;
+
+        for (var, key) in [
+            (ENV_SERVICE_URL, "danube_service_url"),
+            (ENV_CONNECTOR_NAME, "connector_name"),
+        ] {
+            if let Some(value) = env(var) {
+                root.insert(key.into(), toml::Value::String(value));
+            }
+        }
+        if let Some(level) = env(ENV_LOG_LEVEL) {
+            let processing = root
+                .entry("processing")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = processing {
+                t.insert("log_level".into(), toml::Value::String(level));
+            }
+        }
+
+        let mut unknown = Vec::new();
+        let host: HostConfig = serde_ignored::deserialize(toml::Value::Table(root), |p| {
+            unknown.push(p.to_string())
+        })
+        .map_err(|e| err(format!("{e}")))?;
+        if let Some(key) = unknown.first() {
+            return Err(err(unknown_key_message(key, &known)));
+        }
+        check_host(&host).map_err(err)?;
+        Ok(ConnectorConfig {
+            path: path.to_path_buf(),
+            host,
+            section,
+            connector,
+        })
+    }
+
+    /// The connector's table as JSON text, for the guest's `open`.
+    pub fn connector_json(&self) -> String {
+        serde_json::to_string(&self.connector).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Applies `SECTION_KEY` environment overrides to the connector's table,
+    /// e.g. `MQTT_PASSWORD` for `[mqtt] password`. Only keys the table has or
+    /// the connector documents (`documented`) are taken, so an unrelated
+    /// variable never becomes an unknown key.
+    pub fn apply_connector_env(
+        &mut self,
+        documented: &BTreeSet<String>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) {
+        let Some(section) = &self.section else { return };
+        let keys: BTreeSet<String> = self
+            .connector
+            .keys()
+            .cloned()
+            .chain(documented.iter().cloned())
+            .collect();
+        for key in keys {
+            let var = format!("{section}_{key}").to_uppercase();
+            if let Some(value) = env(&var) {
+                self.connector.insert(key, parse_env_value(&value));
+            }
+        }
+    }
+
+    /// The dead-letter topic.
+    pub fn dead_letter_topic(&self) -> String {
+        self.host
+            .dead_letter
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("/default/{}-dlq", self.host.connector_name))
+    }
+
+    /// The file holding the connector's persisted state store.
+    pub fn state_file(&self) -> PathBuf {
+        self.host
+            .state
+            .dir
+            .join(format!("{}.state.json", self.host.connector_name))
+    }
+}
+
+/// The keys a documented configuration example declares: its root keys, or the
+/// keys of its single table (examples may be written with or without the
+/// `[section]` header).
+pub fn documented_keys(example: &str) -> BTreeSet<String> {
+    let Ok(table) = example.parse::<toml::Table>() else {
+        return BTreeSet::new();
+    };
+    match table.iter().next() {
+        Some((_, toml::Value::Table(inner))) if table.len() == 1 => {
+            inner.keys().cloned().collect()
+        }
+        _ => table.keys().cloned().collect(),
+    }
+}
+
+/// An environment value as TOML where it parses as a scalar or array
+/// (`true`, `1883`, `["a"]`), else as a string.
+fn parse_env_value(value: &str) -> toml::Value {
+    format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_table())
+        .unwrap_or_else(|| toml::Value::String(value.to_string()))
+}
+
+/// Every valid host key as a dotted path (`processing.batch_size`), derived
+/// from the settings themselves so the list never drifts from the code.
+fn known_keys() -> BTreeSet<String> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
+        for (k, v) in table {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if let toml::Value::Table(t) = v {
+                walk(&path, t, out);
+            }
+            out.insert(path);
+        }
+    }
+    let mut out = BTreeSet::new();
+    let defaults = toml::Table::try_from(HostConfig::default()).unwrap_or_default();
+    walk("", &defaults, &mut out);
+    // Optional keys are absent from the serialized defaults.
+    out.insert("sandbox.cache_dir".into());
+    out.insert("dead_letter.topic".into());
+    out
+}
+
+/// Removes the connector's table from the root. It is the one root table that
+/// is not the host's; a table whose name is a near miss of a host table is a
+/// typo, not a connector table.
+fn take_connector_table(
+    root: &mut toml::Table,
+    known: &BTreeSet<String>,
+) -> Result<(Option<String>, toml::Table), String> {
+    let host_tables: Vec<&str> = known
+        .iter()
+        .filter(|k| !k.contains('.'))
+        .map(String::as_str)
+        .filter(|k| root.get(*k).is_none_or(|v| v.is_table()))
+        .collect();
+    let candidates: Vec<String> = root
+        .iter()
+        .filter(|(k, v)| {
+            v.is_table() && !known.contains(*k) && !RESERVED_TABLES.contains(&k.as_str())
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for name in &candidates {
+        if let Some(near) = nearest(name, host_tables.iter().copied())
+            && strsim::levenshtein(name, near) <= 2
+        {
+            return Err(format!(
+                "unknown table [{name}]; did you mean [{near}]?"
+            ));
+        }
+    }
+    match candidates.as_slice() {
+        [] => Ok((None, toml::Table::new())),
+        [one] => match root.remove(one) {
+            Some(toml::Value::Table(t)) => Ok((Some(one.clone()), t)),
+            _ => Ok((None, toml::Table::new())),
+        },
+        many => Err(format!(
+            "found several connector tables ({}); a file configures one connector, move the others to files of their own",
+            many.iter().map(|n| format!("[{n}]")).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+fn unknown_key_message(key: &str, known: &BTreeSet<String>) -> String {
+    let parent = key.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
+    let siblings = known.iter().filter(|k| {
+        k.rsplit_once('.').map(|(p, _)| p).unwrap_or("") == parent
+    });
+    match nearest(key, siblings.map(String::as_str)) {
+        Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
+        None => format!("unknown key `{key}`"),
+    }
+}
+
+fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// Turns a TOML error into one line with its line number.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].lines().count().max(1);
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+fn check_host(host: &HostConfig) -> Result<(), String> {
+    if host.danube_service_url.is_empty() {
+        return Err(format!(
+            "missing `danube_service_url` (the Danube broker, e.g. \"http://127.0.0.1:6650\"); set it in the file or with {ENV_SERVICE_URL}"
+        ));
+    }
+    check_url(&host.danube_service_url)?;
+    if host.connector_name.is_empty() {
+        return Err(format!(
+            "missing `connector_name` (names the connector in logs and metrics); set it in the file or with {ENV_CONNECTOR_NAME}"
+        ));
+    }
+    if !host
+        .connector_name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "`connector_name` = {:?} may only hold letters, digits, '-' and '_'",
+            host.connector_name
+        ));
+    }
+    let p = &host.processing;
+    for (key, value) in [
+        ("processing.batch_size", p.batch_size as u64),
+        ("processing.producers_per_topic", p.producers_per_topic as u64),
+        ("processing.max_in_flight", p.max_in_flight as u64),
+        ("sandbox.memory_mb", host.sandbox.memory_mb),
+        ("sandbox.call_timeout_ms", host.sandbox.call_timeout_ms),
+    ] {
+        if value == 0 {
+            return Err(format!("`{key}` must be greater than 0"));
+        }
+    }
+    Ok(())
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "`danube_service_url` = {url:?} is not a broker URL ({why}); expected e.g. \"http://127.0.0.1:6650\""
+        ))
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return bad("no scheme");
+    };
+    if scheme != "http" && scheme != "https" {
+        return bad("the scheme must be http or https");
+    }
+    let authority = rest.split('/').next().unwrap_or("");
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return bad("no port");
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return bad("host or port missing or invalid");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConnectorConfig, ConfigError> {
+        ConnectorConfig::parse(text, Path::new("c.toml"), &|_| None)
+    }
+
+    const MINIMAL: &str = r#"
+danube_service_url = "http://127.0.0.1:6650"
+connector_name = "demo"
+[datagen]
+count = 3
+"#;
+
+    #[test]
+    fn minimal_file_takes_defaults_and_finds_the_connector_table() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.section.as_deref(), Some("datagen"));
+        assert_eq!(c.connector_json(), r#"{"count":3}"#);
+        assert_eq!(c.host.retry, RetryConfig::default());
+        assert_eq!(c.dead_letter_topic(), "/default/demo-dlq");
+    }
+
+    #[test]
+    fn unknown_key_names_the_nearest() {
+        let e = parse(&format!("{MINIMAL}\n[processing]\nbatch_sise = 3\n")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.toml: unknown key `processing.batch_sise`; did you mean `processing.batch_size`?"
+        );
+    }
+
+    #[test]
+    fn misspelt_host_table_is_not_taken_for_the_connector() {
+        let e = parse(&format!("{MINIMAL}\n[sandbx]\nmemory_mb = 3\n")).unwrap_err();
+        assert!(e.to_string().contains("did you mean [sandbox]"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_line() {
+        let e = parse(&format!("{MINIMAL}\n[retry]\nmax_retries = \"x\"\n")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("max_retries") || msg.contains("invalid type"), "{msg}");
+        assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn missing_and_bad_url_are_explained() {
+        let e = parse("connector_name = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("missing `danube_service_url`"));
+        let e = parse("danube_service_url = \"localhost\"\nconnector_name = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("not a broker URL"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_root_and_connector_keys() {
+        let env = |k: &str| match k {
+            "DANUBE_SERVICE_URL" => Some("http://10.0.0.1:6650".to_string()),
+            "DATAGEN_COUNT" => Some("7".to_string()),
+            "DATAGEN_PASSWORD" => Some("s3cret".to_string()),
+            "DATAGEN_UNRELATED" => Some("x".to_string()),
+            _ => None,
+        };
+        let mut c = ConnectorConfig::parse(MINIMAL, Path::new("c.toml"), &env).unwrap();
+        assert_eq!(c.host.danube_service_url, "http://10.0.0.1:6650");
+        c.apply_connector_env(&documented_keys("[datagen]\ncount = 1\npassword = \"\""), &env);
+        assert_eq!(c.connector["count"].as_integer(), Some(7));
+        assert_eq!(c.connector["password"].as_str(), Some("s3cret"));
+        assert!(!c.connector.contains_key("unrelated"));
+    }
+}

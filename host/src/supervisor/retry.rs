@@ -1,0 +1,95 @@
+//! Exponential backoff with jitter, bounded by `[retry]`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::config::RetryConfig;
+
+/// The delays of one retried operation.
+pub struct Backoff {
+    config: RetryConfig,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(config: &RetryConfig) -> Backoff {
+        Backoff {
+            config: config.clone(),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay, or `None` once `max_retries` delays were handed out.
+    /// Delays double from `retry_backoff_ms` up to `max_backoff_ms`, each drawn
+    /// between half and all of that, so that restarting peers spread out.
+    pub fn next_delay(&mut self) -> Option<Duration> {
+        if self.attempt >= self.config.max_retries {
+            return None;
+        }
+        let base = self
+            .config
+            .retry_backoff_ms
+            .saturating_mul(1u64 << self.attempt.min(20))
+            .min(self.config.max_backoff_ms)
+            .max(1);
+        self.attempt += 1;
+        Some(Duration::from_millis(
+            rand::rng().random_range(base.div_ceil(2)..=base),
+        ))
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+/// Runs `op` until it succeeds or the retries are spent, logging each failure.
+/// `op` says whether an error is worth retrying.
+pub async fn retry<T, E, F, Fut>(
+    config: &RetryConfig,
+    what: &str,
+    mut op: F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, (E, bool)>>,
+{
+    let mut backoff = Backoff::new(config);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err((e, retryable)) => match backoff.next_delay().filter(|_| retryable) {
+                Some(delay) => {
+                    tracing::warn!(operation = what, error = %e, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64, "retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(e),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_within_bounds_and_stop() {
+        let mut b = Backoff::new(&RetryConfig {
+            max_retries: 4,
+            retry_backoff_ms: 100,
+            max_backoff_ms: 300,
+        });
+        let delays: Vec<u64> = std::iter::from_fn(|| b.next_delay())
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(delays.len(), 4);
+        assert!((50..=100).contains(&delays[0]));
+        assert!((100..=200).contains(&delays[1]));
+        assert!((150..=300).contains(&delays[2]));
+        assert!((150..=300).contains(&delays[3]));
+    }
+}

@@ -1,0 +1,395 @@
+//! The sink pipeline: consume from Danube, batch, hand batches to the guest,
+//! then acknowledge what was written and dead-letter what never can be.
+//!
+//! A batch is flushed when it is full, when it is `batch_timeout_ms` old, or
+//! when no message arrived for `linger_ms`: reliable topics let only a few
+//! unacked messages out per subscription, so waiting for a full batch would
+//! stall. Two batches are kept in flight so the worker round trip is hidden.
+//! A message is acknowledged only after the guest reported it written, or
+//! after it reached the dead-letter topic.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use danube_client::{DanubeClient, Producer};
+use danube_core::message::StreamMessage;
+use futures::stream::{FuturesOrdered, StreamExt};
+use tokio::sync::{OnceCell, mpsc, watch};
+use tokio::time::Instant;
+
+use super::danube::{self, DanubeFailure};
+use super::retry::Backoff;
+use super::worker::Worker;
+use super::{Stop, new_trace_id, outcome_error};
+use crate::config::ConnectorConfig;
+use crate::protocol::{Call, CallOutcome, ConnectorError, ConsumerConfig, RecordFailure, SinkRecord};
+
+/// Batches handed to the worker and not yet answered.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// A consumed message and the consumer (by index) that must acknowledge it.
+struct Delivery {
+    consumer: usize,
+    message: StreamMessage,
+}
+
+/// Runs until `shutdown` turns true (then stops consuming, finishes the
+/// batches in flight and acknowledges them) or until something fatal happens.
+pub async fn run(
+    worker: &Worker,
+    client: &DanubeClient,
+    config: &ConnectorConfig,
+    consumers: Vec<ConsumerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Stop> {
+    let host = &config.host;
+    let processing = &host.processing;
+    let limit = Duration::from_millis(processing.publish_timeout_ms);
+    let batch_size = processing.batch_size as usize;
+
+    let (deliveries_tx, mut deliveries) = mpsc::channel::<Delivery>(batch_size * BATCHES_IN_FLIGHT);
+    let mut ackers = Vec::new();
+    let mut consumer_tasks = Vec::new();
+    for (index, consumer_config) in consumers.iter().enumerate() {
+        if consumer_config.expected_schema_subject.is_some() {
+            tracing::warn!(topic = %consumer_config.topic, "expected_schema_subject is not checked by this host version");
+        }
+        let name = format!("{}-{index}", host.connector_name);
+        let consumer = danube::subscribe(client, &name, consumer_config, &host.retry, limit)
+            .await
+            .map_err(|e| Stop::Fatal(e.message))?;
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        ackers.push(ack_tx);
+        consumer_tasks.push(tokio::spawn(consume(
+            consumer,
+            index,
+            deliveries_tx.clone(),
+            ack_rx,
+            shutdown.clone(),
+            limit,
+            host.retry.clone(),
+        )));
+        tracing::info!(topic = %consumer_config.topic, subscription = %consumer_config.subscription, "subscribed");
+    }
+    drop(deliveries_tx);
+
+    let dead_letter = DeadLetter {
+        topic: config.dead_letter_topic(),
+        connector: host.connector_name.clone(),
+        producer: OnceCell::new(),
+        client,
+        retry: host.retry.clone(),
+        limit,
+    };
+    let ack = |d: &Delivery| {
+        // A closed acker means its consumer ended; the broker redelivers.
+        let _ = ackers[d.consumer].send(d.message.clone());
+    };
+
+    let mut batch: Vec<Delivery> = Vec::with_capacity(batch_size);
+    let mut batch_started = Instant::now();
+    let mut last_arrival = Instant::now();
+    let mut in_flight = FuturesOrdered::new();
+    let mut stopping = *shutdown.borrow();
+    let mut consuming = true;
+
+    loop {
+        let full = batch.len() >= batch_size;
+        let due = !batch.is_empty()
+            && (full
+                || stopping
+                || !consuming
+                || Instant::now() >= flush_deadline(batch_started, last_arrival, processing));
+        if due && in_flight.len() < BATCHES_IN_FLIGHT {
+            let records = std::mem::take(&mut batch);
+            in_flight.push_back(process(worker, records, &host.retry));
+        }
+        if (stopping || !consuming) && batch.is_empty() && in_flight.is_empty() {
+            break;
+        }
+        let deadline = if batch.is_empty() {
+            Instant::now() + Duration::from_secs(3600)
+        } else {
+            flush_deadline(batch_started, last_arrival, processing)
+        };
+
+        tokio::select! {
+            _ = shutdown.changed(), if !stopping => {
+                stopping = true;
+                tracing::info!(batched = batch.len(), in_flight = in_flight.len(), "draining: no more messages taken, finishing batches in flight");
+            }
+            next = deliveries.recv(), if consuming && !stopping && !full => match next {
+                Some(delivery) => {
+                    if batch.is_empty() {
+                        batch_started = Instant::now();
+                    }
+                    last_arrival = Instant::now();
+                    batch.push(delivery);
+                }
+                None => consuming = false,
+            },
+            _ = tokio::time::sleep_until(deadline), if !batch.is_empty() && in_flight.len() < BATCHES_IN_FLIGHT => {}
+            Some((records, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                let failures = result?;
+                settle(records, failures, &dead_letter, &ack).await?;
+            }
+        }
+    }
+    drop(ackers);
+    for task in consumer_tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+fn flush_deadline(
+    started: Instant,
+    last_arrival: Instant,
+    processing: &crate::config::ProcessingConfig,
+) -> Instant {
+    (started + Duration::from_millis(processing.batch_timeout_ms))
+        .min(last_arrival + Duration::from_millis(processing.linger_ms))
+}
+
+/// Hands a batch to the guest, retrying the whole batch (or the records the
+/// guest marked retryable) with backoff. Resolves to the batch and the
+/// records that failed for good.
+async fn process<'a>(
+    worker: &'a Worker,
+    deliveries: Vec<Delivery>,
+    retry: &'a crate::config::RetryConfig,
+) -> (Vec<Delivery>, Result<Vec<RecordFailure>, Stop>) {
+    let result = process_records(worker, &deliveries, retry).await;
+    (deliveries, result)
+}
+
+async fn process_records(
+    worker: &Worker,
+    deliveries: &[Delivery],
+    retry: &crate::config::RetryConfig,
+) -> Result<Vec<RecordFailure>, Stop> {
+    let mut backoff = Backoff::new(retry);
+    // Indices (into `deliveries`) still to write, and final failures.
+    let mut todo: Vec<usize> = (0..deliveries.len()).collect();
+    let mut failed: Vec<RecordFailure> = Vec::new();
+    let mut attempt = 0u32;
+    loop {
+        let trace_id = new_trace_id();
+        let records = todo
+            .iter()
+            .map(|&i| to_sink_record(&deliveries[i].message, attempt))
+            .collect();
+        tracing::debug!(trace_id = %format_args!("{trace_id:016x}"), records = todo.len(), attempt, "processing batch");
+        let outcome = worker
+            .call(trace_id, Call::ProcessBatch { records })
+            .await
+            .map_err(|e| Stop::WorkerGone(e.to_string()))?;
+        let retry_why = match outcome {
+            CallOutcome::Processed(failures) => {
+                let mut again = Vec::new();
+                let mut why = None;
+                for f in failures {
+                    let Some(&index) = todo.get(f.index as usize) else {
+                        return Err(Stop::Fatal(format!(
+                            "the connector reported a failure for record {} of a batch of {}",
+                            f.index,
+                            todo.len()
+                        )));
+                    };
+                    match f.error {
+                        ConnectorError::Retryable(m) => {
+                            again.push(index);
+                            why = Some(m);
+                        }
+                        ConnectorError::InvalidData(_) => failed.push(RecordFailure {
+                            index: index as u32,
+                            error: f.error,
+                        }),
+                        other => return Err(Stop::Fatal(format!("writing a record: {other}"))),
+                    }
+                }
+                match why {
+                    None => return Ok(failed),
+                    Some(why) => {
+                        todo = again;
+                        why
+                    }
+                }
+            }
+            CallOutcome::Error(ConnectorError::Retryable(why)) => why,
+            CallOutcome::Error(ConnectorError::InvalidData(why)) => {
+                failed.extend(todo.iter().map(|&index| RecordFailure {
+                    index: index as u32,
+                    error: ConnectorError::InvalidData(why.clone()),
+                }));
+                return Ok(failed);
+            }
+            other => return Err(outcome_error("process-batch", other)),
+        };
+        match backoff.next_delay() {
+            Some(delay) => {
+                tracing::warn!(trace_id = %format_args!("{trace_id:016x}"), error = %retry_why, records = todo.len(), retry_in_ms = delay.as_millis() as u64, "batch failed; retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            None => {
+                return Err(Stop::Fatal(format!(
+                    "writing a batch kept failing after {} retries: {retry_why}; its records were not acknowledged and will be delivered again",
+                    retry.max_retries
+                )));
+            }
+        }
+    }
+}
+
+/// Acknowledges the written records and dead-letters the failed ones.
+async fn settle(
+    deliveries: Vec<Delivery>,
+    failures: Vec<RecordFailure>,
+    dead_letter: &DeadLetter<'_>,
+    ack: &impl Fn(&Delivery),
+) -> Result<(), Stop> {
+    let failed: HashMap<usize, ConnectorError> = failures
+        .into_iter()
+        .map(|f| (f.index as usize, f.error))
+        .collect();
+    for (index, delivery) in deliveries.iter().enumerate() {
+        if let Some(error) = failed.get(&index) {
+            dead_letter
+                .send(&delivery.message, error)
+                .await
+                .map_err(|e| Stop::Fatal(format!(
+                    "cannot write to the dead-letter topic {}: {e}; the record stays unacknowledged",
+                    dead_letter.topic
+                )))?;
+        }
+        ack(delivery);
+    }
+    Ok(())
+}
+
+fn to_sink_record(message: &StreamMessage, redelivery_count: u32) -> SinkRecord {
+    SinkRecord {
+        topic: message.msg_id.topic_name.clone(),
+        payload: message.payload.to_vec(),
+        attributes: message
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        key: message.routing_key.clone(),
+        publish_time: message.publish_time,
+        producer: message.producer_name.clone(),
+        offset: message.msg_id.topic_offset,
+        redelivery_count,
+        schema: None,
+    }
+}
+
+/// The dead-letter topic: the record's payload and attributes, plus why it
+/// failed and where it came from.
+struct DeadLetter<'a> {
+    topic: String,
+    connector: String,
+    producer: OnceCell<Producer>,
+    client: &'a DanubeClient,
+    retry: crate::config::RetryConfig,
+    limit: Duration,
+}
+
+impl DeadLetter<'_> {
+    async fn send(&self, message: &StreamMessage, error: &ConnectorError) -> Result<(), DanubeFailure> {
+        let producer = self
+            .producer
+            .get_or_try_init(|| async {
+                let config = crate::protocol::ProducerConfig {
+                    topic: self.topic.clone(),
+                    partitions: 0,
+                    reliable: true,
+                    schema_subject: None,
+                };
+                let name = format!("{}-dead-letter-{:08x}", self.connector, rand::random::<u32>());
+                danube::create_producer(self.client, &name, &config, &self.retry, self.limit).await
+            })
+            .await?;
+        let mut attributes: Vec<(String, String)> = message
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        attributes.extend([
+            ("dlq.error".to_string(), error.to_string()),
+            ("dlq.error_class".to_string(), error.class().to_string()),
+            ("dlq.topic".to_string(), message.msg_id.topic_name.clone()),
+            ("dlq.offset".to_string(), message.msg_id.topic_offset.to_string()),
+            ("dlq.connector".to_string(), self.connector.clone()),
+        ]);
+        tracing::warn!(topic = %message.msg_id.topic_name, offset = message.msg_id.topic_offset, error = %error, dead_letter_topic = %self.topic, "record dead-lettered");
+        danube::publish(
+            producer,
+            &message.payload,
+            &attributes,
+            message.routing_key.as_deref(),
+            &self.retry,
+            self.limit,
+        )
+        .await
+    }
+}
+
+/// Owns one consumer: forwards its messages and performs the acknowledgements
+/// the pipeline asks for, until the pipeline stops.
+async fn consume(
+    mut consumer: danube_client::Consumer,
+    index: usize,
+    deliveries: mpsc::Sender<Delivery>,
+    mut acks: mpsc::UnboundedReceiver<StreamMessage>,
+    mut shutdown: watch::Receiver<bool>,
+    limit: Duration,
+    retry: crate::config::RetryConfig,
+) {
+    let mut messages = match consumer.receive().await {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            tracing::error!(error = %DanubeFailure::from(e), "cannot start receiving");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            ack = acks.recv() => match ack {
+                Some(message) => {
+                    let mut backoff = Backoff::new(&retry);
+                    loop {
+                        match danube::bounded(limit, consumer.ack(&message)).await {
+                            Ok(()) => break,
+                            Err(e) => match backoff.next_delay().filter(|_| e.retryable) {
+                                Some(delay) => tokio::time::sleep(delay).await,
+                                None => {
+                                    tracing::warn!(error = %e, offset = message.msg_id.topic_offset, "ack failed; the broker will deliver the message again");
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                }
+                None => break,
+            },
+            _ = shutdown.changed(), if messages.is_some() => {
+                // Stop taking messages; keep acknowledging until the pipeline
+                // drops the ack channel.
+                messages = None;
+            }
+            message = async { messages.as_mut().expect("guarded").recv().await }, if messages.is_some() => match message {
+                Some(message) => {
+                    if deliveries.send(Delivery { consumer: index, message }).await.is_err() {
+                        messages = None;
+                    }
+                }
+                None => messages = None,
+            },
+        }
+    }
+    consumer.close().await;
+}

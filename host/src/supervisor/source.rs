@@ -1,0 +1,383 @@
+//! The source pipeline: poll the guest, publish to Danube, commit what the
+//! broker acknowledged.
+//!
+//! Records are spread over several producers per topic ("lanes"), because a
+//! `danube-client` producer has one send in flight at a time. Records with the
+//! same key always take the same lane, so per-key order holds. The guest's
+//! `commit` sees an offset only once the broker acknowledged that record and
+//! every record polled before it from the same stream ([`OffsetTracker`]).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::time::Duration;
+
+use danube_client::{DanubeClient, Producer};
+use futures::Future;
+use tokio::sync::{mpsc, watch};
+
+use super::danube::{self, DanubeFailure};
+use super::worker::Worker;
+use super::{Stop, new_trace_id, outcome_error};
+use crate::config::ConnectorConfig;
+use crate::protocol::{Call, CallOutcome, Offset, ProducerConfig, SourceRecord};
+
+/// A record on its way to a lane.
+struct Outgoing {
+    id: u64,
+    record: SourceRecord,
+}
+
+/// A lane's report on one record.
+struct Published {
+    id: u64,
+    topic: String,
+    result: Result<(), DanubeFailure>,
+}
+
+/// Runs until `shutdown` turns true (then drains: stops polling, waits for
+/// every published record's ack, commits) or until something fatal happens.
+pub async fn run(
+    worker: &Worker,
+    client: &DanubeClient,
+    config: &ConnectorConfig,
+    producers: Vec<ProducerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Stop> {
+    let host = &config.host;
+    let processing = &host.processing;
+    let limit = Duration::from_millis(processing.publish_timeout_ms);
+    let (published_tx, mut published) = mpsc::unbounded_channel::<Published>();
+    let lanes = start_lanes(client, config, &producers, limit, &published_tx).await?;
+    drop(published_tx);
+    tracing::info!(connector = %host.connector_name, topics = producers.len(), lanes_per_topic = processing.producers_per_topic, "source pipeline running");
+
+    let mut tracker = OffsetTracker::default();
+    let mut next_id = 0u64;
+    let mut round_robin = 0usize;
+    let mut stopping = *shutdown.borrow();
+    let mut poll_backoff = super::retry::Backoff::new(&host.retry);
+    type Pending<'a> = Pin<Box<dyn Future<Output = (u64, Result<CallOutcome, super::worker::WorkerGone>)> + Send + 'a>>;
+    let mut poll: Option<Pending> = None;
+    let mut commit: Option<(Vec<Offset>, Pending)> = None;
+
+    loop {
+        // Records in flight are bounded by asking the guest for no more than
+        // there is room for.
+        let room = (processing.max_in_flight as usize)
+            .saturating_sub(tracker.outstanding())
+            .min(processing.batch_size as usize);
+        if poll.is_none() && !stopping && room > 0 {
+            let trace_id = new_trace_id();
+            let call = Call::Poll {
+                max: room as u32,
+                timeout_ms: processing.poll_interval_ms as u32,
+            };
+            poll = Some(Box::pin(async move { (trace_id, worker.call(trace_id, call).await) }));
+        }
+        if commit.is_none()
+            && let Some(offsets) = tracker.take_committable()
+        {
+            let trace_id = new_trace_id();
+            let call = Call::Commit {
+                offsets: offsets.clone(),
+            };
+            commit = Some((
+                offsets,
+                Box::pin(async move { (trace_id, worker.call(trace_id, call).await) }),
+            ));
+        }
+        if stopping && poll.is_none() && commit.is_none() && tracker.outstanding() == 0 {
+            return Ok(());
+        }
+
+        tokio::select! {
+            _ = shutdown.changed(), if !stopping => {
+                stopping = true;
+                tracing::info!(outstanding = tracker.outstanding(), "draining: no more polls, waiting for in-flight records");
+            }
+            (trace_id, outcome) = async { poll.as_mut().expect("guarded").await }, if poll.is_some() => {
+                poll = None;
+                match outcome.map_err(|e| Stop::WorkerGone(e.to_string()))? {
+                    CallOutcome::Polled(records) => {
+                        poll_backoff = super::retry::Backoff::new(&host.retry);
+                        if !records.is_empty() {
+                            tracing::debug!(trace_id = %format_args!("{trace_id:016x}"), records = records.len(), "polled");
+                        }
+                        for record in records {
+                            let lane = pick_lane(&lanes, &record, &mut round_robin)?;
+                            let id = next_id;
+                            next_id += 1;
+                            tracker.push(id, record.offset.clone());
+                            if lane.send(Outgoing { id, record }).is_err() {
+                                return Err(Stop::Fatal("a publishing lane stopped".into()));
+                            }
+                        }
+                    }
+                    CallOutcome::Error(crate::protocol::ConnectorError::Retryable(why)) => {
+                        match poll_backoff.next_delay() {
+                            Some(delay) => {
+                                tracing::warn!(error = %why, retry_in_ms = delay.as_millis() as u64, "poll failed; retrying");
+                                tokio::time::sleep(delay).await;
+                            }
+                            None => return Err(Stop::Fatal(format!("poll kept failing after {} retries: {why}", host.retry.max_retries))),
+                        }
+                    }
+                    CallOutcome::Error(crate::protocol::ConnectorError::InvalidData(why)) => {
+                        tracing::warn!(error = %why, "poll reported invalid data; continuing");
+                    }
+                    other => return Err(outcome_error("poll", other)),
+                }
+            }
+            (_, outcome) = async { commit.as_mut().expect("guarded").1.as_mut().await }, if commit.is_some() => {
+                let (offsets, _) = commit.take().expect("guarded");
+                match outcome.map_err(|e| Stop::WorkerGone(e.to_string()))? {
+                    CallOutcome::Done => tracing::debug!(?offsets, "committed"),
+                    CallOutcome::Error(crate::protocol::ConnectorError::Retryable(why)) => {
+                        tracing::warn!(error = %why, "commit failed; it is retried with the next one");
+                        tracker.requeue(offsets);
+                    }
+                    other => return Err(outcome_error("commit", other)),
+                }
+            }
+            Some(done) = published.recv() => {
+                match done.result {
+                    Ok(()) => tracker.ack(done.id),
+                    Err(e) => return Err(Stop::Fatal(format!(
+                        "cannot publish to {} after {} retries: {e}; uncommitted records are polled again on restart",
+                        done.topic, host.retry.max_retries
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// The lanes of each topic.
+type Lanes = HashMap<String, Vec<mpsc::UnboundedSender<Outgoing>>>;
+
+async fn start_lanes(
+    client: &DanubeClient,
+    config: &ConnectorConfig,
+    producers: &[ProducerConfig],
+    limit: Duration,
+    published: &mpsc::UnboundedSender<Published>,
+) -> Result<Lanes, Stop> {
+    let host = &config.host;
+    let per_topic = host.processing.producers_per_topic as usize;
+    // Unique per process: a broker may still hold the names of a previous run.
+    let run_tag: u32 = rand::random();
+    let mut lanes = Lanes::new();
+    for producer_config in producers {
+        let mut senders = Vec::with_capacity(per_topic);
+        for index in 0..per_topic {
+            let name = format!("{}-{}-{index}-{run_tag:08x}", host.connector_name, sanitize(&producer_config.topic));
+            let producer =
+                danube::create_producer(client, &name, producer_config, &host.retry, limit)
+                    .await
+                    .map_err(|e| Stop::Fatal(e.message))?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(lane(
+                producer,
+                producer_config.topic.clone(),
+                rx,
+                published.clone(),
+                host.retry.clone(),
+                limit,
+            ));
+            senders.push(tx);
+        }
+        lanes.insert(producer_config.topic.clone(), senders);
+    }
+    Ok(lanes)
+}
+
+/// Publishes one lane's records in order, one at a time.
+async fn lane(
+    producer: Producer,
+    topic: String,
+    mut records: mpsc::UnboundedReceiver<Outgoing>,
+    published: mpsc::UnboundedSender<Published>,
+    retry: crate::config::RetryConfig,
+    limit: Duration,
+) {
+    while let Some(Outgoing { id, record }) = records.recv().await {
+        let result = danube::publish(
+            &producer,
+            &record.payload,
+            &record.attributes,
+            record.key.as_deref(),
+            &retry,
+            limit,
+        )
+        .await;
+        let failed = result.is_err();
+        if published
+            .send(Published {
+                id,
+                topic: topic.clone(),
+                result,
+            })
+            .is_err()
+            || failed
+        {
+            return;
+        }
+    }
+}
+
+fn pick_lane<'a>(
+    lanes: &'a Lanes,
+    record: &SourceRecord,
+    round_robin: &mut usize,
+) -> Result<&'a mpsc::UnboundedSender<Outgoing>, Stop> {
+    let Some(senders) = lanes.get(&record.topic) else {
+        return Err(Stop::Fatal(format!(
+            "the connector produced a record for topic {:?}, which it did not declare in open (declared: {})",
+            record.topic,
+            lanes.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    };
+    let index = match &record.key {
+        Some(key) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.hash(&mut h);
+            h.finish() as usize % senders.len()
+        }
+        None => {
+            *round_robin = round_robin.wrapping_add(1);
+            *round_robin % senders.len()
+        }
+    };
+    Ok(&senders[index])
+}
+
+fn sanitize(topic: &str) -> String {
+    topic
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// Which offsets may be committed: per stream, the position of the last record
+/// such that it and every record polled before it were acknowledged.
+#[derive(Default)]
+pub struct OffsetTracker {
+    /// Per stream, the records not yet committable, in poll order.
+    streams: HashMap<String, VecDeque<Entry>>,
+    stream_of: HashMap<u64, String>,
+    ready: BTreeMap<String, u64>,
+    outstanding: usize,
+}
+
+struct Entry {
+    id: u64,
+    position: u64,
+    acked: bool,
+}
+
+impl OffsetTracker {
+    /// Registers a published record (ids grow with poll order).
+    pub fn push(&mut self, id: u64, offset: Option<Offset>) {
+        self.outstanding += 1;
+        if let Some(offset) = offset {
+            self.stream_of.insert(id, offset.stream.clone());
+            self.streams.entry(offset.stream).or_default().push_back(Entry {
+                id,
+                position: offset.position,
+                acked: false,
+            });
+        }
+    }
+
+    /// Marks a record acknowledged by the broker.
+    pub fn ack(&mut self, id: u64) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        let Some(stream) = self.stream_of.remove(&id) else {
+            return;
+        };
+        let Some(entries) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if let Ok(i) = entries.binary_search_by_key(&id, |e| e.id) {
+            entries[i].acked = true;
+        }
+        while entries.front().is_some_and(|e| e.acked) {
+            let e = entries.pop_front().expect("checked");
+            self.ready.insert(stream.clone(), e.position);
+        }
+        if entries.is_empty() {
+            self.streams.remove(&stream);
+        }
+    }
+
+    /// The offsets ready to commit since the last call, one per stream.
+    pub fn take_committable(&mut self) -> Option<Vec<Offset>> {
+        if self.ready.is_empty() {
+            return None;
+        }
+        Some(
+            std::mem::take(&mut self.ready)
+                .into_iter()
+                .map(|(stream, position)| Offset { stream, position })
+                .collect(),
+        )
+    }
+
+    /// Puts back offsets whose commit failed (newer ones win).
+    pub fn requeue(&mut self, offsets: Vec<Offset>) {
+        for o in offsets {
+            let e = self.ready.entry(o.stream).or_insert(o.position);
+            *e = (*e).max(o.position);
+        }
+    }
+
+    /// Records published and not yet acknowledged.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn off(stream: &str, position: u64) -> Option<Offset> {
+        Some(Offset {
+            stream: stream.into(),
+            position,
+        })
+    }
+
+    #[test]
+    fn commits_only_the_acked_prefix_of_each_stream() {
+        let mut t = OffsetTracker::default();
+        t.push(0, off("a", 10));
+        t.push(1, off("b", 5));
+        t.push(2, off("a", 11));
+        t.push(3, None);
+        t.push(4, off("a", 12));
+        t.ack(2);
+        t.ack(4);
+        assert_eq!(t.take_committable(), None, "a:10 is not acked yet");
+        t.ack(0);
+        assert_eq!(t.take_committable(), Some(vec![Offset { stream: "a".into(), position: 12 }]));
+        t.ack(1);
+        t.ack(3);
+        assert_eq!(t.take_committable(), Some(vec![Offset { stream: "b".into(), position: 5 }]));
+        assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    fn requeued_offsets_merge_with_newer_ones() {
+        let mut t = OffsetTracker::default();
+        t.push(0, off("a", 1));
+        t.ack(0);
+        let first = t.take_committable().unwrap();
+        t.push(1, off("a", 2));
+        t.ack(1);
+        t.requeue(first);
+        assert_eq!(t.take_committable(), Some(vec![Offset { stream: "a".into(), position: 2 }]));
+    }
+}

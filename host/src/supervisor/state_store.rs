@@ -1,0 +1,101 @@
+//! The connector's persisted state store (the `state` import).
+//!
+//! A small map saved as one JSON file, replaced atomically (write, fsync,
+//! rename) on every change, so a crash leaves either the old or the new map.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+pub struct StateStore {
+    /// `None` for a store that lives only in memory (`inspect`, `validate`).
+    path: Option<PathBuf>,
+    entries: BTreeMap<String, Vec<u8>>,
+}
+
+impl StateStore {
+    /// Opens the store at `path`; a missing file is an empty store.
+    pub fn open(path: &Path) -> anyhow::Result<StateStore> {
+        let entries = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "the state file {} is corrupt; restore it from a backup or delete it to start the connector from scratch",
+                    path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        Ok(StateStore {
+            path: Some(path.to_path_buf()),
+            entries,
+        })
+    }
+
+    /// A store that is never written to disk.
+    pub fn in_memory() -> StateStore {
+        StateStore {
+            path: None,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    pub fn entries(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.entries
+    }
+
+    /// Sets (`Some`) or removes (`None`) a key and persists the store.
+    pub fn apply(&mut self, key: String, value: Option<Vec<u8>>) -> anyhow::Result<()> {
+        match value {
+            Some(v) => self.entries.insert(key, v),
+            None => self.entries.remove(&key),
+        };
+        self.save()
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        let tmp = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.write_all(&serde_json::to_vec(&self.entries)?)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot replace {}", path.display()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/c.state.json");
+        let mut store = StateStore::open(&path).unwrap();
+        store.apply("seq".into(), Some(b"42".to_vec())).unwrap();
+        store.apply("gone".into(), Some(vec![1])).unwrap();
+        store.apply("gone".into(), None).unwrap();
+        let back = StateStore::open(&path).unwrap();
+        assert_eq!(back.entries().get("seq").map(Vec::as_slice), Some(&b"42"[..]));
+        assert!(!back.entries().contains_key("gone"));
+    }
+
+    #[test]
+    fn corrupt_file_is_reported_with_a_remedy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.state.json");
+        std::fs::write(&path, b"{not json").unwrap();
+        let e = StateStore::open(&path).err().unwrap();
+        assert!(format!("{e:#}").contains("is corrupt"));
+    }
+}

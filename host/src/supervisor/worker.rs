@@ -1,0 +1,173 @@
+//! The supervisor's handle on one worker process.
+//!
+//! Calls are pipelined: each gets an id, is written to the socket at once and
+//! resolved when its reply arrives, so the supervisor can keep several batches
+//! in flight and hide the round trip. Blocking socket I/O runs on two threads
+//! of the handle's own; the rest of the supervisor stays async.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use tokio::sync::{mpsc, oneshot};
+
+use super::state_store::StateStore;
+use crate::protocol::{
+    Call, CallOutcome, FromWorker, GuestMetric, ModuleInfo, ToWorker,
+    WorkerInit, read_frame, write_frame,
+};
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<CallOutcome>>>>;
+
+/// Why a call got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerGone {
+    #[error("the worker process exited ({0})")]
+    Exited(String),
+}
+
+pub struct Worker {
+    child: tokio::process::Child,
+    outbox: mpsc::UnboundedSender<ToWorker>,
+    pending: Pending,
+    next_id: AtomicU64,
+    info: ModuleInfo,
+}
+
+impl Worker {
+    /// Starts a worker for `init.module` and waits until the module is loaded.
+    /// A module that cannot be loaded is an error carrying the worker's reason.
+    pub async fn spawn(
+        init: WorkerInit,
+        state: StateStore,
+        metrics: mpsc::UnboundedSender<GuestMetric>,
+    ) -> anyhow::Result<Worker> {
+        let exe = std::env::current_exe().context("cannot find the danube-host binary")?;
+        Self::spawn_exe(&exe, init, state, metrics).await
+    }
+
+    async fn spawn_exe(
+        exe: &Path,
+        init: WorkerInit,
+        state: StateStore,
+        metrics: mpsc::UnboundedSender<GuestMetric>,
+    ) -> anyhow::Result<Worker> {
+        let (ours, theirs) = UnixStream::pair().context("cannot create the worker socket")?;
+        let child = tokio::process::Command::new(exe)
+            .arg("worker")
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .env_clear()
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start the worker process {}", exe.display()))?;
+
+        let mut reader = ours.try_clone()?;
+        let mut writer = ours;
+        write_frame(&mut writer, &ToWorker::Init(init))?;
+        let info = tokio::task::spawn_blocking(move || -> anyhow::Result<(ModuleInfo, UnixStream)> {
+            match read_frame::<FromWorker>(&mut reader)? {
+                Some(FromWorker::Ready(info)) => Ok((info, reader)),
+                Some(FromWorker::LoadFailed(why)) => bail!("{why}"),
+                Some(other) => bail!("unexpected first frame from the worker: {other:?}"),
+                None => bail!("the worker process exited while loading the module"),
+            }
+        })
+        .await??;
+        let (info, reader) = info;
+
+        let pending: Pending = Arc::default();
+        let (outbox, mut outgoing) = mpsc::unbounded_channel::<ToWorker>();
+        std::thread::Builder::new()
+            .name("worker-writer".into())
+            .spawn(move || {
+                while let Some(message) = outgoing.blocking_recv() {
+                    if write_frame(&mut writer, &message).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        let replies = pending.clone();
+        std::thread::Builder::new()
+            .name("worker-reader".into())
+            .spawn(move || read_replies(reader, replies, state, metrics))?;
+
+        Ok(Worker {
+            child,
+            outbox,
+            pending,
+            next_id: AtomicU64::new(1),
+            info,
+        })
+    }
+
+    pub fn info(&self) -> &ModuleInfo {
+        &self.info
+    }
+
+    /// Sends a call and waits for its outcome.
+    pub async fn call(&self, trace_id: u64, call: Call) -> Result<CallOutcome, WorkerGone> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        if self.outbox.send(ToWorker::Call { id, trace_id, call }).is_err() {
+            return Err(WorkerGone::Exited("its socket is closed".into()));
+        }
+        rx.await
+            .map_err(|_| WorkerGone::Exited("it closed its socket".into()))
+    }
+
+    /// Closes the socket and waits for the process to end.
+    pub async fn shutdown(mut self) -> Option<std::process::ExitStatus> {
+        drop(self.outbox);
+        self.child.wait().await.ok()
+    }
+}
+
+/// Resolves replies, persists state changes and forwards metrics, in the order
+/// the worker sent them: a state change made during a call is on disk before
+/// that call's reply is handed out.
+fn read_replies(
+    mut reader: UnixStream,
+    pending: Pending,
+    mut state: StateStore,
+    metrics: mpsc::UnboundedSender<GuestMetric>,
+) {
+    loop {
+        match read_frame::<FromWorker>(&mut reader) {
+            Ok(Some(FromWorker::Reply { id, outcome })) => {
+                let waiter = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(outcome);
+                }
+            }
+            Ok(Some(FromWorker::StatePut { key, value })) => {
+                if let Err(e) = state.apply(key, value) {
+                    tracing::error!(error = %format!("{e:#}"), "cannot persist the connector's state");
+                }
+            }
+            Ok(Some(FromWorker::Metric(m))) => {
+                let _ = metrics.send(m);
+            }
+            Ok(Some(other)) => {
+                tracing::error!(frame = ?other, "unexpected frame from the worker");
+                break;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "the worker socket failed");
+                break;
+            }
+        }
+    }
+    // Dropping the senders wakes every waiting call with `WorkerGone`.
+    pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}

@@ -1,0 +1,352 @@
+//! The guest: generated bindings, instantiation and typed calls.
+//!
+//! The generated bindings stay in this file. Everything outside the worker
+//! speaks the host's own [`protocol`] types; the conversions live here, at the
+//! edge.
+
+use anyhow::bail;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store};
+
+use super::state::GuestState;
+use crate::protocol::{self, CallOutcome, ModuleInfo, Opened, World};
+
+/// The WIT package version this host serves.
+pub const WIT_VERSION: &str = "0.1.0";
+const SOURCE_EXPORT: &str = "danube:connect/source-connector";
+const SINK_EXPORT: &str = "danube:connect/sink-connector";
+
+pub mod source {
+    wasmtime::component::bindgen!({ path: "../wit", world: "source" });
+}
+
+pub mod sink {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "sink",
+        with: {
+            "danube:connect/types": super::source::danube::connect::types,
+            "danube:connect/log": super::source::danube::connect::log,
+            "danube:connect/state": super::source::danube::connect::state,
+            "danube:connect/metrics": super::source::danube::connect::metrics,
+        },
+    });
+}
+
+use source::danube::connect::types as wit;
+
+/// Which world a component implements, read from its exports without running
+/// it. A module built for another version of the contract is named as such.
+pub fn detect_world(engine: &Engine, component: &Component) -> anyhow::Result<World> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    for name in &exports {
+        for (prefix, world) in [(SOURCE_EXPORT, World::Source), (SINK_EXPORT, World::Sink)] {
+            let Some(rest) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            let version = rest.strip_prefix('@').unwrap_or("(unversioned)");
+            if version != WIT_VERSION {
+                bail!(
+                    "the module was built for danube:connect@{version}, but this host serves danube:connect@{WIT_VERSION}; rebuild the connector against this host's WIT or run a host that serves {version}"
+                );
+            }
+            return Ok(world);
+        }
+    }
+    bail!(
+        "the module exports no connector interface ({SOURCE_EXPORT} or {SINK_EXPORT}); it exports [{}]. Is it a connector built against the danube:connect WIT?",
+        exports.join(", ")
+    )
+}
+
+/// A running component instance of either world, with its store.
+pub struct Guest {
+    store: Store<GuestState>,
+    instance: Instance,
+}
+
+enum Instance {
+    Source(source::Source),
+    Sink(sink::Sink),
+}
+
+impl Guest {
+    /// Links the host imports and WASI, and instantiates the component.
+    pub fn instantiate(
+        engine: &Engine,
+        component: &Component,
+        world: World,
+        state: GuestState,
+    ) -> anyhow::Result<Guest> {
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limits);
+        // No deadline outside calls: instantiation runs the guest's start-up
+        // code, which gets one call's worth of time too.
+        store.set_epoch_deadline(store.data().call_ticks);
+        store.epoch_deadline_trap();
+        let mut linker: Linker<GuestState> = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        let instance = match world {
+            World::Source => {
+                source::Source::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
+                Instance::Source(
+                    source::Source::instantiate(&mut store, component, &linker)
+                        .map_err(explain_link_error)?,
+                )
+            }
+            World::Sink => {
+                sink::Sink::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
+                Instance::Sink(
+                    sink::Sink::instantiate(&mut store, component, &linker)
+                        .map_err(explain_link_error)?,
+                )
+            }
+        };
+        Ok(Guest { store, instance })
+    }
+
+    pub fn world(&self) -> World {
+        match self.instance {
+            Instance::Source(_) => World::Source,
+            Instance::Sink(_) => World::Sink,
+        }
+    }
+
+    pub fn state_mut(&mut self) -> &mut GuestState {
+        self.store.data_mut()
+    }
+
+    /// Calls `describe`.
+    pub fn describe(&mut self) -> wasmtime::Result<ModuleInfo> {
+        self.arm_deadline();
+        let info = match &self.instance {
+            Instance::Source(i) => i
+                .danube_connect_source_connector()
+                .call_describe(&mut self.store)?,
+            Instance::Sink(i) => i
+                .danube_connect_sink_connector()
+                .call_describe(&mut self.store)?,
+        };
+        Ok(ModuleInfo {
+            world: self.world(),
+            wit_version: WIT_VERSION.into(),
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            config_example: info.config_example,
+        })
+    }
+
+    /// Runs one call. `Err` is a trap (panic, time or memory limit): the
+    /// instance must not be used again.
+    pub fn call(&mut self, call: protocol::Call) -> wasmtime::Result<CallOutcome> {
+        use protocol::Call;
+        self.arm_deadline();
+        let store = &mut self.store;
+        let outcome = match (&self.instance, call) {
+            (Instance::Source(i), Call::Open { config_json }) => {
+                let g = i.danube_connect_source_connector();
+                outcome(g.call_open(store, &config_json)?, |configs| {
+                    CallOutcome::Opened(Opened::Source(
+                        configs.into_iter().map(from_producer_config).collect(),
+                    ))
+                })
+            }
+            (Instance::Source(i), Call::Poll { max, timeout_ms }) => {
+                let g = i.danube_connect_source_connector();
+                outcome(g.call_poll(store, max, timeout_ms)?, |records| {
+                    CallOutcome::Polled(records.into_iter().map(from_source_record).collect())
+                })
+            }
+            (Instance::Source(i), Call::Commit { offsets }) => {
+                let offsets: Vec<wit::Offset> = offsets
+                    .into_iter()
+                    .map(|o| wit::Offset {
+                        stream: o.stream,
+                        position: o.position,
+                    })
+                    .collect();
+                let g = i.danube_connect_source_connector();
+                outcome(g.call_commit(store, &offsets)?, |()| CallOutcome::Done)
+            }
+            (Instance::Source(i), Call::Health) => {
+                let g = i.danube_connect_source_connector();
+                health_outcome(g.call_health(store)?)
+            }
+            (Instance::Source(i), Call::Close) => {
+                i.danube_connect_source_connector().call_close(store)?;
+                CallOutcome::Done
+            }
+            (Instance::Sink(i), Call::Open { config_json }) => {
+                let g = i.danube_connect_sink_connector();
+                outcome(g.call_open(store, &config_json)?, |configs| {
+                    CallOutcome::Opened(Opened::Sink(
+                        configs.into_iter().map(from_consumer_config).collect(),
+                    ))
+                })
+            }
+            (Instance::Sink(i), Call::ProcessBatch { records }) => {
+                let records: Vec<wit::SinkRecord> =
+                    records.into_iter().map(to_sink_record).collect();
+                let g = i.danube_connect_sink_connector();
+                outcome(g.call_process_batch(store, &records)?, |failures| {
+                    CallOutcome::Processed(
+                        failures
+                            .into_iter()
+                            .map(|f| protocol::RecordFailure {
+                                index: f.index,
+                                error: from_error(f.error),
+                            })
+                            .collect(),
+                    )
+                })
+            }
+            (Instance::Sink(i), Call::Health) => {
+                let g = i.danube_connect_sink_connector();
+                health_outcome(g.call_health(store)?)
+            }
+            (Instance::Sink(i), Call::Close) => {
+                i.danube_connect_sink_connector().call_close(store)?;
+                CallOutcome::Done
+            }
+            (_, call) => CallOutcome::Error(protocol::ConnectorError::Fatal(format!(
+                "a {} connector has no `{}` function",
+                self.world(),
+                call.kind()
+            ))),
+        };
+        Ok(outcome)
+    }
+
+    fn arm_deadline(&mut self) {
+        let ticks = self.store.data().call_ticks;
+        self.store.set_epoch_deadline(ticks);
+    }
+}
+
+fn outcome<T>(
+    result: Result<T, wit::ConnectorError>,
+    ok: impl FnOnce(T) -> CallOutcome,
+) -> CallOutcome {
+    match result {
+        Ok(v) => ok(v),
+        Err(e) => CallOutcome::Error(from_error(e)),
+    }
+}
+
+fn health_outcome(result: Result<(), String>) -> CallOutcome {
+    match result {
+        Ok(()) => CallOutcome::Done,
+        Err(e) => CallOutcome::Error(protocol::ConnectorError::Retryable(e)),
+    }
+}
+
+/// Link errors name WIT paths; say what they mean for the user.
+fn explain_link_error(e: wasmtime::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    match text.split('`').nth(1) {
+        Some(import) if text.contains("matching implementation was not found") => {
+            anyhow::anyhow!(
+                "the module imports `{import}`, which this host does not provide (it provides WASI 0.2 and danube:connect@{WIT_VERSION}'s log, state and metrics)"
+            )
+        }
+        _ => anyhow::anyhow!("cannot instantiate the module: {}", first_line(&text)),
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// Describes a trap for people: a timeout, a memory limit or the guest's own
+/// panic message (from its stderr tail).
+pub fn describe_trap(e: &wasmtime::Error, call_timeout_ms: u64, stderr_tail: &str) -> String {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::Interrupt {
+            return format!(
+                "the guest did not return within [sandbox] call_timeout_ms = {call_timeout_ms} and was stopped"
+            );
+        }
+    }
+    let text = format!("{e:#}");
+    if text.contains("forcing a memory growth failure") || text.contains("memory") && text.contains("limit") {
+        return "the guest exceeded its memory limit ([sandbox] memory_mb)".into();
+    }
+    let panic = stderr_tail
+        .lines()
+        .rev()
+        .find(|l| l.contains("panicked at"))
+        .map(|l| {
+            let start = stderr_tail.find(l).unwrap_or(0);
+            stderr_tail[start..].trim().replace('\n', " ")
+        });
+    match panic {
+        Some(p) => format!("the guest panicked: {p}"),
+        None => format!("the guest trapped: {}", first_line(&text)),
+    }
+}
+
+fn from_error(e: wit::ConnectorError) -> protocol::ConnectorError {
+    use protocol::ConnectorError as P;
+    match e {
+        wit::ConnectorError::Retryable(m) => P::Retryable(m),
+        wit::ConnectorError::InvalidData(m) => P::InvalidData(m),
+        wit::ConnectorError::Fatal(m) => P::Fatal(m),
+        wit::ConnectorError::Config(m) => P::Config(m),
+    }
+}
+
+fn from_producer_config(c: wit::ProducerConfig) -> protocol::ProducerConfig {
+    protocol::ProducerConfig {
+        topic: c.topic,
+        partitions: c.partitions,
+        reliable: c.reliable,
+        schema_subject: c.schema_subject,
+    }
+}
+
+fn from_consumer_config(c: wit::ConsumerConfig) -> protocol::ConsumerConfig {
+    use protocol::SubscriptionType as P;
+    protocol::ConsumerConfig {
+        topic: c.topic,
+        subscription: c.subscription,
+        subscription_type: match c.subscription_type {
+            wit::SubscriptionType::Exclusive => P::Exclusive,
+            wit::SubscriptionType::Shared => P::Shared,
+            wit::SubscriptionType::Failover => P::Failover,
+            wit::SubscriptionType::KeyShared => P::KeyShared,
+        },
+        expected_schema_subject: c.expected_schema_subject,
+    }
+}
+
+fn from_source_record(r: wit::SourceRecord) -> protocol::SourceRecord {
+    protocol::SourceRecord {
+        topic: r.topic,
+        payload: r.payload,
+        attributes: r.attributes,
+        key: r.key,
+        offset: r.offset.map(|o| protocol::Offset {
+            stream: o.stream,
+            position: o.position,
+        }),
+    }
+}
+
+fn to_sink_record(r: protocol::SinkRecord) -> wit::SinkRecord {
+    wit::SinkRecord {
+        topic: r.topic,
+        payload: r.payload,
+        attributes: r.attributes,
+        key: r.key,
+        publish_time: r.publish_time,
+        producer: r.producer,
+        offset: r.offset,
+        redelivery_count: r.redelivery_count,
+        schema: r.schema.map(|s| wit::SchemaRef {
+            subject: s.subject,
+            version: s.version,
+        }),
+    }
+}

@@ -1,0 +1,148 @@
+//! The worker process: one per connector, holding the wasmtime engine and
+//! exactly one component instance.
+//!
+//! The supervisor starts it as `danube-host worker` with one end of a socket
+//! pair as standard input. The worker reads [`ToWorker`] frames, runs each call
+//! on the guest in order and answers with [`FromWorker`] frames. A trap poisons
+//! the instance, so the worker reports it and exits; the supervisor decides
+//! what comes next. The worker's own logs go to standard error, which it shares
+//! with the supervisor.
+
+mod engine;
+mod guest;
+mod imports;
+mod sandbox;
+mod state;
+
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use wasmtime::StoreLimitsBuilder;
+use wasmtime::component::ResourceTable;
+
+use crate::protocol::{
+    CallOutcome, FromWorker, PROTOCOL_VERSION, ToWorker, WorkerInit, read_frame, write_frame,
+};
+pub use engine::default_cache_dir;
+use guest::Guest;
+use sandbox::GuestOutput;
+use state::GuestState;
+
+/// Exit codes of the worker, read by the supervisor.
+pub mod exit {
+    /// The supervisor closed the socket.
+    pub const DONE: u8 = 0;
+    /// The module could not be loaded (reported in a `LoadFailed` frame).
+    pub const LOAD_FAILED: u8 = 10;
+    /// The guest trapped (reported in a `Trapped` reply).
+    pub const TRAPPED: u8 = 11;
+    /// The socket broke or carried something unreadable.
+    pub const PROTOCOL: u8 = 12;
+}
+
+/// Runs the worker until the supervisor hangs up.
+pub fn run() -> ExitCode {
+    sandbox::harden_process();
+    let socket = match std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(UnixStream::from)
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("danube-host worker: standard input is not the supervisor's socket: {e}");
+            return ExitCode::from(exit::PROTOCOL);
+        }
+    };
+    match serve(socket) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "worker failed");
+            ExitCode::from(exit::PROTOCOL)
+        }
+    }
+}
+
+fn serve(socket: UnixStream) -> anyhow::Result<u8> {
+    let mut reader = socket.try_clone()?;
+    let mut writer = socket.try_clone()?;
+    let init = match read_frame::<ToWorker>(&mut reader)? {
+        Some(ToWorker::Init(init)) => init,
+        Some(_) => anyhow::bail!("the supervisor's first frame was not Init"),
+        None => return Ok(exit::DONE),
+    };
+    crate::logging::init(&init.log_filter, init.log_json);
+    if init.protocol_version != PROTOCOL_VERSION {
+        let message = format!(
+            "supervisor speaks protocol {} but this worker speaks {PROTOCOL_VERSION}; the danube-host binary was replaced while running, restart it",
+            init.protocol_version
+        );
+        write_frame(&mut writer, &FromWorker::LoadFailed(message))?;
+        return Ok(exit::LOAD_FAILED);
+    }
+    let call_timeout_ms = init.limits.call_timeout_ms;
+    let mut guest = match load(&init, socket) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            write_frame(&mut writer, &FromWorker::LoadFailed(format!("{e:#}")))?;
+            return Ok(exit::LOAD_FAILED);
+        }
+    };
+    let info = match guest.describe() {
+        Ok(info) => info,
+        Err(e) => {
+            let why = guest::describe_trap(&e, call_timeout_ms, &guest.state_mut().stderr.tail());
+            write_frame(&mut writer, &FromWorker::LoadFailed(format!("in describe: {why}")))?;
+            return Ok(exit::LOAD_FAILED);
+        }
+    };
+    write_frame(&mut writer, &FromWorker::Ready(info))?;
+
+    while let Some(message) = read_frame::<ToWorker>(&mut reader)? {
+        let ToWorker::Call { id, trace_id, call } = message else {
+            anyhow::bail!("unexpected Init frame after start");
+        };
+        guest.state_mut().trace_id = trace_id;
+        let kind = call.kind();
+        match guest.call(call) {
+            Ok(outcome) => write_frame(&mut writer, &FromWorker::Reply { id, outcome })?,
+            Err(e) => {
+                let why = guest::describe_trap(&e, call_timeout_ms, &guest.state_mut().stderr.tail());
+                tracing::error!(call = kind, error = %why, "guest trapped; the instance is discarded");
+                let outcome = CallOutcome::Trapped(format!("in {kind}: {why}"));
+                write_frame(&mut writer, &FromWorker::Reply { id, outcome })?;
+                return Ok(exit::TRAPPED);
+            }
+        }
+    }
+    Ok(exit::DONE)
+}
+
+fn load(init: &WorkerInit, socket: UnixStream) -> anyhow::Result<Guest> {
+    let engine = engine::new_engine()?;
+    let component = engine::load_component(&engine, &init.module, init.cache_dir.as_deref())?;
+    let world = guest::detect_world(&engine, &component)?;
+    let stdout = GuestOutput::new(&init.connector, "stdout");
+    let stderr = GuestOutput::new(&init.connector, "stderr");
+    let state = GuestState {
+        wasi: sandbox::wasi_context(&init.limits, stdout, stderr.clone())?,
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(init.limits.memory_bytes).unwrap_or(usize::MAX))
+            .trap_on_grow_failure(true)
+            .build(),
+        call_ticks: init
+            .limits
+            .call_timeout_ms
+            .div_ceil(engine::EPOCH_TICK.as_millis() as u64)
+            .max(1),
+        connector: init.connector.clone(),
+        trace_id: 0,
+        kv: init.state.clone(),
+        supervisor: socket,
+        stderr,
+    };
+    Guest::instantiate(&engine, &component, world, state).context("instantiating the module")
+}

@@ -1,0 +1,195 @@
+//! What a guest may touch: the WASI context it gets (no environment, no
+//! arguments, only granted directories, only allowed TCP destinations), where
+//! its stdout and stderr go, and the worker process's own hardening.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use bytes::Bytes;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+use crate::protocol::SandboxLimits;
+
+/// Builds the guest's WASI context. The guest sees none of the host's
+/// environment variables or arguments: secrets reach it only through its
+/// configuration table.
+pub fn wasi_context(
+    limits: &SandboxLimits,
+    stdout: GuestOutput,
+    stderr: GuestOutput,
+) -> anyhow::Result<WasiCtx> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.stdout(stdout).stderr(stderr);
+    for dir in &limits.dirs {
+        let guest_path = dir.to_string_lossy();
+        builder
+            .preopened_dir(dir, guest_path.as_ref(), FsPerms::ReadWrite)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "cannot grant directory {} ([sandbox] dirs): does it exist?",
+                    dir.display()
+                )
+            })?;
+    }
+    if !limits.allow.is_empty() {
+        let rules = limits.allow.clone();
+        builder.allow_tcp(true).allow_ip_name_lookup(true);
+        builder.socket_addr_check(move |addr, usage| {
+            let allowed = match usage {
+                // Every connect first binds the wildcard address implicitly.
+                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                SocketAddrUse::TcpConnect => rules.iter().any(|r| r.allows(addr)),
+                _ => false,
+            };
+            if !allowed && !matches!(usage, SocketAddrUse::TcpBind) {
+                tracing::warn!(%addr, ?usage, "network access denied by [sandbox] allow");
+            }
+            Box::pin(async move { allowed })
+        });
+    }
+    Ok(builder.build())
+}
+
+/// A guest output stream. Complete lines go to the host's log, tagged with the
+/// connector; the last few KiB are kept so that a trap can be explained with
+/// the guest's own panic message.
+#[derive(Clone)]
+pub struct GuestOutput {
+    inner: Arc<Mutex<OutputBuffer>>,
+}
+
+struct OutputBuffer {
+    connector: String,
+    stream: &'static str,
+    partial: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+const TAIL_BYTES: usize = 4096;
+const MAX_LINE_BYTES: usize = 16 * 1024;
+
+impl GuestOutput {
+    pub fn new(connector: &str, stream: &'static str) -> GuestOutput {
+        GuestOutput {
+            inner: Arc::new(Mutex::new(OutputBuffer {
+                connector: connector.to_string(),
+                stream,
+                partial: Vec::new(),
+                tail: Vec::new(),
+            })),
+        }
+    }
+
+    /// The last few KiB written.
+    pub fn tail(&self) -> String {
+        let buf = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&buf.tail).into_owned()
+    }
+
+    fn write_bytes(&self, bytes: &[u8]) {
+        let mut buf = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        buf.tail.extend_from_slice(bytes);
+        if buf.tail.len() > TAIL_BYTES {
+            let cut = buf.tail.len() - TAIL_BYTES;
+            buf.tail.drain(..cut);
+        }
+        buf.partial.extend_from_slice(bytes);
+        while let Some(end) = buf.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.partial.drain(..=end).collect();
+            buf.emit(&line[..line.len() - 1]);
+        }
+        if buf.partial.len() > MAX_LINE_BYTES {
+            let line = std::mem::take(&mut buf.partial);
+            buf.emit(&line);
+        }
+    }
+}
+
+impl OutputBuffer {
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        tracing::info!(target: "guest", connector = %self.connector, stream = self.stream, "{line}");
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.write_bytes(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for GuestOutput {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.write_bytes(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Hardening that applies from the worker's first instruction: die with the
+/// supervisor, never gain privileges, never dump core (the guest's memory may
+/// hold credentials).
+pub fn harden_process() {
+    // SAFETY: prctl with these options only changes this process's own flags.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+    }
+    // The supervisor may already be gone between fork and PDEATHSIG.
+    if std::os::unix::process::parent_id() == 1 {
+        std::process::exit(1);
+    }
+}

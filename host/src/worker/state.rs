@@ -1,0 +1,40 @@
+//! The data a guest's store holds: WASI context, limits, and the state behind
+//! the host imports.
+
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixStream;
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::sandbox::GuestOutput;
+
+pub struct GuestState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limits: StoreLimits,
+    /// A call's time limit in epoch ticks.
+    pub call_ticks: u64,
+    /// The connector's name, on every log line the guest writes.
+    pub connector: String,
+    /// Trace id of the call in progress, carried into the guest's log lines.
+    pub trace_id: u64,
+    /// The connector's state store; every change is also sent to the
+    /// supervisor, which persists it.
+    pub kv: BTreeMap<String, Vec<u8>>,
+    /// Where state changes are reported (the socket to the supervisor).
+    pub supervisor: UnixStream,
+    /// The guest's stderr, kept to explain a trap with the guest's own panic
+    /// message.
+    pub stderr: GuestOutput,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
