@@ -1,0 +1,206 @@
+//! An in-memory broker that speaks the Danube broker's gRPC protocol, so that
+//! code using the real `danube-client` can be tested without a real broker.
+//!
+//! **For tests and development only.** Nothing is persisted, nothing is
+//! authenticated, and the whole state sits behind one lock.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use danube_testkit::TestBroker;
+//!
+//! let broker = TestBroker::start().await?;
+//! // point danube-client at broker.url(), produce, then:
+//! let arrived = broker
+//!     .wait_for(Duration::from_secs(5), |b| b.messages("/default/orders").len() == 3)
+//!     .await;
+//! assert!(arrived);
+//! # Ok(())
+//! # }
+//! ```
+
+mod broker;
+mod schema;
+mod server;
+mod services;
+mod topics;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Core;
+use crate::server::Connections;
+pub use crate::topics::{StoredMessage, SubscriptionStats};
+
+/// Settings of a [`TestBroker`]; the defaults match the real broker's.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Where to listen; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// How many delivered but unacked messages a reliable subscription may
+    /// have out at once.
+    pub max_unacked_messages: usize,
+    /// How long a delivered message may stay unacked before it is redelivered.
+    pub ack_timeout: Duration,
+    /// Largest payload accepted; larger sends fail with `InvalidArgument`.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            max_unacked_messages: 10,
+            ack_timeout: Duration::from_secs(30),
+            max_payload_bytes: 5 * 1024 * 1024,
+        }
+    }
+}
+
+/// A running test broker. Dropping it stops it.
+#[derive(Debug)]
+pub struct TestBroker {
+    core: Arc<Core>,
+    addr: SocketAddr,
+    routes: tonic::service::Routes,
+    connections: Arc<Connections>,
+    /// The accept loop while serving, `None` while stopped.
+    listening: Mutex<Option<Listening>>,
+    /// Cancelled on drop: ends the timer, the accept loop and all connections.
+    shutdown: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Listening {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl TestBroker {
+    /// Starts a broker with default settings on a free port of 127.0.0.1.
+    pub async fn start() -> anyhow::Result<TestBroker> {
+        Self::start_with(BrokerConfig::default()).await
+    }
+
+    pub async fn start_with(config: BrokerConfig) -> anyhow::Result<TestBroker> {
+        let listener = server::bind(config.addr)?;
+        let addr = listener.local_addr()?;
+        let core = Arc::new(Core::new(config, format!("http://{addr}")));
+        let shutdown = CancellationToken::new();
+        tokio::spawn({
+            let core = Arc::clone(&core);
+            let stop = shutdown.clone();
+            async move { core.run_timer(stop).await }
+        });
+        let broker = TestBroker {
+            routes: services::routes(Arc::clone(&core)),
+            connections: Arc::new(Connections::new(shutdown.clone())),
+            core,
+            addr,
+            listening: Mutex::new(None),
+            shutdown,
+        };
+        *broker.listening.lock().await = Some(broker.listen(listener));
+        Ok(broker)
+    }
+
+    fn listen(&self, listener: tokio::net::TcpListener) -> Listening {
+        let stop = self.shutdown.child_token();
+        let task = tokio::spawn(server::accept_loop(
+            listener,
+            self.routes.clone(),
+            Arc::clone(&self.connections),
+            stop.clone(),
+        ));
+        Listening { stop, task }
+    }
+
+    /// The URL to give `DanubeClient::builder().service_url(..)`.
+    pub fn url(&self) -> String {
+        self.core.url.clone()
+    }
+
+    /// Stops serving as a crashed broker would: the port refuses connections
+    /// and open connections are closed. Topics, subscriptions and messages
+    /// are kept for [`restart`](Self::restart).
+    pub async fn stop(&self) {
+        if let Some(listening) = self.listening.lock().await.take() {
+            listening.stop.cancel();
+            // The task only ends by returning; a join error would mean it
+            // panicked, and then the listener is gone all the same.
+            let _ = listening.task.await;
+        }
+        self.connections.close_all_and_wait().await;
+    }
+
+    /// Serves again on the same port, with everything stored before `stop`.
+    /// Does nothing if the broker is serving.
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        let mut listening = self.listening.lock().await;
+        if listening.is_none() {
+            *listening = Some(self.listen(server::bind(self.addr)?));
+        }
+        Ok(())
+    }
+
+    /// Closes every open connection now, ending all consumer streams; the
+    /// broker keeps serving, so clients must reconnect.
+    pub fn drop_connections(&self) {
+        self.connections.close_all();
+    }
+
+    /// While paused, every RPC waits (it does not fail) until unpaused.
+    /// Streams already open stay open.
+    pub fn set_paused(&self, paused: bool) {
+        self.core.set_paused(paused);
+    }
+
+    /// Names of all topics, partitions included, in order.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.core.read(|state| state.topics.topic_names())
+    }
+
+    /// Everything stored on a topic (one partition of a partitioned topic),
+    /// in offset order; empty for an unknown topic.
+    pub fn messages(&self, topic: &str) -> Vec<StoredMessage> {
+        self.core.read(|state| state.topics.messages(topic))
+    }
+
+    pub fn subscription(&self, topic: &str, subscription: &str) -> Option<SubscriptionStats> {
+        self.core
+            .read(|state| state.topics.subscription_stats(topic, subscription))
+    }
+
+    /// Waits until `condition` holds, re-checking after every change in the
+    /// broker; returns `false` if `deadline` passes first.
+    pub async fn wait_for<F: Fn(&TestBroker) -> bool>(
+        &self,
+        deadline: Duration,
+        condition: F,
+    ) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut changes = self.core.changes();
+        loop {
+            changes.borrow_and_update();
+            if condition(self) {
+                return true;
+            }
+            match tokio::time::timeout_at(until, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // Deadline passed (or the broker core is gone): one last look.
+                _ => return condition(self),
+            }
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

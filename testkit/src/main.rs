@@ -1,0 +1,72 @@
+//! `danube-testkit`: runs the in-memory test broker as a process, for quick
+//! starts and manual runs. Not for production: nothing is persisted.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::Parser;
+use danube_testkit::{BrokerConfig, TestBroker};
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// An in-memory broker speaking Danube's gRPC protocol, for tests only.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 6650)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Delivered but unacked messages allowed per reliable subscription.
+    #[arg(long, default_value_t = 10)]
+    max_unacked_messages: usize,
+    /// Milliseconds before an unacked message is redelivered.
+    #[arg(long, default_value_t = 30_000)]
+    ack_timeout_ms: u64,
+    /// Largest payload accepted, in bytes.
+    #[arg(long, default_value_t = 5 * 1024 * 1024)]
+    max_payload_bytes: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let broker = TestBroker::start_with(BrokerConfig {
+        addr: SocketAddr::new(args.host, args.port),
+        max_unacked_messages: args.max_unacked_messages,
+        ack_timeout: Duration::from_millis(args.ack_timeout_ms),
+        max_payload_bytes: args.max_payload_bytes,
+    })
+    .await?;
+    warn!(
+        "this is danube-testkit, an in-memory TEST broker: not for production, all data is lost on exit"
+    );
+    info!(url = %broker.url(), "serving the Danube gRPC protocol");
+    shutdown_signal().await?;
+    info!("shutting down");
+    broker.stop().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
