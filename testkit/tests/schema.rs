@@ -112,6 +112,7 @@ async fn producers_stamp_their_schema_on_messages() {
         .with_topic(topic)
         .with_name("typed")
         .with_schema_subject("typed-value")
+        .with_reliable_dispatch()
         .build()
         .unwrap();
     typed.create().await.unwrap();
