@@ -48,6 +48,8 @@ async fn main() -> anyhow::Result<()> {
         "this is danube-testkit, an in-memory TEST broker: not for production, all data is lost on exit"
     );
     info!(url = %broker.url(), "serving the Danube gRPC protocol");
+    // The bare URL on stdout, for scripts that start the broker and connect to it.
+    println!("{}", broker.url());
     shutdown_signal().await?;
     info!("shutting down");
     broker.stop().await;
