@@ -382,6 +382,8 @@ impl Topics {
                 request.subscription_type
             ))
         })?;
+        // Peeked, not taken: `self` stays borrowed through the subscription
+        // below, and the id is only consumed if a consumer is registered.
         let id = self.next_id;
         let topic = self
             .topics
@@ -445,8 +447,8 @@ impl Topics {
         &mut self,
         consumer_id: u64,
     ) -> Result<(u64, mpsc::UnboundedReceiver<Delivery>), Status> {
-        let epoch = self.fresh_id();
         let (topic_name, subscription) = self.consumer_location(consumer_id)?;
+        let epoch = self.fresh_id();
         let (tx, rx) = mpsc::unbounded_channel();
         let subscription = self.subscription_mut(&topic_name, &subscription)?;
         subscription.release(consumer_id);

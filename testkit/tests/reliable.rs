@@ -383,3 +383,47 @@ async fn key_shared_keeps_each_key_on_one_consumer() {
     let used: BTreeSet<usize> = owner.values().map(|(index, _)| *index).collect();
     assert_eq!(used.len(), 2, "all keys went to one consumer: {owner:?}");
 }
+
+#[tokio::test]
+async fn failover_sends_everything_to_one_consumer_until_it_leaves() {
+    let topic = "/default/failover";
+    let broker = TestBroker::start().await.unwrap();
+    let client = client(&broker).await;
+    let sender = producer(&client, topic, "failover-producer", true).await;
+    let (mut active, mut active_rx) =
+        consumer(&client, topic, "active", "ha", SubType::FailOver).await;
+    let (mut standby, mut standby_rx) =
+        consumer(&client, topic, "standby", "ha", SubType::FailOver).await;
+    assert!(
+        broker
+            .wait_for(SOON, |b| b
+                .subscription(topic, "ha")
+                .is_some_and(|s| s.consumers == 2))
+            .await
+    );
+    for i in 0..5 {
+        sender
+            .send(format!("a-{i}").into_bytes(), None)
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        let message = next(&mut active_rx, "the active consumer's messages").await;
+        assert_eq!(message.msg_id.topic_offset, i);
+        active.ack(&message).await.unwrap();
+    }
+    assert_quiet(&mut standby_rx, Duration::from_millis(100)).await;
+
+    active.close().await;
+    for i in 5..10 {
+        sender
+            .send(format!("b-{i}").into_bytes(), None)
+            .await
+            .unwrap();
+    }
+    for i in 5..10 {
+        let message = next(&mut standby_rx, "the standby taking over").await;
+        assert_eq!(message.msg_id.topic_offset, i);
+        standby.ack(&message).await.unwrap();
+    }
+}
