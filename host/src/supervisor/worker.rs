@@ -91,6 +91,9 @@ impl Worker {
                         break;
                     }
                 }
+                // The reader thread holds the socket open too: half-close it so
+                // the worker sees the end of its input and exits.
+                let _ = writer.shutdown(std::net::Shutdown::Write);
             })?;
         let replies = pending.clone();
         std::thread::Builder::new()

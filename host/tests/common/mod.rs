@@ -1,0 +1,180 @@
+//! Shared test support: building guest modules, running `danube-host` as a
+//! child process, and waiting on conditions with deadlines.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The workspace's target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// Builds a guest crate for wasm32-wasip2 (once per test process) and returns
+/// its component. `.ci/run` builds them beforehand, so this is a no-op there.
+pub fn guest(package: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if let Some(path) = built.get(package) {
+        return path.clone();
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", package])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building guest {package} failed");
+    let path = target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", package.replace('-', "_")));
+    assert!(path.exists(), "{} missing after build", path.display());
+    built.insert(package.to_string(), path.clone());
+    path
+}
+
+pub fn host_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_danube-host")
+}
+
+/// Polls `condition` until it holds or `deadline` passes.
+pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The async twin of [`wait_until`].
+pub async fn wait_until_async(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running `danube-host`, killed if the test ends without stopping it.
+pub struct Host {
+    child: Option<Child>,
+    stderr_file: PathBuf,
+}
+
+impl Host {
+    /// Starts `danube-host run --module M --config C` with text logs captured
+    /// to a file beside the configuration.
+    pub fn start(module: &Path, config: &Path, env: &[(&str, &str)]) -> Host {
+        let stderr_file = config.with_extension("log");
+        let stderr = std::fs::File::create(&stderr_file).unwrap();
+        let mut command = Command::new(host_bin());
+        command
+            .args(["run", "--log-format", "text", "--module"])
+            .arg(module)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .env("XDG_CACHE_HOME", target_dir().join("test-module-cache"));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Host {
+            child: Some(command.spawn().expect("danube-host starts")),
+            stderr_file,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// What the host logged so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.stderr_file) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self, deadline: Duration) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        wait_exit(&mut child, deadline).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("danube-host did not stop within {deadline:?} after SIGTERM; log:\n{}", self.log())
+        })
+    }
+
+    /// Waits for the host to exit by itself.
+    pub fn wait(mut self, deadline: Duration) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        wait_exit(&mut child, deadline).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("danube-host did not exit within {deadline:?}; log:\n{}", self.log())
+        })
+    }
+}
+
+fn wait_exit(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    wait_until(deadline, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    status
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `danube-host ARGS` to completion; returns (exit code, stdout, stderr).
+pub fn run_host(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(host_bin())
+        .args(args)
+        .env("XDG_CACHE_HOME", target_dir().join("test-module-cache"))
+        .output()
+        .expect("danube-host runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes a host configuration file: the root keys, then `rest` verbatim.
+pub fn write_config(dir: &Path, file: &str, broker_url: &str, connector: &str, rest: &str) -> PathBuf {
+    let path = dir.join(file);
+    let text = format!(
+        "danube_service_url = \"{broker_url}\"\nconnector_name = \"{connector}\"\n\n[state]\ndir = \"{}\"\n\n{rest}",
+        dir.join("state").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}

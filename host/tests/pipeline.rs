@@ -1,0 +1,221 @@
+//! End-to-end pipelines through the real `danube-client` over gRPC, against the
+//! test broker: datagen-source → broker → file-sink, and the dead-letter path.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Host, guest, wait_until_async, write_config};
+use danube_client::DanubeClient;
+use danube_testkit::TestBroker;
+use serde_json::Value;
+
+fn read_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("file-sink writes JSON lines"))
+        .collect()
+}
+
+fn committed_seq(state_file: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(state_file).ok()?;
+    let map: BTreeMap<String, Vec<u8>> = serde_json::from_str(&text).ok()?;
+    let value = map.get("committed_seq")?;
+    // The connector stores its sequence as decimal text.
+    String::from_utf8(value.clone()).ok()?.trim().parse().ok()
+}
+
+/// Creates `topic` (with `partitions`) so that a sink can subscribe before the
+/// source starts: a new subscription starts at the latest message.
+async fn create_topic(url: &str, topic: &str, partitions: usize) {
+    let client = DanubeClient::builder().service_url(url).build().await.unwrap();
+    let mut builder = client
+        .new_producer()
+        .with_topic(topic)
+        .with_name("topic-creator")
+        .with_reliable_dispatch();
+    if partitions > 1 {
+        builder = builder.with_partitions(partitions);
+    }
+    builder.build().unwrap().create().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_records_flow_from_datagen_to_file_sink_exactly_once() {
+    const COUNT: u64 = 10_000;
+    const TOPIC: &str = "/default/e2e";
+    const PARTITIONS: usize = 3;
+    let broker = TestBroker::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    create_topic(&broker.url(), TOPIC, PARTITIONS).await;
+
+    let sink_config = write_config(
+        dir.path(),
+        "sink.toml",
+        &broker.url(),
+        "e2e-sink",
+        &format!(
+            "[processing]\nbatch_size = 200\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"e2e\"\n",
+            out = out.display()
+        ),
+    );
+    let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
+    let subscribed = wait_until_async(Duration::from_secs(30), || {
+        (0..PARTITIONS).all(|p| {
+            broker
+                .subscription(&format!("{TOPIC}-part-{p}"), "e2e")
+                .is_some_and(|s| s.consumers > 0)
+        })
+    })
+    .await;
+    assert!(subscribed, "the sink did not subscribe; log:\n{}", sink.log());
+
+    let source_config = write_config(
+        dir.path(),
+        "source.toml",
+        &broker.url(),
+        "e2e-source",
+        &format!(
+            "[datagen]\ntopics = [\"{TOPIC}\"]\npartitions = {PARTITIONS}\ncount = {COUNT}\nkeys = 16\npayload_size = 100\n"
+        ),
+    );
+    let state_file = dir.path().join("state/e2e-source.state.json");
+    let source = Host::start(&guest("datagen-source"), &source_config, &[]);
+
+    // While records flow, a committed sequence number is never ahead of what
+    // the broker holds: commit follows the broker's ack. The state is read
+    // before the broker, and both only grow.
+    let stored = |broker: &TestBroker| -> u64 {
+        (0..PARTITIONS)
+            .map(|p| broker.messages(&format!("{TOPIC}-part-{p}")).len() as u64)
+            .sum()
+    };
+    let out_file = out.join("records.jsonl");
+    let all_written = wait_until_async(Duration::from_secs(120), || {
+        if let Some(committed) = committed_seq(&state_file) {
+            let in_broker = stored(&broker);
+            assert!(
+                committed < in_broker,
+                "commit of seq {committed} while the broker holds only {in_broker} records"
+            );
+        }
+        read_lines(&out_file).len() as u64 >= COUNT
+    })
+    .await;
+    assert!(
+        all_written,
+        "only {} of {COUNT} records written; source log:\n{}\nsink log:\n{}",
+        read_lines(&out_file).len(),
+        source.log(),
+        sink.log()
+    );
+    assert!(
+        wait_until_async(Duration::from_secs(30), || committed_seq(&state_file) == Some(COUNT - 1)).await,
+        "the source did not commit its last record: {:?}",
+        committed_seq(&state_file)
+    );
+
+    assert!(source.terminate(Duration::from_secs(30)).success());
+    let sink_log = sink.log();
+    assert!(sink.terminate(Duration::from_secs(30)).success(), "{sink_log}");
+
+    let lines = read_lines(&out_file);
+    assert_eq!(lines.len() as u64, COUNT, "a clean run writes each record exactly once");
+    let mut seen = vec![false; COUNT as usize];
+    // Per key, sequence numbers arrive in increasing order (one key, one
+    // partition, one producer lane).
+    let mut last_per_key: HashMap<String, u64> = HashMap::new();
+    for line in &lines {
+        let payload = &line["payload"];
+        let seq = payload["seq"].as_u64().expect("seq in payload");
+        assert!(!seen[seq as usize], "seq {seq} written twice");
+        seen[seq as usize] = true;
+        let key = line["key"].as_str().expect("datagen records are keyed").to_string();
+        assert_eq!(payload["key"].as_str(), Some(key.as_str()));
+        if let Some(prev) = last_per_key.insert(key.clone(), seq) {
+            assert!(prev < seq, "key {key}: seq {seq} written after {prev}");
+        }
+        assert_eq!(line["attributes"]["seq"].as_str(), Some(seq.to_string().as_str()));
+    }
+    assert!(seen.iter().all(|s| *s));
+    for p in 0..PARTITIONS {
+        let sub = broker.subscription(&format!("{TOPIC}-part-{p}"), "e2e").unwrap();
+        assert_eq!(sub.unacked, 0, "partition {p} has unacked messages after the drain");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_record_is_dead_lettered_and_the_rest_of_its_batch_lands() {
+    const TOPIC: &str = "/default/dlq-input";
+    let broker = TestBroker::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    create_topic(&broker.url(), TOPIC, 0).await;
+
+    let sink_config = write_config(
+        dir.path(),
+        "sink.toml",
+        &broker.url(),
+        "dlq-sink",
+        &format!(
+            "[processing]\nbatch_size = 50\nbatch_timeout_ms = 200\nlinger_ms = 100\n\n[dead_letter]\ntopic = \"/default/dlq\"\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"s\"\nfail_on = \"poison\"\n",
+            out = out.display()
+        ),
+    );
+    let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
+    assert!(
+        wait_until_async(Duration::from_secs(30), || broker
+            .subscription(TOPIC, "s")
+            .is_some_and(|s| s.consumers > 0))
+        .await,
+        "the sink did not subscribe; log:\n{}",
+        sink.log()
+    );
+
+    let client = DanubeClient::builder().service_url(broker.url()).build().await.unwrap();
+    let mut producer = client
+        .new_producer()
+        .with_topic(TOPIC)
+        .with_name("test-producer")
+        .with_reliable_dispatch()
+        .build()
+        .unwrap();
+    producer.create().await.unwrap();
+    for i in 0..20u32 {
+        let payload = serde_json::json!({ "i": i, "poison": i == 7 });
+        let attrs = HashMap::from([("origin".to_string(), "test".to_string())]);
+        producer.send(payload.to_string().into_bytes(), Some(attrs)).await.unwrap();
+    }
+
+    let out_file = out.join("records.jsonl");
+    assert!(
+        wait_until_async(Duration::from_secs(30), || read_lines(&out_file).len() >= 19
+            && broker.messages("/default/dlq").len() == 1
+            && broker.subscription(TOPIC, "s").is_some_and(|s| s.acked == 20))
+        .await,
+        "written {}, dead-lettered {}, sub {:?}; log:\n{}",
+        read_lines(&out_file).len(),
+        broker.messages("/default/dlq").len(),
+        broker.subscription(TOPIC, "s"),
+        sink.log()
+    );
+    let written: Vec<u64> = read_lines(&out_file)
+        .iter()
+        .map(|l| l["payload"]["i"].as_u64().unwrap())
+        .collect();
+    assert_eq!(written, (0..20).filter(|i| *i != 7).collect::<Vec<u64>>());
+
+    let dead = &broker.messages("/default/dlq")[0];
+    let payload: Value = serde_json::from_slice(&dead.payload).unwrap();
+    assert_eq!(payload["i"], 7);
+    assert_eq!(dead.attributes["dlq.error_class"], "invalid_data");
+    assert!(dead.attributes["dlq.error"].contains("poison"), "{:?}", dead.attributes);
+    assert_eq!(dead.attributes["dlq.topic"], TOPIC);
+    assert_eq!(dead.attributes["dlq.offset"], "7");
+    assert_eq!(dead.attributes["origin"], "test", "the record's own attributes are kept");
+    assert!(sink.terminate(Duration::from_secs(30)).success());
+}
