@@ -120,6 +120,29 @@ impl TestBroker {
         Listening { stop, task }
     }
 
+    /// Creates a topic ahead of any producer, as an administrator would, so
+    /// that consumers can subscribe before the first message is published.
+    /// `partitions` > 1 creates `<topic>-part-0..N-1`.
+    pub fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        reliable: bool,
+    ) -> Result<(), tonic::Status> {
+        let names: Vec<String> = if partitions > 1 {
+            (0..partitions)
+                .map(|i| format!("{topic}-part-{i}"))
+                .collect()
+        } else {
+            vec![topic.to_owned()]
+        };
+        self.core.update(|state| {
+            names
+                .iter()
+                .try_for_each(|name| state.topics.create_topic(name, reliable).map(drop))
+        })
+    }
+
     /// The URL to give `DanubeClient::builder().service_url(..)`.
     pub fn url(&self) -> String {
         self.core.url.clone()

@@ -28,6 +28,11 @@ struct Args {
     /// Largest payload accepted, in bytes.
     #[arg(long, default_value_t = 5 * 1024 * 1024)]
     max_payload_bytes: usize,
+    /// Creates a reliable topic at start, `/namespace/name` or
+    /// `/namespace/name:PARTITIONS`, so consumers can subscribe before the
+    /// first message. Repeatable.
+    #[arg(long = "topic", value_name = "TOPIC[:PARTITIONS]")]
+    topics: Vec<String>,
 }
 
 #[tokio::main]
@@ -44,6 +49,21 @@ async fn main() -> anyhow::Result<()> {
         max_payload_bytes: args.max_payload_bytes,
     })
     .await?;
+    for spec in &args.topics {
+        let (topic, partitions) = match spec.rsplit_once(':') {
+            Some((topic, n)) => (
+                topic,
+                n.parse().map_err(|_| {
+                    anyhow::anyhow!("--topic {spec}: {n:?} is not a partition count")
+                })?,
+            ),
+            None => (spec.as_str(), 0),
+        };
+        broker
+            .create_topic(topic, partitions, true)
+            .map_err(|e| anyhow::anyhow!("--topic {spec}: {}", e.message()))?;
+        info!(topic, partitions, "topic created");
+    }
     warn!(
         "this is danube-testkit, an in-memory TEST broker: not for production, all data is lost on exit"
     );

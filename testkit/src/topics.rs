@@ -98,7 +98,7 @@ struct ProducerInfo {
 }
 
 #[derive(Debug)]
-struct Topic {
+pub(crate) struct Topic {
     reliable: bool,
     records: Vec<Record>,
     subscriptions: BTreeMap<String, Subscription>,
@@ -240,6 +240,31 @@ impl Topics {
 
     /// Registers a producer, creating the topic on first use. A producer
     /// reconnecting with the same name on the same topic gets its old id back.
+    /// Creates `topic_name` with a dispatch strategy, or checks that an
+    /// existing topic has the same one.
+    pub(crate) fn create_topic(
+        &mut self,
+        topic_name: &str,
+        reliable: bool,
+    ) -> Result<&mut Topic, Status> {
+        validate_topic_name(topic_name)?;
+        let topic = self
+            .topics
+            .entry(topic_name.to_owned())
+            .or_insert_with(|| Topic {
+                reliable,
+                records: Vec::new(),
+                subscriptions: BTreeMap::new(),
+                schema_subject: None,
+            });
+        if topic.reliable != reliable {
+            return Err(Status::failed_precondition(
+                "Producer requested dispatch strategy does not match topic strategy",
+            ));
+        }
+        Ok(topic)
+    }
+
     pub(crate) fn create_producer(
         &mut self,
         request: &proto::ProducerRequest,
@@ -271,20 +296,7 @@ impl Topics {
             )));
         }
 
-        let topic = self
-            .topics
-            .entry(topic_name.clone())
-            .or_insert_with(|| Topic {
-                reliable,
-                records: Vec::new(),
-                subscriptions: BTreeMap::new(),
-                schema_subject: None,
-            });
-        if topic.reliable != reliable {
-            return Err(Status::failed_precondition(
-                "Producer requested dispatch strategy does not match topic strategy",
-            ));
-        }
+        let topic = self.create_topic(topic_name, reliable)?;
         if let Some(subject) = subject {
             match &topic.schema_subject {
                 Some(existing) if existing != subject => {
