@@ -17,7 +17,9 @@
 //! and consumes `topic` (default `/default/probe`); every batch is accepted
 //! and dropped.
 
-use danube_connect_sdk::{BatchOutcome, ConnectorError, ConnectorInfo, ConsumerConfig, Sink, SinkRecord};
+use danube_connect_sdk::{
+    BatchOutcome, ConnectorError, ConnectorInfo, ConsumerConfig, Sink, SinkRecord,
+};
 use serde::Deserialize;
 
 /// The panic message of `panic_in_open`.

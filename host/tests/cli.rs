@@ -1,0 +1,502 @@
+//! `danube-host validate` and `inspect` on good and bad modules and bad
+//! configuration files: each mistake is reported on exactly one line of
+//! standard error that names the problem, with the documented exit code
+//! (2 configuration, 3 module).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{guest, host_bin, target_dir};
+
+const OK: i32 = 0;
+const CONFIG: i32 = 2;
+const MODULE: i32 = 3;
+
+/// What one run of `danube-host` left behind.
+#[derive(Debug)]
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    /// The single line of standard error, which must start with
+    /// `danube-host: `; panics (showing everything) otherwise.
+    fn error_line(&self) -> &str {
+        let line = self.stderr.trim();
+        assert!(
+            !line.is_empty() && !line.contains('\n'),
+            "expected exactly one line on stderr, got: {self:#?}"
+        );
+        assert!(
+            line.starts_with("danube-host: "),
+            "stderr does not start with `danube-host: `: {self:#?}"
+        );
+        line
+    }
+
+    /// Asserts the exit code, an empty stdout and one error line holding
+    /// every phrase; returns the line.
+    fn fails_with(&self, code: i32, phrases: &[&str]) -> &str {
+        assert_eq!(self.code, code, "exit code; {self:#?}");
+        assert!(self.stdout.is_empty(), "stdout should be empty: {self:#?}");
+        let line = self.error_line();
+        for phrase in phrases {
+            assert!(line.contains(phrase), "missing {phrase:?} in: {line}");
+        }
+        line
+    }
+}
+
+/// Runs `danube-host ARGS` without any of the environment variables the host
+/// reads, so that the caller's environment cannot mend a broken file.
+fn host(args: &[&str]) -> Output {
+    let out = Command::new(host_bin())
+        .args(args)
+        .env("XDG_CACHE_HOME", target_dir().join("test-module-cache"))
+        .env_remove("DANUBE_SERVICE_URL")
+        .env_remove("CONNECTOR_NAME")
+        .env_remove("CONNECTOR_CONFIG_PATH")
+        .env_remove("LOG_LEVEL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("danube-host runs");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn inspect(module: &Path) -> Output {
+    host(&["inspect", path(module)])
+}
+
+fn validate(module: &Path, config: &Path) -> Output {
+    host(&[
+        "validate",
+        "--module",
+        path(module),
+        "--config",
+        path(config),
+    ])
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// The two root keys every configuration needs.
+const ROOT: &str =
+    "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"cli-test\"\n";
+
+fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap();
+    p
+}
+
+/// A configuration the probe (a sink) accepts.
+fn probe_config(dir: &Path) -> PathBuf {
+    write(
+        dir,
+        "probe.toml",
+        format!("{ROOT}\n[probe]\ntopic = \"/default/probe\"\n"),
+    )
+}
+
+/// The probe component with every occurrence of `from` replaced by `to`
+/// (same length, so no size field changes): a quick way to get a component
+/// of another package or another contract version.
+fn patched_probe(dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    assert_eq!(from.len(), to.len(), "a patch must keep the length");
+    let bytes = std::fs::read(guest("probe-connector")).unwrap();
+    let mut patched = bytes.clone();
+    let mut hits = 0;
+    let mut i = 0;
+    while let Some(at) = patched[i..]
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+    {
+        patched[i + at..i + at + from.len()].copy_from_slice(to.as_bytes());
+        i += at + from.len();
+        hits += 1;
+    }
+    assert!(hits > 0, "{from:?} does not occur in the probe component");
+    write(dir, name, patched)
+}
+
+// ---- good modules ----
+
+#[test]
+fn inspect_describes_datagen_source() {
+    let out = inspect(&guest("datagen-source"));
+    assert_eq!(out.code, OK, "{out:#?}");
+    assert!(out.stderr.trim().is_empty(), "{out:#?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "world: source", "{out:#?}");
+    assert_eq!(lines[1], "contract: danube:connect@0.1.0", "{out:#?}");
+    assert_eq!(lines[2], "connector: datagen-source 0.1.0", "{out:#?}");
+    assert!(
+        out.stdout.contains("configuration example:\n[datagen]"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn inspect_describes_file_sink() {
+    let out = inspect(&guest("file-sink"));
+    assert_eq!(out.code, OK, "{out:#?}");
+    assert!(out.stderr.trim().is_empty(), "{out:#?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "world: sink", "{out:#?}");
+    assert_eq!(lines[1], "contract: danube:connect@0.1.0", "{out:#?}");
+    assert_eq!(lines[2], "connector: file-sink 0.1.0", "{out:#?}");
+    assert!(
+        out.stdout.contains("configuration example:\n[file]"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn validate_accepts_good_modules_and_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let datagen = write(
+        dir.path(),
+        "datagen.toml",
+        format!("{ROOT}\n[datagen]\ntopics = [\"/default/d\"]\ncount = 3\n"),
+    );
+    let out = validate(&guest("datagen-source"), &datagen);
+    assert_eq!(out.code, OK, "{out:#?}");
+    assert!(out.stderr.trim().is_empty(), "{out:#?}");
+    assert_eq!(
+        out.stdout.trim(),
+        "ok: cli-test runs source connector datagen-source 0.1.0 (danube:connect@0.1.0)"
+    );
+
+    let sink = write(
+        dir.path(),
+        "file.toml",
+        format!(
+            "{ROOT}\n[file]\npath = \"{}\"\ntopics = [\"/default/d\"]\n",
+            dir.path().display()
+        ),
+    );
+    let out = validate(&guest("file-sink"), &sink);
+    assert_eq!(out.code, OK, "{out:#?}");
+    assert_eq!(
+        out.stdout.trim(),
+        "ok: cli-test runs sink connector file-sink 0.1.0 (danube:connect@0.1.0)"
+    );
+}
+
+// ---- bad modules: exit 3, one line naming the module and the problem ----
+
+#[test]
+fn core_module_is_rejected_as_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = write(dir.path(), "core.wasm", b"\0asm\x01\0\0\0");
+    let config = probe_config(dir.path());
+    for out in [inspect(&module), validate(&module, &config)] {
+        out.fails_with(
+            MODULE,
+            &[
+                "core.wasm",
+                "core WebAssembly module, not a component",
+                "wasm32-wasip2",
+            ],
+        );
+    }
+}
+
+#[test]
+fn component_exporting_nothing_is_rejected_naming_the_missing_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = write(dir.path(), "empty.wasm", b"\0asm\x0d\0\x01\0");
+    let config = probe_config(dir.path());
+    for out in [inspect(&module), validate(&module, &config)] {
+        out.fails_with(
+            MODULE,
+            &[
+                "empty.wasm",
+                "exports no connector interface",
+                "danube:connect/source-connector",
+                "danube:connect/sink-connector",
+            ],
+        );
+    }
+}
+
+#[test]
+fn component_of_another_world_is_rejected_naming_what_it_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = patched_probe(
+        dir.path(),
+        "other-world.wasm",
+        "danube:connect/sink-connector",
+        "danube:example/sink-connector",
+    );
+    let config = probe_config(dir.path());
+    for out in [inspect(&module), validate(&module, &config)] {
+        out.fails_with(
+            MODULE,
+            &[
+                "other-world.wasm",
+                "exports no connector interface",
+                "it exports [danube:example/sink-connector@0.1.0]",
+            ],
+        );
+    }
+}
+
+#[test]
+fn component_of_another_contract_version_is_rejected_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = patched_probe(
+        dir.path(),
+        "v09.wasm",
+        "sink-connector@0.1.0",
+        "sink-connector@0.9.0",
+    );
+    let config = probe_config(dir.path());
+    for out in [inspect(&module), validate(&module, &config)] {
+        out.fails_with(
+            MODULE,
+            &[
+                "v09.wasm",
+                "built for danube:connect@0.9.0",
+                "this host serves danube:connect@0.1.0",
+            ],
+        );
+    }
+}
+
+#[test]
+fn truncated_component_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(guest("datagen-source")).unwrap();
+    let module = write(dir.path(), "half.wasm", &bytes[..bytes.len() / 2]);
+    let config = probe_config(dir.path());
+    for out in [inspect(&module), validate(&module, &config)] {
+        out.fails_with(
+            MODULE,
+            &["half.wasm", "not a valid component", "truncated or corrupt"],
+        );
+    }
+}
+
+#[test]
+fn text_file_is_rejected_as_not_wasm() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = write(dir.path(), "notes.wasm", "this is not WebAssembly\n");
+    let config = probe_config(dir.path());
+    for out in [inspect(&module), validate(&module, &config)] {
+        out.fails_with(MODULE, &["notes.wasm", "not a WebAssembly file"]);
+    }
+}
+
+#[test]
+fn missing_module_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("nowhere.wasm");
+    let config = probe_config(dir.path());
+    for out in [inspect(&module), validate(&module, &config)] {
+        out.fails_with(MODULE, &["nowhere.wasm", "No such file"]);
+    }
+}
+
+// ---- bad configurations: exit 2, one line naming the file and the key ----
+
+/// Validates the probe against a configuration file holding `text`.
+fn validate_config(text: &str) -> (Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "bad.toml", text);
+    (validate(&guest("probe-connector"), &config), dir)
+}
+
+#[test]
+fn missing_service_url_is_named() {
+    let (out, _dir) = validate_config("connector_name = \"x\"\n[probe]\n");
+    out.fails_with(
+        CONFIG,
+        &[
+            "bad.toml",
+            "missing `danube_service_url`",
+            "DANUBE_SERVICE_URL",
+        ],
+    );
+}
+
+#[test]
+fn missing_connector_name_is_named() {
+    let (out, _dir) = validate_config("danube_service_url = \"http://127.0.0.1:6650\"\n");
+    out.fails_with(CONFIG, &["bad.toml", "missing `connector_name`"]);
+}
+
+#[test]
+fn unknown_host_key_names_the_nearest_valid_key() {
+    let (out, _dir) = validate_config(&format!("{ROOT}\n[processing]\nbatch_sise = 3\n"));
+    let line = out.fails_with(CONFIG, &["bad.toml"]);
+    assert!(
+        line.ends_with(
+            "unknown key `processing.batch_sise`; did you mean `processing.batch_size`?"
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn misspelt_host_table_names_the_nearest_table() {
+    let (out, _dir) = validate_config(&format!("{ROOT}\n[sandbx]\nmemory_mb = 64\n"));
+    out.fails_with(
+        CONFIG,
+        &[
+            "bad.toml",
+            "unknown table [sandbx]; did you mean [sandbox]?",
+        ],
+    );
+}
+
+#[test]
+fn unknown_connector_key_is_named_with_the_documented_keys() {
+    let (out, _dir) = validate_config(&format!("{ROOT}\n[probe]\nalloc_mbb = 1\n"));
+    out.fails_with(
+        CONFIG,
+        &[
+            "bad.toml",
+            "unknown key `probe.alloc_mbb`",
+            "probe-connector",
+            "alloc_mb",
+        ],
+    );
+}
+
+#[test]
+#[ignore = "host bug: a host key of the wrong type is reported on three lines (config.rs, ConnectorConfig::parse)"]
+fn wrong_type_is_one_line_naming_the_key() {
+    let (out, _dir) = validate_config(&format!("{ROOT}\n[retry]\nmax_retries = \"x\"\n"));
+    out.fails_with(
+        CONFIG,
+        &["bad.toml", "retry.max_retries", "invalid type", "u32"],
+    );
+}
+
+#[test]
+fn wrong_type_is_rejected_naming_the_key() {
+    // The part of `wrong_type_is_one_line_naming_the_key` that holds today.
+    let (out, _dir) = validate_config(&format!("{ROOT}\n[retry]\nmax_retries = \"x\"\n"));
+    assert_eq!(out.code, CONFIG, "{out:#?}");
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    for phrase in ["bad.toml", "retry.max_retries", "invalid type", "u32"] {
+        assert!(out.stderr.contains(phrase), "missing {phrase:?}: {out:#?}");
+    }
+}
+
+#[test]
+fn bad_service_url_is_explained() {
+    let (out, _dir) =
+        validate_config("danube_service_url = \"localhost:6650\"\nconnector_name = \"x\"\n");
+    out.fails_with(
+        CONFIG,
+        &[
+            "bad.toml",
+            "`danube_service_url` = \"localhost:6650\" is not a broker URL",
+            "no scheme",
+        ],
+    );
+    let (out, _dir) =
+        validate_config("danube_service_url = \"ftp://broker:6650\"\nconnector_name = \"x\"\n");
+    out.fails_with(CONFIG, &["not a broker URL", "http or https"]);
+    let (out, _dir) =
+        validate_config("danube_service_url = \"http://broker\"\nconnector_name = \"x\"\n");
+    out.fails_with(CONFIG, &["not a broker URL", "no port"]);
+}
+
+#[test]
+fn malformed_toml_names_the_line() {
+    let (out, _dir) = validate_config(&format!("{ROOT}\n[probe\ntopic = \"/default/p\"\n"));
+    out.fails_with(CONFIG, &["bad.toml", "line 4"]);
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("absent.toml");
+    let out = validate(&guest("probe-connector"), &config);
+    out.fails_with(
+        CONFIG,
+        &[
+            "absent.toml",
+            "cannot read the configuration file",
+            "No such file",
+        ],
+    );
+}
+
+#[test]
+fn missing_arguments_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = probe_config(dir.path());
+    let out = host(&["validate", "--config", path(&config)]);
+    out.fails_with(CONFIG, &["missing --module"]);
+    let module = guest("probe-connector");
+    let out = host(&["validate", "--module", path(&module)]);
+    out.fails_with(CONFIG, &["missing --config", "CONNECTOR_CONFIG_PATH"]);
+}
+
+#[test]
+fn run_checks_the_configuration_like_validate() {
+    // `run` must refuse a bad file before it starts anything.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "bad.toml",
+        format!("{ROOT}\n[processing]\nbatch_sise = 3\n"),
+    );
+    let module = guest("probe-connector");
+    let out = host(&["run", "--module", path(&module), "--config", path(&config)]);
+    out.fails_with(
+        CONFIG,
+        &["bad.toml", "did you mean `processing.batch_size`?"],
+    );
+    // And a bad module with a good file is a module error.
+    let config = probe_config(dir.path());
+    let text = write(dir.path(), "notes.wasm", "not wasm");
+    let out = host(&["run", "--module", path(&text), "--config", path(&config)]);
+    assert_eq!(out.code, MODULE, "{out:#?}");
+    let last = out.stderr.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("danube-host: connector cli-test: cannot load")
+            && last.contains("not a WebAssembly file"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+#[ignore = "host bug: validate rejects file-sink's documented optional key `fail_on` (commented out in its example)"]
+fn validate_accepts_every_key_file_sink_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "file.toml",
+        format!(
+            "{ROOT}\n[file]\npath = \"{}\"\ntopics = [\"/default/d\"]\nfail_on = \"poison\"\n",
+            dir.path().display()
+        ),
+    );
+    let out = validate(&guest("file-sink"), &config);
+    assert_eq!(out.code, OK, "{out:#?}");
+}
+
+#[test]
+fn config_messages_name_the_file_by_the_path_given() {
+    // Every message starts with the file as the user wrote it, so one
+    // glance tells which of several files is wrong.
+    let (out, dir) = validate_config("connector_name = \"x\"\n");
+    let line = out.fails_with(CONFIG, &[]);
+    let expected = format!("danube-host: {}: ", dir.path().join("bad.toml").display());
+    assert!(line.starts_with(&expected), "{line}");
+}
