@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds the host, the test broker and every connector component.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# The dev profile optimises dependencies (wasmtime, tonic), so these are the
+# same binaries the tests use: one build serves both.
+cargo build -p danube-host -p danube-testkit
+# Every workspace member that is a connector (a cdylib) is built for wasm.
+guests=$(cargo metadata --no-deps --format-version 1 | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    if any("cdylib" in t["crate_types"] for t in p["targets"]):
+        print("-p", p["name"])
+')
+cargo build --release --target wasm32-wasip2 $guests
