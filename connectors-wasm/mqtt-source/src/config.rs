@@ -1,0 +1,537 @@
+//! The `[mqtt]` table: parsing, defaults and checks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use danube_connect_sdk::{ConnectorError, ProducerConfig};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::topic;
+
+pub const CONFIG_EXAMPLE: &str = r#"[mqtt]
+# The MQTT broker (MQTT 3.1.1 over TCP). Env: MQTT_BROKER_HOST, MQTT_BROKER_PORT.
+broker_host = "localhost"
+broker_port = 1883
+# Required, unique per connector instance: the broker keeps the persistent
+# session (subscriptions and unacknowledged messages) under this id.
+# Env: MQTT_CLIENT_ID.
+client_id = "danube-mqtt-source"
+# Credentials; empty = none. Env: MQTT_USERNAME, MQTT_PASSWORD.
+username = ""
+password = ""
+# TLS is not supported yet: true is refused at start. Env: MQTT_USE_TLS.
+use_tls = false
+# Keep-alive negotiated with the broker; 0 disables it.
+keep_alive_secs = 60
+# Bound on one TCP connect plus CONNACK, and on waiting for SUBACK.
+connection_timeout_secs = 10
+# false (default): persistent session, unacknowledged QoS 1/2 messages are
+# redelivered after a restart or reconnect. true: the broker forgets them.
+clean_session = false
+# Add mqtt.topic, mqtt.qos, mqtt.retain and mqtt.dup attributes to each record.
+include_metadata = true
+# Largest PUBLISH packet accepted, bytes; larger ones are logged, counted and dropped.
+max_packet_size = 10485760
+# Disable Nagle's algorithm on the MQTT socket.
+tcp_nodelay = true
+
+# One table per subscription. A message goes to the first route whose filter
+# matches its topic.
+[[mqtt.routes]]
+# MQTT topic filter; `+` matches one level, `#` the rest.
+from = "sensors/#"
+# Danube topic, /namespace/name.
+to = "/iot/sensors"
+# Subscription QoS: AtMostOnce, AtLeastOnce (default) or ExactlyOnce (or 0, 1, 2).
+qos = "AtLeastOnce"
+# 0 or 1: a plain topic; N > 1: N partitions, chosen by the routing key.
+partitions = 8
+# Reliable dispatch on the Danube topic; default: true for QoS 1 and 2, false for QoS 0.
+reliable_dispatch = true
+# Routing key of each record: "topic" (default; per-device order on
+# partitioned topics) or "none".
+routing_key = "topic"
+"#;
+
+/// QoS levels, by name (`AtLeastOnce`) or number (`1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Qos {
+    AtMostOnce,
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+impl Qos {
+    pub fn level(self) -> u8 {
+        match self {
+            Qos::AtMostOnce => 0,
+            Qos::AtLeastOnce => 1,
+            Qos::ExactlyOnce => 2,
+        }
+    }
+
+    pub fn to_mqttrs(self) -> mqttrs::QoS {
+        match self {
+            Qos::AtMostOnce => mqttrs::QoS::AtMostOnce,
+            Qos::AtLeastOnce => mqttrs::QoS::AtLeastOnce,
+            Qos::ExactlyOnce => mqttrs::QoS::ExactlyOnce,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Qos {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Qos;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("AtMostOnce, AtLeastOnce, ExactlyOnce, or 0, 1, 2")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Qos, E> {
+                match v {
+                    0 => Ok(Qos::AtMostOnce),
+                    1 => Ok(Qos::AtLeastOnce),
+                    2 => Ok(Qos::ExactlyOnce),
+                    _ => Err(E::invalid_value(de::Unexpected::Unsigned(v), &self)),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Qos, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Qos, E> {
+                let norm: String = v
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .collect::<String>()
+                    .to_ascii_lowercase();
+                match norm.as_str() {
+                    "atmostonce" | "0" => Ok(Qos::AtMostOnce),
+                    "atleastonce" | "1" => Ok(Qos::AtLeastOnce),
+                    "exactlyonce" | "2" => Ok(Qos::ExactlyOnce),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// How a record's routing key is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingKey {
+    /// The MQTT topic the message was published on.
+    #[default]
+    Topic,
+    /// No key: records spread over partitions and producers freely.
+    None,
+}
+
+/// A string that may arrive as another scalar: environment overrides such as
+/// `MQTT_PASSWORD=1234` reach the connector as numbers. Never echoes the value
+/// in an error, since it may be a secret.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("\"…\"")
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Text, A::Error> {
+                Err(de::Error::custom("expected a string, found a table"))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Text, A::Error> {
+                Err(de::Error::custom("expected a string, found an array"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[[mqtt.routes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub from: String,
+    pub to: String,
+    #[serde(default = "default_qos")]
+    pub qos: Qos,
+    #[serde(default)]
+    pub partitions: u32,
+    #[serde(default)]
+    pub reliable_dispatch: Option<bool>,
+    #[serde(default)]
+    pub routing_key: RoutingKey,
+}
+
+/// `[[mqtt.topic_mappings]]`, the older shape of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicMapping {
+    pub mqtt_topic: String,
+    pub danube_topic: String,
+    #[serde(default = "default_qos")]
+    pub qos: Qos,
+    #[serde(default)]
+    pub partitions: u32,
+    #[serde(default)]
+    pub reliable_dispatch: Option<bool>,
+    #[serde(default)]
+    pub routing_key: RoutingKey,
+}
+
+fn default_qos() -> Qos {
+    Qos::AtLeastOnce
+}
+
+/// The `[mqtt]` table as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_host")]
+    pub broker_host: String,
+    #[serde(default = "default_port")]
+    pub broker_port: u16,
+    #[serde(default)]
+    pub client_id: Option<Text>,
+    #[serde(default)]
+    pub username: Option<Text>,
+    #[serde(default)]
+    pub password: Option<Text>,
+    #[serde(default)]
+    pub use_tls: bool,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u16,
+    #[serde(default = "default_connection_timeout")]
+    pub connection_timeout_secs: u64,
+    #[serde(default)]
+    pub clean_session: bool,
+    #[serde(default = "yes")]
+    pub include_metadata: bool,
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: usize,
+    #[serde(default = "yes")]
+    pub tcp_nodelay: bool,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub topic_mappings: Vec<TopicMapping>,
+}
+
+fn default_host() -> String {
+    "localhost".into()
+}
+fn default_port() -> u16 {
+    1883
+}
+fn default_keep_alive() -> u16 {
+    60
+}
+fn default_connection_timeout() -> u64 {
+    10
+}
+fn default_max_packet_size() -> usize {
+    10 * 1024 * 1024
+}
+fn yes() -> bool {
+    true
+}
+
+/// One checked route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub filter: String,
+    pub topic: String,
+    pub qos: Qos,
+    pub partitions: u32,
+    pub reliable: bool,
+    pub routing_key: RoutingKey,
+}
+
+/// The checked settings the connector runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Vec<u8>>,
+    pub keep_alive_secs: u16,
+    pub connection_timeout_secs: u64,
+    pub clean_session: bool,
+    pub include_metadata: bool,
+    pub max_packet_size: usize,
+    pub tcp_nodelay: bool,
+    pub routes: Vec<Route>,
+}
+
+/// MQTT's own ceiling on a packet's remaining length.
+const MQTT_MAX_REMAINING: usize = 268_435_455;
+
+impl Config {
+    /// Checks the table and resolves defaults; every refusal is a config error
+    /// that names the key.
+    pub fn into_settings(self) -> Result<Settings, ConnectorError> {
+        if self.use_tls {
+            return Err(ConnectorError::config(
+                "`use_tls = true` is not supported yet: this connector speaks MQTT over plain TCP only. \
+                 Set use_tls = false (or unset MQTT_USE_TLS) and reach the broker over a trusted network \
+                 or through a local TLS-terminating proxy",
+            ));
+        }
+        if self.broker_host.trim().is_empty() {
+            return Err(ConnectorError::config("`broker_host` is empty"));
+        }
+        if self.broker_port == 0 {
+            return Err(ConnectorError::config("`broker_port` must not be 0"));
+        }
+        let client_id = match self.client_id {
+            Some(Text(id)) if !id.is_empty() => id,
+            _ => {
+                return Err(ConnectorError::config(
+                    "`client_id` is required (env MQTT_CLIENT_ID): the broker keeps the session under it, \
+                     so give every connector instance its own",
+                ));
+            }
+        };
+        if client_id.len() > u16::MAX as usize {
+            return Err(ConnectorError::config("`client_id` is too long"));
+        }
+        let username = self.username.map(|t| t.0).filter(|u| !u.is_empty());
+        let password = self.password.map(|t| t.0).filter(|p| !p.is_empty());
+        if password.is_some() && username.is_none() {
+            return Err(ConnectorError::config(
+                "`password` is set without `username`; MQTT 3.1.1 sends a password only with a user name",
+            ));
+        }
+        if self.connection_timeout_secs == 0 {
+            return Err(ConnectorError::config("`connection_timeout_secs` must be at least 1"));
+        }
+        if self.max_packet_size == 0 || self.max_packet_size > MQTT_MAX_REMAINING {
+            return Err(ConnectorError::config(format!(
+                "`max_packet_size` must be between 1 and {MQTT_MAX_REMAINING} bytes"
+            )));
+        }
+
+        let mut routes: Vec<(String, Route)> = Vec::new();
+        for (i, r) in self.routes.into_iter().enumerate() {
+            routes.push((format!("routes[{i}]"), route(r.from, r.to, r.qos, r.partitions, r.reliable_dispatch, r.routing_key)));
+        }
+        for (i, m) in self.topic_mappings.into_iter().enumerate() {
+            routes.push((
+                format!("topic_mappings[{i}]"),
+                route(m.mqtt_topic, m.danube_topic, m.qos, m.partitions, m.reliable_dispatch, m.routing_key),
+            ));
+        }
+        if routes.is_empty() {
+            return Err(ConnectorError::config(
+                "no routes: add at least one [[mqtt.routes]] table with `from` (an MQTT topic filter) and `to` (a Danube topic)",
+            ));
+        }
+        let mut seen_filters = BTreeMap::new();
+        let mut topics: BTreeMap<String, (String, u32, bool)> = BTreeMap::new();
+        for (at, r) in &routes {
+            if let Err(why) = topic::validate_filter(&r.filter) {
+                return Err(ConnectorError::config(format!("`{at}.from` = {:?}: {why}", r.filter)));
+            }
+            if let Err(why) = validate_danube_topic(&r.topic) {
+                return Err(ConnectorError::config(format!("`{at}.to` = {:?}: {why}", r.topic)));
+            }
+            if let Some(prev) = seen_filters.insert(r.filter.clone(), at.clone()) {
+                return Err(ConnectorError::config(format!(
+                    "`{at}.from`: filter {:?} is already used by `{prev}`",
+                    r.filter
+                )));
+            }
+            let partitions = if r.partitions <= 1 { 0 } else { r.partitions };
+            if let Some((prev, p, rel)) = topics.get(&r.topic) {
+                if *p != partitions || *rel != r.reliable {
+                    return Err(ConnectorError::config(format!(
+                        "`{at}`: Danube topic {:?} is also the target of `{prev}` with different `partitions` or `reliable_dispatch`",
+                        r.topic
+                    )));
+                }
+            } else {
+                topics.insert(r.topic.clone(), (at.clone(), partitions, r.reliable));
+            }
+        }
+
+        Ok(Settings {
+            host: self.broker_host.trim().to_string(),
+            port: self.broker_port,
+            client_id,
+            username,
+            password: password.map(String::into_bytes),
+            keep_alive_secs: self.keep_alive_secs,
+            connection_timeout_secs: self.connection_timeout_secs,
+            clean_session: self.clean_session,
+            include_metadata: self.include_metadata,
+            max_packet_size: self.max_packet_size,
+            tcp_nodelay: self.tcp_nodelay,
+            routes: routes.into_iter().map(|(_, r)| r).collect(),
+        })
+    }
+}
+
+fn route(
+    filter: String,
+    topic: String,
+    qos: Qos,
+    partitions: u32,
+    reliable: Option<bool>,
+    routing_key: RoutingKey,
+) -> Route {
+    Route {
+        filter,
+        topic,
+        qos,
+        partitions,
+        reliable: reliable.unwrap_or(qos != Qos::AtMostOnce),
+        routing_key,
+    }
+}
+
+fn validate_danube_topic(topic: &str) -> Result<(), &'static str> {
+    let Some(rest) = topic.strip_prefix('/') else {
+        return Err("a Danube topic is /namespace/name");
+    };
+    let mut parts = rest.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(ns), Some(name), None) if !ns.is_empty() && !name.is_empty() => Ok(()),
+        _ => Err("a Danube topic is /namespace/name"),
+    }
+}
+
+impl Settings {
+    /// The Danube producers, one per distinct target topic.
+    pub fn producers(&self) -> Vec<ProducerConfig> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.routes
+            .iter()
+            .filter(|r| seen.insert(r.topic.clone()))
+            .map(|r| {
+                let p = ProducerConfig::new(&r.topic).with_reliable(r.reliable);
+                if r.partitions > 1 { p.with_partitions(r.partitions) } else { p }
+            })
+            .collect()
+    }
+
+    /// The route for a message published on `topic`: the first whose filter matches.
+    pub fn route_for(&self, topic: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| topic::matches(&r.filter, topic))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use danube_connect_sdk::parse_config;
+
+    fn settings(json: &str) -> Result<Settings, ConnectorError> {
+        parse_config::<Config>(json)?.into_settings()
+    }
+
+    #[test]
+    fn the_example_parses() {
+        let table: serde_json::Value = {
+            // TOML → JSON as the host does, without a TOML parser: the example
+            // is checked by the host's own test; here the JSON equivalent.
+            serde_json::json!({
+                "broker_host": "localhost", "broker_port": 1883, "client_id": "c",
+                "username": "", "password": "", "use_tls": false, "keep_alive_secs": 60,
+                "connection_timeout_secs": 10, "clean_session": false, "include_metadata": true,
+                "max_packet_size": 10485760, "tcp_nodelay": true,
+                "routes": [{"from": "sensors/#", "to": "/iot/sensors", "qos": "AtLeastOnce",
+                            "partitions": 8, "reliable_dispatch": true, "routing_key": "topic"}]
+            })
+        };
+        let s = settings(&table.to_string()).unwrap();
+        assert_eq!(s.username, None);
+        assert_eq!(s.routes[0].partitions, 8);
+        assert!(s.routes[0].reliable);
+        assert_eq!(s.producers().len(), 1);
+    }
+
+    #[test]
+    fn older_topic_mappings_and_qos_defaults() {
+        let s = settings(
+            r#"{"client_id": "c", "topic_mappings": [
+                {"mqtt_topic": "a/+", "danube_topic": "/default/a", "partitions": 3},
+                {"mqtt_topic": "b/#", "danube_topic": "/default/b", "qos": 0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.routes[0].qos, Qos::AtLeastOnce);
+        assert!(s.routes[0].reliable);
+        assert_eq!(s.routes[1].qos, Qos::AtMostOnce);
+        assert!(!s.routes[1].reliable, "QoS 0 defaults to non-reliable dispatch");
+        assert!(!s.clean_session);
+        assert_eq!(s.route_for("a/x").unwrap().topic, "/default/a");
+        assert_eq!(s.route_for("b/x/y").unwrap().topic, "/default/b");
+        assert!(s.route_for("c").is_none());
+    }
+
+    #[test]
+    fn refusals_name_the_key() {
+        let base = r#""client_id": "c", "routes": [{"from": "a/#", "to": "/default/a"}]"#;
+        let err = |extra: &str| settings(&format!("{{{base}{extra}}}")).unwrap_err().to_string();
+        assert!(err(r#", "use_tls": true"#).contains("not supported yet"));
+        assert!(err(r#", "bogus": 1"#).contains("bogus"));
+        assert!(err(r#", "password": "p""#).contains("username"));
+        let e = settings(r#"{"routes": [{"from": "a", "to": "/default/a"}]}"#).unwrap_err().to_string();
+        assert!(e.contains("client_id"), "{e}");
+        let e = settings(r#"{"client_id": "c", "routes": [{"from": "a/#/b", "to": "/default/a"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("routes[0].from"), "{e}");
+        let e = settings(r#"{"client_id": "c", "routes": [{"from": "a", "to": "default"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("routes[0].to"), "{e}");
+        let e = settings(r#"{"client_id": "c", "routes": [{"from": "a", "to": "/d/a", "qos": 3}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("qos"), "{e}");
+        assert!(settings(r#"{"client_id": "c"}"#).unwrap_err().to_string().contains("no routes"));
+    }
+
+    #[test]
+    fn secrets_from_the_environment_may_be_numbers_and_never_echo() {
+        let s = settings(
+            r#"{"client_id": 42, "username": "u", "password": 1234, "routes": [{"from": "a", "to": "/d/a"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.client_id, "42");
+        assert_eq!(s.password.as_deref(), Some(&b"1234"[..]));
+        let e = settings(r#"{"client_id": "c", "password": ["secret"], "routes": []}"#).unwrap_err().to_string();
+        assert!(!e.contains("secret"), "{e}");
+    }
+}
