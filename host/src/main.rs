@@ -8,6 +8,7 @@
 
 mod config;
 mod logging;
+mod observability;
 mod protocol;
 mod supervisor;
 mod worker;

@@ -1,0 +1,142 @@
+//! Per-connector health and readiness, and the documents of `/health` and
+//! `/ready`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// A connector's health. Ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Running as it should.
+    Healthy,
+    /// Running, but retrying, restarting its worker, unable to reach the
+    /// broker, or its `health()` fails.
+    Degraded,
+    /// Gave up: a fatal error, a trap, retries spent.
+    Unhealthy,
+}
+
+/// One connector on `/health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorHealth {
+    pub status: Status,
+    pub detail: String,
+    /// When `status` last changed, RFC 3339 UTC.
+    pub since: String,
+    #[serde(skip)]
+    pub ready: bool,
+}
+
+/// The `/health` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The worst status over the connectors (`healthy` when there is none).
+    pub status: Status,
+    pub connectors: BTreeMap<String, ConnectorHealth>,
+}
+
+#[derive(Default)]
+pub struct Board {
+    connectors: Mutex<BTreeMap<String, ConnectorHealth>>,
+}
+
+impl Board {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ConnectorHealth>> {
+        self.connectors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a connector (healthy, "starting", not ready) unless known.
+    pub fn register(&self, name: &str) {
+        self.lock()
+            .entry(name.to_string())
+            .or_insert_with(|| ConnectorHealth {
+                status: Status::Healthy,
+                detail: "starting".into(),
+                since: now_rfc3339(),
+                ready: false,
+            });
+    }
+
+    pub fn set(&self, name: &str, status: Status, detail: String) {
+        let mut connectors = self.lock();
+        let entry = connectors
+            .entry(name.to_string())
+            .or_insert_with(|| ConnectorHealth {
+                status,
+                detail: String::new(),
+                since: now_rfc3339(),
+                ready: false,
+            });
+        if entry.status != status {
+            tracing::info!(connector = name, from = ?entry.status, to = ?status, detail = %detail, "health changed");
+            entry.status = status;
+            entry.since = now_rfc3339();
+        }
+        entry.detail = detail;
+    }
+
+    pub fn set_ready(&self, name: &str, ready: bool) {
+        if let Some(entry) = self.lock().get_mut(name) {
+            entry.ready = ready;
+        }
+    }
+
+    pub fn report(&self) -> Report {
+        let connectors = self.lock().clone();
+        let status = connectors
+            .values()
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(Status::Healthy);
+        Report { status, connectors }
+    }
+
+    /// Every connector is ready, and there is at least one.
+    pub fn ready(&self) -> bool {
+        let connectors = self.lock();
+        !connectors.is_empty() && connectors.values().all(|c| c.ready)
+    }
+}
+
+#[cfg(test)]
+impl Board {
+    pub fn set_since_for_test(&self, name: &str, since: &str) {
+        if let Some(entry) = self.lock().get_mut(name) {
+            entry.since = since.into();
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+/// `2024-05-01T12:00:00Z` for seconds since the Unix epoch.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Days to civil date (proleptic Gregorian), after Howard Hinnant.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,257 @@
+//! Observability: Prometheus metrics at `/metrics`, connector health at
+//! `/health` and readiness at `/ready`, served over HTTP by one endpoint per
+//! process.
+//!
+//! One [`Observability`] exists per process; every connector it runs gets a
+//! [`ConnectorMetrics`] handle (cheap to clone) through which the pipelines
+//! record what happens. In directory mode, one endpoint therefore serves every
+//! connector, told apart by the `connector` label and by their entry in
+//! `/health`.
+//!
+//! # Metrics
+//!
+//! | name | type | labels |
+//! |------|------|--------|
+//! | `connector_messages_received_total` | counter | `connector`, `topic` |
+//! | `connector_messages_sent_total` | counter | `connector`, `topic` |
+//! | `connector_errors_total` | counter | `connector`, `class` |
+//! | `connector_processing_duration_seconds` | histogram | `connector`, `call` |
+//! | `connector_batch_size` | histogram | `connector` |
+//! | `connector_in_flight_records` | gauge | `connector` |
+//! | `connector_dead_lettered_total` | counter | `connector`, `topic` |
+//! | `connector_worker_restarts_total` | counter | `connector` |
+//! | `connector_retries_total` | counter | `connector`, `operation` |
+//! | `connector_memory_bytes` | gauge | `connector` |
+//! | `connector_guest_<name>` | counter or gauge | `connector` + the guest's |
+//! | `process_*` | (Linux) CPU, memory, file descriptors, threads of this process |
+//!
+//! What "received" and "sent" count depends on the direction:
+//!
+//! * source: *received* = records polled from the guest, *sent* = records the
+//!   broker acknowledged; `topic` is the Danube topic published to.
+//! * sink: *received* = messages consumed from Danube, *sent* = records the
+//!   guest reported written (then acknowledged to the broker); `topic` is the
+//!   Danube topic consumed from.
+//!
+//! `class` is [`ConnectorError::class`](crate::protocol::ConnectorError::class)
+//! (`retryable`, `invalid_data`, `fatal`, `config`, all exported from the
+//! start at 0) or a host-side class such as `trap` or `danube`. `call` is the
+//! guest call: `open`, `poll`, `commit`, `process_batch`, `health`, `close`.
+//! `topic` of `connector_dead_lettered_total` is the topic the record came
+//! from. `connector_memory_bytes` is the guest's linear memory.
+//!
+//! Connector-defined metrics (the guest's `metrics` import) are exported as
+//! `connector_guest_<name>` (counters get a `_total` suffix), with the guest's
+//! labels plus `connector`; see [`guest`] for what is refused.
+//!
+//! # Health
+//!
+//! `/health` answers `{"status": ..., "connectors": {name: {"status", "detail",
+//! "since"}}}` with the worst status over the connectors, and HTTP 503 when it
+//! is `unhealthy`. `/ready` answers 200 `{"ready":true}` once every connector
+//! said it is ready, 503 `{"ready":false}` before (or when none is known).
+
+#![allow(dead_code)] // until wired
+
+mod guest;
+mod health;
+mod metrics;
+mod server;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::protocol::GuestMetric;
+
+pub use health::Status;
+pub use server::ServerHandle;
+
+/// The address `/metrics`, `/health` and `/ready` are served on when only a
+/// port is configured: every interface, so that a scraper outside the
+/// container reaches it.
+pub fn default_addr(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
+}
+
+/// The process's metrics registry and health board. Clones share them.
+#[derive(Clone)]
+pub struct Observability {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    metrics: metrics::HostMetrics,
+    guest: guest::GuestMetrics,
+    health: health::Board,
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Observability {
+    pub fn new() -> Self {
+        let metrics = metrics::HostMetrics::new();
+        let guest = guest::GuestMetrics::new(metrics.registry.clone());
+        Observability {
+            inner: Arc::new(Inner {
+                metrics,
+                guest,
+                health: health::Board::default(),
+            }),
+        }
+    }
+
+    /// The handle through which one connector records its metrics and health.
+    /// Registers the connector on `/health` (healthy, "starting") and
+    /// `/ready` (not ready) on first call; later calls with the same name
+    /// share its state.
+    pub fn connector(&self, name: &str) -> ConnectorMetrics {
+        self.inner.health.register(name);
+        ConnectorMetrics {
+            name: Arc::from(name),
+            fixed: Arc::new(self.inner.metrics.for_connector(name)),
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Binds `addr` and serves `/metrics`, `/health` and `/ready` until the
+    /// returned handle is stopped or dropped. Port 0 picks a free port; the
+    /// handle tells which.
+    pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<ServerHandle> {
+        server::serve(self.clone(), addr).await
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render_metrics(&self) -> String {
+        self.inner.metrics.render()
+    }
+
+    /// The `/health` document and whether it is unhealthy.
+    fn health(&self) -> health::Report {
+        self.inner.health.report()
+    }
+
+    fn ready(&self) -> bool {
+        self.inner.health.ready()
+    }
+}
+
+/// One connector's view: metrics carry its `connector` label, health and
+/// readiness are its entry on `/health` and `/ready`. Clones share it.
+#[derive(Clone)]
+pub struct ConnectorMetrics {
+    name: Arc<str>,
+    fixed: Arc<metrics::ConnectorSeries>,
+    inner: Arc<Inner>,
+}
+
+impl ConnectorMetrics {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Source: records polled from the guest for `topic`. Sink: messages
+    /// consumed from `topic`. `n = 0` only makes the series appear.
+    pub fn received(&self, topic: &str, n: u64) {
+        self.inner
+            .metrics
+            .received
+            .with_label_values(&[&self.name, topic])
+            .inc_by(n);
+    }
+
+    /// Source: records on `topic` acknowledged by the broker. Sink: records
+    /// from `topic` the guest reported written.
+    pub fn sent(&self, topic: &str, n: u64) {
+        self.inner
+            .metrics
+            .sent
+            .with_label_values(&[&self.name, topic])
+            .inc_by(n);
+    }
+
+    /// One error of `class` (see [`ConnectorError::class`](crate::protocol::ConnectorError::class)).
+    pub fn error(&self, class: &str) {
+        self.inner
+            .metrics
+            .errors
+            .with_label_values(&[&self.name, class])
+            .inc();
+    }
+
+    /// Records from `topic` sent to the dead-letter topic.
+    pub fn dead_lettered(&self, topic: &str, n: u64) {
+        self.inner
+            .metrics
+            .dead_lettered
+            .with_label_values(&[&self.name, topic])
+            .inc_by(n);
+    }
+
+    /// One retry of `operation` (e.g. `poll`, `process_batch`, `publish`, `ack`).
+    pub fn retry(&self, operation: &str) {
+        self.inner
+            .metrics
+            .retries
+            .with_label_values(&[&self.name, operation])
+            .inc();
+    }
+
+    pub fn worker_restarted(&self) {
+        self.fixed.restarts.inc();
+    }
+
+    /// How long one guest call of `kind` took (`open`, `poll`, `commit`,
+    /// `process_batch`, `health`, `close`).
+    pub fn observe_call(&self, kind: &str, took: Duration) {
+        self.inner
+            .metrics
+            .call_duration
+            .with_label_values(&[&self.name, kind])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records in one poll (source) or one `process-batch` (sink).
+    pub fn batch_size(&self, n: usize) {
+        self.fixed.batch_size.observe(n as f64);
+    }
+
+    /// Source: published, not yet acknowledged. Sink: consumed, not yet
+    /// acknowledged.
+    pub fn set_in_flight(&self, n: usize) {
+        self.fixed
+            .in_flight
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The guest's linear memory.
+    pub fn set_guest_memory(&self, bytes: u64) {
+        self.fixed
+            .memory
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A connector-defined metric update from the guest. Refused ones are
+    /// logged (once per name) and dropped.
+    pub fn guest_metric(&self, metric: GuestMetric) {
+        self.inner.guest.record(&self.name, metric);
+    }
+
+    /// The connector's state on `/health`. `since` changes only when the
+    /// status does.
+    pub fn set_health(&self, status: Status, detail: impl Into<String>) {
+        self.inner.health.set(&self.name, status, detail.into());
+    }
+
+    /// Whether the connector opened and its producers or consumers exist.
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.health.set_ready(&self.name, ready);
+    }
+}
+
+#[cfg(test)]
+mod tests;
