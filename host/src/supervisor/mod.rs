@@ -175,7 +175,52 @@ fn parse_allow(entry: &str) -> Result<Vec<NetRule>, String> {
         .collect())
 }
 
-/// Runs one connector until it is stopped by a signal or fails.
+/// The Danube side of a connector, which outlives its workers.
+enum Pipeline<'a> {
+    Source(source::SourcePipeline<'a>),
+    Sink(sink::SinkPipeline<'a>),
+}
+
+impl<'a> Pipeline<'a> {
+    async fn start(
+        client: &'a danube_client::DanubeClient,
+        config: &'a ConnectorConfig,
+        opened: Opened,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Pipeline<'a>, Stop> {
+        Ok(match opened {
+            Opened::Source(producers) => {
+                Pipeline::Source(source::SourcePipeline::start(client, config, producers).await?)
+            }
+            Opened::Sink(consumers) => {
+                Pipeline::Sink(sink::SinkPipeline::start(client, config, consumers, shutdown).await?)
+            }
+        })
+    }
+
+    async fn run(&mut self, worker: &Worker, shutdown: watch::Receiver<bool>) -> Result<(), Stop> {
+        match self {
+            Pipeline::Source(p) => p.run(worker, shutdown).await,
+            Pipeline::Sink(p) => p.run(worker, shutdown).await,
+        }
+    }
+
+    async fn finish(self) {
+        if let Pipeline::Sink(p) = self {
+            p.finish().await;
+        }
+    }
+}
+
+/// A worker that lived this long is considered healthy again: its death
+/// starts the restart backoff from the beginning.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// Runs one connector until it is stopped by a signal or fails for good.
+///
+/// A worker that dies (trap, crash, hang) is replaced with capped exponential
+/// backoff; the Danube side (subscriptions, producers, batches the dead worker
+/// held) carries over to the new one.
 pub async fn run(module: PathBuf, mut config: ConnectorConfig, log: LogSettings) -> ExitCode {
     let name = config.host.connector_name.clone();
     let fail = |code: u8, message: String| {
@@ -183,69 +228,130 @@ pub async fn run(module: PathBuf, mut config: ConnectorConfig, log: LogSettings)
         eprintln!("danube-host: connector {name}: {message}");
         ExitCode::from(code)
     };
-
-    let state = match StateStore::open(&config.state_file()) {
-        Ok(s) => s,
-        Err(e) => return fail(exit::CONFIG, format!("{e:#}")),
-    };
     let (metrics_tx, mut metrics_rx) = mpsc::unbounded_channel();
-    let worker = match start_worker(&module, Some(&config), state, &log, metrics_tx).await {
-        Ok(w) => w,
-        Err(e) => {
-            return fail(
-                exit::MODULE,
-                format!("cannot load {}: {e:#}", module.display()),
-            );
-        }
-    };
     tokio::spawn(async move {
         while let Some(metric) = metrics_rx.recv().await {
             tracing::debug!(?metric, "connector metric");
         }
     });
-    let info = worker.info().clone();
-    tracing::info!(connector = %name, module = %module.display(), world = %info.world, guest = %info.name, guest_version = %info.version, "module loaded");
-
-    config.apply_connector_env(&documented_keys(&info.config_example), &|k| std::env::var(k).ok());
-    let opened = match worker
-        .call(new_trace_id(), crate::protocol::Call::Open { config_json: config.connector_json() })
-        .await
-    {
-        Ok(CallOutcome::Opened(opened)) => opened,
-        Ok(CallOutcome::Error(ConnectorError::Config(m))) => {
-            return fail(exit::CONFIG, format!("{}: [{}] {m}", config.path.display(), config.section.as_deref().unwrap_or("connector")));
+    let spawn = |config: &ConnectorConfig| {
+        let config = config.clone();
+        let (module, log, metrics) = (module.clone(), log.clone(), metrics_tx.clone());
+        async move {
+            let state = StateStore::open(&config.state_file())?;
+            start_worker(&module, Some(&config), state, &log, metrics)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot load {}: {e:#}", module.display()))
         }
-        Ok(other) => return fail(exit::FATAL, format!("open failed: {}", outcome_error("open", other))),
-        Err(e) => return fail(exit::FATAL, format!("open failed: {e}")),
     };
+
+    let first = match spawn(&config).await {
+        Ok(w) => w,
+        Err(e) => return fail(exit::MODULE, format!("{e:#}")),
+    };
+    let info = first.info().clone();
+    tracing::info!(connector = %name, module = %module.display(), world = %info.world, guest = %info.name, guest_version = %info.version, "module loaded");
+    config.apply_connector_env(&documented_keys(&info.config_example), &|k| std::env::var(k).ok());
+    let config = config;
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     tokio::spawn(watch_signals(shutdown_tx));
-
     let limit = Duration::from_millis(config.host.processing.publish_timeout_ms);
-    let result = match danube::connect(&config.host.danube_service_url, &config.host.retry, limit).await {
-        Err(e) => Err(Stop::Fatal(format!("cannot reach Danube at {}: {e}", config.host.danube_service_url))),
-        Ok(client) => match opened {
-            Opened::Source(producers) => source::run(&worker, &client, &config, producers, shutdown).await,
-            Opened::Sink(consumers) => sink::run(&worker, &client, &config, consumers, shutdown).await,
-        },
+    let client = match danube::connect(&config.host.danube_service_url, &config.host.retry, limit).await {
+        Ok(client) => client,
+        Err(e) => {
+            return fail(exit::FATAL, format!("cannot reach Danube at {}: {e}", config.host.danube_service_url));
+        }
     };
 
-    let closed = tokio::time::timeout(
-        Duration::from_millis(config.host.sandbox.call_timeout_ms),
-        worker.call(new_trace_id(), crate::protocol::Call::Close),
-    )
-    .await;
-    if let Ok(Ok(CallOutcome::Trapped(m))) = &closed {
-        tracing::warn!(connector = %name, "close trapped: {m}");
+    let mut next_worker = Some(first);
+    let mut pipeline: Option<Pipeline> = None;
+    let mut restarts = retry::Backoff::new(&config.host.retry);
+    let result = loop {
+        let worker = match next_worker.take() {
+            Some(w) => w,
+            None => match spawn(&config).await {
+                Ok(w) => w,
+                Err(e) => break Err(Stop::Fatal(format!("{e:#}"))),
+            },
+        };
+        let started = tokio::time::Instant::now();
+        let result = match open(&worker, &config).await {
+            Ok(opened) => match &mut pipeline {
+                Some(p) => p.run(&worker, shutdown.clone()).await,
+                None => match Pipeline::start(&client, &config, opened, &shutdown).await {
+                    Ok(p) => pipeline.insert(p).run(&worker, shutdown.clone()).await,
+                    Err(e) => Err(e),
+                },
+            },
+            Err(e) => Err(e),
+        };
+        if !matches!(result, Err(Stop::WorkerGone(_))) {
+            close(&worker, &config).await;
+        }
+        worker.shutdown().await;
+        match result {
+            Err(Stop::WorkerGone(why)) if !*shutdown.borrow() => {
+                if started.elapsed() >= STABLE_AFTER {
+                    restarts = retry::Backoff::new(&config.host.retry);
+                }
+                match restarts.next_delay() {
+                    Some(delay) => {
+                        tracing::warn!(connector = %name, error = %why, restart = restarts.attempts(), restart_in_ms = delay.as_millis() as u64, "worker died; restarting it");
+                        let mut shutdown = shutdown.clone();
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                    }
+                    None => {
+                        break Err(Stop::Fatal(format!(
+                            "the worker died {} times in a row, last: {why}",
+                            restarts.attempts() + 1
+                        )));
+                    }
+                }
+            }
+            other => break other,
+        }
+    };
+    if let Some(p) = pipeline {
+        p.finish().await;
     }
-    worker.shutdown().await;
     match result {
         Ok(()) => {
             tracing::info!(connector = %name, "stopped cleanly");
             ExitCode::from(exit::OK)
         }
         Err(stop) => fail(stop.exit_code(), stop.to_string()),
+    }
+}
+
+/// Calls the guest's `open` with its configuration table.
+async fn open(worker: &Worker, config: &ConnectorConfig) -> Result<Opened, Stop> {
+    let call = crate::protocol::Call::Open {
+        config_json: config.connector_json(),
+    };
+    match worker.call(new_trace_id(), call).await {
+        Ok(CallOutcome::Opened(opened)) => Ok(opened),
+        Ok(CallOutcome::Error(ConnectorError::Config(m))) => Err(Stop::Config(format!(
+            "{}: [{}] {m}",
+            config.path.display(),
+            config.section.as_deref().unwrap_or("connector")
+        ))),
+        Ok(other) => Err(outcome_error("open", other)),
+        Err(e) => Err(Stop::WorkerGone(e.to_string())),
+    }
+}
+
+/// Calls the guest's `close`, bounded by the call time limit.
+async fn close(worker: &Worker, config: &ConnectorConfig) {
+    let call = worker.call(new_trace_id(), crate::protocol::Call::Close);
+    match tokio::time::timeout(Duration::from_millis(config.host.sandbox.call_timeout_ms), call).await {
+        Ok(Ok(CallOutcome::Done)) => {}
+        Ok(Ok(other)) => tracing::warn!(outcome = ?other, "close did not finish cleanly"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "close did not finish"),
+        Err(_) => tracing::warn!("close timed out"),
     }
 }
 

@@ -8,7 +8,7 @@
 //! A message is acknowledged only after the guest reported it written, or
 //! after it reached the dead-letter topic.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use danube_client::{DanubeClient, Producer};
@@ -33,113 +33,211 @@ struct Delivery {
     message: StreamMessage,
 }
 
-/// Runs until `shutdown` turns true (then stops consuming, finishes the
-/// batches in flight and acknowledges them) or until something fatal happens.
-pub async fn run(
-    worker: &Worker,
-    client: &DanubeClient,
-    config: &ConnectorConfig,
-    consumers: Vec<ConsumerConfig>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), Stop> {
-    let host = &config.host;
-    let processing = &host.processing;
-    let limit = Duration::from_millis(processing.publish_timeout_ms);
-    let batch_size = processing.batch_size as usize;
+/// Batches a worker was handed but never answered, with how many workers
+/// died on them: they are replayed to the next worker, and a batch that keeps
+/// killing workers goes to the dead-letter topic instead of looping forever.
+struct Unsettled {
+    deliveries: Vec<Delivery>,
+    crashes: u32,
+}
 
-    let (deliveries_tx, mut deliveries) = mpsc::channel::<Delivery>(batch_size * BATCHES_IN_FLIGHT);
-    let mut ackers = Vec::new();
-    let mut consumer_tasks = Vec::new();
-    for (index, consumer_config) in consumers.iter().enumerate() {
-        if consumer_config.expected_schema_subject.is_some() {
-            tracing::warn!(topic = %consumer_config.topic, "expected_schema_subject is not checked by this host version");
-        }
-        let name = format!("{}-{index}", host.connector_name);
-        let consumer = danube::subscribe(client, &name, consumer_config, &host.retry, limit)
-            .await
-            .map_err(|e| Stop::Fatal(e.message))?;
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        ackers.push(ack_tx);
-        consumer_tasks.push(tokio::spawn(consume(
-            consumer,
-            index,
-            deliveries_tx.clone(),
-            ack_rx,
-            shutdown.clone(),
-            limit,
-            host.retry.clone(),
-        )));
-        tracing::info!(topic = %consumer_config.topic, subscription = %consumer_config.subscription, "subscribed");
-    }
-    drop(deliveries_tx);
+/// The Danube side of a sink: consumers, acknowledgements, the dead-letter
+/// topic and unsettled batches. It outlives worker restarts, so that
+/// subscriptions stay open and nothing handed to a dead worker is lost.
+pub struct SinkPipeline<'a> {
+    config: &'a ConnectorConfig,
+    deliveries: mpsc::Receiver<Delivery>,
+    ackers: Vec<mpsc::UnboundedSender<StreamMessage>>,
+    consumer_tasks: Vec<tokio::task::JoinHandle<()>>,
+    dead_letter: DeadLetter<'a>,
+    replay: VecDeque<Unsettled>,
+    consuming: bool,
+}
 
-    let dead_letter = DeadLetter {
-        topic: config.dead_letter_topic(),
-        connector: host.connector_name.clone(),
-        producer: OnceCell::new(),
-        client,
-        retry: host.retry.clone(),
-        limit,
-    };
-    let ack = |d: &Delivery| {
-        // A closed acker means its consumer ended; the broker redelivers.
-        let _ = ackers[d.consumer].send(d.message.clone());
-    };
-
-    let mut batch: Vec<Delivery> = Vec::with_capacity(batch_size);
-    let mut batch_started = Instant::now();
-    let mut last_arrival = Instant::now();
-    let mut in_flight = FuturesOrdered::new();
-    let mut stopping = *shutdown.borrow();
-    let mut consuming = true;
-
-    loop {
-        let full = batch.len() >= batch_size;
-        let due = !batch.is_empty()
-            && (full
-                || stopping
-                || !consuming
-                || Instant::now() >= flush_deadline(batch_started, last_arrival, processing));
-        if due && in_flight.len() < BATCHES_IN_FLIGHT {
-            let records = std::mem::take(&mut batch);
-            in_flight.push_back(process(worker, records, &host.retry));
-        }
-        if (stopping || !consuming) && batch.is_empty() && in_flight.is_empty() {
-            break;
-        }
-        let deadline = if batch.is_empty() {
-            Instant::now() + Duration::from_secs(3600)
-        } else {
-            flush_deadline(batch_started, last_arrival, processing)
-        };
-
-        tokio::select! {
-            _ = shutdown.changed(), if !stopping => {
-                stopping = true;
-                tracing::info!(batched = batch.len(), in_flight = in_flight.len(), "draining: no more messages taken, finishing batches in flight");
+impl<'a> SinkPipeline<'a> {
+    /// Subscribes to every topic the connector asked for.
+    pub async fn start(
+        client: &'a DanubeClient,
+        config: &'a ConnectorConfig,
+        consumers: Vec<ConsumerConfig>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<SinkPipeline<'a>, Stop> {
+        let host = &config.host;
+        let limit = Duration::from_millis(host.processing.publish_timeout_ms);
+        let batch_size = host.processing.batch_size as usize;
+        let (deliveries_tx, deliveries) =
+            mpsc::channel::<Delivery>(batch_size * BATCHES_IN_FLIGHT);
+        let mut ackers = Vec::new();
+        let mut consumer_tasks = Vec::new();
+        for (index, consumer_config) in consumers.iter().enumerate() {
+            if consumer_config.expected_schema_subject.is_some() {
+                tracing::warn!(topic = %consumer_config.topic, "expected_schema_subject is not checked by this host version");
             }
-            next = deliveries.recv(), if consuming && !stopping && !full => match next {
-                Some(delivery) => {
-                    if batch.is_empty() {
-                        batch_started = Instant::now();
-                    }
-                    last_arrival = Instant::now();
-                    batch.push(delivery);
-                }
-                None => consuming = false,
+            let name = format!("{}-{index}", host.connector_name);
+            let consumer = danube::subscribe(client, &name, consumer_config, &host.retry, limit)
+                .await
+                .map_err(|e| Stop::Fatal(e.message))?;
+            let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+            ackers.push(ack_tx);
+            consumer_tasks.push(tokio::spawn(consume(
+                consumer,
+                index,
+                deliveries_tx.clone(),
+                ack_rx,
+                shutdown.clone(),
+                limit,
+                host.retry.clone(),
+            )));
+            tracing::info!(topic = %consumer_config.topic, subscription = %consumer_config.subscription, "subscribed");
+        }
+        Ok(SinkPipeline {
+            config,
+            deliveries,
+            ackers,
+            consumer_tasks,
+            dead_letter: DeadLetter {
+                topic: config.dead_letter_topic(),
+                connector: host.connector_name.clone(),
+                producer: OnceCell::new(),
+                client,
+                retry: host.retry.clone(),
+                limit,
             },
-            _ = tokio::time::sleep_until(deadline), if !batch.is_empty() && in_flight.len() < BATCHES_IN_FLIGHT => {}
-            Some((records, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                let failures = result?;
-                settle(records, failures, &dead_letter, &ack).await?;
+            replay: VecDeque::new(),
+            consuming: true,
+        })
+    }
+
+    /// Feeds `worker` until `shutdown` turns true (then stops consuming and
+    /// finishes every batch) or something stops the pipeline. When the worker
+    /// dies, the batches it held are kept for the next one.
+    pub async fn run(
+        &mut self,
+        worker: &Worker,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Stop> {
+        let host = &self.config.host;
+        let processing = &host.processing;
+        let batch_size = processing.batch_size as usize;
+        let mut batch: Vec<Delivery> = Vec::with_capacity(batch_size);
+        let mut batch_started = Instant::now();
+        let mut last_arrival = Instant::now();
+        let mut in_flight = FuturesOrdered::new();
+        let mut stopping = *shutdown.borrow();
+
+        loop {
+            while in_flight.len() < BATCHES_IN_FLIGHT
+                && let Some(unsettled) = self.replay.pop_front()
+            {
+                if unsettled.crashes > host.retry.max_retries {
+                    self.dead_letter_all(unsettled).await?;
+                } else {
+                    in_flight.push_back(process(worker, unsettled, &host.retry));
+                }
+            }
+            let full = batch.len() >= batch_size;
+            let due = !batch.is_empty()
+                && (full
+                    || stopping
+                    || !self.consuming
+                    || Instant::now() >= flush_deadline(batch_started, last_arrival, processing));
+            if due && in_flight.len() < BATCHES_IN_FLIGHT {
+                let deliveries = std::mem::take(&mut batch);
+                in_flight.push_back(process(worker, Unsettled { deliveries, crashes: 0 }, &host.retry));
+            }
+            if (stopping || !self.consuming) && batch.is_empty() && in_flight.is_empty() && self.replay.is_empty() {
+                return Ok(());
+            }
+            let deadline = if batch.is_empty() {
+                Instant::now() + Duration::from_secs(3600)
+            } else {
+                flush_deadline(batch_started, last_arrival, processing)
+            };
+
+            tokio::select! {
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
+                    tracing::info!(batched = batch.len(), in_flight = in_flight.len(), "draining: no more messages taken, finishing batches in flight");
+                }
+                next = self.deliveries.recv(), if self.consuming && !stopping && !full => match next {
+                    Some(delivery) => {
+                        if batch.is_empty() {
+                            batch_started = Instant::now();
+                        }
+                        last_arrival = Instant::now();
+                        batch.push(delivery);
+                    }
+                    None => self.consuming = false,
+                },
+                _ = tokio::time::sleep_until(deadline), if !batch.is_empty() && in_flight.len() < BATCHES_IN_FLIGHT => {}
+                Some((mut unsettled, result)) = in_flight.next(), if !in_flight.is_empty() => match result {
+                    Ok(failures) => self.settle(unsettled.deliveries, failures).await?,
+                    Err(Stop::WorkerGone(why)) => {
+                        // Keep this batch, the ones after it and the one
+                        // being filled, in order, for the next worker.
+                        unsettled.crashes += 1;
+                        self.replay.push_back(unsettled);
+                        while let Some((mut later, _)) = in_flight.next().await {
+                            later.crashes += 1;
+                            self.replay.push_back(later);
+                        }
+                        if !batch.is_empty() {
+                            self.replay.push_back(Unsettled { deliveries: std::mem::take(&mut batch), crashes: 0 });
+                        }
+                        return Err(Stop::WorkerGone(why));
+                    }
+                    Err(stop) => return Err(stop),
+                },
             }
         }
     }
-    drop(ackers);
-    for task in consumer_tasks {
-        let _ = task.await;
+
+    /// Stops the consumers once every acknowledgement was sent.
+    pub async fn finish(self) {
+        drop(self.ackers);
+        for task in self.consumer_tasks {
+            let _ = task.await;
+        }
     }
-    Ok(())
+
+    /// Acknowledges the written records and dead-letters the failed ones.
+    async fn settle(&self, deliveries: Vec<Delivery>, failures: Vec<RecordFailure>) -> Result<(), Stop> {
+        let failed: HashMap<usize, ConnectorError> = failures
+            .into_iter()
+            .map(|f| (f.index as usize, f.error))
+            .collect();
+        for (index, delivery) in deliveries.iter().enumerate() {
+            if let Some(error) = failed.get(&index) {
+                self.dead_letter
+                    .send(&delivery.message, error)
+                    .await
+                    .map_err(|e| Stop::Fatal(format!(
+                        "cannot write to the dead-letter topic {}: {e}; the record stays unacknowledged",
+                        self.dead_letter.topic
+                    )))?;
+            }
+            self.ack(delivery);
+        }
+        Ok(())
+    }
+
+    /// A batch on which workers kept dying: each record goes to the
+    /// dead-letter topic, so one poisonous record cannot stop the stream.
+    async fn dead_letter_all(&self, unsettled: Unsettled) -> Result<(), Stop> {
+        let error = ConnectorError::InvalidData(format!(
+            "the connector's worker died {} times while writing the batch holding this record",
+            unsettled.crashes
+        ));
+        let failures = (0..unsettled.deliveries.len())
+            .map(|index| RecordFailure { index: index as u32, error: error.clone() })
+            .collect();
+        self.settle(unsettled.deliveries, failures).await
+    }
+
+    fn ack(&self, delivery: &Delivery) {
+        // A closed acker means its consumer ended; the broker redelivers.
+        let _ = self.ackers[delivery.consumer].send(delivery.message.clone());
+    }
 }
 
 fn flush_deadline(
@@ -156,23 +254,25 @@ fn flush_deadline(
 /// records that failed for good.
 async fn process<'a>(
     worker: &'a Worker,
-    deliveries: Vec<Delivery>,
+    unsettled: Unsettled,
     retry: &'a crate::config::RetryConfig,
-) -> (Vec<Delivery>, Result<Vec<RecordFailure>, Stop>) {
-    let result = process_records(worker, &deliveries, retry).await;
-    (deliveries, result)
+) -> (Unsettled, Result<Vec<RecordFailure>, Stop>) {
+    let result = process_records(worker, &unsettled.deliveries, unsettled.crashes, retry).await;
+    (unsettled, result)
 }
 
 async fn process_records(
     worker: &Worker,
     deliveries: &[Delivery],
+    crashes: u32,
     retry: &crate::config::RetryConfig,
 ) -> Result<Vec<RecordFailure>, Stop> {
     let mut backoff = Backoff::new(retry);
     // Indices (into `deliveries`) still to write, and final failures.
     let mut todo: Vec<usize> = (0..deliveries.len()).collect();
     let mut failed: Vec<RecordFailure> = Vec::new();
-    let mut attempt = 0u32;
+    // Each delivery to a worker counts, including to workers that died.
+    let mut attempt = crashes;
     loop {
         let trace_id = new_trace_id();
         let records = todo
@@ -240,32 +340,6 @@ async fn process_records(
             }
         }
     }
-}
-
-/// Acknowledges the written records and dead-letters the failed ones.
-async fn settle(
-    deliveries: Vec<Delivery>,
-    failures: Vec<RecordFailure>,
-    dead_letter: &DeadLetter<'_>,
-    ack: &impl Fn(&Delivery),
-) -> Result<(), Stop> {
-    let failed: HashMap<usize, ConnectorError> = failures
-        .into_iter()
-        .map(|f| (f.index as usize, f.error))
-        .collect();
-    for (index, delivery) in deliveries.iter().enumerate() {
-        if let Some(error) = failed.get(&index) {
-            dead_letter
-                .send(&delivery.message, error)
-                .await
-                .map_err(|e| Stop::Fatal(format!(
-                    "cannot write to the dead-letter topic {}: {e}; the record stays unacknowledged",
-                    dead_letter.topic
-                )))?;
-        }
-        ack(delivery);
-    }
-    Ok(())
 }
 
 fn to_sink_record(message: &StreamMessage, redelivery_count: u32) -> SinkRecord {

@@ -16,11 +16,12 @@ use danube_client::{DanubeClient, Producer};
 use futures::Future;
 use tokio::sync::{mpsc, watch};
 
+
 use super::danube::{self, DanubeFailure};
 use super::worker::Worker;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::ConnectorConfig;
-use crate::protocol::{Call, CallOutcome, Offset, ProducerConfig, SourceRecord};
+use crate::protocol::{Call, CallOutcome, ConnectorError, Offset, ProducerConfig, SourceRecord};
 
 /// A record on its way to a lane.
 struct Outgoing {
@@ -35,120 +36,171 @@ struct Published {
     result: Result<(), DanubeFailure>,
 }
 
-/// Runs until `shutdown` turns true (then drains: stops polling, waits for
-/// every published record's ack, commits) or until something fatal happens.
-pub async fn run(
-    worker: &Worker,
-    client: &DanubeClient,
-    config: &ConnectorConfig,
-    producers: Vec<ProducerConfig>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), Stop> {
-    let host = &config.host;
-    let processing = &host.processing;
-    let limit = Duration::from_millis(processing.publish_timeout_ms);
-    let (published_tx, mut published) = mpsc::unbounded_channel::<Published>();
-    let lanes = start_lanes(client, config, &producers, limit, &published_tx).await?;
-    drop(published_tx);
-    tracing::info!(connector = %host.connector_name, topics = producers.len(), lanes_per_topic = processing.producers_per_topic, "source pipeline running");
+/// The Danube side of a source: producers (in lanes) and the offset tracker.
+/// It outlives worker restarts, so producers stay connected.
+pub struct SourcePipeline<'a> {
+    config: &'a ConnectorConfig,
+    lanes: Lanes,
+    published: mpsc::UnboundedReceiver<Published>,
+    tracker: OffsetTracker,
+    next_id: u64,
+    round_robin: usize,
+}
 
-    let mut tracker = OffsetTracker::default();
-    let mut next_id = 0u64;
-    let mut round_robin = 0usize;
-    let mut stopping = *shutdown.borrow();
-    let mut poll_backoff = super::retry::Backoff::new(&host.retry);
-    type Pending<'a> = Pin<Box<dyn Future<Output = (u64, Result<CallOutcome, super::worker::WorkerGone>)> + Send + 'a>>;
-    let mut poll: Option<Pending> = None;
-    let mut commit: Option<(Vec<Offset>, Pending)> = None;
+type PendingCall<'w> = Pin<
+    Box<dyn Future<Output = (u64, Result<CallOutcome, super::worker::WorkerGone>)> + Send + 'w>,
+>;
 
-    loop {
-        // Records in flight are bounded by asking the guest for no more than
-        // there is room for.
-        let room = (processing.max_in_flight as usize)
-            .saturating_sub(tracker.outstanding())
-            .min(processing.batch_size as usize);
-        if poll.is_none() && !stopping && room > 0 {
-            let trace_id = new_trace_id();
-            let call = Call::Poll {
-                max: room as u32,
-                timeout_ms: processing.poll_interval_ms as u32,
-            };
-            poll = Some(Box::pin(async move { (trace_id, worker.call(trace_id, call).await) }));
-        }
-        if commit.is_none()
-            && let Some(offsets) = tracker.take_committable()
-        {
-            let trace_id = new_trace_id();
-            let call = Call::Commit {
-                offsets: offsets.clone(),
-            };
-            commit = Some((
-                offsets,
-                Box::pin(async move { (trace_id, worker.call(trace_id, call).await) }),
-            ));
-        }
-        if stopping && poll.is_none() && commit.is_none() && tracker.outstanding() == 0 {
-            return Ok(());
-        }
+impl<'a> SourcePipeline<'a> {
+    /// Creates the producers of every topic the connector declared.
+    pub async fn start(
+        client: &DanubeClient,
+        config: &'a ConnectorConfig,
+        producers: Vec<ProducerConfig>,
+    ) -> Result<SourcePipeline<'a>, Stop> {
+        let limit = Duration::from_millis(config.host.processing.publish_timeout_ms);
+        let (published_tx, published) = mpsc::unbounded_channel::<Published>();
+        let lanes = start_lanes(client, config, &producers, limit, &published_tx).await?;
+        tracing::info!(connector = %config.host.connector_name, topics = producers.len(), lanes_per_topic = config.host.processing.producers_per_topic, "source pipeline running");
+        Ok(SourcePipeline {
+            config,
+            lanes,
+            published,
+            tracker: OffsetTracker::default(),
+            next_id: 0,
+            round_robin: 0,
+        })
+    }
 
-        tokio::select! {
-            _ = shutdown.changed(), if !stopping => {
-                stopping = true;
-                tracing::info!(outstanding = tracker.outstanding(), "draining: no more polls, waiting for in-flight records");
+    /// Polls `worker` until `shutdown` turns true (then drains: stops polling,
+    /// waits for every published record's ack, commits) or something stops the
+    /// pipeline. When the worker dies, records already handed to the lanes are
+    /// still published; the next worker polls again from the guest's last
+    /// commit.
+    pub async fn run(
+        &mut self,
+        worker: &Worker,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Stop> {
+        let result = self.feed(worker, &mut shutdown).await;
+        if matches!(result, Err(Stop::WorkerGone(_))) {
+            // Let what is in flight land, so the next worker starts from a
+            // quiet pipeline; offsets not yet committed are polled again.
+            while self.tracker.outstanding() > 0 {
+                let Some(done) = self.published.recv().await else { break };
+                self.on_published(done)?;
             }
-            (trace_id, outcome) = async { poll.as_mut().expect("guarded").await }, if poll.is_some() => {
-                poll = None;
-                match outcome.map_err(|e| Stop::WorkerGone(e.to_string()))? {
-                    CallOutcome::Polled(records) => {
-                        poll_backoff = super::retry::Backoff::new(&host.retry);
-                        if !records.is_empty() {
-                            tracing::debug!(trace_id = %format_args!("{trace_id:016x}"), records = records.len(), "polled");
-                        }
-                        for record in records {
-                            let lane = pick_lane(&lanes, &record, &mut round_robin)?;
-                            let id = next_id;
-                            next_id += 1;
-                            tracker.push(id, record.offset.clone());
-                            if lane.send(Outgoing { id, record }).is_err() {
-                                return Err(Stop::Fatal("a publishing lane stopped".into()));
+            self.tracker = OffsetTracker::default();
+        }
+        result
+    }
+
+    async fn feed(&mut self, worker: &Worker, shutdown: &mut watch::Receiver<bool>) -> Result<(), Stop> {
+        let host = &self.config.host;
+        let processing = &host.processing;
+        let mut stopping = *shutdown.borrow();
+        let mut poll_backoff = super::retry::Backoff::new(&host.retry);
+        let mut poll: Option<PendingCall> = None;
+        let mut commit: Option<(Vec<Offset>, PendingCall)> = None;
+
+        loop {
+            // Records in flight are bounded by asking the guest for no more
+            // than there is room for.
+            let room = (processing.max_in_flight as usize)
+                .saturating_sub(self.tracker.outstanding())
+                .min(processing.batch_size as usize);
+            if poll.is_none() && !stopping && room > 0 {
+                let trace_id = new_trace_id();
+                let call = Call::Poll {
+                    max: room as u32,
+                    timeout_ms: processing.poll_interval_ms as u32,
+                };
+                poll = Some(Box::pin(async move { (trace_id, worker.call(trace_id, call).await) }));
+            }
+            if commit.is_none()
+                && let Some(offsets) = self.tracker.take_committable()
+            {
+                let trace_id = new_trace_id();
+                let call = Call::Commit {
+                    offsets: offsets.clone(),
+                };
+                commit = Some((
+                    offsets,
+                    Box::pin(async move { (trace_id, worker.call(trace_id, call).await) }),
+                ));
+            }
+            if stopping && poll.is_none() && commit.is_none() && self.tracker.outstanding() == 0 {
+                return Ok(());
+            }
+
+            tokio::select! {
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
+                    tracing::info!(outstanding = self.tracker.outstanding(), "draining: no more polls, waiting for in-flight records");
+                }
+                (trace_id, outcome) = async { poll.as_mut().expect("guarded").await }, if poll.is_some() => {
+                    poll = None;
+                    match outcome.map_err(|e| Stop::WorkerGone(e.to_string()))? {
+                        CallOutcome::Polled(records) => {
+                            poll_backoff = super::retry::Backoff::new(&host.retry);
+                            if !records.is_empty() {
+                                tracing::debug!(trace_id = %format_args!("{trace_id:016x}"), records = records.len(), "polled");
+                            }
+                            for record in records {
+                                self.dispatch(record)?;
                             }
                         }
-                    }
-                    CallOutcome::Error(crate::protocol::ConnectorError::Retryable(why)) => {
-                        match poll_backoff.next_delay() {
-                            Some(delay) => {
-                                tracing::warn!(error = %why, retry_in_ms = delay.as_millis() as u64, "poll failed; retrying");
-                                tokio::time::sleep(delay).await;
+                        CallOutcome::Error(ConnectorError::Retryable(why)) => {
+                            match poll_backoff.next_delay() {
+                                Some(delay) => {
+                                    tracing::warn!(error = %why, retry_in_ms = delay.as_millis() as u64, "poll failed; retrying");
+                                    tokio::time::sleep(delay).await;
+                                }
+                                None => return Err(Stop::Fatal(format!("poll kept failing after {} retries: {why}", host.retry.max_retries))),
                             }
-                            None => return Err(Stop::Fatal(format!("poll kept failing after {} retries: {why}", host.retry.max_retries))),
                         }
+                        CallOutcome::Error(ConnectorError::InvalidData(why)) => {
+                            tracing::warn!(error = %why, "poll reported invalid data; continuing");
+                        }
+                        other => return Err(outcome_error("poll", other)),
                     }
-                    CallOutcome::Error(crate::protocol::ConnectorError::InvalidData(why)) => {
-                        tracing::warn!(error = %why, "poll reported invalid data; continuing");
+                }
+                (_, outcome) = async { commit.as_mut().expect("guarded").1.as_mut().await }, if commit.is_some() => {
+                    let (offsets, _) = commit.take().expect("guarded");
+                    match outcome.map_err(|e| Stop::WorkerGone(e.to_string()))? {
+                        CallOutcome::Done => tracing::debug!(?offsets, "committed"),
+                        CallOutcome::Error(ConnectorError::Retryable(why)) => {
+                            tracing::warn!(error = %why, "commit failed; it is retried with the next one");
+                            self.tracker.requeue(offsets);
+                        }
+                        other => return Err(outcome_error("commit", other)),
                     }
-                    other => return Err(outcome_error("poll", other)),
                 }
+                Some(done) = self.published.recv() => self.on_published(done)?,
             }
-            (_, outcome) = async { commit.as_mut().expect("guarded").1.as_mut().await }, if commit.is_some() => {
-                let (offsets, _) = commit.take().expect("guarded");
-                match outcome.map_err(|e| Stop::WorkerGone(e.to_string()))? {
-                    CallOutcome::Done => tracing::debug!(?offsets, "committed"),
-                    CallOutcome::Error(crate::protocol::ConnectorError::Retryable(why)) => {
-                        tracing::warn!(error = %why, "commit failed; it is retried with the next one");
-                        tracker.requeue(offsets);
-                    }
-                    other => return Err(outcome_error("commit", other)),
-                }
+        }
+    }
+
+    /// Hands a polled record to its lane.
+    fn dispatch(&mut self, record: SourceRecord) -> Result<(), Stop> {
+        let lane = pick_lane(&self.lanes, &record, &mut self.round_robin)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.tracker.push(id, record.offset.clone());
+        lane.send(Outgoing { id, record })
+            .map_err(|_| Stop::Fatal("a publishing lane stopped".into()))
+    }
+
+    fn on_published(&mut self, done: Published) -> Result<(), Stop> {
+        match done.result {
+            Ok(()) => {
+                self.tracker.ack(done.id);
+                Ok(())
             }
-            Some(done) = published.recv() => {
-                match done.result {
-                    Ok(()) => tracker.ack(done.id),
-                    Err(e) => return Err(Stop::Fatal(format!(
-                        "cannot publish to {} after {} retries: {e}; uncommitted records are polled again on restart",
-                        done.topic, host.retry.max_retries
-                    ))),
-                }
-            }
+            Err(e) => Err(Stop::Fatal(format!(
+                "cannot publish to {} after {} retries: {e}; uncommitted records are polled again on restart",
+                done.topic, self.config.host.retry.max_retries
+            ))),
         }
     }
 }

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +35,9 @@ pub struct Worker {
     pending: Pending,
     next_id: AtomicU64,
     info: ModuleInfo,
+    /// How long a call may go unanswered before the worker counts as hung:
+    /// the guest's own time limit plus a grace for the worker itself.
+    watchdog: std::time::Duration,
 }
 
 impl Worker {
@@ -47,17 +49,10 @@ impl Worker {
         metrics: mpsc::UnboundedSender<GuestMetric>,
     ) -> anyhow::Result<Worker> {
         let exe = std::env::current_exe().context("cannot find the danube-host binary")?;
-        Self::spawn_exe(&exe, init, state, metrics).await
-    }
-
-    async fn spawn_exe(
-        exe: &Path,
-        init: WorkerInit,
-        state: StateStore,
-        metrics: mpsc::UnboundedSender<GuestMetric>,
-    ) -> anyhow::Result<Worker> {
+        let watchdog = std::time::Duration::from_millis(init.limits.call_timeout_ms)
+            + std::time::Duration::from_secs(5);
         let (ours, theirs) = UnixStream::pair().context("cannot create the worker socket")?;
-        let child = tokio::process::Command::new(exe)
+        let child = tokio::process::Command::new(&exe)
             .arg("worker")
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             .stdout(Stdio::null())
@@ -106,6 +101,7 @@ impl Worker {
             pending,
             next_id: AtomicU64::new(1),
             info,
+            watchdog,
         })
     }
 
@@ -116,6 +112,7 @@ impl Worker {
     /// Sends a call and waits for its outcome.
     pub async fn call(&self, trace_id: u64, call: Call) -> Result<CallOutcome, WorkerGone> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let kind = call.kind();
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
@@ -124,8 +121,20 @@ impl Worker {
         if self.outbox.send(ToWorker::Call { id, trace_id, call }).is_err() {
             return Err(WorkerGone::Exited("its socket is closed".into()));
         }
-        rx.await
-            .map_err(|_| WorkerGone::Exited("it closed its socket".into()))
+        match tokio::time::timeout(self.watchdog, rx).await {
+            Ok(reply) => reply.map_err(|_| WorkerGone::Exited("it closed its socket".into())),
+            Err(_) => {
+                if let Some(pid) = self.child.id() {
+                    // SAFETY: kill(2) on our own child, which has not been
+                    // reaped (the handle still owns it).
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+                Err(WorkerGone::Exited(format!(
+                    "it did not answer a {kind} call within {} ms and was killed",
+                    self.watchdog.as_millis()
+                )))
+            }
+        }
     }
 
     /// Closes the socket and waits for the process to end.
