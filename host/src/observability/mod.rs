@@ -23,7 +23,7 @@
 //! | `connector_retries_total` | counter | `connector`, `operation` |
 //! | `connector_memory_bytes` | gauge | `connector` |
 //! | `connector_guest_<name>` | counter or gauge | `connector` + the guest's |
-//! | `process_*` | (Linux) CPU, memory, file descriptors, threads of this process |
+//! | `process_*` | counters, gauges | none: CPU, memory, file descriptors, threads of the process (Linux) |
 //!
 //! What "received" and "sent" count depends on the direction:
 //!
