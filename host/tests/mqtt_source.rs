@@ -24,9 +24,17 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start() -> Mosquitto {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let dir = tempfile::tempdir().unwrap();
-        let mut m = Mosquitto { child: None, port, dir };
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            dir,
+        };
         m.spawn();
         m
     }
@@ -62,8 +70,15 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto runs (apt-get install mosquitto)");
         self.child = Some(child);
-        let up = wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", self.port)).is_ok());
-        assert!(up, "mosquitto did not listen on {}; log:\n{}", self.port, self.log());
+        let up = wait_until(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+        assert!(
+            up,
+            "mosquitto did not listen on {}; log:\n{}",
+            self.port,
+            self.log()
+        );
     }
 
     /// Stops the broker cleanly (SIGTERM saves its persistence file).
@@ -92,8 +107,21 @@ impl Drop for Mosquitto {
 /// Starts `mosquitto_pub` publishing each line of `lines` as one message.
 fn publish(port: u16, topic: &str, qos: u8, lines: Vec<String>) -> Child {
     let mut child = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-q", &qos.to_string(), "-l"])
-        .args(["-i", &format!("pub-{}-{}", topic.replace('/', "_"), rand_suffix())])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-q",
+            &qos.to_string(),
+            "-l",
+        ])
+        .args([
+            "-i",
+            &format!("pub-{}-{}", topic.replace('/', "_"), rand_suffix()),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -109,13 +137,20 @@ fn publish(port: u16, topic: &str, qos: u8, lines: Vec<String>) -> Child {
 }
 
 fn rand_suffix() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
 }
 
 fn finish(children: Vec<Child>) {
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "mosquitto_pub failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mosquitto_pub failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -126,7 +161,9 @@ fn payload(m: &StoredMessage) -> String {
 /// The messages of a topic, across its partitions when it has them.
 fn stored(broker: &TestBroker, topic: &str, partitions: usize) -> Vec<StoredMessage> {
     if partitions > 1 {
-        (0..partitions).flat_map(|p| broker.messages(&format!("{topic}-part-{p}"))).collect()
+        (0..partitions)
+            .flat_map(|p| broker.messages(&format!("{topic}-part-{p}")))
+            .collect()
     } else {
         broker.messages(topic)
     }
@@ -185,7 +222,10 @@ async fn ten_thousand_qos1_messages_arrive_with_their_attributes_and_are_acknowl
         })
         .collect();
     finish(publishers);
-    let all = wait_until_async(Duration::from_secs(60), || broker.messages(TOPIC).len() >= DEVICES * PER_DEVICE).await;
+    let all = wait_until_async(Duration::from_secs(60), || {
+        broker.messages(TOPIC).len() >= DEVICES * PER_DEVICE
+    })
+    .await;
     assert!(
         all,
         "{} of {} messages arrived; host log:\n{}\nmosquitto log:\n{}",
@@ -194,10 +234,18 @@ async fn ten_thousand_qos1_messages_arrive_with_their_attributes_and_are_acknowl
         host.log(),
         mqtt.log()
     );
-    eprintln!("{} messages in {:?}", DEVICES * PER_DEVICE, started.elapsed());
+    eprintln!(
+        "{} messages in {:?}",
+        DEVICES * PER_DEVICE,
+        started.elapsed()
+    );
 
     let messages = broker.messages(TOPIC);
-    assert_eq!(messages.len(), DEVICES * PER_DEVICE, "no duplicates on a clean run");
+    assert_eq!(
+        messages.len(),
+        DEVICES * PER_DEVICE,
+        "no duplicates on a clean run"
+    );
     let mut last: HashMap<usize, usize> = HashMap::new();
     for m in &messages {
         let text = payload(m);
@@ -207,9 +255,19 @@ async fn ten_thousand_qos1_messages_arrive_with_their_attributes_and_are_acknowl
         let mqtt_topic = format!("sensors/dev-{d}");
         assert_eq!(m.attributes.get("mqtt.topic"), Some(&mqtt_topic));
         assert_eq!(m.attributes.get("mqtt.qos").map(String::as_str), Some("1"));
-        assert_eq!(m.attributes.get("mqtt.retain").map(String::as_str), Some("false"));
-        assert_eq!(m.attributes.get("mqtt.dup").map(String::as_str), Some("false"));
-        assert_eq!(m.routing_key.as_deref(), Some(mqtt_topic.as_str()), "the routing key is the MQTT topic");
+        assert_eq!(
+            m.attributes.get("mqtt.retain").map(String::as_str),
+            Some("false")
+        );
+        assert_eq!(
+            m.attributes.get("mqtt.dup").map(String::as_str),
+            Some("false")
+        );
+        assert_eq!(
+            m.routing_key.as_deref(),
+            Some(mqtt_topic.as_str()),
+            "the routing key is the MQTT topic"
+        );
         if let Some(prev) = last.insert(d, seq) {
             assert!(prev < seq, "device {d}: {seq} stored after {prev}");
         }
@@ -224,7 +282,11 @@ async fn ten_thousand_qos1_messages_arrive_with_their_attributes_and_are_acknowl
     wait_subscribed(&host, 1).await;
     assert!(host.log().contains("session resumed"), "{}", host.log());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(broker.messages(TOPIC).len(), DEVICES * PER_DEVICE, "redelivered after a clean stop");
+    assert_eq!(
+        broker.messages(TOPIC).len(),
+        DEVICES * PER_DEVICE,
+        "redelivered after a clean stop"
+    );
     assert!(host.terminate(Duration::from_secs(30)).success());
 }
 
@@ -251,10 +313,25 @@ async fn wildcard_routes_fan_out_to_topics_with_different_partition_counts() {
 
     let mut pubs = Vec::new();
     for d in 0..6 {
-        pubs.push(publish(mqtt.port, &format!("sensors/d{d}/temp"), 1, (0..100).map(|i| format!("t{d}:{i}")).collect()));
+        pubs.push(publish(
+            mqtt.port,
+            &format!("sensors/d{d}/temp"),
+            1,
+            (0..100).map(|i| format!("t{d}:{i}")).collect(),
+        ));
     }
-    pubs.push(publish(mqtt.port, "sensors/d0/humidity", 1, (0..100).map(|i| format!("h:{i}")).collect()));
-    pubs.push(publish(mqtt.port, "alerts/fire", 2, (0..50).map(|i| format!("a:{i}")).collect()));
+    pubs.push(publish(
+        mqtt.port,
+        "sensors/d0/humidity",
+        1,
+        (0..100).map(|i| format!("h:{i}")).collect(),
+    ));
+    pubs.push(publish(
+        mqtt.port,
+        "alerts/fire",
+        2,
+        (0..50).map(|i| format!("a:{i}")).collect(),
+    ));
     finish(pubs);
 
     let done = wait_until_async(Duration::from_secs(30), || {
@@ -283,9 +360,16 @@ async fn wildcard_routes_fan_out_to_topics_with_different_partition_counts() {
             let (dev, seq) = text.split_once(':').unwrap();
             let seq: usize = seq.parse().unwrap();
             let topic = m.attributes["mqtt.topic"].clone();
-            assert_eq!(topic, format!("sensors/d{}/temp", dev.trim_start_matches('t')));
+            assert_eq!(
+                topic,
+                format!("sensors/d{}/temp", dev.trim_start_matches('t'))
+            );
             assert_eq!(m.routing_key.as_deref(), Some(topic.as_str()));
-            assert_eq!(*partition_of.entry(topic.clone()).or_insert(p), p, "{topic} spread over partitions");
+            assert_eq!(
+                *partition_of.entry(topic.clone()).or_insert(p),
+                p,
+                "{topic} spread over partitions"
+            );
             if let Some(prev) = last.insert(topic.clone(), seq) {
                 assert!(prev < seq, "{topic}: {seq} after {prev}");
             }
@@ -294,13 +378,23 @@ async fn wildcard_routes_fan_out_to_topics_with_different_partition_counts() {
     }
     assert_eq!(stored(&broker, "/default/temps", 3).len(), 600);
     assert!(used.len() > 1, "six keys landed in one partition of three");
-    assert!(broker.messages("/default/temps").is_empty(), "a partitioned topic stores in its partitions");
+    assert!(
+        broker.messages("/default/temps").is_empty(),
+        "a partitioned topic stores in its partitions"
+    );
 
     // sensors/# catches the rest (first matching route wins), subscribed at QoS 0.
     let other = broker.messages("/default/other");
     assert_eq!(other.len(), 100);
-    assert!(other.iter().all(|m| m.attributes["mqtt.topic"] == "sensors/d0/humidity"));
-    assert!(other.iter().all(|m| m.attributes["mqtt.qos"] == "0"), "delivered at the subscription's QoS 0");
+    assert!(
+        other
+            .iter()
+            .all(|m| m.attributes["mqtt.topic"] == "sensors/d0/humidity")
+    );
+    assert!(
+        other.iter().all(|m| m.attributes["mqtt.qos"] == "0"),
+        "delivered at the subscription's QoS 0"
+    );
 
     // alerts: the older mapping shape, QoS 2, 2 partitions.
     let alerts = stored(&broker, "/default/alerts", 2);
@@ -333,21 +427,39 @@ async fn a_host_killed_mid_flow_loses_nothing_with_a_persistent_session() {
     wait_subscribed(&host, 1).await;
 
     let pubs: Vec<Child> = (0..3)
-        .map(|d| publish(mqtt.port, &format!("sensors/k{d}"), 1, (0..TOTAL / 3).map(|i| format!("k{d}:{i}")).collect()))
+        .map(|d| {
+            publish(
+                mqtt.port,
+                &format!("sensors/k{d}"),
+                1,
+                (0..TOTAL / 3).map(|i| format!("k{d}:{i}")).collect(),
+            )
+        })
         .collect();
-    let midway = wait_until_async(Duration::from_secs(60), || stored(&broker, TOPIC, 2).len() >= 1_000).await;
+    let midway = wait_until_async(Duration::from_secs(60), || {
+        stored(&broker, TOPIC, 2).len() >= 1_000
+    })
+    .await;
     assert!(midway, "no flow before the kill; log:\n{}", host.log());
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(host.pid(), libc::SIGKILL) };
     let before_kill_log = host.log();
     drop(host);
     let at_kill = stored(&broker, TOPIC, 2).len();
-    assert!(at_kill < TOTAL, "the kill came too late to test anything ({at_kill} stored)");
+    assert!(
+        at_kill < TOTAL,
+        "the kill came too late to test anything ({at_kill} stored)"
+    );
     finish(pubs);
 
     let host = Host::start(&module(), &cfg, &[]);
     let all = wait_until_async(Duration::from_secs(60), || {
-        stored(&broker, TOPIC, 2).iter().map(payload).collect::<HashSet<_>>().len() >= TOTAL
+        stored(&broker, TOPIC, 2)
+            .iter()
+            .map(payload)
+            .collect::<HashSet<_>>()
+            .len()
+            >= TOTAL
     })
     .await;
     let messages = stored(&broker, TOPIC, 2);
@@ -360,7 +472,14 @@ async fn a_host_killed_mid_flow_loses_nothing_with_a_persistent_session() {
     );
     assert!(host.log().contains("session resumed"), "{}", host.log());
     let duplicates = messages.len() - distinct.len();
-    eprintln!("stored {} at the kill, {} in all, {duplicates} duplicates", at_kill, messages.len());
+    let flagged = messages
+        .iter()
+        .filter(|m| m.attributes["mqtt.dup"] == "true")
+        .count();
+    eprintln!(
+        "stored {at_kill} at the kill, {} in all, {duplicates} duplicates, {flagged} flagged mqtt.dup",
+        messages.len()
+    );
     // Duplicates only come from what was in flight at the kill: received from
     // MQTT but not yet acknowledged upstream (bounded by the host's in-flight
     // limit, 5000 by default, and in practice by mosquitto's 20 in flight).
@@ -391,20 +510,49 @@ async fn the_connector_reconnects_when_the_mqtt_broker_restarts() {
     );
     let host = Host::start(&module(), &cfg, &[]);
     wait_subscribed(&host, 1).await;
-    finish(vec![publish(mqtt.port, "sensors/r", 1, (0..500).map(|i| format!("before:{i}")).collect())]);
-    assert!(wait_until_async(Duration::from_secs(30), || broker.messages(TOPIC).len() >= 500).await);
+    finish(vec![publish(
+        mqtt.port,
+        "sensors/r",
+        1,
+        (0..500).map(|i| format!("before:{i}")).collect(),
+    )]);
+    assert!(
+        wait_until_async(Duration::from_secs(30), || broker.messages(TOPIC).len()
+            >= 500)
+        .await
+    );
 
     mqtt.stop();
     // While the broker is away, the connector stays up and reports unhealthy
     // in its log; then mosquitto comes back with its persisted session.
     tokio::time::sleep(Duration::from_secs(1)).await;
     mqtt.spawn();
-    finish(vec![publish(mqtt.port, "sensors/r", 1, (0..500).map(|i| format!("after:{i}")).collect())]);
+    finish(vec![publish(
+        mqtt.port,
+        "sensors/r",
+        1,
+        (0..500).map(|i| format!("after:{i}")).collect(),
+    )]);
     let all = wait_until_async(Duration::from_secs(60), || {
-        broker.messages(TOPIC).iter().map(payload).collect::<HashSet<_>>().len() >= 1_000
+        broker
+            .messages(TOPIC)
+            .iter()
+            .map(payload)
+            .collect::<HashSet<_>>()
+            .len()
+            >= 1_000
     })
     .await;
-    assert!(all, "{} distinct stored; log:\n{}", broker.messages(TOPIC).len(), host.log());
-    assert!(host.log().contains("lost the MQTT connection"), "{}", host.log());
+    assert!(
+        all,
+        "{} distinct stored; log:\n{}",
+        broker.messages(TOPIC).len(),
+        host.log()
+    );
+    assert!(
+        host.log().contains("lost the MQTT connection"),
+        "{}",
+        host.log()
+    );
     assert!(host.terminate(Duration::from_secs(30)).success());
 }

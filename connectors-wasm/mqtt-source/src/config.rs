@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use danube_connect_sdk::{ConnectorError, ProducerConfig};
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 use crate::topic;
 
@@ -334,7 +334,9 @@ impl Config {
             ));
         }
         if self.connection_timeout_secs == 0 {
-            return Err(ConnectorError::config("`connection_timeout_secs` must be at least 1"));
+            return Err(ConnectorError::config(
+                "`connection_timeout_secs` must be at least 1",
+            ));
         }
         if self.max_packet_size == 0 || self.max_packet_size > MQTT_MAX_REMAINING {
             return Err(ConnectorError::config(format!(
@@ -344,12 +346,29 @@ impl Config {
 
         let mut routes: Vec<(String, Route)> = Vec::new();
         for (i, r) in self.routes.into_iter().enumerate() {
-            routes.push((format!("routes[{i}]"), route(r.from, r.to, r.qos, r.partitions, r.reliable_dispatch, r.routing_key)));
+            routes.push((
+                format!("routes[{i}]"),
+                route(
+                    r.from,
+                    r.to,
+                    r.qos,
+                    r.partitions,
+                    r.reliable_dispatch,
+                    r.routing_key,
+                ),
+            ));
         }
         for (i, m) in self.topic_mappings.into_iter().enumerate() {
             routes.push((
                 format!("topic_mappings[{i}]"),
-                route(m.mqtt_topic, m.danube_topic, m.qos, m.partitions, m.reliable_dispatch, m.routing_key),
+                route(
+                    m.mqtt_topic,
+                    m.danube_topic,
+                    m.qos,
+                    m.partitions,
+                    m.reliable_dispatch,
+                    m.routing_key,
+                ),
             ));
         }
         if routes.is_empty() {
@@ -361,10 +380,16 @@ impl Config {
         let mut topics: BTreeMap<String, (String, u32, bool)> = BTreeMap::new();
         for (at, r) in &routes {
             if let Err(why) = topic::validate_filter(&r.filter) {
-                return Err(ConnectorError::config(format!("`{at}.from` = {:?}: {why}", r.filter)));
+                return Err(ConnectorError::config(format!(
+                    "`{at}.from` = {:?}: {why}",
+                    r.filter
+                )));
             }
             if let Err(why) = validate_danube_topic(&r.topic) {
-                return Err(ConnectorError::config(format!("`{at}.to` = {:?}: {why}", r.topic)));
+                return Err(ConnectorError::config(format!(
+                    "`{at}.to` = {:?}: {why}",
+                    r.topic
+                )));
             }
             if let Some(prev) = seen_filters.insert(r.filter.clone(), at.clone()) {
                 return Err(ConnectorError::config(format!(
@@ -440,14 +465,20 @@ impl Settings {
             .filter(|r| seen.insert(r.topic.clone()))
             .map(|r| {
                 let p = ProducerConfig::new(&r.topic).with_reliable(r.reliable);
-                if r.partitions > 1 { p.with_partitions(r.partitions) } else { p }
+                if r.partitions > 1 {
+                    p.with_partitions(r.partitions)
+                } else {
+                    p
+                }
             })
             .collect()
     }
 
     /// The route for a message published on `topic`: the first whose filter matches.
     pub fn route_for(&self, topic: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| topic::matches(&r.filter, topic))
+        self.routes
+            .iter()
+            .find(|r| topic::matches(&r.filter, topic))
     }
 }
 
@@ -492,7 +523,10 @@ mod tests {
         assert_eq!(s.routes[0].qos, Qos::AtLeastOnce);
         assert!(s.routes[0].reliable);
         assert_eq!(s.routes[1].qos, Qos::AtMostOnce);
-        assert!(!s.routes[1].reliable, "QoS 0 defaults to non-reliable dispatch");
+        assert!(
+            !s.routes[1].reliable,
+            "QoS 0 defaults to non-reliable dispatch"
+        );
         assert!(!s.clean_session);
         assert_eq!(s.route_for("a/x").unwrap().topic, "/default/a");
         assert_eq!(s.route_for("b/x/y").unwrap().topic, "/default/b");
@@ -502,25 +536,38 @@ mod tests {
     #[test]
     fn refusals_name_the_key() {
         let base = r#""client_id": "c", "routes": [{"from": "a/#", "to": "/default/a"}]"#;
-        let err = |extra: &str| settings(&format!("{{{base}{extra}}}")).unwrap_err().to_string();
+        let err = |extra: &str| {
+            settings(&format!("{{{base}{extra}}}"))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(r#", "use_tls": true"#).contains("not supported yet"));
         assert!(err(r#", "bogus": 1"#).contains("bogus"));
         assert!(err(r#", "password": "p""#).contains("username"));
-        let e = settings(r#"{"routes": [{"from": "a", "to": "/default/a"}]}"#).unwrap_err().to_string();
-        assert!(e.contains("client_id"), "{e}");
-        let e = settings(r#"{"client_id": "c", "routes": [{"from": "a/#/b", "to": "/default/a"}]}"#)
+        let e = settings(r#"{"routes": [{"from": "a", "to": "/default/a"}]}"#)
             .unwrap_err()
             .to_string();
+        assert!(e.contains("client_id"), "{e}");
+        let e =
+            settings(r#"{"client_id": "c", "routes": [{"from": "a/#/b", "to": "/default/a"}]}"#)
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("routes[0].from"), "{e}");
         let e = settings(r#"{"client_id": "c", "routes": [{"from": "a", "to": "default"}]}"#)
             .unwrap_err()
             .to_string();
         assert!(e.contains("routes[0].to"), "{e}");
-        let e = settings(r#"{"client_id": "c", "routes": [{"from": "a", "to": "/d/a", "qos": 3}]}"#)
-            .unwrap_err()
-            .to_string();
+        let e =
+            settings(r#"{"client_id": "c", "routes": [{"from": "a", "to": "/d/a", "qos": 3}]}"#)
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("qos"), "{e}");
-        assert!(settings(r#"{"client_id": "c"}"#).unwrap_err().to_string().contains("no routes"));
+        assert!(
+            settings(r#"{"client_id": "c"}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("no routes")
+        );
     }
 
     #[test]
@@ -531,7 +578,9 @@ mod tests {
         .unwrap();
         assert_eq!(s.client_id, "42");
         assert_eq!(s.password.as_deref(), Some(&b"1234"[..]));
-        let e = settings(r#"{"client_id": "c", "password": ["secret"], "routes": []}"#).unwrap_err().to_string();
+        let e = settings(r#"{"client_id": "c", "password": ["secret"], "routes": []}"#)
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("secret"), "{e}");
     }
 }

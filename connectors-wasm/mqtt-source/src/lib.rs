@@ -74,7 +74,12 @@ impl MqttSource {
         Subscribed {
             broker: self.broker(),
             client_id: self.s.client_id.clone(),
-            filters: self.s.routes.iter().map(|r| (r.filter.clone(), r.qos.level())).collect(),
+            filters: self
+                .s
+                .routes
+                .iter()
+                .map(|r| (r.filter.clone(), r.qos.level()))
+                .collect(),
         }
     }
 
@@ -84,9 +89,17 @@ impl MqttSource {
         let (mut conn, session_present) = Conn::connect(&self.s)?;
         let wanted = self.wanted();
         if session_present && self.subscribed.as_ref() == Some(&wanted) {
-            info!("connected to MQTT broker {} (session resumed)", self.broker());
+            info!(
+                "connected to MQTT broker {} (session resumed)",
+                self.broker()
+            );
         } else {
-            let filters: Vec<(String, Qos)> = self.s.routes.iter().map(|r| (r.filter.clone(), r.qos)).collect();
+            let filters: Vec<(String, Qos)> = self
+                .s
+                .routes
+                .iter()
+                .map(|r| (r.filter.clone(), r.qos))
+                .collect();
             let granted = conn.subscribe(&filters)?;
             for ((filter, qos), granted) in filters.iter().zip(&granted) {
                 match granted {
@@ -112,7 +125,11 @@ impl MqttSource {
                 "connected to MQTT broker {} (session {}), subscribed to {}",
                 self.broker(),
                 if session_present { "resumed" } else { "new" },
-                filters.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>().join(", ")
+                filters
+                    .iter()
+                    .map(|(f, _)| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         self.conn = Some(conn);
@@ -129,7 +146,11 @@ impl MqttSource {
         }
         if let Err(e) = self.try_connect() {
             let msg = e.to_string();
-            warn!("MQTT broker {}: {msg}; retrying in {:?}", self.broker(), self.backoff);
+            warn!(
+                "MQTT broker {}: {msg}; retrying in {:?}",
+                self.broker(),
+                self.backoff
+            );
             self.last_error = Some(msg);
             self.next_attempt = Instant::now() + self.backoff;
             self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -162,9 +183,17 @@ impl MqttSource {
                     out.push(record);
                 }
             }
-            Event::Oversized { topic, qos, pid, size } => {
+            Event::Oversized {
+                topic,
+                qos,
+                pid,
+                size,
+            } => {
                 self.drop_message(
-                    &format!("a {size}-byte message on {topic:?} exceeds max_packet_size ({})", self.s.max_packet_size),
+                    &format!(
+                        "a {size}-byte message on {topic:?} exceeds max_packet_size ({})",
+                        self.s.max_packet_size
+                    ),
                     "oversized",
                     qos,
                     pid,
@@ -178,7 +207,10 @@ impl MqttSource {
     fn record(&mut self, m: Message, acks: &mut Vec<u8>) -> Option<SourceRecord> {
         let Some(route) = self.s.route_for(&m.topic) else {
             self.drop_message(
-                &format!("message on {:?} matches no route (an old subscription of this session?)", m.topic),
+                &format!(
+                    "message on {:?} matches no route (an old subscription of this session?)",
+                    m.topic
+                ),
                 "no_route",
                 m.qos,
                 m.pid,
@@ -188,7 +220,8 @@ impl MqttSource {
         };
         let position = (self.generation << GENERATION_SHIFT) | self.next_seq;
         self.next_seq += 1;
-        let mut record = SourceRecord::from_bytes(route.topic.clone(), m.payload).with_offset(STREAM, position);
+        let mut record =
+            SourceRecord::from_bytes(route.topic.clone(), m.payload).with_offset(STREAM, position);
         if route.routing_key == RoutingKey::Topic {
             record = record.with_key(m.topic.clone());
         }
@@ -200,14 +233,25 @@ impl MqttSource {
                 .with_attribute("mqtt.dup", m.dup.to_string());
         }
         if let Some(pid) = m.pid {
-            self.unacked.push_back(Unacked { position, qos: m.qos, pid });
+            self.unacked.push_back(Unacked {
+                position,
+                qos: m.qos,
+                pid,
+            });
         }
         Some(record)
     }
 
     /// A message that can never be published: log it (not too often), count
     /// it and acknowledge it so that the broker does not redeliver it forever.
-    fn drop_message(&mut self, why: &str, reason: &str, qos: Qos, pid: Option<u16>, acks: &mut Vec<u8>) {
+    fn drop_message(
+        &mut self,
+        why: &str,
+        reason: &str,
+        qos: Qos,
+        pid: Option<u16>,
+        acks: &mut Vec<u8>,
+    ) {
         if self.dropped_logged < 10 || self.dropped_logged.is_power_of_two() {
             error!("dropping an MQTT message: {why}");
         }
@@ -246,10 +290,16 @@ impl Source for MqttSource {
         let producers = s.producers();
         let generation = state::get_json::<u64>(GENERATION_KEY)?.unwrap_or(0) + 1;
         if generation >= 1 << (64 - GENERATION_SHIFT) {
-            return Err(ConnectorError::fatal("the generation counter in the state store is exhausted"));
+            return Err(ConnectorError::fatal(
+                "the generation counter in the state store is exhausted",
+            ));
         }
         state::put_json(GENERATION_KEY, &generation)?;
-        let subscribed = if s.clean_session { None } else { state::get_json::<Subscribed>(SUBSCRIBED_KEY).ok().flatten() };
+        let subscribed = if s.clean_session {
+            None
+        } else {
+            state::get_json::<Subscribed>(SUBSCRIBED_KEY).ok().flatten()
+        };
         let mut source = MqttSource {
             s,
             conn: None,
@@ -276,7 +326,10 @@ impl Source for MqttSource {
             }
             Err(ConnectError::SubscribeRefused(why)) => return Err(ConnectorError::config(why)),
             Err(e) => {
-                warn!("MQTT broker {} not reachable yet: {e}; retrying in the background", source.broker());
+                warn!(
+                    "MQTT broker {} not reachable yet: {e}; retrying in the background",
+                    source.broker()
+                );
                 source.last_error = Some(e.to_string());
                 source.next_attempt = Instant::now() + source.backoff;
                 metrics::gauge_set("mqtt_connected", 0.0, &[]);
@@ -302,7 +355,9 @@ impl Source for MqttSource {
         }
         let max = max.max(1);
         let failure = loop {
-            let Some(conn) = self.conn.as_mut() else { break None };
+            let Some(conn) = self.conn.as_mut() else {
+                break None;
+            };
             let event = match conn.parse() {
                 Ok(e) => e,
                 Err(e) => break Some(e.to_string()),
@@ -348,7 +403,11 @@ impl Source for MqttSource {
     fn commit(&mut self, offsets: Vec<Offset>) -> Result<(), ConnectorError> {
         let mut acks = Vec::new();
         for offset in offsets.iter().filter(|o| o.stream == STREAM) {
-            while self.unacked.front().is_some_and(|u| u.position <= offset.position) {
+            while self
+                .unacked
+                .front()
+                .is_some_and(|u| u.position <= offset.position)
+            {
                 let u = self.unacked.pop_front().expect("checked");
                 Conn::ack_into(&mut acks, u.qos, u.pid);
             }
@@ -365,7 +424,10 @@ impl Source for MqttSource {
     fn health(&mut self) -> Result<(), String> {
         match (&self.conn, &self.last_error) {
             (Some(_), _) => Ok(()),
-            (None, Some(e)) => Err(format!("not connected to MQTT broker {}: {e}", self.broker())),
+            (None, Some(e)) => Err(format!(
+                "not connected to MQTT broker {}: {e}",
+                self.broker()
+            )),
             (None, None) => Err(format!("not connected to MQTT broker {}", self.broker())),
         }
     }
@@ -373,7 +435,10 @@ impl Source for MqttSource {
     fn close(&mut self) {
         if let Some(conn) = self.conn.take() {
             if !self.unacked.is_empty() {
-                info!("closing with {} unacknowledged messages; the broker redelivers them", self.unacked.len());
+                info!(
+                    "closing with {} unacknowledged messages; the broker redelivers them",
+                    self.unacked.len()
+                );
             }
             conn.disconnect();
         }

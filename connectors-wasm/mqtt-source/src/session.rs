@@ -9,7 +9,10 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use mqttrs::{Connect, ConnectReturnCode, Packet, Pid, Protocol, QosPid, Subscribe, SubscribeReturnCodes, SubscribeTopic};
+use mqttrs::{
+    Connect, ConnectReturnCode, Packet, Pid, Protocol, QosPid, Subscribe, SubscribeReturnCodes,
+    SubscribeTopic,
+};
 
 use crate::config::{Qos, Settings};
 
@@ -29,11 +32,22 @@ pub struct Message {
 pub enum Event {
     Publish(Message),
     /// A PUBLISH larger than `max_packet_size`: its payload was skipped.
-    Oversized { topic: String, qos: Qos, pid: Option<u16>, size: usize },
+    Oversized {
+        topic: String,
+        qos: Qos,
+        pid: Option<u16>,
+        size: usize,
+    },
     /// Anything handled here (PINGRESP, PUBREL → PUBCOMP, ...).
     Control,
-    Connack { session_present: bool, code: ConnectReturnCode },
-    Suback { pid: u16, codes: Vec<SubscribeReturnCodes> },
+    Connack {
+        session_present: bool,
+        code: ConnectReturnCode,
+    },
+    Suback {
+        pid: u16,
+        codes: Vec<SubscribeReturnCodes>,
+    },
 }
 
 /// Why a connection attempt failed.
@@ -51,7 +65,9 @@ impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConnectError::Io(e) => f.write_str(e),
-            ConnectError::Refused(code) => write!(f, "the broker refused the connection: {}", refusal(*code)),
+            ConnectError::Refused(code) => {
+                write!(f, "the broker refused the connection: {}", refusal(*code))
+            }
             ConnectError::SubscribeRefused(e) => f.write_str(e),
         }
     }
@@ -60,7 +76,9 @@ impl std::fmt::Display for ConnectError {
 fn refusal(code: ConnectReturnCode) -> &'static str {
     match code {
         ConnectReturnCode::Accepted => "accepted",
-        ConnectReturnCode::RefusedProtocolVersion => "unacceptable protocol version (the broker does not speak MQTT 3.1.1)",
+        ConnectReturnCode::RefusedProtocolVersion => {
+            "unacceptable protocol version (the broker does not speak MQTT 3.1.1)"
+        }
         ConnectReturnCode::RefusedIdentifierRejected => "client identifier rejected",
         ConnectReturnCode::ServerUnavailable => "server unavailable",
         ConnectReturnCode::BadUsernamePassword => "bad user name or password",
@@ -108,7 +126,9 @@ impl Conn {
             }
         }
         let Some(stream) = stream else {
-            return Err(ConnectError::Io(last.unwrap_or_else(|| format!("{}:{} resolves to no address", s.host, s.port))));
+            return Err(ConnectError::Io(last.unwrap_or_else(|| {
+                format!("{}:{} resolves to no address", s.host, s.port)
+            })));
         };
         let io = |e: io::Error| ConnectError::Io(format!("{}:{}: {e}", s.host, s.port));
         if s.tcp_nodelay {
@@ -138,40 +158,54 @@ impl Conn {
             username: s.username.as_deref(),
             password: s.password.as_deref(),
         });
-        let size = 64 + s.client_id.len() + s.username.as_ref().map_or(0, |u| u.len()) + s.password.as_ref().map_or(0, |p| p.len());
+        let size = 64
+            + s.client_id.len()
+            + s.username.as_ref().map_or(0, |u| u.len())
+            + s.password.as_ref().map_or(0, |p| p.len());
         conn.send_packet(&connect, size).map_err(io)?;
         let deadline = Instant::now() + timeout;
-        loop {
-            match conn.next_event_until(deadline).map_err(io)? {
-                Some(Event::Connack { session_present, code }) => {
-                    if code != ConnectReturnCode::Accepted {
-                        return Err(ConnectError::Refused(code));
-                    }
-                    return Ok((conn, session_present));
-                }
-                Some(_) => return Err(ConnectError::Io("the broker sent a packet before CONNACK".into())),
-                None => return Err(ConnectError::Io(format!("no CONNACK from {}:{} within {timeout:?}", s.host, s.port))),
-            }
+        match conn.next_event_until(deadline).map_err(io)? {
+            Some(Event::Connack {
+                session_present,
+                code: ConnectReturnCode::Accepted,
+            }) => Ok((conn, session_present)),
+            Some(Event::Connack { code, .. }) => Err(ConnectError::Refused(code)),
+            Some(_) => Err(ConnectError::Io(
+                "the broker sent a packet before CONNACK".into(),
+            )),
+            None => Err(ConnectError::Io(format!(
+                "no CONNACK from {}:{} within {timeout:?}",
+                s.host, s.port
+            ))),
         }
     }
 
     /// Subscribes to `filters` and waits for SUBACK. Messages that arrive
     /// meanwhile are kept in `early`. Returns the granted QoS per filter.
-    pub fn subscribe(&mut self, filters: &[(String, Qos)]) -> Result<Vec<Option<u8>>, ConnectError> {
+    pub fn subscribe(
+        &mut self,
+        filters: &[(String, Qos)],
+    ) -> Result<Vec<Option<u8>>, ConnectError> {
         let io = |e: io::Error| ConnectError::Io(format!("subscribe: {e}"));
         let topics = filters
             .iter()
-            .map(|(f, q)| SubscribeTopic { topic_path: f.clone(), qos: q.to_mqttrs() })
+            .map(|(f, q)| SubscribeTopic {
+                topic_path: f.clone(),
+                qos: q.to_mqttrs(),
+            })
             .collect();
         let pid = Pid::try_from(SUBSCRIBE_PID).expect("non-zero");
         let size = 16 + filters.iter().map(|(f, _)| f.len() + 3).sum::<usize>();
-        self.send_packet(&Packet::Subscribe(Subscribe { pid, topics }), size).map_err(io)?;
+        self.send_packet(&Packet::Subscribe(Subscribe { pid, topics }), size)
+            .map_err(io)?;
         let deadline = Instant::now() + self.timeout;
         loop {
             match self.next_event_until(deadline).map_err(io)? {
                 Some(Event::Suback { pid, codes }) if pid == SUBSCRIBE_PID => {
                     if codes.len() != filters.len() {
-                        return Err(ConnectError::Io("SUBACK does not answer every filter".into()));
+                        return Err(ConnectError::Io(
+                            "SUBACK does not answer every filter".into(),
+                        ));
                     }
                     return Ok(codes
                         .into_iter()
@@ -187,7 +221,12 @@ impl Conn {
                 }
                 Some(e @ (Event::Publish(_) | Event::Oversized { .. })) => self.early.push_back(e),
                 Some(_) => {}
-                None => return Err(ConnectError::Io(format!("no SUBACK within {:?}", self.timeout))),
+                None => {
+                    return Err(ConnectError::Io(format!(
+                        "no SUBACK within {:?}",
+                        self.timeout
+                    )));
+                }
             }
         }
     }
@@ -211,7 +250,10 @@ impl Conn {
         let wait = wait.max(Duration::from_millis(1));
         self.stream.set_read_timeout(Some(wait))?;
         match self.stream.read(&mut self.chunk) {
-            Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the broker closed the connection")),
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the broker closed the connection",
+            )),
             Ok(n) => {
                 if self.start > 0 && self.start == self.buf.len() {
                     self.buf.clear();
@@ -223,92 +265,116 @@ impl Conn {
                 self.buf.extend_from_slice(&self.chunk[..n]);
                 Ok(true)
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => Ok(false),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
 
     /// Parses one packet from the bytes already read.
     pub fn parse(&mut self) -> io::Result<Option<Event>> {
-        loop {
+        if self.skip > 0 {
+            let n = self.skip.min(self.buf.len() - self.start);
+            self.start += n;
+            self.skip -= n;
             if self.skip > 0 {
-                let n = self.skip.min(self.buf.len() - self.start);
-                self.start += n;
-                self.skip -= n;
-                if self.skip > 0 {
-                    return Ok(None);
-                }
-            }
-            let avail = &self.buf[self.start..];
-            let Some((hlen, rem)) = fixed_header(avail)? else {
-                return Ok(None);
-            };
-            let typ = avail[0] >> 4;
-            if rem > self.max_packet {
-                if typ != 3 {
-                    return Err(proto(format!("a packet of type {typ} announces {rem} bytes")));
-                }
-                // Oversized PUBLISH: read its topic and packet id, skip the rest.
-                let qos = (avail[0] >> 1) & 3;
-                let Some(topic_len) = avail.get(hlen..hlen + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else {
-                    return Ok(None);
-                };
-                let need = hlen + 2 + topic_len + if qos > 0 { 2 } else { 0 };
-                if avail.len() < need {
-                    return Ok(None);
-                }
-                let topic = String::from_utf8_lossy(&avail[hlen + 2..hlen + 2 + topic_len]).into_owned();
-                let pid = (qos > 0).then(|| u16::from_be_bytes([avail[need - 2], avail[need - 1]]));
-                let qos = match qos {
-                    0 => Qos::AtMostOnce,
-                    1 => Qos::AtLeastOnce,
-                    2 => Qos::ExactlyOnce,
-                    _ => return Err(proto("invalid QoS 3 in PUBLISH".into())),
-                };
-                self.skip = hlen + rem;
-                return Ok(Some(Event::Oversized { topic, qos, pid, size: rem }));
-            }
-            if avail.len() < hlen + rem {
                 return Ok(None);
             }
-            let packet = mqttrs::decode_slice(&avail[..hlen + rem])
-                .map_err(|e| proto(format!("undecodable packet: {e:?}")))?
-                .ok_or_else(|| proto("incomplete packet".into()))?;
-            let event = match packet {
-                Packet::Publish(p) => {
-                    let (qos, pid) = match p.qospid {
-                        QosPid::AtMostOnce => (Qos::AtMostOnce, None),
-                        QosPid::AtLeastOnce(pid) => (Qos::AtLeastOnce, Some(pid.get())),
-                        QosPid::ExactlyOnce(pid) => (Qos::ExactlyOnce, Some(pid.get())),
-                    };
-                    Event::Publish(Message {
-                        topic: p.topic_name.to_string(),
-                        payload: p.payload.to_vec(),
-                        qos,
-                        pid,
-                        retain: p.retain,
-                        dup: p.dup,
-                    })
-                }
-                Packet::Connack(c) => Event::Connack { session_present: c.session_present, code: c.code },
-                Packet::Suback(s) => Event::Suback { pid: s.pid.get(), codes: s.return_codes },
-                Packet::Pubrel(pid) => {
-                    let pid = pid.get();
-                    self.start += hlen + rem;
-                    // QoS 2, last step: the message was stored (PUBREC went
-                    // out only after Danube acknowledged it); complete it.
-                    self.write_raw(&ack(0x70, pid))?;
-                    return Ok(Some(Event::Control));
-                }
-                Packet::Pingresp => {
-                    self.ping_sent = None;
-                    Event::Control
-                }
-                _ => Event::Control,
-            };
-            self.start += hlen + rem;
-            return Ok(Some(event));
         }
+        let avail = &self.buf[self.start..];
+        let Some((hlen, rem)) = fixed_header(avail)? else {
+            return Ok(None);
+        };
+        let typ = avail[0] >> 4;
+        if rem > self.max_packet {
+            if typ != 3 {
+                return Err(proto(format!(
+                    "a packet of type {typ} announces {rem} bytes"
+                )));
+            }
+            // Oversized PUBLISH: read its topic and packet id, skip the rest.
+            let qos = (avail[0] >> 1) & 3;
+            let Some(topic_len) = avail
+                .get(hlen..hlen + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            else {
+                return Ok(None);
+            };
+            let need = hlen + 2 + topic_len + if qos > 0 { 2 } else { 0 };
+            if avail.len() < need {
+                return Ok(None);
+            }
+            let topic =
+                String::from_utf8_lossy(&avail[hlen + 2..hlen + 2 + topic_len]).into_owned();
+            let pid = (qos > 0).then(|| u16::from_be_bytes([avail[need - 2], avail[need - 1]]));
+            let qos = match qos {
+                0 => Qos::AtMostOnce,
+                1 => Qos::AtLeastOnce,
+                2 => Qos::ExactlyOnce,
+                _ => return Err(proto("invalid QoS 3 in PUBLISH".into())),
+            };
+            self.skip = hlen + rem;
+            return Ok(Some(Event::Oversized {
+                topic,
+                qos,
+                pid,
+                size: rem,
+            }));
+        }
+        if avail.len() < hlen + rem {
+            return Ok(None);
+        }
+        let packet = mqttrs::decode_slice(&avail[..hlen + rem])
+            .map_err(|e| proto(format!("undecodable packet: {e:?}")))?
+            .ok_or_else(|| proto("incomplete packet".into()))?;
+        let event = match packet {
+            Packet::Publish(p) => {
+                let (qos, pid) = match p.qospid {
+                    QosPid::AtMostOnce => (Qos::AtMostOnce, None),
+                    QosPid::AtLeastOnce(pid) => (Qos::AtLeastOnce, Some(pid.get())),
+                    QosPid::ExactlyOnce(pid) => (Qos::ExactlyOnce, Some(pid.get())),
+                };
+                Event::Publish(Message {
+                    topic: p.topic_name.to_string(),
+                    payload: p.payload.to_vec(),
+                    qos,
+                    pid,
+                    retain: p.retain,
+                    dup: p.dup,
+                })
+            }
+            Packet::Connack(c) => Event::Connack {
+                session_present: c.session_present,
+                code: c.code,
+            },
+            Packet::Suback(s) => Event::Suback {
+                pid: s.pid.get(),
+                codes: s.return_codes,
+            },
+            Packet::Pubrel(pid) => {
+                let pid = pid.get();
+                self.start += hlen + rem;
+                // QoS 2, last step: the message was stored (PUBREC went
+                // out only after Danube acknowledged it); complete it.
+                self.write_raw(&ack(0x70, pid))?;
+                return Ok(Some(Event::Control));
+            }
+            Packet::Pingresp => {
+                self.ping_sent = None;
+                Event::Control
+            }
+            _ => Event::Control,
+        };
+        self.start += hlen + rem;
+        Ok(Some(event))
     }
 
     /// Sends PINGREQ when the connection has been quiet for half the
@@ -320,7 +386,10 @@ impl Conn {
         let now = Instant::now();
         if let Some(sent) = self.ping_sent {
             if now - sent > self.keep_alive.max(self.timeout) {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "the broker did not answer PINGREQ"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the broker did not answer PINGREQ",
+                ));
             }
         } else if now - self.last_sent >= self.keep_alive / 2 {
             self.write_raw(&[0xC0, 0])?;
@@ -350,7 +419,8 @@ impl Conn {
 
     fn send_packet(&mut self, packet: &Packet, size: usize) -> io::Result<()> {
         let mut buf = vec![0u8; size];
-        let n = mqttrs::encode_slice(packet, &mut buf).map_err(|e| proto(format!("cannot encode {:?}: {e:?}", packet.get_type())))?;
+        let n = mqttrs::encode_slice(packet, &mut buf)
+            .map_err(|e| proto(format!("cannot encode {:?}: {e:?}", packet.get_type())))?;
         self.write_raw(&buf[..n])
     }
 
@@ -367,7 +437,10 @@ fn ack(first: u8, pid: u16) -> [u8; 4] {
 }
 
 fn proto(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("MQTT protocol error: {msg}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("MQTT protocol error: {msg}"),
+    )
 }
 
 /// Length of the fixed header and the remaining length, once both are read.
@@ -394,7 +467,10 @@ mod tests {
         assert_eq!(fixed_header(&[0x30]).unwrap(), None);
         assert_eq!(fixed_header(&[0x30, 5]).unwrap(), Some((2, 5)));
         assert_eq!(fixed_header(&[0x30, 0x80, 0x01]).unwrap(), Some((3, 128)));
-        assert_eq!(fixed_header(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]).unwrap(), Some((5, 268_435_455)));
+        assert_eq!(
+            fixed_header(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]).unwrap(),
+            Some((5, 268_435_455))
+        );
         assert!(fixed_header(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]).is_err());
     }
 }

@@ -50,7 +50,10 @@ mod tests {
     fn wildcards() {
         assert!(matches("sensors/#", "sensors/a"));
         assert!(matches("sensors/#", "sensors/a/b"));
-        assert!(matches("sensors/#", "sensors"), "`#` also matches the parent level");
+        assert!(
+            matches("sensors/#", "sensors"),
+            "`#` also matches the parent level"
+        );
         assert!(!matches("sensors/#", "sensorsX/a"));
         assert!(matches("sensors/+/temp", "sensors/a/temp"));
         assert!(!matches("sensors/+/temp", "sensors/a/b/temp"));
