@@ -20,7 +20,9 @@ use crate::protocol::{
     WorkerInit, read_frame, write_frame,
 };
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<CallOutcome>>>>;
+/// Calls waiting for their reply; `None` once the worker's socket closed, so
+/// that a call made after the worker died fails at once instead of waiting.
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<CallOutcome>>>>>;
 
 /// Why a call got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +78,7 @@ impl Worker {
         .await??;
         let (info, reader) = info;
 
-        let pending: Pending = Arc::default();
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
         let (outbox, mut outgoing) = mpsc::unbounded_channel::<ToWorker>();
         std::thread::Builder::new()
             .name("worker-writer".into())
@@ -114,10 +116,10 @@ impl Worker {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kind = call.kind();
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        match self.pending.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(pending) => pending.insert(id, tx),
+            None => return Err(WorkerGone::Exited("its socket is closed".into())),
+        };
         if self.outbox.send(ToWorker::Call { id, trace_id, call }).is_err() {
             return Err(WorkerGone::Exited("its socket is closed".into()));
         }
@@ -156,7 +158,11 @@ fn read_replies(
     loop {
         match read_frame::<FromWorker>(&mut reader) {
             Ok(Some(FromWorker::Reply { id, outcome })) => {
-                let waiter = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                let waiter = pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_mut()
+                    .and_then(|p| p.remove(&id));
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(outcome);
                 }
@@ -181,5 +187,5 @@ fn read_replies(
         }
     }
     // Dropping the senders wakes every waiting call with `WorkerGone`.
-    pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    pending.lock().unwrap_or_else(|p| p.into_inner()).take();
 }
