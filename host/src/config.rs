@@ -247,10 +247,9 @@ impl ConnectorConfig {
         }
 
         let mut unknown = Vec::new();
-        let host: HostConfig = serde_ignored::deserialize(toml::Value::Table(root), |p| {
-            unknown.push(p.to_string())
-        })
-        .map_err(|e| err(format!("{e}")))?;
+        let host: HostConfig =
+            serde_ignored::deserialize(toml::Value::Table(root), |p| unknown.push(p.to_string()))
+                .map_err(|e| err(one_line_type_error(&e.to_string())))?;
         if let Some(key) = unknown.first() {
             return Err(err(unknown_key_message(key, &known)));
         }
@@ -312,15 +311,32 @@ impl ConnectorConfig {
 
 /// The keys a documented configuration example declares: its root keys, or the
 /// keys of its single table (examples may be written with or without the
-/// `[section]` header).
+/// `[section]` header), including optional keys shown commented out
+/// (`# key = value`).
 pub fn documented_keys(example: &str) -> BTreeSet<String> {
-    let Ok(table) = example.parse::<toml::Table>() else {
+    let uncommented: String = example
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            match trimmed.strip_prefix('#') {
+                Some(rest)
+                    if rest
+                        .trim_start()
+                        .parse::<toml::Table>()
+                        .is_ok_and(|t| t.len() == 1) =>
+                {
+                    rest.trim_start()
+                }
+                _ => line,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let Ok(table) = uncommented.parse::<toml::Table>() else {
         return BTreeSet::new();
     };
     match table.iter().next() {
-        Some((_, toml::Value::Table(inner))) if table.len() == 1 => {
-            inner.keys().cloned().collect()
-        }
+        Some((_, toml::Value::Table(inner))) if table.len() == 1 => inner.keys().cloned().collect(),
         _ => table.keys().cloned().collect(),
     }
 }
@@ -385,9 +401,7 @@ fn take_connector_table(
         if let Some(near) = nearest(name, host_tables.iter().copied())
             && strsim::levenshtein(name, near) <= 2
         {
-            return Err(format!(
-                "unknown table [{name}]; did you mean [{near}]?"
-            ));
+            return Err(format!("unknown table [{name}]; did you mean [{near}]?"));
         }
     }
     match candidates.as_slice() {
@@ -398,28 +412,47 @@ fn take_connector_table(
         },
         many => Err(format!(
             "found several connector tables ({}); a file configures one connector, move the others to files of their own",
-            many.iter().map(|n| format!("[{n}]")).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|n| format!("[{n}]"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
 
 fn unknown_key_message(key: &str, known: &BTreeSet<String>) -> String {
     let parent = key.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
-    let siblings = known.iter().filter(|k| {
-        k.rsplit_once('.').map(|(p, _)| p).unwrap_or("") == parent
-    });
+    let siblings = known
+        .iter()
+        .filter(|k| k.rsplit_once('.').map(|(p, _)| p).unwrap_or("") == parent);
     match nearest(key, siblings.map(String::as_str)) {
         Some(near) => format!("unknown key `{key}`; did you mean `{near}`?"),
         None => format!("unknown key `{key}`"),
     }
 }
 
-fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .map(|c| (strsim::jaro_winkler(word, c), c))
         .filter(|(score, _)| *score > 0.7)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
+}
+
+/// A settings error reads `message\nin `path``: make it `` `path`: message ``.
+fn one_line_type_error(text: &str) -> String {
+    let mut message = Vec::new();
+    let mut path = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match line.strip_prefix("in ") {
+            Some(p) => path = Some(p.trim_matches('`').to_string()),
+            None => message.push(line),
+        }
+    }
+    match path {
+        Some(p) => format!("`{p}`: {}", message.join(" ")),
+        None => message.join(" "),
+    }
 }
 
 /// Turns a TOML error into one line with its line number.
@@ -459,7 +492,10 @@ fn check_host(host: &HostConfig) -> Result<(), String> {
     let p = &host.processing;
     for (key, value) in [
         ("processing.batch_size", p.batch_size as u64),
-        ("processing.producers_per_topic", p.producers_per_topic as u64),
+        (
+            "processing.producers_per_topic",
+            p.producers_per_topic as u64,
+        ),
         ("processing.max_in_flight", p.max_in_flight as u64),
         ("sandbox.memory_mb", host.sandbox.memory_mb),
         ("sandbox.call_timeout_ms", host.sandbox.call_timeout_ms),
@@ -536,7 +572,10 @@ count = 3
     fn wrong_type_names_the_line() {
         let e = parse(&format!("{MINIMAL}\n[retry]\nmax_retries = \"x\"\n")).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("max_retries") || msg.contains("invalid type"), "{msg}");
+        assert!(
+            msg.contains("max_retries") || msg.contains("invalid type"),
+            "{msg}"
+        );
         assert!(!msg.contains('\n'));
     }
 
@@ -546,6 +585,14 @@ count = 3
         assert!(e.to_string().contains("missing `danube_service_url`"));
         let e = parse("danube_service_url = \"localhost\"\nconnector_name = \"x\"").unwrap_err();
         assert!(e.to_string().contains("not a broker URL"), "{e}");
+    }
+
+    #[test]
+    fn documented_keys_include_commented_optional_ones() {
+        let keys = documented_keys(
+            "[file]\npath = \"/x\"\n# A comment, not a key.\n# fail_on = \"poison\"\n",
+        );
+        assert_eq!(keys.into_iter().collect::<Vec<_>>(), ["fail_on", "path"]);
     }
 
     #[test]
@@ -559,7 +606,10 @@ count = 3
         };
         let mut c = ConnectorConfig::parse(MINIMAL, Path::new("c.toml"), &env).unwrap();
         assert_eq!(c.host.danube_service_url, "http://10.0.0.1:6650");
-        c.apply_connector_env(&documented_keys("[datagen]\ncount = 1\npassword = \"\""), &env);
+        c.apply_connector_env(
+            &documented_keys("[datagen]\ncount = 1\npassword = \"\""),
+            &env,
+        );
         assert_eq!(c.connector["count"].as_integer(), Some(7));
         assert_eq!(c.connector["password"].as_str(), Some("s3cret"));
         assert!(!c.connector.contains_key("unrelated"));

@@ -135,7 +135,10 @@ fn log_settings(configured: &str, format: LogFormat) -> LogSettings {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("danube-host: cannot start the async runtime: {e}");
@@ -161,14 +164,21 @@ async fn inspect(module: PathBuf, log: LogSettings) -> ExitCode {
 
 async fn validate(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> ExitCode {
     let (metrics, _) = tokio::sync::mpsc::unbounded_channel();
-    let worker =
-        match supervisor::start_worker(&module, Some(&config), StateStore::in_memory(), &log, metrics).await {
-            Ok(worker) => worker,
-            Err(e) => {
-                eprintln!("danube-host: cannot load {}: {e:#}", module.display());
-                return ExitCode::from(exit::MODULE);
-            }
-        };
+    let worker = match supervisor::start_worker(
+        &module,
+        Some(&config),
+        StateStore::in_memory(),
+        &log,
+        metrics,
+    )
+    .await
+    {
+        Ok(worker) => worker,
+        Err(e) => {
+            eprintln!("danube-host: cannot load {}: {e:#}", module.display());
+            return ExitCode::from(exit::MODULE);
+        }
+    };
     let info = worker.info().clone();
     worker.shutdown().await;
     let documented = documented_keys(&info.config_example);
@@ -176,11 +186,17 @@ async fn validate(module: PathBuf, config: ConnectorConfig, log: LogSettings) ->
         && !documented.is_empty()
         && let Some(unknown) = config.connector.keys().find(|k| !documented.contains(*k))
     {
+        let hint = match config::nearest(unknown, documented.iter().map(String::as_str)) {
+            Some(near) => format!("did you mean `{section}.{near}`?"),
+            None => format!(
+                "it documents: {}",
+                documented.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
         eprintln!(
-            "danube-host: {}: unknown key `{section}.{unknown}` for {} (it documents: {})",
+            "danube-host: {}: unknown key `{section}.{unknown}` for {}; {hint}",
             config.path.display(),
-            info.name,
-            documented.iter().cloned().collect::<Vec<_>>().join(", ")
+            info.name
         );
         return ExitCode::from(exit::CONFIG);
     }

@@ -160,11 +160,17 @@ pub enum FromWorker {
     Ready(ModuleInfo),
     /// The module could not be loaded; the worker exits after sending this.
     LoadFailed(String),
-    Reply { id: u64, outcome: CallOutcome },
+    Reply {
+        id: u64,
+        outcome: CallOutcome,
+    },
     /// The guest changed its state store; the supervisor persists it before it
     /// reads the next reply, so state put during a call is durable when the
     /// call's reply is handled.
-    StatePut { key: String, value: Option<Vec<u8>> },
+    StatePut {
+        key: String,
+        value: Option<Vec<u8>>,
+    },
     /// A connector-defined metric update (the `metrics` import).
     Metric(GuestMetric),
 }
@@ -339,7 +345,14 @@ mod tests {
         write_frame(&mut buf, &call).unwrap();
         let mut input = buf.as_slice();
         let back: ToWorker = read_frame(&mut input).unwrap().unwrap();
-        assert!(matches!(back, ToWorker::Call { id: 7, trace_id: 9, call: Call::Poll { max: 10, .. } }));
+        assert!(matches!(
+            back,
+            ToWorker::Call {
+                id: 7,
+                trace_id: 9,
+                call: Call::Poll { max: 10, .. }
+            }
+        ));
         assert!(read_frame::<ToWorker>(&mut input).unwrap().is_none());
     }
 

@@ -140,7 +140,6 @@ fn endless_loop_in_open_is_stopped_by_the_call_timeout() {
 }
 
 #[test]
-#[ignore = "host bug: a memory-limit trap is reported as `the guest trapped: error while executing at wasm backtrace:` (worker/guest.rs, describe_trap)"]
 fn allocation_past_memory_mb_is_stopped_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let ended = run_probe(

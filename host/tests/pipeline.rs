@@ -31,7 +31,11 @@ fn committed_seq(state_file: &Path) -> Option<u64> {
 /// Creates `topic` (with `partitions`) so that a sink can subscribe before the
 /// source starts: a new subscription starts at the latest message.
 async fn create_topic(url: &str, topic: &str, partitions: usize) {
-    let client = DanubeClient::builder().service_url(url).build().await.unwrap();
+    let client = DanubeClient::builder()
+        .service_url(url)
+        .build()
+        .await
+        .unwrap();
     let mut builder = client
         .new_producer()
         .with_topic(topic)
@@ -72,7 +76,11 @@ async fn ten_thousand_records_flow_from_datagen_to_file_sink_exactly_once() {
         })
     })
     .await;
-    assert!(subscribed, "the sink did not subscribe; log:\n{}", sink.log());
+    assert!(
+        subscribed,
+        "the sink did not subscribe; log:\n{}",
+        sink.log()
+    );
 
     let source_config = write_config(
         dir.path(),
@@ -114,17 +122,26 @@ async fn ten_thousand_records_flow_from_datagen_to_file_sink_exactly_once() {
         sink.log()
     );
     assert!(
-        wait_until_async(Duration::from_secs(30), || committed_seq(&state_file) == Some(COUNT - 1)).await,
+        wait_until_async(Duration::from_secs(30), || committed_seq(&state_file)
+            == Some(COUNT - 1))
+        .await,
         "the source did not commit its last record: {:?}",
         committed_seq(&state_file)
     );
 
     assert!(source.terminate(Duration::from_secs(30)).success());
     let sink_log = sink.log();
-    assert!(sink.terminate(Duration::from_secs(30)).success(), "{sink_log}");
+    assert!(
+        sink.terminate(Duration::from_secs(30)).success(),
+        "{sink_log}"
+    );
 
     let lines = read_lines(&out_file);
-    assert_eq!(lines.len() as u64, COUNT, "a clean run writes each record exactly once");
+    assert_eq!(
+        lines.len() as u64,
+        COUNT,
+        "a clean run writes each record exactly once"
+    );
     let mut seen = vec![false; COUNT as usize];
     // Per key, sequence numbers arrive in increasing order (one key, one
     // partition, one producer lane).
@@ -134,17 +151,28 @@ async fn ten_thousand_records_flow_from_datagen_to_file_sink_exactly_once() {
         let seq = payload["seq"].as_u64().expect("seq in payload");
         assert!(!seen[seq as usize], "seq {seq} written twice");
         seen[seq as usize] = true;
-        let key = line["key"].as_str().expect("datagen records are keyed").to_string();
+        let key = line["key"]
+            .as_str()
+            .expect("datagen records are keyed")
+            .to_string();
         assert_eq!(payload["key"].as_str(), Some(key.as_str()));
         if let Some(prev) = last_per_key.insert(key.clone(), seq) {
             assert!(prev < seq, "key {key}: seq {seq} written after {prev}");
         }
-        assert_eq!(line["attributes"]["seq"].as_str(), Some(seq.to_string().as_str()));
+        assert_eq!(
+            line["attributes"]["seq"].as_str(),
+            Some(seq.to_string().as_str())
+        );
     }
     assert!(seen.iter().all(|s| *s));
     for p in 0..PARTITIONS {
-        let sub = broker.subscription(&format!("{TOPIC}-part-{p}"), "e2e").unwrap();
-        assert_eq!(sub.unacked, 0, "partition {p} has unacked messages after the drain");
+        let sub = broker
+            .subscription(&format!("{TOPIC}-part-{p}"), "e2e")
+            .unwrap();
+        assert_eq!(
+            sub.unacked, 0,
+            "partition {p} has unacked messages after the drain"
+        );
     }
 }
 
@@ -176,7 +204,11 @@ async fn an_invalid_record_is_dead_lettered_and_the_rest_of_its_batch_lands() {
         sink.log()
     );
 
-    let client = DanubeClient::builder().service_url(broker.url()).build().await.unwrap();
+    let client = DanubeClient::builder()
+        .service_url(broker.url())
+        .build()
+        .await
+        .unwrap();
     let mut producer = client
         .new_producer()
         .with_topic(TOPIC)
@@ -188,14 +220,20 @@ async fn an_invalid_record_is_dead_lettered_and_the_rest_of_its_batch_lands() {
     for i in 0..20u32 {
         let payload = serde_json::json!({ "i": i, "poison": i == 7 });
         let attrs = HashMap::from([("origin".to_string(), "test".to_string())]);
-        producer.send(payload.to_string().into_bytes(), Some(attrs)).await.unwrap();
+        producer
+            .send(payload.to_string().into_bytes(), Some(attrs))
+            .await
+            .unwrap();
     }
 
     let out_file = out.join("records.jsonl");
     assert!(
-        wait_until_async(Duration::from_secs(30), || read_lines(&out_file).len() >= 19
+        wait_until_async(Duration::from_secs(30), || read_lines(&out_file).len()
+            >= 19
             && broker.messages("/default/dlq").len() == 1
-            && broker.subscription(TOPIC, "s").is_some_and(|s| s.acked == 20))
+            && broker
+                .subscription(TOPIC, "s")
+                .is_some_and(|s| s.acked == 20))
         .await,
         "written {}, dead-lettered {}, sub {:?}; log:\n{}",
         read_lines(&out_file).len(),
@@ -213,9 +251,16 @@ async fn an_invalid_record_is_dead_lettered_and_the_rest_of_its_batch_lands() {
     let payload: Value = serde_json::from_slice(&dead.payload).unwrap();
     assert_eq!(payload["i"], 7);
     assert_eq!(dead.attributes["dlq.error_class"], "invalid_data");
-    assert!(dead.attributes["dlq.error"].contains("poison"), "{:?}", dead.attributes);
+    assert!(
+        dead.attributes["dlq.error"].contains("poison"),
+        "{:?}",
+        dead.attributes
+    );
     assert_eq!(dead.attributes["dlq.topic"], TOPIC);
     assert_eq!(dead.attributes["dlq.offset"], "7");
-    assert_eq!(dead.attributes["origin"], "test", "the record's own attributes are kept");
+    assert_eq!(
+        dead.attributes["origin"], "test",
+        "the record's own attributes are kept"
+    );
     assert!(sink.terminate(Duration::from_secs(30)).success());
 }

@@ -31,9 +31,14 @@ fn kill_worker(host: &Host) -> i32 {
 /// Sequence numbers in the sink's file, with how often each was written.
 fn written(out_file: &Path) -> HashMap<u64, usize> {
     let mut seen = HashMap::new();
-    for line in std::fs::read_to_string(out_file).unwrap_or_default().lines() {
+    for line in std::fs::read_to_string(out_file)
+        .unwrap_or_default()
+        .lines()
+    {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        *seen.entry(v["payload"]["seq"].as_u64().unwrap()).or_default() += 1;
+        *seen
+            .entry(v["payload"]["seq"].as_u64().unwrap())
+            .or_default() += 1;
     }
     seen
 }
@@ -83,8 +88,9 @@ async fn killed_workers_are_replaced_and_no_record_is_lost() {
     for (round, fraction) in [(0, 5), (1, 2)] {
         let threshold = COUNT as usize / fraction;
         assert!(
-            wait_until_async(Duration::from_secs(60), || written(&out_file).len() >= threshold)
-                .await,
+            wait_until_async(Duration::from_secs(60), || written(&out_file).len()
+                >= threshold)
+            .await,
             "round {round}: stuck at {} records; sink log:\n{}\nsource log:\n{}",
             written(&out_file).len(),
             sink.log(),
@@ -106,8 +112,9 @@ async fn killed_workers_are_replaced_and_no_record_is_lost() {
     }
 
     assert!(
-        wait_until_async(Duration::from_secs(90), || written(&out_file).len() as u64 == COUNT)
-            .await,
+        wait_until_async(Duration::from_secs(90), || written(&out_file).len() as u64
+            == COUNT)
+        .await,
         "{} of {COUNT} distinct records written; sink log:\n{}\nsource log:\n{}",
         written(&out_file).len(),
         sink.log(),
@@ -117,7 +124,10 @@ async fn killed_workers_are_replaced_and_no_record_is_lost() {
     assert!(sink.terminate(Duration::from_secs(30)).success());
 
     let seen = written(&out_file);
-    assert!((0..COUNT).all(|seq| seen.contains_key(&seq)), "a record is missing");
+    assert!(
+        (0..COUNT).all(|seq| seen.contains_key(&seq)),
+        "a record is missing"
+    );
     // Duplicates come only from what was in flight at a kill: per kill at
     // most the source's uncommitted records (max_in_flight 500 plus a poll of
     // 100) or the sink's two batches of 100; four kills.

@@ -109,7 +109,10 @@ pub async fn create_producer(
     })
     .await
     .map_err(|e| DanubeFailure {
-        message: format!("cannot create a producer on {}: {}", config.topic, e.message),
+        message: format!(
+            "cannot create a producer on {}: {}",
+            config.topic, e.message
+        ),
         ..e
     })
 }

@@ -89,9 +89,8 @@ pub async fn start_worker(
     log: &LogSettings,
     metrics: mpsc::UnboundedSender<crate::protocol::GuestMetric>,
 ) -> anyhow::Result<Worker> {
-    let module = std::fs::canonicalize(module).map_err(|e| {
-        anyhow::anyhow!("cannot open module {}: {e}", module.display())
-    })?;
+    let module =
+        std::fs::canonicalize(module).map_err(|e| anyhow::anyhow!("cannot open it: {e}"))?;
     let limits = match config {
         Some(c) => sandbox_limits(c)?,
         None => SandboxLimits {
@@ -124,9 +123,11 @@ fn sandbox_limits(config: &ConnectorConfig) -> anyhow::Result<SandboxLimits> {
     let mut dirs = Vec::new();
     for dir in &sandbox.dirs {
         std::fs::create_dir_all(dir).ok();
-        dirs.push(std::fs::canonicalize(dir).map_err(|e| {
-            anyhow::anyhow!("[sandbox] dirs: cannot grant {}: {e}", dir.display())
-        })?);
+        dirs.push(
+            std::fs::canonicalize(dir).map_err(|e| {
+                anyhow::anyhow!("[sandbox] dirs: cannot grant {}: {e}", dir.display())
+            })?,
+        );
     }
     let mut allow = Vec::new();
     for entry in &sandbox.allow {
@@ -143,9 +144,9 @@ fn sandbox_limits(config: &ConnectorConfig) -> anyhow::Result<SandboxLimits> {
 /// Parses `host:port` (names resolved here, by the host) or
 /// `address/prefix:port`.
 fn parse_allow(entry: &str) -> Result<Vec<NetRule>, String> {
-    let (host, port) = entry
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{entry:?} has no port; write host:port, e.g. \"mqtt.local:1883\""))?;
+    let (host, port) = entry.rsplit_once(':').ok_or_else(|| {
+        format!("{entry:?} has no port; write host:port, e.g. \"mqtt.local:1883\"")
+    })?;
     let port: u16 = port
         .parse()
         .map_err(|_| format!("{entry:?}: {port:?} is not a port"))?;
@@ -160,7 +161,11 @@ fn parse_allow(entry: &str) -> Result<Vec<NetRule>, String> {
             .ok()
             .filter(|p| *p <= max)
             .ok_or_else(|| format!("{entry:?}: /{prefix} is not a prefix length (0-{max})"))?;
-        return Ok(vec![NetRule { network, prefix_len, port }]);
+        return Ok(vec![NetRule {
+            network,
+            prefix_len,
+            port,
+        }]);
     }
     use std::net::ToSocketAddrs;
     let addrs = (host, port)
@@ -192,9 +197,9 @@ impl<'a> Pipeline<'a> {
             Opened::Source(producers) => {
                 Pipeline::Source(source::SourcePipeline::start(client, config, producers).await?)
             }
-            Opened::Sink(consumers) => {
-                Pipeline::Sink(sink::SinkPipeline::start(client, config, consumers, shutdown).await?)
-            }
+            Opened::Sink(consumers) => Pipeline::Sink(
+                sink::SinkPipeline::start(client, config, consumers, shutdown).await?,
+            ),
         })
     }
 
@@ -251,18 +256,27 @@ pub async fn run(module: PathBuf, mut config: ConnectorConfig, log: LogSettings)
     };
     let info = first.info().clone();
     tracing::info!(connector = %name, module = %module.display(), world = %info.world, guest = %info.name, guest_version = %info.version, "module loaded");
-    config.apply_connector_env(&documented_keys(&info.config_example), &|k| std::env::var(k).ok());
+    config.apply_connector_env(&documented_keys(&info.config_example), &|k| {
+        std::env::var(k).ok()
+    });
     let config = config;
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     tokio::spawn(watch_signals(shutdown_tx));
     let limit = Duration::from_millis(config.host.processing.publish_timeout_ms);
-    let client = match danube::connect(&config.host.danube_service_url, &config.host.retry, limit).await {
-        Ok(client) => client,
-        Err(e) => {
-            return fail(exit::FATAL, format!("cannot reach Danube at {}: {e}", config.host.danube_service_url));
-        }
-    };
+    let client =
+        match danube::connect(&config.host.danube_service_url, &config.host.retry, limit).await {
+            Ok(client) => client,
+            Err(e) => {
+                return fail(
+                    exit::FATAL,
+                    format!(
+                        "cannot reach Danube at {}: {e}",
+                        config.host.danube_service_url
+                    ),
+                );
+            }
+        };
 
     let mut next_worker = Some(first);
     let mut pipeline: Option<Pipeline> = None;
@@ -347,7 +361,12 @@ async fn open(worker: &Worker, config: &ConnectorConfig) -> Result<Opened, Stop>
 /// Calls the guest's `close`, bounded by the call time limit.
 async fn close(worker: &Worker, config: &ConnectorConfig) {
     let call = worker.call(new_trace_id(), crate::protocol::Call::Close);
-    match tokio::time::timeout(Duration::from_millis(config.host.sandbox.call_timeout_ms), call).await {
+    match tokio::time::timeout(
+        Duration::from_millis(config.host.sandbox.call_timeout_ms),
+        call,
+    )
+    .await
+    {
         Ok(Ok(CallOutcome::Done)) => {}
         Ok(Ok(other)) => tracing::warn!(outcome = ?other, "close did not finish cleanly"),
         Ok(Err(e)) => tracing::warn!(error = %e, "close did not finish"),
@@ -358,7 +377,10 @@ async fn close(worker: &Worker, config: &ConnectorConfig) {
 /// The first SIGTERM or SIGINT asks for a drain; a second one exits at once.
 async fn watch_signals(shutdown: watch::Sender<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -394,7 +416,15 @@ mod tests {
         assert!(rules[0].allows("10.20.30.40:5432".parse().unwrap()));
         let local = parse_allow("127.0.0.1:1883").unwrap();
         assert!(local[0].allows("127.0.0.1:1883".parse().unwrap()));
-        assert!(parse_allow("mqtt.local").unwrap_err().contains("has no port"));
-        assert!(parse_allow("10.0.0.0/40:1").unwrap_err().contains("prefix length"));
+        assert!(
+            parse_allow("mqtt.local")
+                .unwrap_err()
+                .contains("has no port")
+        );
+        assert!(
+            parse_allow("10.0.0.0/40:1")
+                .unwrap_err()
+                .contains("prefix length")
+        );
     }
 }

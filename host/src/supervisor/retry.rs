@@ -47,11 +47,7 @@ impl Backoff {
 
 /// Runs `op` until it succeeds or the retries are spent, logging each failure.
 /// `op` says whether an error is worth retrying.
-pub async fn retry<T, E, F, Fut>(
-    config: &RetryConfig,
-    what: &str,
-    mut op: F,
-) -> Result<T, E>
+pub async fn retry<T, E, F, Fut>(config: &RetryConfig, what: &str, mut op: F) -> Result<T, E>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,

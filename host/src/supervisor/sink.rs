@@ -22,7 +22,9 @@ use super::retry::Backoff;
 use super::worker::Worker;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::ConnectorConfig;
-use crate::protocol::{Call, CallOutcome, ConnectorError, ConsumerConfig, RecordFailure, SinkRecord};
+use crate::protocol::{
+    Call, CallOutcome, ConnectorError, ConsumerConfig, RecordFailure, SinkRecord,
+};
 
 /// Batches handed to the worker and not yet answered.
 const BATCHES_IN_FLIGHT: usize = 2;
@@ -65,8 +67,7 @@ impl<'a> SinkPipeline<'a> {
         let host = &config.host;
         let limit = Duration::from_millis(host.processing.publish_timeout_ms);
         let batch_size = host.processing.batch_size as usize;
-        let (deliveries_tx, deliveries) =
-            mpsc::channel::<Delivery>(batch_size * BATCHES_IN_FLIGHT);
+        let (deliveries_tx, deliveries) = mpsc::channel::<Delivery>(batch_size * BATCHES_IN_FLIGHT);
         let mut ackers = Vec::new();
         let mut consumer_tasks = Vec::new();
         for (index, consumer_config) in consumers.iter().enumerate() {
@@ -143,9 +144,20 @@ impl<'a> SinkPipeline<'a> {
                     || Instant::now() >= flush_deadline(batch_started, last_arrival, processing));
             if due && in_flight.len() < BATCHES_IN_FLIGHT {
                 let deliveries = std::mem::take(&mut batch);
-                in_flight.push_back(process(worker, Unsettled { deliveries, crashes: 0 }, &host.retry));
+                in_flight.push_back(process(
+                    worker,
+                    Unsettled {
+                        deliveries,
+                        crashes: 0,
+                    },
+                    &host.retry,
+                ));
             }
-            if (stopping || !self.consuming) && batch.is_empty() && in_flight.is_empty() && self.replay.is_empty() {
+            if (stopping || !self.consuming)
+                && batch.is_empty()
+                && in_flight.is_empty()
+                && self.replay.is_empty()
+            {
                 return Ok(());
             }
             let deadline = if batch.is_empty() {
@@ -201,7 +213,11 @@ impl<'a> SinkPipeline<'a> {
     }
 
     /// Acknowledges the written records and dead-letters the failed ones.
-    async fn settle(&self, deliveries: Vec<Delivery>, failures: Vec<RecordFailure>) -> Result<(), Stop> {
+    async fn settle(
+        &self,
+        deliveries: Vec<Delivery>,
+        failures: Vec<RecordFailure>,
+    ) -> Result<(), Stop> {
         let failed: HashMap<usize, ConnectorError> = failures
             .into_iter()
             .map(|f| (f.index as usize, f.error))
@@ -229,7 +245,10 @@ impl<'a> SinkPipeline<'a> {
             unsettled.crashes
         ));
         let failures = (0..unsettled.deliveries.len())
-            .map(|index| RecordFailure { index: index as u32, error: error.clone() })
+            .map(|index| RecordFailure {
+                index: index as u32,
+                error: error.clone(),
+            })
             .collect();
         self.settle(unsettled.deliveries, failures).await
     }
@@ -372,7 +391,11 @@ struct DeadLetter<'a> {
 }
 
 impl DeadLetter<'_> {
-    async fn send(&self, message: &StreamMessage, error: &ConnectorError) -> Result<(), DanubeFailure> {
+    async fn send(
+        &self,
+        message: &StreamMessage,
+        error: &ConnectorError,
+    ) -> Result<(), DanubeFailure> {
         let producer = self
             .producer
             .get_or_try_init(|| async {
@@ -382,7 +405,11 @@ impl DeadLetter<'_> {
                     reliable: true,
                     schema_subject: None,
                 };
-                let name = format!("{}-dead-letter-{:08x}", self.connector, rand::random::<u32>());
+                let name = format!(
+                    "{}-dead-letter-{:08x}",
+                    self.connector,
+                    rand::random::<u32>()
+                );
                 danube::create_producer(self.client, &name, &config, &self.retry, self.limit).await
             })
             .await?;
@@ -395,7 +422,10 @@ impl DeadLetter<'_> {
             ("dlq.error".to_string(), error.to_string()),
             ("dlq.error_class".to_string(), error.class().to_string()),
             ("dlq.topic".to_string(), message.msg_id.topic_name.clone()),
-            ("dlq.offset".to_string(), message.msg_id.topic_offset.to_string()),
+            (
+                "dlq.offset".to_string(),
+                message.msg_id.topic_offset.to_string(),
+            ),
             ("dlq.connector".to_string(), self.connector.clone()),
         ]);
         tracing::warn!(topic = %message.msg_id.topic_name, offset = message.msg_id.topic_offset, error = %error, dead_letter_topic = %self.topic, "record dead-lettered");

@@ -16,7 +16,6 @@ use danube_client::{DanubeClient, Producer};
 use futures::Future;
 use tokio::sync::{mpsc, watch};
 
-
 use super::danube::{self, DanubeFailure};
 use super::worker::Worker;
 use super::{Stop, new_trace_id, outcome_error};
@@ -87,7 +86,9 @@ impl<'a> SourcePipeline<'a> {
             // Let what is in flight land, so the next worker starts from a
             // quiet pipeline; offsets not yet committed are polled again.
             while self.tracker.outstanding() > 0 {
-                let Some(done) = self.published.recv().await else { break };
+                let Some(done) = self.published.recv().await else {
+                    break;
+                };
                 self.on_published(done)?;
             }
             self.tracker = OffsetTracker::default();
@@ -95,7 +96,11 @@ impl<'a> SourcePipeline<'a> {
         result
     }
 
-    async fn feed(&mut self, worker: &Worker, shutdown: &mut watch::Receiver<bool>) -> Result<(), Stop> {
+    async fn feed(
+        &mut self,
+        worker: &Worker,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stop> {
         let host = &self.config.host;
         let processing = &host.processing;
         let mut stopping = *shutdown.borrow();
@@ -115,7 +120,9 @@ impl<'a> SourcePipeline<'a> {
                     max: room as u32,
                     timeout_ms: processing.poll_interval_ms as u32,
                 };
-                poll = Some(Box::pin(async move { (trace_id, worker.call(trace_id, call).await) }));
+                poll = Some(Box::pin(async move {
+                    (trace_id, worker.call(trace_id, call).await)
+                }));
             }
             if commit.is_none()
                 && let Some(offsets) = self.tracker.take_committable()
@@ -223,7 +230,11 @@ async fn start_lanes(
     for producer_config in producers {
         let mut senders = Vec::with_capacity(per_topic);
         for index in 0..per_topic {
-            let name = format!("{}-{}-{index}-{run_tag:08x}", host.connector_name, sanitize(&producer_config.topic));
+            let name = format!(
+                "{}-{}-{index}-{run_tag:08x}",
+                host.connector_name,
+                sanitize(&producer_config.topic)
+            );
             let producer =
                 danube::create_producer(client, &name, producer_config, &host.retry, limit)
                     .await
@@ -335,11 +346,14 @@ impl OffsetTracker {
         self.outstanding += 1;
         if let Some(offset) = offset {
             self.stream_of.insert(id, offset.stream.clone());
-            self.streams.entry(offset.stream).or_default().push_back(Entry {
-                id,
-                position: offset.position,
-                acked: false,
-            });
+            self.streams
+                .entry(offset.stream)
+                .or_default()
+                .push_back(Entry {
+                    id,
+                    position: offset.position,
+                    acked: false,
+                });
         }
     }
 
@@ -414,10 +428,22 @@ mod tests {
         t.ack(4);
         assert_eq!(t.take_committable(), None, "a:10 is not acked yet");
         t.ack(0);
-        assert_eq!(t.take_committable(), Some(vec![Offset { stream: "a".into(), position: 12 }]));
+        assert_eq!(
+            t.take_committable(),
+            Some(vec![Offset {
+                stream: "a".into(),
+                position: 12
+            }])
+        );
         t.ack(1);
         t.ack(3);
-        assert_eq!(t.take_committable(), Some(vec![Offset { stream: "b".into(), position: 5 }]));
+        assert_eq!(
+            t.take_committable(),
+            Some(vec![Offset {
+                stream: "b".into(),
+                position: 5
+            }])
+        );
         assert_eq!(t.outstanding(), 0);
     }
 
@@ -430,6 +456,12 @@ mod tests {
         t.push(1, off("a", 2));
         t.ack(1);
         t.requeue(first);
-        assert_eq!(t.take_committable(), Some(vec![Offset { stream: "a".into(), position: 2 }]));
+        assert_eq!(
+            t.take_committable(),
+            Some(vec![Offset {
+                stream: "a".into(),
+                position: 2
+            }])
+        );
     }
 }

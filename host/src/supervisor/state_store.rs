@@ -86,7 +86,10 @@ mod tests {
         store.apply("gone".into(), Some(vec![1])).unwrap();
         store.apply("gone".into(), None).unwrap();
         let back = StateStore::open(&path).unwrap();
-        assert_eq!(back.entries().get("seq").map(Vec::as_slice), Some(&b"42"[..]));
+        assert_eq!(
+            back.entries().get("seq").map(Vec::as_slice),
+            Some(&b"42"[..])
+        );
         assert!(!back.entries().contains_key("gone"));
     }
 

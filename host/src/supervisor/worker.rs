@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::state_store::StateStore;
 use crate::protocol::{
-    Call, CallOutcome, FromWorker, GuestMetric, ModuleInfo, ToWorker,
-    WorkerInit, read_frame, write_frame,
+    Call, CallOutcome, FromWorker, GuestMetric, ModuleInfo, ToWorker, WorkerInit, read_frame,
+    write_frame,
 };
 
 /// Calls waiting for their reply; `None` once the worker's socket closed, so
@@ -67,15 +67,16 @@ impl Worker {
         let mut reader = ours.try_clone()?;
         let mut writer = ours;
         write_frame(&mut writer, &ToWorker::Init(init))?;
-        let info = tokio::task::spawn_blocking(move || -> anyhow::Result<(ModuleInfo, UnixStream)> {
-            match read_frame::<FromWorker>(&mut reader)? {
-                Some(FromWorker::Ready(info)) => Ok((info, reader)),
-                Some(FromWorker::LoadFailed(why)) => bail!("{why}"),
-                Some(other) => bail!("unexpected first frame from the worker: {other:?}"),
-                None => bail!("the worker process exited while loading the module"),
-            }
-        })
-        .await??;
+        let info =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(ModuleInfo, UnixStream)> {
+                match read_frame::<FromWorker>(&mut reader)? {
+                    Some(FromWorker::Ready(info)) => Ok((info, reader)),
+                    Some(FromWorker::LoadFailed(why)) => bail!("{why}"),
+                    Some(other) => bail!("unexpected first frame from the worker: {other:?}"),
+                    None => bail!("the worker process exited while loading the module"),
+                }
+            })
+            .await??;
         let (info, reader) = info;
 
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
@@ -116,11 +117,20 @@ impl Worker {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kind = call.kind();
         let (tx, rx) = oneshot::channel();
-        match self.pending.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        match self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
             Some(pending) => pending.insert(id, tx),
             None => return Err(WorkerGone::Exited("its socket is closed".into())),
         };
-        if self.outbox.send(ToWorker::Call { id, trace_id, call }).is_err() {
+        if self
+            .outbox
+            .send(ToWorker::Call { id, trace_id, call })
+            .is_err()
+        {
             return Err(WorkerGone::Exited("its socket is closed".into()));
         }
         match tokio::time::timeout(self.watchdog, rx).await {

@@ -67,21 +67,18 @@ pub fn load_component(
     module: &Path,
     cache_dir: Option<&Path>,
 ) -> anyhow::Result<Component> {
-    let bytes = std::fs::read(module)
-        .with_context(|| format!("cannot read module {}", module.display()))?;
+    let bytes = std::fs::read(module).context("cannot read it")?;
     match wasm_kind(&bytes) {
         WasmKind::Component => {}
         WasmKind::CoreModule => bail!(
-            "{} is a core WebAssembly module, not a component; build the connector for the wasm32-wasip2 target (cargo build --target wasm32-wasip2) or wrap it with `wasm-tools component new`",
-            module.display()
+            "it is a core WebAssembly module, not a component; build the connector for the wasm32-wasip2 target (cargo build --target wasm32-wasip2) or wrap it with `wasm-tools component new`"
         ),
-        WasmKind::NotWasm => bail!(
-            "{} is not a WebAssembly file (no wasm header); pass the connector's .wasm",
-            module.display()
-        ),
+        WasmKind::NotWasm => {
+            bail!("it is not a WebAssembly file (no wasm header); pass the connector's .wasm")
+        }
     }
     let Some(cache_dir) = cache_dir else {
-        return compile(engine, &bytes, module);
+        return compile(engine, &bytes);
     };
     let artifact = artifact_path(engine, &bytes, cache_dir);
     if artifact.exists() {
@@ -96,18 +93,17 @@ pub fn load_component(
             }
         }
     }
-    let component = compile(engine, &bytes, module)?;
+    let component = compile(engine, &bytes)?;
     if let Err(e) = store_artifact(&component, &artifact) {
         tracing::warn!(dir = %cache_dir.display(), error = %e, "cannot cache the compiled module; the next start compiles again");
     }
     Ok(component)
 }
 
-fn compile(engine: &Engine, bytes: &[u8], module: &Path) -> anyhow::Result<Component> {
+fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
     Component::new(engine, bytes).map_err(|e| {
         anyhow::anyhow!(
-            "{} is not a valid component (truncated or corrupt?): {}",
-            module.display(),
+            "it is not a valid component (truncated or corrupt?): {}",
             first_line(&e.to_string())
         )
     })
@@ -127,7 +123,9 @@ pub fn artifact_path(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> PathBuf
 
 /// Written to a temporary name and renamed, so a reader never sees half a file.
 fn store_artifact(component: &Component, artifact: &Path) -> anyhow::Result<()> {
-    let dir = artifact.parent().context("artifact path has no directory")?;
+    let dir = artifact
+        .parent()
+        .context("artifact path has no directory")?;
     std::fs::create_dir_all(dir)?;
     let bytes = component.serialize()?;
     let tmp = dir.join(format!(".{}.tmp", std::process::id()));

@@ -39,7 +39,10 @@ use source::danube::connect::types as wit;
 /// it. A module built for another version of the contract is named as such.
 pub fn detect_world(engine: &Engine, component: &Component) -> anyhow::Result<World> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     for name in &exports {
         for (prefix, world) in [(SOURCE_EXPORT, World::Source), (SINK_EXPORT, World::Sink)] {
             let Some(rest) = name.strip_prefix(prefix) else {
@@ -262,29 +265,32 @@ fn first_line(s: &str) -> &str {
 /// Describes a trap for people: a timeout, a memory limit or the guest's own
 /// panic message (from its stderr tail).
 pub fn describe_trap(e: &wasmtime::Error, call_timeout_ms: u64, stderr_tail: &str) -> String {
-    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
-        if *trap == wasmtime::Trap::Interrupt {
-            return format!(
-                "the guest did not return within [sandbox] call_timeout_ms = {call_timeout_ms} and was stopped"
-            );
-        }
+    if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        return format!(
+            "the guest did not return within [sandbox] call_timeout_ms = {call_timeout_ms} and was stopped"
+        );
     }
-    let text = format!("{e:#}");
-    if text.contains("forcing a memory growth failure") || text.contains("memory") && text.contains("limit") {
+    let cause = e.root_cause().to_string();
+    // `StoreLimits` with `trap_on_grow_failure` reports a refused growth so.
+    if cause.contains("forcing trap when growing memory") {
         return "the guest exceeded its memory limit ([sandbox] memory_mb)".into();
     }
-    let panic = stderr_tail
-        .lines()
-        .rev()
-        .find(|l| l.contains("panicked at"))
-        .map(|l| {
-            let start = stderr_tail.find(l).unwrap_or(0);
-            stderr_tail[start..].trim().replace('\n', " ")
-        });
-    match panic {
-        Some(p) => format!("the guest panicked: {p}"),
-        None => format!("the guest trapped: {}", first_line(&text)),
+    match panic_message(stderr_tail) {
+        Some(panic) => format!("the guest panicked: {panic}"),
+        None => format!("the guest trapped: {}", first_line(&cause)),
     }
+}
+
+/// The last Rust panic report in a guest's stderr, on one line, without the
+/// note about RUST_BACKTRACE (the guest has no environment to set it in).
+fn panic_message(stderr_tail: &str) -> Option<String> {
+    let start = stderr_tail.rfind("panicked at")?;
+    let report: Vec<&str> = stderr_tail[start..]
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note:"))
+        .collect();
+    Some(report.join(" "))
 }
 
 fn from_error(e: wit::ConnectorError) -> protocol::ConnectorError {

@@ -63,7 +63,9 @@ impl state::Host for GuestState {
             .map(|(k, v)| k.len() + v.len())
             .sum();
         if others + key.len() + value.len() > MAX_STORE_BYTES {
-            return Err(format!("the state store would exceed {MAX_STORE_BYTES} bytes"));
+            return Err(format!(
+                "the state store would exceed {MAX_STORE_BYTES} bytes"
+            ));
         }
         self.report(&key, Some(value.clone()))?;
         self.kv.insert(key, value);
@@ -96,14 +98,22 @@ impl metrics::Host for GuestState {
     fn counter_add(&mut self, name: String, value: u64, labels: Vec<(String, String)>) {
         let _ = write_frame(
             &mut self.supervisor,
-            &FromWorker::Metric(crate::protocol::GuestMetric::Counter { name, value, labels }),
+            &FromWorker::Metric(crate::protocol::GuestMetric::Counter {
+                name,
+                value,
+                labels,
+            }),
         );
     }
 
     fn gauge_set(&mut self, name: String, value: f64, labels: Vec<(String, String)>) {
         let _ = write_frame(
             &mut self.supervisor,
-            &FromWorker::Metric(crate::protocol::GuestMetric::Gauge { name, value, labels }),
+            &FromWorker::Metric(crate::protocol::GuestMetric::Gauge {
+                name,
+                value,
+                labels,
+            }),
         );
     }
 }

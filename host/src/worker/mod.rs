@@ -94,7 +94,10 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
         Ok(info) => info,
         Err(e) => {
             let why = guest::describe_trap(&e, call_timeout_ms, &guest.state_mut().stderr.tail());
-            write_frame(&mut writer, &FromWorker::LoadFailed(format!("in describe: {why}")))?;
+            write_frame(
+                &mut writer,
+                &FromWorker::LoadFailed(format!("in describe: {why}")),
+            )?;
             return Ok(exit::LOAD_FAILED);
         }
     };
@@ -109,7 +112,8 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
         match guest.call(call) {
             Ok(outcome) => write_frame(&mut writer, &FromWorker::Reply { id, outcome })?,
             Err(e) => {
-                let why = guest::describe_trap(&e, call_timeout_ms, &guest.state_mut().stderr.tail());
+                let why =
+                    guest::describe_trap(&e, call_timeout_ms, &guest.state_mut().stderr.tail());
                 tracing::error!(call = kind, error = %why, "guest trapped; the instance is discarded");
                 let outcome = CallOutcome::Trapped(format!("in {kind}: {why}"));
                 write_frame(&mut writer, &FromWorker::Reply { id, outcome })?;

@@ -26,7 +26,14 @@ pub fn guest(package: &str) -> PathBuf {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", package])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("cargo runs");
@@ -122,7 +129,10 @@ impl Host {
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         wait_exit(&mut child, deadline).unwrap_or_else(|| {
             let _ = child.kill();
-            panic!("danube-host did not stop within {deadline:?} after SIGTERM; log:\n{}", self.log())
+            panic!(
+                "danube-host did not stop within {deadline:?} after SIGTERM; log:\n{}",
+                self.log()
+            )
         })
     }
 
@@ -131,7 +141,10 @@ impl Host {
         let mut child = self.child.take().unwrap();
         wait_exit(&mut child, deadline).unwrap_or_else(|| {
             let _ = child.kill();
-            panic!("danube-host did not exit within {deadline:?}; log:\n{}", self.log())
+            panic!(
+                "danube-host did not exit within {deadline:?}; log:\n{}",
+                self.log()
+            )
         })
     }
 }
@@ -169,7 +182,13 @@ pub fn run_host(args: &[&str]) -> (i32, String, String) {
 }
 
 /// Writes a host configuration file: the root keys, then `rest` verbatim.
-pub fn write_config(dir: &Path, file: &str, broker_url: &str, connector: &str, rest: &str) -> PathBuf {
+pub fn write_config(
+    dir: &Path,
+    file: &str,
+    broker_url: &str,
+    connector: &str,
+    rest: &str,
+) -> PathBuf {
     let path = dir.join(file);
     let text = format!(
         "danube_service_url = \"{broker_url}\"\nconnector_name = \"{connector}\"\n\n[state]\ndir = \"{}\"\n\n{rest}",
