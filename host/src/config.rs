@@ -44,6 +44,7 @@ pub struct HostConfig {
     pub sandbox: SandboxConfig,
     pub state: StateConfig,
     pub dead_letter: DeadLetterConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for HostConfig {
@@ -56,6 +57,7 @@ impl Default for HostConfig {
             sandbox: SandboxConfig::default(),
             state: StateConfig::default(),
             dead_letter: DeadLetterConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -186,6 +188,34 @@ impl Default for DeadLetterConfig {
     }
 }
 
+/// `[metrics]`: where `/metrics`, `/health` and `/ready` are served.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Address to listen on.
+    pub bind: std::net::IpAddr,
+    /// Port; overrides `[processing] metrics_port` (kept for compatibility).
+    /// 0 picks a free port (it is logged).
+    pub port: Option<u16>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            port: None,
+        }
+    }
+}
+
+impl HostConfig {
+    /// Where the observability endpoints listen.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let port = self.metrics.port.unwrap_or(self.processing.metrics_port);
+        std::net::SocketAddr::new(self.metrics.bind, port)
+    }
+}
+
 /// A parsed configuration file: the host's settings and the connector's table.
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
@@ -198,7 +228,7 @@ pub struct ConnectorConfig {
 }
 
 /// Host-owned root keys that are not host settings but still reserved.
-const RESERVED_TABLES: &[&str] = &["schemas", "metrics"];
+const RESERVED_TABLES: &[&str] = &["schemas"];
 
 impl ConnectorConfig {
     /// Reads and checks a file, applying the environment overrides for host keys.
@@ -374,6 +404,7 @@ fn known_keys() -> BTreeSet<String> {
     // Optional keys are absent from the serialized defaults.
     out.insert("sandbox.cache_dir".into());
     out.insert("dead_letter.topic".into());
+    out.insert("metrics.port".into());
     out
 }
 

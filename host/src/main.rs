@@ -148,8 +148,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn inspect(module: PathBuf, log: LogSettings) -> ExitCode {
-    let (metrics, _) = tokio::sync::mpsc::unbounded_channel();
-    match supervisor::start_worker(&module, None, StateStore::in_memory(), &log, metrics).await {
+    match supervisor::start_worker(&module, None, StateStore::in_memory(), &log, None).await {
         Ok(worker) => {
             println!("{}", supervisor::describe_module(worker.info()));
             worker.shutdown().await;
@@ -163,22 +162,16 @@ async fn inspect(module: PathBuf, log: LogSettings) -> ExitCode {
 }
 
 async fn validate(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> ExitCode {
-    let (metrics, _) = tokio::sync::mpsc::unbounded_channel();
-    let worker = match supervisor::start_worker(
-        &module,
-        Some(&config),
-        StateStore::in_memory(),
-        &log,
-        metrics,
-    )
-    .await
-    {
-        Ok(worker) => worker,
-        Err(e) => {
-            eprintln!("danube-host: cannot load {}: {e:#}", module.display());
-            return ExitCode::from(exit::MODULE);
-        }
-    };
+    let worker =
+        match supervisor::start_worker(&module, Some(&config), StateStore::in_memory(), &log, None)
+            .await
+        {
+            Ok(worker) => worker,
+            Err(e) => {
+                eprintln!("danube-host: cannot load {}: {e:#}", module.display());
+                return ExitCode::from(exit::MODULE);
+            }
+        };
     let info = worker.info().clone();
     worker.shutdown().await;
     let documented = documented_keys(&info.config_example);

@@ -163,14 +163,13 @@ pub enum FromWorker {
     Reply {
         id: u64,
         outcome: CallOutcome,
+        /// The guest's linear memory after the call.
+        memory_bytes: u64,
     },
     /// The guest changed its state store; the supervisor persists it before it
     /// reads the next reply, so state put during a call is durable when the
     /// call's reply is handled.
-    StatePut {
-        key: String,
-        value: Option<Vec<u8>>,
-    },
+    StatePut { key: String, value: Option<Vec<u8>> },
     /// A connector-defined metric update (the `metrics` import).
     Metric(GuestMetric),
 }

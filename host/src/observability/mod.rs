@@ -51,14 +51,12 @@
 //! is `unhealthy`. `/ready` answers 200 `{"ready":true}` once every connector
 //! said it is ready, 503 `{"ready":false}` before (or when none is known).
 
-#![allow(dead_code)] // until wired
-
 mod guest;
 mod health;
 mod metrics;
 mod server;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,13 +64,6 @@ use crate::protocol::GuestMetric;
 
 pub use health::Status;
 pub use server::ServerHandle;
-
-/// The address `/metrics`, `/health` and `/ready` are served on when only a
-/// port is configured: every interface, so that a scraper outside the
-/// container reaches it.
-pub fn default_addr(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
-}
 
 /// The process's metrics registry and health board. Clones share them.
 #[derive(Clone)]
@@ -150,10 +141,6 @@ pub struct ConnectorMetrics {
 }
 
 impl ConnectorMetrics {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Source: records polled from the guest for `topic`. Sink: messages
     /// consumed from `topic`. `n = 0` only makes the series appear.
     pub fn received(&self, topic: &str, n: u64) {

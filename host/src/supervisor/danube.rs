@@ -12,8 +12,7 @@ use std::time::Duration;
 use danube_client::errors::DanubeError;
 use danube_client::{Consumer, DanubeClient, Producer, SubType};
 
-use super::retry::retry;
-use crate::config::RetryConfig;
+use super::retry::{RetryPolicy, retry};
 use crate::protocol::{ConsumerConfig, ProducerConfig, SubscriptionType};
 
 /// A failed Danube operation and whether retrying may help.
@@ -67,10 +66,10 @@ pub async fn bounded<T>(
 /// Connects to the broker, retrying while it is unreachable.
 pub async fn connect(
     url: &str,
-    retry_config: &RetryConfig,
+    policy: &RetryPolicy,
     limit: Duration,
 ) -> Result<DanubeClient, DanubeFailure> {
-    retry(retry_config, "connect to Danube", || async {
+    retry(policy, "connect", || async {
         let client = bounded(limit, DanubeClient::builder().service_url(url).build())
             .await
             .map_err(split)?;
@@ -84,10 +83,10 @@ pub async fn create_producer(
     client: &DanubeClient,
     name: &str,
     config: &ProducerConfig,
-    retry_config: &RetryConfig,
+    policy: &RetryPolicy,
     limit: Duration,
 ) -> Result<Producer, DanubeFailure> {
-    retry(retry_config, "create producer", || async {
+    retry(policy, "create_producer", || async {
         let mut builder = client
             .new_producer()
             .with_topic(config.topic.clone())
@@ -123,10 +122,10 @@ pub async fn publish(
     payload: &[u8],
     attributes: &[(String, String)],
     key: Option<&str>,
-    retry_config: &RetryConfig,
+    policy: &RetryPolicy,
     limit: Duration,
 ) -> Result<(), DanubeFailure> {
-    retry(retry_config, "publish", || async {
+    retry(policy, "publish", || async {
         let attributes: HashMap<String, String> = attributes.iter().cloned().collect();
         let data = payload.to_vec();
         let sent = match key {
@@ -144,7 +143,7 @@ pub async fn subscribe(
     client: &DanubeClient,
     consumer_name: &str,
     config: &ConsumerConfig,
-    retry_config: &RetryConfig,
+    policy: &RetryPolicy,
     limit: Duration,
 ) -> Result<Consumer, DanubeFailure> {
     let sub_type = match config.subscription_type {
@@ -153,7 +152,7 @@ pub async fn subscribe(
         SubscriptionType::Failover => SubType::FailOver,
         SubscriptionType::KeyShared => SubType::KeyShared,
     };
-    retry(retry_config, "subscribe", || async {
+    retry(policy, "subscribe", || async {
         let mut consumer = client
             .new_consumer()
             .with_topic(config.topic.clone())

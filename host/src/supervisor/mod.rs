@@ -13,13 +13,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::config::{ConnectorConfig, documented_keys};
+use crate::observability::{ConnectorMetrics, Observability, Status};
 use crate::protocol::{
     CallOutcome, ConnectorError, ModuleInfo, NetRule, Opened, PROTOCOL_VERSION, SandboxLimits,
     WorkerInit,
 };
+use retry::RetryPolicy;
 pub use state_store::StateStore;
 pub use worker::Worker;
 
@@ -87,7 +89,7 @@ pub async fn start_worker(
     config: Option<&ConnectorConfig>,
     state: StateStore,
     log: &LogSettings,
-    metrics: mpsc::UnboundedSender<crate::protocol::GuestMetric>,
+    metrics: Option<ConnectorMetrics>,
 ) -> anyhow::Result<Worker> {
     let module =
         std::fs::canonicalize(module).map_err(|e| anyhow::anyhow!("cannot open it: {e}"))?;
@@ -190,15 +192,17 @@ impl<'a> Pipeline<'a> {
     async fn start(
         client: &'a danube_client::DanubeClient,
         config: &'a ConnectorConfig,
+        policy: &RetryPolicy,
         opened: Opened,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Pipeline<'a>, Stop> {
+        let policy = policy.clone();
         Ok(match opened {
-            Opened::Source(producers) => {
-                Pipeline::Source(source::SourcePipeline::start(client, config, producers).await?)
-            }
+            Opened::Source(producers) => Pipeline::Source(
+                source::SourcePipeline::start(client, config, policy, producers).await?,
+            ),
             Opened::Sink(consumers) => Pipeline::Sink(
-                sink::SinkPipeline::start(client, config, consumers, shutdown).await?,
+                sink::SinkPipeline::start(client, config, policy, consumers, shutdown).await?,
             ),
         })
     }
@@ -233,15 +237,11 @@ pub async fn run(module: PathBuf, mut config: ConnectorConfig, log: LogSettings)
         eprintln!("danube-host: connector {name}: {message}");
         ExitCode::from(code)
     };
-    let (metrics_tx, mut metrics_rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(metric) = metrics_rx.recv().await {
-            tracing::debug!(?metric, "connector metric");
-        }
-    });
+    let observability = Observability::new();
+    let metrics = observability.connector(&name);
     let spawn = |config: &ConnectorConfig| {
         let config = config.clone();
-        let (module, log, metrics) = (module.clone(), log.clone(), metrics_tx.clone());
+        let (module, log, metrics) = (module.clone(), log.clone(), Some(metrics.clone()));
         async move {
             let state = StateStore::open(&config.state_file())?;
             start_worker(&module, Some(&config), state, &log, metrics)
@@ -254,6 +254,13 @@ pub async fn run(module: PathBuf, mut config: ConnectorConfig, log: LogSettings)
         Ok(w) => w,
         Err(e) => return fail(exit::MODULE, format!("{e:#}")),
     };
+    let server = match observability.serve(config.host.metrics_addr()).await {
+        Ok(server) => {
+            tracing::info!(connector = %name, addr = %server.local_addr(), "serving /metrics, /health and /ready");
+            server
+        }
+        Err(e) => return fail(exit::CONFIG, format!("{e:#}")),
+    };
     let info = first.info().clone();
     tracing::info!(connector = %name, module = %module.display(), world = %info.world, guest = %info.name, guest_version = %info.version, "module loaded");
     config.apply_connector_env(&documented_keys(&info.config_example), &|k| {
@@ -264,19 +271,22 @@ pub async fn run(module: PathBuf, mut config: ConnectorConfig, log: LogSettings)
     let (shutdown_tx, shutdown) = watch::channel(false);
     tokio::spawn(watch_signals(shutdown_tx));
     let limit = Duration::from_millis(config.host.processing.publish_timeout_ms);
-    let client =
-        match danube::connect(&config.host.danube_service_url, &config.host.retry, limit).await {
-            Ok(client) => client,
-            Err(e) => {
-                return fail(
-                    exit::FATAL,
-                    format!(
-                        "cannot reach Danube at {}: {e}",
-                        config.host.danube_service_url
-                    ),
-                );
-            }
-        };
+    let policy = RetryPolicy {
+        config: config.host.retry.clone(),
+        metrics: metrics.clone(),
+    };
+    let client = match danube::connect(&config.host.danube_service_url, &policy, limit).await {
+        Ok(client) => client,
+        Err(e) => {
+            return fail(
+                exit::FATAL,
+                format!(
+                    "cannot reach Danube at {}: {e}",
+                    config.host.danube_service_url
+                ),
+            );
+        }
+    };
 
     let mut next_worker = Some(first);
     let mut pipeline: Option<Pipeline> = None;
@@ -290,14 +300,19 @@ pub async fn run(module: PathBuf, mut config: ConnectorConfig, log: LogSettings)
             },
         };
         let started = tokio::time::Instant::now();
-        let result = match open(&worker, &config).await {
-            Ok(opened) => match &mut pipeline {
-                Some(p) => p.run(&worker, shutdown.clone()).await,
-                None => match Pipeline::start(&client, &config, opened, &shutdown).await {
-                    Ok(p) => pipeline.insert(p).run(&worker, shutdown.clone()).await,
-                    Err(e) => Err(e),
-                },
+        let running = match open(&worker, &config).await {
+            Ok(opened) => match pipeline.take() {
+                Some(p) => Ok(p),
+                None => Pipeline::start(&client, &config, &policy, opened, &shutdown).await,
             },
+            Err(e) => Err(e),
+        };
+        let result = match running {
+            Ok(p) => {
+                metrics.set_ready(true);
+                metrics.set_health(Status::Healthy, "running");
+                pipeline.insert(p).run(&worker, shutdown.clone()).await
+            }
             Err(e) => Err(e),
         };
         if !matches!(result, Err(Stop::WorkerGone(_))) {
@@ -311,6 +326,11 @@ pub async fn run(module: PathBuf, mut config: ConnectorConfig, log: LogSettings)
                 }
                 match restarts.next_delay() {
                     Some(delay) => {
+                        metrics.worker_restarted();
+                        metrics.set_health(
+                            Status::Degraded,
+                            format!("worker died, restarting: {why}"),
+                        );
                         tracing::warn!(connector = %name, error = %why, restart = restarts.attempts(), restart_in_ms = delay.as_millis() as u64, "worker died; restarting it");
                         let mut shutdown = shutdown.clone();
                         tokio::select! {
@@ -329,15 +349,20 @@ pub async fn run(module: PathBuf, mut config: ConnectorConfig, log: LogSettings)
             other => break other,
         }
     };
+    metrics.set_ready(false);
     if let Some(p) = pipeline {
         p.finish().await;
     }
+    server.stop().await;
     match result {
         Ok(()) => {
             tracing::info!(connector = %name, "stopped cleanly");
             ExitCode::from(exit::OK)
         }
-        Err(stop) => fail(stop.exit_code(), stop.to_string()),
+        Err(stop) => {
+            metrics.set_health(Status::Unhealthy, stop.to_string());
+            fail(stop.exit_code(), stop.to_string())
+        }
     }
 }
 

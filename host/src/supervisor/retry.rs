@@ -6,6 +6,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::config::RetryConfig;
+use crate::observability::{ConnectorMetrics, Status};
 
 /// The delays of one retried operation.
 pub struct Backoff {
@@ -45,20 +46,54 @@ impl Backoff {
     }
 }
 
-/// Runs `op` until it succeeds or the retries are spent, logging each failure.
-/// `op` says whether an error is worth retrying.
-pub async fn retry<T, E, F, Fut>(config: &RetryConfig, what: &str, mut op: F) -> Result<T, E>
+/// How a connector retries: the `[retry]` bounds, and where each retry is
+/// counted and shown (`/metrics`, `/health`).
+#[derive(Clone)]
+pub struct RetryPolicy {
+    pub config: RetryConfig,
+    pub metrics: ConnectorMetrics,
+}
+
+impl RetryPolicy {
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(&self.config)
+    }
+
+    /// Counts one retry of `operation` and marks the connector degraded.
+    pub fn note_retry(&self, operation: &str, error: &dyn std::fmt::Display) {
+        self.metrics.retry(operation);
+        self.metrics.set_health(
+            Status::Degraded,
+            format!("{operation} failed, retrying: {error}"),
+        );
+    }
+
+    /// Marks the connector healthy again after retries succeeded.
+    pub fn note_recovered(&self) {
+        self.metrics.set_health(Status::Healthy, "running");
+    }
+}
+
+/// Runs `op` until it succeeds or the retries are spent, logging and counting
+/// each failure. `op` says whether an error is worth retrying.
+pub async fn retry<T, E, F, Fut>(policy: &RetryPolicy, what: &str, mut op: F) -> Result<T, E>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, (E, bool)>>,
 {
-    let mut backoff = Backoff::new(config);
+    let mut backoff = policy.backoff();
     loop {
         match op().await {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                if backoff.attempts() > 0 {
+                    policy.note_recovered();
+                }
+                return Ok(v);
+            }
             Err((e, retryable)) => match backoff.next_delay().filter(|_| retryable) {
                 Some(delay) => {
+                    policy.note_retry(what, &e);
                     tracing::warn!(operation = what, error = %e, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64, "retrying");
                     tokio::time::sleep(delay).await;
                 }

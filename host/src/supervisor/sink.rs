@@ -18,7 +18,7 @@ use tokio::sync::{OnceCell, mpsc, watch};
 use tokio::time::Instant;
 
 use super::danube::{self, DanubeFailure};
-use super::retry::Backoff;
+use super::retry::RetryPolicy;
 use super::worker::Worker;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::ConnectorConfig;
@@ -52,6 +52,7 @@ pub struct SinkPipeline<'a> {
     ackers: Vec<mpsc::UnboundedSender<StreamMessage>>,
     consumer_tasks: Vec<tokio::task::JoinHandle<()>>,
     dead_letter: DeadLetter<'a>,
+    policy: RetryPolicy,
     replay: VecDeque<Unsettled>,
     consuming: bool,
 }
@@ -61,6 +62,7 @@ impl<'a> SinkPipeline<'a> {
     pub async fn start(
         client: &'a DanubeClient,
         config: &'a ConnectorConfig,
+        policy: RetryPolicy,
         consumers: Vec<ConsumerConfig>,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<SinkPipeline<'a>, Stop> {
@@ -75,7 +77,7 @@ impl<'a> SinkPipeline<'a> {
                 tracing::warn!(topic = %consumer_config.topic, "expected_schema_subject is not checked by this host version");
             }
             let name = format!("{}-{index}", host.connector_name);
-            let consumer = danube::subscribe(client, &name, consumer_config, &host.retry, limit)
+            let consumer = danube::subscribe(client, &name, consumer_config, &policy, limit)
                 .await
                 .map_err(|e| Stop::Fatal(e.message))?;
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
@@ -87,7 +89,7 @@ impl<'a> SinkPipeline<'a> {
                 ack_rx,
                 shutdown.clone(),
                 limit,
-                host.retry.clone(),
+                policy.clone(),
             )));
             tracing::info!(topic = %consumer_config.topic, subscription = %consumer_config.subscription, "subscribed");
         }
@@ -101,9 +103,10 @@ impl<'a> SinkPipeline<'a> {
                 connector: host.connector_name.clone(),
                 producer: OnceCell::new(),
                 client,
-                retry: host.retry.clone(),
+                policy: policy.clone(),
                 limit,
             },
+            policy,
             replay: VecDeque::new(),
             consuming: true,
         })
@@ -120,6 +123,9 @@ impl<'a> SinkPipeline<'a> {
         let host = &self.config.host;
         let processing = &host.processing;
         let batch_size = processing.batch_size as usize;
+        // Outlives the batches in flight, which borrow it.
+        let policy = self.policy.clone();
+        let metrics = &policy.metrics;
         let mut batch: Vec<Delivery> = Vec::with_capacity(batch_size);
         let mut batch_started = Instant::now();
         let mut last_arrival = Instant::now();
@@ -127,13 +133,22 @@ impl<'a> SinkPipeline<'a> {
         let mut stopping = *shutdown.borrow();
 
         loop {
+            metrics.set_in_flight(
+                batch.len()
+                    + self
+                        .replay
+                        .iter()
+                        .map(|u| u.deliveries.len())
+                        .sum::<usize>()
+                    + in_flight.len() * batch_size,
+            );
             while in_flight.len() < BATCHES_IN_FLIGHT
                 && let Some(unsettled) = self.replay.pop_front()
             {
                 if unsettled.crashes > host.retry.max_retries {
                     self.dead_letter_all(unsettled).await?;
                 } else {
-                    in_flight.push_back(process(worker, unsettled, &host.retry));
+                    in_flight.push_back(process(worker, unsettled, &policy));
                 }
             }
             let full = batch.len() >= batch_size;
@@ -150,7 +165,7 @@ impl<'a> SinkPipeline<'a> {
                         deliveries,
                         crashes: 0,
                     },
-                    &host.retry,
+                    &policy,
                 ));
             }
             if (stopping || !self.consuming)
@@ -232,6 +247,11 @@ impl<'a> SinkPipeline<'a> {
                         self.dead_letter.topic
                     )))?;
             }
+            let topic = &delivery.message.msg_id.topic_name;
+            match failed.contains_key(&index) {
+                true => self.policy.metrics.dead_lettered(topic, 1),
+                false => self.policy.metrics.sent(topic, 1),
+            }
             self.ack(delivery);
         }
         Ok(())
@@ -274,9 +294,9 @@ fn flush_deadline(
 async fn process<'a>(
     worker: &'a Worker,
     unsettled: Unsettled,
-    retry: &'a crate::config::RetryConfig,
+    policy: &'a RetryPolicy,
 ) -> (Unsettled, Result<Vec<RecordFailure>, Stop>) {
-    let result = process_records(worker, &unsettled.deliveries, unsettled.crashes, retry).await;
+    let result = process_records(worker, &unsettled.deliveries, unsettled.crashes, policy).await;
     (unsettled, result)
 }
 
@@ -284,9 +304,10 @@ async fn process_records(
     worker: &Worker,
     deliveries: &[Delivery],
     crashes: u32,
-    retry: &crate::config::RetryConfig,
+    policy: &RetryPolicy,
 ) -> Result<Vec<RecordFailure>, Stop> {
-    let mut backoff = Backoff::new(retry);
+    let mut backoff = policy.backoff();
+    policy.metrics.batch_size(deliveries.len());
     // Indices (into `deliveries`) still to write, and final failures.
     let mut todo: Vec<usize> = (0..deliveries.len()).collect();
     let mut failed: Vec<RecordFailure> = Vec::new();
@@ -328,7 +349,12 @@ async fn process_records(
                     }
                 }
                 match why {
-                    None => return Ok(failed),
+                    None => {
+                        if backoff.attempts() > 0 {
+                            policy.note_recovered();
+                        }
+                        return Ok(failed);
+                    }
                     Some(why) => {
                         todo = again;
                         why
@@ -347,6 +373,7 @@ async fn process_records(
         };
         match backoff.next_delay() {
             Some(delay) => {
+                policy.note_retry("process_batch", &retry_why);
                 tracing::warn!(trace_id = %format_args!("{trace_id:016x}"), error = %retry_why, records = todo.len(), retry_in_ms = delay.as_millis() as u64, "batch failed; retrying");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
@@ -354,7 +381,7 @@ async fn process_records(
             None => {
                 return Err(Stop::Fatal(format!(
                     "writing a batch kept failing after {} retries: {retry_why}; its records were not acknowledged and will be delivered again",
-                    retry.max_retries
+                    policy.config.max_retries
                 )));
             }
         }
@@ -386,7 +413,7 @@ struct DeadLetter<'a> {
     connector: String,
     producer: OnceCell<Producer>,
     client: &'a DanubeClient,
-    retry: crate::config::RetryConfig,
+    policy: RetryPolicy,
     limit: Duration,
 }
 
@@ -410,7 +437,7 @@ impl DeadLetter<'_> {
                     self.connector,
                     rand::random::<u32>()
                 );
-                danube::create_producer(self.client, &name, &config, &self.retry, self.limit).await
+                danube::create_producer(self.client, &name, &config, &self.policy, self.limit).await
             })
             .await?;
         let mut attributes: Vec<(String, String)> = message
@@ -434,7 +461,7 @@ impl DeadLetter<'_> {
             &message.payload,
             &attributes,
             message.routing_key.as_deref(),
-            &self.retry,
+            &self.policy,
             self.limit,
         )
         .await
@@ -450,7 +477,7 @@ async fn consume(
     mut acks: mpsc::UnboundedReceiver<StreamMessage>,
     mut shutdown: watch::Receiver<bool>,
     limit: Duration,
-    retry: crate::config::RetryConfig,
+    policy: RetryPolicy,
 ) {
     let mut messages = match consumer.receive().await {
         Ok(rx) => Some(rx),
@@ -464,12 +491,15 @@ async fn consume(
             biased;
             ack = acks.recv() => match ack {
                 Some(message) => {
-                    let mut backoff = Backoff::new(&retry);
+                    let mut backoff = policy.backoff();
                     loop {
                         match danube::bounded(limit, consumer.ack(&message)).await {
                             Ok(()) => break,
                             Err(e) => match backoff.next_delay().filter(|_| e.retryable) {
-                                Some(delay) => tokio::time::sleep(delay).await,
+                                Some(delay) => {
+                                    policy.note_retry("ack", &e);
+                                    tokio::time::sleep(delay).await;
+                                }
                                 None => {
                                     tracing::warn!(error = %e, offset = message.msg_id.topic_offset, "ack failed; the broker will deliver the message again");
                                     break;
@@ -487,6 +517,7 @@ async fn consume(
             }
             message = async { messages.as_mut().expect("guarded").recv().await }, if messages.is_some() => match message {
                 Some(message) => {
+                    policy.metrics.received(&message.msg_id.topic_name, 1);
                     if deliveries.send(Delivery { consumer: index, message }).await.is_err() {
                         messages = None;
                     }

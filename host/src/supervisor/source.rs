@@ -17,6 +17,7 @@ use futures::Future;
 use tokio::sync::{mpsc, watch};
 
 use super::danube::{self, DanubeFailure};
+use super::retry::RetryPolicy;
 use super::worker::Worker;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::ConnectorConfig;
@@ -39,6 +40,7 @@ struct Published {
 /// It outlives worker restarts, so producers stay connected.
 pub struct SourcePipeline<'a> {
     config: &'a ConnectorConfig,
+    policy: RetryPolicy,
     lanes: Lanes,
     published: mpsc::UnboundedReceiver<Published>,
     tracker: OffsetTracker,
@@ -55,14 +57,21 @@ impl<'a> SourcePipeline<'a> {
     pub async fn start(
         client: &DanubeClient,
         config: &'a ConnectorConfig,
+        policy: RetryPolicy,
         producers: Vec<ProducerConfig>,
     ) -> Result<SourcePipeline<'a>, Stop> {
         let limit = Duration::from_millis(config.host.processing.publish_timeout_ms);
         let (published_tx, published) = mpsc::unbounded_channel::<Published>();
-        let lanes = start_lanes(client, config, &producers, limit, &published_tx).await?;
+        let lanes = start_lanes(client, config, &policy, &producers, limit, &published_tx).await?;
+        for p in &producers {
+            // Series exist from the start, at 0.
+            policy.metrics.received(&p.topic, 0);
+            policy.metrics.sent(&p.topic, 0);
+        }
         tracing::info!(connector = %config.host.connector_name, topics = producers.len(), lanes_per_topic = config.host.processing.producers_per_topic, "source pipeline running");
         Ok(SourcePipeline {
             config,
+            policy,
             lanes,
             published,
             tracker: OffsetTracker::default(),
@@ -92,6 +101,7 @@ impl<'a> SourcePipeline<'a> {
                 self.on_published(done)?;
             }
             self.tracker = OffsetTracker::default();
+            self.policy.metrics.set_in_flight(0);
         }
         result
     }
@@ -104,7 +114,7 @@ impl<'a> SourcePipeline<'a> {
         let host = &self.config.host;
         let processing = &host.processing;
         let mut stopping = *shutdown.borrow();
-        let mut poll_backoff = super::retry::Backoff::new(&host.retry);
+        let mut poll_backoff = self.policy.backoff();
         let mut poll: Option<PendingCall> = None;
         let mut commit: Option<(Vec<Offset>, PendingCall)> = None;
 
@@ -149,7 +159,11 @@ impl<'a> SourcePipeline<'a> {
                     poll = None;
                     match outcome.map_err(|e| Stop::WorkerGone(e.to_string()))? {
                         CallOutcome::Polled(records) => {
-                            poll_backoff = super::retry::Backoff::new(&host.retry);
+                            if poll_backoff.attempts() > 0 {
+                                self.policy.note_recovered();
+                            }
+                            poll_backoff = self.policy.backoff();
+                            self.policy.metrics.batch_size(records.len());
                             if !records.is_empty() {
                                 tracing::debug!(trace_id = %format_args!("{trace_id:016x}"), records = records.len(), "polled");
                             }
@@ -160,6 +174,7 @@ impl<'a> SourcePipeline<'a> {
                         CallOutcome::Error(ConnectorError::Retryable(why)) => {
                             match poll_backoff.next_delay() {
                                 Some(delay) => {
+                                    self.policy.note_retry("poll", &why);
                                     tracing::warn!(error = %why, retry_in_ms = delay.as_millis() as u64, "poll failed; retrying");
                                     tokio::time::sleep(delay).await;
                                 }
@@ -177,6 +192,7 @@ impl<'a> SourcePipeline<'a> {
                     match outcome.map_err(|e| Stop::WorkerGone(e.to_string()))? {
                         CallOutcome::Done => tracing::debug!(?offsets, "committed"),
                         CallOutcome::Error(ConnectorError::Retryable(why)) => {
+                            self.policy.note_retry("commit", &why);
                             tracing::warn!(error = %why, "commit failed; it is retried with the next one");
                             self.tracker.requeue(offsets);
                         }
@@ -193,7 +209,11 @@ impl<'a> SourcePipeline<'a> {
         let lane = pick_lane(&self.lanes, &record, &mut self.round_robin)?;
         let id = self.next_id;
         self.next_id += 1;
+        self.policy.metrics.received(&record.topic, 1);
         self.tracker.push(id, record.offset.clone());
+        self.policy
+            .metrics
+            .set_in_flight(self.tracker.outstanding());
         lane.send(Outgoing { id, record })
             .map_err(|_| Stop::Fatal("a publishing lane stopped".into()))
     }
@@ -202,6 +222,10 @@ impl<'a> SourcePipeline<'a> {
         match done.result {
             Ok(()) => {
                 self.tracker.ack(done.id);
+                self.policy.metrics.sent(&done.topic, 1);
+                self.policy
+                    .metrics
+                    .set_in_flight(self.tracker.outstanding());
                 Ok(())
             }
             Err(e) => Err(Stop::Fatal(format!(
@@ -218,6 +242,7 @@ type Lanes = HashMap<String, Vec<mpsc::UnboundedSender<Outgoing>>>;
 async fn start_lanes(
     client: &DanubeClient,
     config: &ConnectorConfig,
+    policy: &RetryPolicy,
     producers: &[ProducerConfig],
     limit: Duration,
     published: &mpsc::UnboundedSender<Published>,
@@ -235,17 +260,16 @@ async fn start_lanes(
                 host.connector_name,
                 sanitize(&producer_config.topic)
             );
-            let producer =
-                danube::create_producer(client, &name, producer_config, &host.retry, limit)
-                    .await
-                    .map_err(|e| Stop::Fatal(e.message))?;
+            let producer = danube::create_producer(client, &name, producer_config, policy, limit)
+                .await
+                .map_err(|e| Stop::Fatal(e.message))?;
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(lane(
                 producer,
                 producer_config.topic.clone(),
                 rx,
                 published.clone(),
-                host.retry.clone(),
+                policy.clone(),
                 limit,
             ));
             senders.push(tx);
@@ -261,7 +285,7 @@ async fn lane(
     topic: String,
     mut records: mpsc::UnboundedReceiver<Outgoing>,
     published: mpsc::UnboundedSender<Published>,
-    retry: crate::config::RetryConfig,
+    policy: RetryPolicy,
     limit: Duration,
 ) {
     while let Some(Outgoing { id, record }) = records.recv().await {
@@ -270,7 +294,7 @@ async fn lane(
             &record.payload,
             &record.attributes,
             record.key.as_deref(),
-            &retry,
+            &policy,
             limit,
         )
         .await;

@@ -15,9 +15,9 @@ use anyhow::{Context, bail};
 use tokio::sync::{mpsc, oneshot};
 
 use super::state_store::StateStore;
+use crate::observability::ConnectorMetrics;
 use crate::protocol::{
-    Call, CallOutcome, FromWorker, GuestMetric, ModuleInfo, ToWorker, WorkerInit, read_frame,
-    write_frame,
+    Call, CallOutcome, FromWorker, ModuleInfo, ToWorker, WorkerInit, read_frame, write_frame,
 };
 
 /// Calls waiting for their reply; `None` once the worker's socket closed, so
@@ -40,6 +40,9 @@ pub struct Worker {
     /// How long a call may go unanswered before the worker counts as hung:
     /// the guest's own time limit plus a grace for the worker itself.
     watchdog: std::time::Duration,
+    /// Where call durations and guest errors are counted (none for
+    /// `inspect` and `validate`).
+    metrics: Option<ConnectorMetrics>,
 }
 
 impl Worker {
@@ -48,7 +51,7 @@ impl Worker {
     pub async fn spawn(
         init: WorkerInit,
         state: StateStore,
-        metrics: mpsc::UnboundedSender<GuestMetric>,
+        metrics: Option<ConnectorMetrics>,
     ) -> anyhow::Result<Worker> {
         let exe = std::env::current_exe().context("cannot find the danube-host binary")?;
         let watchdog = std::time::Duration::from_millis(init.limits.call_timeout_ms)
@@ -96,7 +99,10 @@ impl Worker {
         let replies = pending.clone();
         std::thread::Builder::new()
             .name("worker-reader".into())
-            .spawn(move || read_replies(reader, replies, state, metrics))?;
+            .spawn({
+                let metrics = metrics.clone();
+                move || read_replies(reader, replies, state, metrics)
+            })?;
 
         Ok(Worker {
             child,
@@ -105,6 +111,7 @@ impl Worker {
             next_id: AtomicU64::new(1),
             info,
             watchdog,
+            metrics,
         })
     }
 
@@ -112,8 +119,27 @@ impl Worker {
         &self.info
     }
 
-    /// Sends a call and waits for its outcome.
+    /// Sends a call and waits for its outcome, counting its duration and any
+    /// error it returns.
     pub async fn call(&self, trace_id: u64, call: Call) -> Result<CallOutcome, WorkerGone> {
+        let started = std::time::Instant::now();
+        let kind = call.kind();
+        let result = self.send_call(trace_id, call).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_call(kind, started.elapsed());
+            match &result {
+                Ok(CallOutcome::Error(e)) => metrics.error(e.class()),
+                Ok(CallOutcome::Processed(failures)) => {
+                    failures.iter().for_each(|f| metrics.error(f.error.class()))
+                }
+                Ok(CallOutcome::Trapped(_)) | Err(_) => metrics.error("trap"),
+                Ok(_) => {}
+            }
+        }
+        result
+    }
+
+    async fn send_call(&self, trace_id: u64, call: Call) -> Result<CallOutcome, WorkerGone> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kind = call.kind();
         let (tx, rx) = oneshot::channel();
@@ -163,11 +189,18 @@ fn read_replies(
     mut reader: UnixStream,
     pending: Pending,
     mut state: StateStore,
-    metrics: mpsc::UnboundedSender<GuestMetric>,
+    metrics: Option<ConnectorMetrics>,
 ) {
     loop {
         match read_frame::<FromWorker>(&mut reader) {
-            Ok(Some(FromWorker::Reply { id, outcome })) => {
+            Ok(Some(FromWorker::Reply {
+                id,
+                outcome,
+                memory_bytes,
+            })) => {
+                if let Some(metrics) = &metrics {
+                    metrics.set_guest_memory(memory_bytes);
+                }
                 let waiter = pending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -183,7 +216,9 @@ fn read_replies(
                 }
             }
             Ok(Some(FromWorker::Metric(m))) => {
-                let _ = metrics.send(m);
+                if let Some(metrics) = &metrics {
+                    metrics.guest_metric(m);
+                }
             }
             Ok(Some(other)) => {
                 tracing::error!(frame = ?other, "unexpected frame from the worker");

@@ -28,7 +28,7 @@ use crate::protocol::{
 pub use engine::default_cache_dir;
 use guest::Guest;
 use sandbox::GuestOutput;
-use state::GuestState;
+use state::{GuestState, MemoryLimiter};
 
 /// Exit codes of the worker, read by the supervisor.
 pub mod exit {
@@ -110,13 +110,31 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
         guest.state_mut().trace_id = trace_id;
         let kind = call.kind();
         match guest.call(call) {
-            Ok(outcome) => write_frame(&mut writer, &FromWorker::Reply { id, outcome })?,
+            Ok(outcome) => {
+                let memory_bytes = guest.state_mut().limits.memory_bytes as u64;
+                write_frame(
+                    &mut writer,
+                    &FromWorker::Reply {
+                        id,
+                        outcome,
+                        memory_bytes,
+                    },
+                )?
+            }
             Err(e) => {
                 let why =
                     guest::describe_trap(&e, call_timeout_ms, &guest.state_mut().stderr.tail());
                 tracing::error!(call = kind, error = %why, "guest trapped; the instance is discarded");
                 let outcome = CallOutcome::Trapped(format!("in {kind}: {why}"));
-                write_frame(&mut writer, &FromWorker::Reply { id, outcome })?;
+                let memory_bytes = guest.state_mut().limits.memory_bytes as u64;
+                write_frame(
+                    &mut writer,
+                    &FromWorker::Reply {
+                        id,
+                        outcome,
+                        memory_bytes,
+                    },
+                )?;
                 return Ok(exit::TRAPPED);
             }
         }
@@ -133,10 +151,13 @@ fn load(init: &WorkerInit, socket: UnixStream) -> anyhow::Result<Guest> {
     let state = GuestState {
         wasi: sandbox::wasi_context(&init.limits, stdout, stderr.clone())?,
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(init.limits.memory_bytes).unwrap_or(usize::MAX))
-            .trap_on_grow_failure(true)
-            .build(),
+        limits: MemoryLimiter {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(usize::try_from(init.limits.memory_bytes).unwrap_or(usize::MAX))
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_bytes: 0,
+        },
         call_ticks: init
             .limits
             .call_timeout_ms

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::sandbox::GuestOutput;
@@ -13,7 +13,7 @@ use super::sandbox::GuestOutput;
 pub struct GuestState {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: MemoryLimiter,
     /// A call's time limit in epoch ticks.
     pub call_ticks: u64,
     /// The connector's name, on every log line the guest writes.
@@ -28,6 +28,38 @@ pub struct GuestState {
     /// The guest's stderr, kept to explain a trap with the guest's own panic
     /// message.
     pub stderr: GuestOutput,
+}
+
+/// The store's memory cap, which also keeps count of the guest's linear memory
+/// so the supervisor can report it.
+pub struct MemoryLimiter {
+    pub limits: StoreLimits,
+    /// Bytes of linear memory the guest holds.
+    pub memory_bytes: usize,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes = self.memory_bytes + desired - current;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
 }
 
 impl WasiView for GuestState {

@@ -181,7 +181,8 @@ pub fn run_host(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Writes a host configuration file: the root keys, then `rest` verbatim.
+/// Writes a host configuration file: the root keys, a state directory in
+/// `dir`, metrics on a free loopback port, then `rest` verbatim.
 pub fn write_config(
     dir: &Path,
     file: &str,
@@ -191,7 +192,7 @@ pub fn write_config(
 ) -> PathBuf {
     let path = dir.join(file);
     let text = format!(
-        "danube_service_url = \"{broker_url}\"\nconnector_name = \"{connector}\"\n\n[state]\ndir = \"{}\"\n\n{rest}",
+        "danube_service_url = \"{broker_url}\"\nconnector_name = \"{connector}\"\n\n[state]\ndir = \"{}\"\n\n[metrics]\nbind = \"127.0.0.1\"\nport = 0\n\n{rest}",
         dir.join("state").display()
     );
     std::fs::write(&path, text).unwrap();
