@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use danube_connect_sdk::{
     BatchOutcome, ConnectorError, ConnectorInfo, ConsumerConfig, Sink, SinkRecord,
-    SubscriptionType, info, metrics,
+    SubscriptionType, debug, info, metrics,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -193,6 +193,7 @@ impl Sink for FileSink {
                 .map_err(|e| ConnectorError::retryable(format!("writing records: {e}")))?;
             metrics::counter_add("file_sink_lines_written_total", written, &[]);
         }
+        debug!("wrote {written} of {} records", records.len());
         Ok(outcome)
     }
 
