@@ -8,8 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Host, guest, wait_until_async, write_config};
-use danube_client::DanubeClient;
+use common::{Host, guest, reliable_producer, wait_subscribed, wait_until_async, write_config};
 use danube_testkit::TestBroker;
 
 /// The address the host logged for its observability endpoints.
@@ -88,30 +87,11 @@ async fn metrics_count_what_moved_and_trace_ids_reach_the_guest() {
         ),
     );
     let sink = Host::start(&guest("file-sink"), &config, &[("LOG_LEVEL", "debug")]);
-    assert!(
-        wait_until_async(Duration::from_secs(30), || broker
-            .subscription(TOPIC, "s")
-            .is_some_and(|s| s.consumers > 0))
-        .await,
-        "{}",
-        sink.log()
-    );
+    wait_subscribed(&broker, &[TOPIC.to_string()], "s", &sink).await;
     let addr = endpoint(&sink).expect("the host logs where it serves metrics");
     assert_eq!(get(&addr, "/ready").0, 200);
 
-    let client = DanubeClient::builder()
-        .service_url(broker.url())
-        .build()
-        .await
-        .unwrap();
-    let mut producer = client
-        .new_producer()
-        .with_topic(TOPIC)
-        .with_name("p")
-        .with_reliable_dispatch()
-        .build()
-        .unwrap();
-    producer.create().await.unwrap();
+    let producer = reliable_producer(&broker.url(), TOPIC).await;
     for i in 0..30u32 {
         let payload = serde_json::json!({ "i": i, "poison": i % 10 == 3 });
         producer

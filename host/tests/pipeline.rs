@@ -7,8 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Host, guest, wait_until_async, write_config};
-use danube_client::DanubeClient;
+use common::{Host, guest, reliable_producer, wait_subscribed, wait_until_async, write_config};
 use danube_testkit::TestBroker;
 use serde_json::Value;
 
@@ -28,25 +27,6 @@ fn committed_seq(state_file: &Path) -> Option<u64> {
     String::from_utf8(value.clone()).ok()?.trim().parse().ok()
 }
 
-/// Creates `topic` (with `partitions`) so that a sink can subscribe before the
-/// source starts: a new subscription starts at the latest message.
-async fn create_topic(url: &str, topic: &str, partitions: usize) {
-    let client = DanubeClient::builder()
-        .service_url(url)
-        .build()
-        .await
-        .unwrap();
-    let mut builder = client
-        .new_producer()
-        .with_topic(topic)
-        .with_name("topic-creator")
-        .with_reliable_dispatch();
-    if partitions > 1 {
-        builder = builder.with_partitions(partitions);
-    }
-    builder.build().unwrap().create().await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_records_flow_from_datagen_to_file_sink_exactly_once() {
     const COUNT: u64 = 10_000;
@@ -55,7 +35,7 @@ async fn ten_thousand_records_flow_from_datagen_to_file_sink_exactly_once() {
     let broker = TestBroker::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    create_topic(&broker.url(), TOPIC, PARTITIONS).await;
+    broker.create_topic(TOPIC, PARTITIONS as u32, true).unwrap();
 
     let sink_config = write_config(
         dir.path(),
@@ -68,19 +48,10 @@ async fn ten_thousand_records_flow_from_datagen_to_file_sink_exactly_once() {
         ),
     );
     let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
-    let subscribed = wait_until_async(Duration::from_secs(30), || {
-        (0..PARTITIONS).all(|p| {
-            broker
-                .subscription(&format!("{TOPIC}-part-{p}"), "e2e")
-                .is_some_and(|s| s.consumers > 0)
-        })
-    })
-    .await;
-    assert!(
-        subscribed,
-        "the sink did not subscribe; log:\n{}",
-        sink.log()
-    );
+    let partitions: Vec<String> = (0..PARTITIONS)
+        .map(|p| format!("{TOPIC}-part-{p}"))
+        .collect();
+    wait_subscribed(&broker, &partitions, "e2e", &sink).await;
 
     let source_config = write_config(
         dir.path(),
@@ -182,7 +153,7 @@ async fn an_invalid_record_is_dead_lettered_and_the_rest_of_its_batch_lands() {
     let broker = TestBroker::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    create_topic(&broker.url(), TOPIC, 0).await;
+    broker.create_topic(TOPIC, 0, true).unwrap();
 
     let sink_config = write_config(
         dir.path(),
@@ -195,28 +166,9 @@ async fn an_invalid_record_is_dead_lettered_and_the_rest_of_its_batch_lands() {
         ),
     );
     let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
-    assert!(
-        wait_until_async(Duration::from_secs(30), || broker
-            .subscription(TOPIC, "s")
-            .is_some_and(|s| s.consumers > 0))
-        .await,
-        "the sink did not subscribe; log:\n{}",
-        sink.log()
-    );
+    wait_subscribed(&broker, &[TOPIC.to_string()], "s", &sink).await;
 
-    let client = DanubeClient::builder()
-        .service_url(broker.url())
-        .build()
-        .await
-        .unwrap();
-    let mut producer = client
-        .new_producer()
-        .with_topic(TOPIC)
-        .with_name("test-producer")
-        .with_reliable_dispatch()
-        .build()
-        .unwrap();
-    producer.create().await.unwrap();
+    let producer = reliable_producer(&broker.url(), TOPIC).await;
     for i in 0..20u32 {
         let payload = serde_json::json!({ "i": i, "poison": i == 7 });
         let attrs = HashMap::from([("origin".to_string(), "test".to_string())]);

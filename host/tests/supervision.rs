@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Host, guest, wait_until_async, write_config};
+use common::{Host, guest, wait_subscribed, wait_until_async, write_config};
 use danube_testkit::TestBroker;
 
 /// The worker process of a host: its only child. Children are listed per
@@ -64,14 +64,7 @@ async fn killed_workers_are_replaced_and_no_record_is_lost() {
         ),
     );
     let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
-    assert!(
-        wait_until_async(Duration::from_secs(30), || broker
-            .subscription(TOPIC, "s")
-            .is_some_and(|s| s.consumers > 0))
-        .await,
-        "{}",
-        sink.log()
-    );
+    wait_subscribed(&broker, &[TOPIC.to_string()], "s", &sink).await;
     // A paced source, so the kills land mid-flow.
     let source_config = write_config(
         dir.path(),

@@ -109,34 +109,25 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
         };
         guest.state_mut().trace_id = trace_id;
         let kind = call.kind();
-        match guest.call(call) {
-            Ok(outcome) => {
-                let memory_bytes = guest.state_mut().limits.memory_bytes as u64;
-                write_frame(
-                    &mut writer,
-                    &FromWorker::Reply {
-                        id,
-                        outcome,
-                        memory_bytes,
-                    },
-                )?
-            }
+        let result = guest.call(call);
+        let memory_bytes = guest.state_mut().limits.memory_bytes as u64;
+        let (outcome, trapped) = match result {
+            Ok(outcome) => (outcome, false),
             Err(e) => {
                 let why =
                     guest::describe_trap(&e, call_timeout_ms, &guest.state_mut().stderr.tail());
                 tracing::error!(call = kind, error = %why, "guest trapped; the instance is discarded");
-                let outcome = CallOutcome::Trapped(format!("in {kind}: {why}"));
-                let memory_bytes = guest.state_mut().limits.memory_bytes as u64;
-                write_frame(
-                    &mut writer,
-                    &FromWorker::Reply {
-                        id,
-                        outcome,
-                        memory_bytes,
-                    },
-                )?;
-                return Ok(exit::TRAPPED);
+                (CallOutcome::Trapped(format!("in {kind}: {why}")), true)
             }
+        };
+        let reply = FromWorker::Reply {
+            id,
+            outcome,
+            memory_bytes,
+        };
+        write_frame(&mut writer, &reply)?;
+        if trapped {
+            return Ok(exit::TRAPPED);
         }
     }
     Ok(exit::DONE)

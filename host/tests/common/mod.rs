@@ -198,3 +198,44 @@ pub fn write_config(
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Waits until every one of `topics` has a consumer connected on
+/// `subscription` (a sink subscribed), or panics with the host's log.
+pub async fn wait_subscribed(
+    broker: &danube_testkit::TestBroker,
+    topics: &[String],
+    subscription: &str,
+    host: &Host,
+) {
+    let subscribed = wait_until_async(Duration::from_secs(30), || {
+        topics.iter().all(|t| {
+            broker
+                .subscription(t, subscription)
+                .is_some_and(|s| s.consumers > 0)
+        })
+    })
+    .await;
+    assert!(
+        subscribed,
+        "the sink did not subscribe; log:\n{}",
+        host.log()
+    );
+}
+
+/// A created reliable producer on `topic`, through the real client.
+pub async fn reliable_producer(broker_url: &str, topic: &str) -> danube_client::Producer {
+    let client = danube_client::DanubeClient::builder()
+        .service_url(broker_url)
+        .build()
+        .await
+        .unwrap();
+    let mut producer = client
+        .new_producer()
+        .with_topic(topic)
+        .with_name("test-producer")
+        .with_reliable_dispatch()
+        .build()
+        .unwrap();
+    producer.create().await.unwrap();
+    producer
+}
