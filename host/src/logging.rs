@@ -14,10 +14,12 @@ pub fn init(filter: &str, json: bool) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = if json {
+        // The connector span rides on every line as "span": {"connector": ..}.
         builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init()
     } else {
         builder.try_init()

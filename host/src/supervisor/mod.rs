@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::config::{ConnectorConfig, documented_keys};
 use crate::observability::{ConnectorMetrics, Observability, Status};
@@ -230,7 +231,13 @@ const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// A worker that dies (trap, crash, hang) is replaced with capped exponential
 /// backoff; the Danube side (subscriptions, producers, batches the dead worker
 /// held) carries over to the new one.
-pub async fn run(module: PathBuf, mut config: ConnectorConfig, log: LogSettings) -> ExitCode {
+pub async fn run(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> ExitCode {
+    // Every line logged for this connector, by the host and its tasks, names it.
+    let span = tracing::info_span!("connector", connector = %config.host.connector_name);
+    run_connector(module, config, log).instrument(span).await
+}
+
+async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSettings) -> ExitCode {
     let name = config.host.connector_name.clone();
     let fail = |code: u8, message: String| {
         tracing::error!(connector = %name, "{message}");
@@ -255,10 +262,7 @@ pub async fn run(module: PathBuf, mut config: ConnectorConfig, log: LogSettings)
         Err(e) => return fail(exit::MODULE, format!("{e:#}")),
     };
     let server = match observability.serve(config.host.metrics_addr()).await {
-        Ok(server) => {
-            tracing::info!(connector = %name, addr = %server.local_addr(), "serving /metrics, /health and /ready");
-            server
-        }
+        Ok(server) => server,
         Err(e) => return fail(exit::CONFIG, format!("{e:#}")),
     };
     let info = first.info().clone();
@@ -269,7 +273,7 @@ pub async fn run(module: PathBuf, mut config: ConnectorConfig, log: LogSettings)
     let config = config;
 
     let (shutdown_tx, shutdown) = watch::channel(false);
-    tokio::spawn(watch_signals(shutdown_tx));
+    tokio::spawn(watch_signals(shutdown_tx).in_current_span());
     let limit = Duration::from_millis(config.host.processing.publish_timeout_ms);
     let policy = RetryPolicy {
         config: config.host.retry.clone(),

@@ -16,6 +16,7 @@ use danube_core::message::StreamMessage;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{OnceCell, mpsc, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::danube::{self, DanubeFailure};
 use super::retry::RetryPolicy;
@@ -82,15 +83,18 @@ impl<'a> SinkPipeline<'a> {
                 .map_err(|e| Stop::Fatal(e.message))?;
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
             ackers.push(ack_tx);
-            consumer_tasks.push(tokio::spawn(consume(
-                consumer,
-                index,
-                deliveries_tx.clone(),
-                ack_rx,
-                shutdown.clone(),
-                limit,
-                policy.clone(),
-            )));
+            consumer_tasks.push(tokio::spawn(
+                consume(
+                    consumer,
+                    index,
+                    deliveries_tx.clone(),
+                    ack_rx,
+                    shutdown.clone(),
+                    limit,
+                    policy.clone(),
+                )
+                .in_current_span(),
+            ));
             tracing::info!(topic = %consumer_config.topic, subscription = %consumer_config.subscription, "subscribed");
         }
         Ok(SinkPipeline {

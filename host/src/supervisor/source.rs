@@ -15,6 +15,7 @@ use std::time::Duration;
 use danube_client::{DanubeClient, Producer};
 use futures::Future;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::danube::{self, DanubeFailure};
 use super::retry::RetryPolicy;
@@ -264,14 +265,17 @@ async fn start_lanes(
                 .await
                 .map_err(|e| Stop::Fatal(e.message))?;
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(lane(
-                producer,
-                producer_config.topic.clone(),
-                rx,
-                published.clone(),
-                policy.clone(),
-                limit,
-            ));
+            tokio::spawn(
+                lane(
+                    producer,
+                    producer_config.topic.clone(),
+                    rx,
+                    published.clone(),
+                    policy.clone(),
+                    limit,
+                )
+                .in_current_span(),
+            );
             senders.push(tx);
         }
         lanes.insert(producer_config.topic.clone(), senders);

@@ -74,6 +74,7 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
         None => return Ok(exit::DONE),
     };
     crate::logging::init(&init.log_filter, init.log_json);
+    let _span = tracing::info_span!("connector", connector = %init.connector).entered();
     if init.protocol_version != PROTOCOL_VERSION {
         let message = format!(
             "supervisor speaks protocol {} but this worker speaks {PROTOCOL_VERSION}; the danube-host binary was replaced while running, restart it",

@@ -1,21 +1,34 @@
 //! `probe-connector`: a **test fixture** for `danube-host`'s own tests, not a
 //! connector for real use.
 //!
-//! It is a sink whose `[probe]` table chooses how it misbehaves in `open`, so
-//! that the host's handling of guest faults can be observed from outside:
+//! It is a sink whose `[probe]` table chooses how it misbehaves, in `open` or
+//! later in `process-batch`, so that the host's handling of guest faults can
+//! be observed from outside.
+//!
+//! In `open`, checked in this order:
 //!
 //! | key               | what `open` does                                              |
 //! |-------------------|---------------------------------------------------------------|
 //! | `panic_in_open`   | panics with [`PANIC_MESSAGE`]                                  |
 //! | `report_env`      | fails with `config("env NAME = VALUE; N variables visible")`, VALUE being `<unset>` when the variable is not set |
+//! | `connect_to`      | tries a TCP connection to `ADDRESS:PORT` and fails with `config("connect ADDRESS:PORT: OUTCOME")`, OUTCOME being `ok` or the error |
+//! | `read_path`       | tries to read that file and fails with `config("read PATH: OUTCOME")`, OUTCOME being `ok (N bytes)` or the error |
 //! | `loop_in_open`    | loops forever (the host's `[sandbox] call_timeout_ms` must stop it) |
 //! | `alloc_mb`        | allocates and touches that many MiB (the `[sandbox] memory_mb` cap must stop it when it is smaller) |
 //! | `config_error`    | fails with `config(<the text>)`                               |
 //! | `fatal_error`     | fails with `fatal(<the text>)`                                |
 //!
-//! The checks run in the order of the table. With none set, `open` succeeds
-//! and consumes `topic` (default `/default/probe`); every batch is accepted
-//! and dropped.
+//! With none of those set, `open` succeeds and consumes `topic` (default
+//! `/default/probe`) on the shared subscription `subscription` (default
+//! `probe`). Then, per batch:
+//!
+//! | key                | what `process-batch` does                                    |
+//! |--------------------|--------------------------------------------------------------|
+//! | `loop_in_batch`    | loops forever on every batch (the call timeout must stop it)  |
+//! | `trap_in_batch_on` | writes the batch's records in order, and panics with [`BATCH_PANIC_MESSAGE`] on the first record whose JSON payload has this field set to `true` |
+//! | `write_to`         | appends each accepted record's payload as one line to this file (in a directory granted with `[sandbox] dirs`); without it, records are accepted and dropped |
+
+use std::io::Write;
 
 use danube_connect_sdk::{
     BatchOutcome, ConnectorError, ConnectorInfo, ConsumerConfig, Sink, SinkRecord,
@@ -25,14 +38,23 @@ use serde::Deserialize;
 /// The panic message of `panic_in_open`.
 pub const PANIC_MESSAGE: &str = "probe panics in open as asked";
 
+/// The panic message of `trap_in_batch_on`.
+pub const BATCH_PANIC_MESSAGE: &str = "probe panics in process-batch on a poisoned record";
+
 const CONFIG_EXAMPLE: &str = r#"[probe]
 topic = "/default/probe"
+subscription = "probe"
 panic_in_open = false
 report_env = "HOME"
+connect_to = "127.0.0.1:1883"
+read_path = "/etc/hostname"
 loop_in_open = false
 alloc_mb = 0
 config_error = "a configuration error to return"
 fatal_error = "a fatal error to return"
+loop_in_batch = false
+trap_in_batch_on = "poison"
+write_to = "/granted/dir/probe.jsonl"
 "#;
 
 /// The `[probe]` table.
@@ -41,10 +63,16 @@ fatal_error = "a fatal error to return"
 pub struct Config {
     #[serde(default = "default_topic")]
     topic: String,
+    #[serde(default = "default_subscription")]
+    subscription: String,
     #[serde(default)]
     panic_in_open: bool,
     #[serde(default)]
     report_env: Option<String>,
+    #[serde(default)]
+    connect_to: Option<String>,
+    #[serde(default)]
+    read_path: Option<String>,
     #[serde(default)]
     loop_in_open: bool,
     #[serde(default)]
@@ -53,20 +81,63 @@ pub struct Config {
     config_error: Option<String>,
     #[serde(default)]
     fatal_error: Option<String>,
+    #[serde(default)]
+    loop_in_batch: bool,
+    #[serde(default)]
+    trap_in_batch_on: Option<String>,
+    #[serde(default)]
+    write_to: Option<String>,
 }
 
 fn default_topic() -> String {
     "/default/probe".into()
 }
 
-pub struct Probe;
+fn default_subscription() -> String {
+    "probe".into()
+}
+
+pub struct Probe {
+    loop_in_batch: bool,
+    trap_in_batch_on: Option<String>,
+    write_to: Option<std::fs::File>,
+}
+
+/// Tries a TCP connection, with a bound so that a dropped packet never hangs
+/// `open`; says how it went.
+fn try_connect(target: &str) -> String {
+    use std::net::ToSocketAddrs;
+    let addr = match target.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => addr,
+        Ok(None) => return "no address".into(),
+        Err(e) => return format!("cannot resolve: {e}"),
+    };
+    match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)) {
+        Ok(_) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn try_read(path: &str) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => format!("ok ({} bytes)", bytes.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Whether the record's JSON payload has `field` set to `true`.
+fn poisoned(record: &SinkRecord, field: &str) -> bool {
+    record
+        .payload_json::<serde_json::Value>()
+        .is_ok_and(|v| v.get(field) == Some(&serde_json::Value::Bool(true)))
+}
 
 impl Sink for Probe {
     type Config = Config;
 
     fn describe() -> ConnectorInfo {
         ConnectorInfo::new(
-            "Test fixture: misbehaves in open as its [probe] table says.",
+            "Test fixture: misbehaves in open or per batch as its [probe] table says.",
             CONFIG_EXAMPLE,
         )
     }
@@ -81,6 +152,16 @@ impl Sink for Probe {
             return Err(ConnectorError::config(format!(
                 "env {name} = {value}; {count} variables visible"
             )));
+        }
+        if let Some(target) = &config.connect_to {
+            let outcome = try_connect(target);
+            return Err(ConnectorError::config(format!(
+                "connect {target}: {outcome}"
+            )));
+        }
+        if let Some(path) = &config.read_path {
+            let outcome = try_read(path);
+            return Err(ConnectorError::config(format!("read {path}: {outcome}")));
         }
         if config.loop_in_open {
             let mut n = 0u64;
@@ -102,10 +183,46 @@ impl Sink for Probe {
         if let Some(message) = config.fatal_error {
             return Err(ConnectorError::fatal(message));
         }
-        Ok((Probe, vec![ConsumerConfig::new(config.topic, "probe")]))
+        let write_to = match &config.write_to {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| ConnectorError::config(format!("write_to {path}: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok((
+            Probe {
+                loop_in_batch: config.loop_in_batch,
+                trap_in_batch_on: config.trap_in_batch_on,
+                write_to,
+            },
+            vec![ConsumerConfig::new(config.topic, config.subscription)],
+        ))
     }
 
-    fn process_batch(&mut self, _records: Vec<SinkRecord>) -> Result<BatchOutcome, ConnectorError> {
+    fn process_batch(&mut self, records: Vec<SinkRecord>) -> Result<BatchOutcome, ConnectorError> {
+        if self.loop_in_batch {
+            let mut n = 0u64;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        for record in &records {
+            if let Some(field) = &self.trap_in_batch_on
+                && poisoned(record, field)
+            {
+                panic!("{BATCH_PANIC_MESSAGE}");
+            }
+            if let Some(file) = &mut self.write_to {
+                let mut line = record.payload().to_vec();
+                line.push(b'\n');
+                file.write_all(&line)
+                    .map_err(|e| ConnectorError::retryable(format!("writing: {e}")))?;
+            }
+        }
         Ok(BatchOutcome::all_ok())
     }
 }
