@@ -75,7 +75,6 @@ pub async fn serve(observability: Observability, addr: SocketAddr) -> anyhow::Re
             tracing::error!(%addr, error = %e, "the metrics and health endpoint stopped");
         }
     });
-    tracing::info!(%addr, "serving /metrics, /health and /ready");
     Ok(ServerHandle {
         addr,
         stop: Some(stop_tx),

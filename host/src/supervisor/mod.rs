@@ -262,7 +262,10 @@ async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSet
         Err(e) => return fail(exit::MODULE, format!("{e:#}")),
     };
     let server = match observability.serve(config.host.metrics_addr()).await {
-        Ok(server) => server,
+        Ok(server) => {
+            tracing::info!(addr = %server.local_addr(), "serving /metrics, /health and /ready");
+            server
+        }
         Err(e) => return fail(exit::CONFIG, format!("{e:#}")),
     };
     let info = first.info().clone();
