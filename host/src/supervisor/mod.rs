@@ -240,7 +240,7 @@ pub async fn run(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> 
 async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSettings) -> ExitCode {
     let name = config.host.connector_name.clone();
     let fail = |code: u8, message: String| {
-        tracing::error!(connector = %name, "{message}");
+        tracing::error!("{message}");
         eprintln!("danube-host: connector {name}: {message}");
         ExitCode::from(code)
     };
@@ -269,7 +269,7 @@ async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSet
         Err(e) => return fail(exit::CONFIG, format!("{e:#}")),
     };
     let info = first.info().clone();
-    tracing::info!(connector = %name, module = %module.display(), world = %info.world, guest = %info.name, guest_version = %info.version, "module loaded");
+    tracing::info!(module = %module.display(), world = %info.world, guest = %info.name, guest_version = %info.version, "module loaded");
     config.apply_connector_env(&documented_keys(&info.config_example), &|k| {
         std::env::var(k).ok()
     });
@@ -338,7 +338,7 @@ async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSet
                             Status::Degraded,
                             format!("worker died, restarting: {why}"),
                         );
-                        tracing::warn!(connector = %name, error = %why, restart = restarts.attempts(), restart_in_ms = delay.as_millis() as u64, "worker died; restarting it");
+                        tracing::warn!(error = %why, restart = restarts.attempts(), restart_in_ms = delay.as_millis() as u64, "worker died; restarting it");
                         let mut shutdown = shutdown.clone();
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
@@ -363,7 +363,7 @@ async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSet
     server.stop().await;
     match result {
         Ok(()) => {
-            tracing::info!(connector = %name, "stopped cleanly");
+            tracing::info!("stopped cleanly");
             ExitCode::from(exit::OK)
         }
         Err(stop) => {
