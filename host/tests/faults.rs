@@ -1,0 +1,485 @@
+//! Fault injection through running hosts and the test broker: a source host
+//! stopped or killed mid-flow and started again, the broker restarted and
+//! paused mid-flow, and workers killed over and over during a long run. Each
+//! test counts the records: none missing, duplicates printed and bounded by
+//! what was in flight.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Host, guest, wait_subscribed, wait_until_async, write_config};
+use danube_testkit::{BrokerConfig, TestBroker};
+
+/// Retries that outlast every fault below: a broker away for seconds, a
+/// worker killed again and again.
+const PATIENT_RETRY: &str =
+    "[retry]\nmax_retries = 100\nretry_backoff_ms = 20\nmax_backoff_ms = 300\n\n";
+
+/// Sequence numbers in datagen payloads on a broker topic, with counts.
+fn seqs_in_broker(broker: &TestBroker, topic: &str) -> BTreeMap<u64, usize> {
+    let mut seen = BTreeMap::new();
+    for m in broker.messages(topic) {
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        *seen.entry(v["seq"].as_u64().unwrap()).or_default() += 1;
+    }
+    seen
+}
+
+/// Sequence numbers in the file-sink's output, with counts.
+fn seqs_in_file(out_file: &Path) -> HashMap<u64, usize> {
+    let mut seen = HashMap::new();
+    for line in std::fs::read_to_string(out_file)
+        .unwrap_or_default()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        *seen
+            .entry(v["payload"]["seq"].as_u64().unwrap())
+            .or_default() += 1;
+    }
+    seen
+}
+
+/// Lines in a file, counted without parsing them (cheap enough to poll).
+fn line_count(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|c| **c == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// Missing sequence numbers below `count`, and duplicates in all.
+fn missing_and_duplicates<'a>(
+    seen: impl IntoIterator<Item = (&'a u64, &'a usize)> + Clone,
+    count: u64,
+) -> (Vec<u64>, usize) {
+    let present: std::collections::HashSet<u64> =
+        seen.clone().into_iter().map(|(s, _)| *s).collect();
+    let missing = (0..count).filter(|s| !present.contains(s)).collect();
+    let duplicates = seen.into_iter().map(|(_, n)| n - 1).sum();
+    (missing, duplicates)
+}
+
+/// The committed sequence number in datagen's persisted state store.
+fn committed_seq(state_file: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(state_file).ok()?;
+    let map: BTreeMap<String, Vec<u8>> = serde_json::from_str(&text).ok()?;
+    String::from_utf8(map.get("committed_seq")?.clone())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The worker process of a host: its only child. Children are listed per
+/// thread of the parent, so every thread is looked at.
+fn worker_pid(host_pid: i32) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{host_pid}/task")).ok()?;
+    tasks.flatten().find_map(|task| {
+        let children = std::fs::read_to_string(task.path().join("children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// SIGKILLs the host's worker, waiting for one to exist; returns its pid.
+async fn kill_worker(host: &Host) -> i32 {
+    let mut pid = None;
+    assert!(
+        wait_until_async(Duration::from_secs(20), || {
+            pid = worker_pid(host.pid());
+            pid.is_some()
+        })
+        .await,
+        "the host has no worker process; log:\n{}",
+        host.log()
+    );
+    let pid = pid.unwrap();
+    // SAFETY: kill(2) on a process this test started (through the host).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    pid
+}
+
+/// Stops a host with SIGTERM off the async runtime; asserts a clean exit.
+async fn terminate(host: Host) {
+    let log = host.log();
+    let status = tokio::task::spawn_blocking(move || host.terminate(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(status.success(), "exit {status:?}; log:\n{log}");
+}
+
+/// A datagen source writing `count` records at `rate`/s to `topic`.
+fn source_config(
+    dir: &Path,
+    broker: &TestBroker,
+    name: &str,
+    topic: &str,
+    count: u64,
+    rate: u64,
+    processing: &str,
+) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!("{name}.toml"),
+        &broker.url(),
+        name,
+        &format!(
+            "{PATIENT_RETRY}[processing]\n{processing}\n\n[datagen]\ntopics = [\"{topic}\"]\ncount = {count}\nrate = {rate}\n"
+        ),
+    )
+}
+
+/// Stopped mid-flow (SIGTERM: drain, commit, exit 0) and started again with
+/// the same state directory, a source resumes after its last commit: no
+/// sequence number is missing from the topic, and a drained stop leaves
+/// nothing in flight to duplicate.
+#[tokio::test(flavor = "multi_thread")]
+async fn source_stopped_mid_flow_resumes_from_its_last_commit() {
+    const TOPIC: &str = "/default/resumed";
+    const COUNT: u64 = 4_000;
+    const MAX_IN_FLIGHT: u64 = 500;
+    const BATCH: u64 = 100;
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = source_config(
+        dir.path(),
+        &broker,
+        "resumed",
+        TOPIC,
+        COUNT,
+        2_000,
+        &format!("batch_size = {BATCH}\nmax_in_flight = {MAX_IN_FLIGHT}"),
+    );
+    let state_file = dir.path().join("state/resumed.state.json");
+
+    let first = Host::start(&guest("datagen-source"), &config, &[]);
+    assert!(
+        broker
+            .wait_for(Duration::from_secs(30), |b| b.messages(TOPIC).len()
+                >= 1_500)
+            .await,
+        "log:\n{}",
+        first.log()
+    );
+    terminate(first).await;
+    let stored_at_stop = broker.messages(TOPIC).len() as u64;
+    let committed = committed_seq(&state_file).expect("a commit before the stop");
+    println!("stopped with {stored_at_stop} records stored, committed seq {committed}");
+    assert!(
+        stored_at_stop < COUNT,
+        "the stop came too late to be mid-flow"
+    );
+    assert_eq!(
+        committed + 1,
+        stored_at_stop,
+        "a drained stop commits everything the broker acknowledged"
+    );
+
+    let second = Host::start(&guest("datagen-source"), &config, &[]);
+    assert!(
+        broker
+            .wait_for(Duration::from_secs(30), |b| seqs_in_broker(b, TOPIC).len()
+                as u64
+                == COUNT)
+            .await,
+        "{} of {COUNT} distinct records; log:\n{}",
+        seqs_in_broker(&broker, TOPIC).len(),
+        second.log()
+    );
+    let resumed_at = format!("datagen starting at seq {}", committed + 1);
+    assert!(
+        second.log().contains(&resumed_at),
+        "no {resumed_at:?} in:\n{}",
+        second.log()
+    );
+    terminate(second).await;
+
+    let seen = seqs_in_broker(&broker, TOPIC);
+    let (missing, duplicates) = missing_and_duplicates(&seen, COUNT);
+    println!(
+        "SIGTERM and restart: {} records, {duplicates} duplicates",
+        seen.len()
+    );
+    assert!(missing.is_empty(), "missing: {missing:?}");
+    assert!(
+        duplicates as u64 <= MAX_IN_FLIGHT + BATCH,
+        "{duplicates} duplicates"
+    );
+}
+
+/// Killed outright (SIGKILL of the host and so of its worker), a source
+/// restarted on the same state directory resumes after its last commit: the
+/// duplicates are at most the records that were in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn source_host_killed_mid_flow_resumes_with_duplicates_only_from_in_flight() {
+    const TOPIC: &str = "/default/killed";
+    const COUNT: u64 = 4_000;
+    const MAX_IN_FLIGHT: u64 = 500;
+    const BATCH: u64 = 100;
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = source_config(
+        dir.path(),
+        &broker,
+        "killed",
+        TOPIC,
+        COUNT,
+        2_000,
+        &format!("batch_size = {BATCH}\nmax_in_flight = {MAX_IN_FLIGHT}"),
+    );
+    let state_file = dir.path().join("state/killed.state.json");
+
+    let first = Host::start(&guest("datagen-source"), &config, &[]);
+    assert!(
+        broker
+            .wait_for(Duration::from_secs(30), |b| b.messages(TOPIC).len()
+                >= 1_500)
+            .await,
+        "log:\n{}",
+        first.log()
+    );
+    // Dropping the handle SIGKILLs the host; the worker follows it
+    // (PR_SET_PDEATHSIG).
+    drop(first);
+    let committed = committed_seq(&state_file).expect("a commit before the kill");
+    println!(
+        "killed with {} records stored, committed seq {committed}",
+        broker.messages(TOPIC).len()
+    );
+
+    let second = Host::start(&guest("datagen-source"), &config, &[]);
+    assert!(
+        broker
+            .wait_for(Duration::from_secs(30), |b| seqs_in_broker(b, TOPIC).len()
+                as u64
+                == COUNT)
+            .await,
+        "{} of {COUNT} distinct records; log:\n{}",
+        seqs_in_broker(&broker, TOPIC).len(),
+        second.log()
+    );
+    let resumed_at = format!("datagen starting at seq {}", committed + 1);
+    assert!(
+        second.log().contains(&resumed_at),
+        "no {resumed_at:?} in:\n{}",
+        second.log()
+    );
+    terminate(second).await;
+
+    let seen = seqs_in_broker(&broker, TOPIC);
+    let (missing, duplicates) = missing_and_duplicates(&seen, COUNT);
+    println!(
+        "SIGKILL and restart: {} records, {duplicates} duplicates",
+        seen.len()
+    );
+    assert!(missing.is_empty(), "missing: {missing:?}");
+    assert!(
+        duplicates as u64 <= MAX_IN_FLIGHT + BATCH,
+        "{duplicates} duplicates"
+    );
+}
+
+/// The broker crashes and comes back, then stalls and resumes, while
+/// datagen → file-sink runs: both hosts ride it out and every record arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_ride_out_a_broker_restart_and_a_pause() {
+    const TOPIC: &str = "/default/weathered";
+    const COUNT: u64 = 6_000;
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let out_file = out.join("records.jsonl");
+    let sink_config = write_config(
+        dir.path(),
+        "sink.toml",
+        &broker.url(),
+        "weathered-sink",
+        &format!(
+            "{PATIENT_RETRY}[processing]\nbatch_size = 100\npublish_timeout_ms = 1000\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"s\"\n",
+            out = out.display()
+        ),
+    );
+    let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
+    wait_subscribed(&broker, &[TOPIC.to_string()], "s", &sink).await;
+    let source = Host::start(
+        &guest("datagen-source"),
+        &source_config(
+            dir.path(),
+            &broker,
+            "weathered-source",
+            TOPIC,
+            COUNT,
+            1_000,
+            "batch_size = 100\nmax_in_flight = 500\npublish_timeout_ms = 1000",
+        ),
+        &[],
+    );
+    let logs = |sink: &Host, source: &Host| {
+        format!("sink log:\n{}\nsource log:\n{}", sink.log(), source.log())
+    };
+
+    let reach = |n: usize| {
+        let out_file = out_file.clone();
+        move || line_count(&out_file) >= n
+    };
+    assert!(
+        wait_until_async(Duration::from_secs(30), reach(1_500)).await,
+        "{}",
+        logs(&sink, &source)
+    );
+    broker.stop().await;
+    let down_at = line_count(&out_file);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.restart().await.unwrap();
+    println!("broker down for 2 s at {down_at} records written");
+
+    assert!(
+        wait_until_async(Duration::from_secs(30), reach(down_at + 1_500)).await,
+        "no progress after the restart; {}",
+        logs(&sink, &source)
+    );
+    broker.set_paused(true);
+    let paused_at = line_count(&out_file);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.set_paused(false);
+    println!("broker paused for 2 s at {paused_at} records written");
+
+    let all = wait_until_async(Duration::from_secs(45), || {
+        seqs_in_file(&out_file).len() as u64 == COUNT
+    })
+    .await;
+    assert!(
+        all,
+        "{} of {COUNT} distinct records written; {}",
+        seqs_in_file(&out_file).len(),
+        logs(&sink, &source)
+    );
+    terminate(source).await;
+    terminate(sink).await;
+
+    let in_broker = seqs_in_broker(&broker, TOPIC);
+    let (missing, broker_duplicates) = missing_and_duplicates(&in_broker, COUNT);
+    assert!(missing.is_empty(), "missing in the broker: {missing:?}");
+    let written = seqs_in_file(&out_file);
+    let (missing, file_duplicates) = missing_and_duplicates(&written, COUNT);
+    assert!(missing.is_empty(), "missing in the file: {missing:?}");
+    println!(
+        "broker restart and pause: {} records; duplicates: {broker_duplicates} published twice, {file_duplicates} written twice",
+        written.len()
+    );
+}
+
+/// 50,000 records from datagen to file-sink while both workers are
+/// SIGKILLed every 5,000 records: the supervisors replace them and nothing is
+/// lost; duplicates come only from what each kill caught in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_thousand_records_survive_repeated_worker_kills() {
+    const TOPIC: &str = "/default/battered";
+    const COUNT: u64 = 50_000;
+    const EVERY: u64 = 5_000;
+    const MAX_IN_FLIGHT: u64 = 1_000;
+    const BATCH: u64 = 200;
+    // A wider unacked window than the default 10, so that the sink's
+    // batches fill up and the run fits in the time.
+    let broker = TestBroker::start_with(BrokerConfig {
+        max_unacked_messages: 1_000,
+        ..BrokerConfig::default()
+    })
+    .await
+    .unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let out_file = out.join("records.jsonl");
+    let sink_config = write_config(
+        dir.path(),
+        "sink.toml",
+        &broker.url(),
+        "battered-sink",
+        &format!(
+            "{PATIENT_RETRY}[processing]\nbatch_size = {BATCH}\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"s\"\n",
+            out = out.display()
+        ),
+    );
+    let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
+    wait_subscribed(&broker, &[TOPIC.to_string()], "s", &sink).await;
+    let source = Host::start(
+        &guest("datagen-source"),
+        &source_config(
+            dir.path(),
+            &broker,
+            "battered-source",
+            TOPIC,
+            COUNT,
+            0,
+            &format!("batch_size = {BATCH}\nmax_in_flight = {MAX_IN_FLIGHT}"),
+        ),
+        &[],
+    );
+    let started = Instant::now();
+    let logs = |sink: &Host, source: &Host| {
+        format!("sink log:\n{}\nsource log:\n{}", sink.log(), source.log())
+    };
+
+    let mut kills = 0;
+    for threshold in (EVERY..COUNT).step_by(EVERY as usize) {
+        let reached = wait_until_async(Duration::from_secs(30), || {
+            line_count(&out_file) as u64 >= threshold
+        })
+        .await;
+        assert!(
+            reached,
+            "stuck at {} records after {kills} kills; {}",
+            line_count(&out_file),
+            logs(&sink, &source)
+        );
+        let old_sink = kill_worker(&sink).await;
+        let old_source = kill_worker(&source).await;
+        kills += 2;
+        assert!(
+            wait_until_async(Duration::from_secs(20), || {
+                worker_pid(sink.pid()).is_some_and(|p| p != old_sink)
+                    && worker_pid(source.pid()).is_some_and(|p| p != old_source)
+            })
+            .await,
+            "workers were not replaced; {}",
+            logs(&sink, &source)
+        );
+    }
+
+    let all = wait_until_async(Duration::from_secs(45), || {
+        line_count(&out_file) as u64 >= COUNT && seqs_in_file(&out_file).len() as u64 == COUNT
+    })
+    .await;
+    assert!(
+        all,
+        "{} of {COUNT} distinct records written after {kills} kills; {}",
+        seqs_in_file(&out_file).len(),
+        logs(&sink, &source)
+    );
+    let elapsed = started.elapsed();
+    terminate(source).await;
+    terminate(sink).await;
+
+    let written = seqs_in_file(&out_file);
+    let (missing, duplicates) = missing_and_duplicates(&written, COUNT);
+    assert!(missing.is_empty(), "missing: {missing:?}");
+    let in_broker = seqs_in_broker(&broker, TOPIC);
+    let (_, published_twice) = missing_and_duplicates(&in_broker, COUNT);
+    println!(
+        "{COUNT} records, {kills} worker kills, {elapsed:?}: {duplicates} duplicates written ({published_twice} published twice by the source)"
+    );
+    // Per source kill at most the uncommitted records (max_in_flight plus a
+    // poll); per sink kill at most its batches in flight, which with the
+    // broker's window can be the whole window.
+    let bound = (kills as u64 / 2) * (MAX_IN_FLIGHT + BATCH + 1_000);
+    assert!(
+        duplicates as u64 <= bound,
+        "{duplicates} duplicates (bound {bound})"
+    );
+}

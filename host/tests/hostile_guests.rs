@@ -1,0 +1,536 @@
+//! Hostile guests, run through `danube-host run` against the test broker: a
+//! guest that loops in `process-batch`, one that traps on a poisoned record,
+//! one that connects where it may not and one that reads outside its granted
+//! directory. Each is contained (stopped, denied, restarted) with a clear log
+//! line, no record is lost, and a second connector on another topic keeps
+//! flowing meanwhile. The guest is the `probe-connector` test fixture
+//! (host/tests/probe), steered by its `[probe]` table.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Host, guest, reliable_producer, wait_subscribed, wait_until_async, write_config};
+use danube_testkit::TestBroker;
+use serde_json::Value;
+
+const CONFIG: i32 = 2;
+
+/// Longest a host may take to end by itself after an `open` fault.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Worker restarts come quickly, and a batch that keeps killing workers is
+/// given up on after two deaths.
+const FAST_RETRY: &str =
+    "[retry]\nmax_retries = 2\nretry_backoff_ms = 50\nmax_backoff_ms = 100\n\n";
+
+/// The panic message of the probe's `trap_in_batch_on`.
+const BATCH_PANIC_MESSAGE: &str = "probe panics in process-batch on a poisoned record";
+
+/// A broker URL nothing listens on, for faults that end the host in `open`.
+fn unused_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Runs the probe with `rest` until the host exits by itself; returns the
+/// exit code and the host's final report line.
+fn run_probe_open(dir: &Path, rest: &str) -> (i32, String, String) {
+    let config = write_config(dir, "probe.toml", &unused_url(), "probe", rest);
+    let host = Host::start(&guest("probe-connector"), &config, &[]);
+    let status = host.wait(DEADLINE);
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+    let report = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("danube-host: "))
+        .unwrap_or_else(|| panic!("no `danube-host: ` line in the log:\n{log}"))
+        .to_string();
+    (status.code().unwrap_or(-1), report, log)
+}
+
+/// JSON lines of a file (missing file: none).
+fn json_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// A datagen-source → file-sink flow on a topic of its own, in two hosts of
+/// its own: the connector that must keep flowing beside a hostile one.
+struct Bystander {
+    source: Host,
+    sink: Host,
+    out_file: PathBuf,
+    count: u64,
+}
+
+impl Bystander {
+    async fn start(broker: &TestBroker, dir: &Path, count: u64, rate: u64) -> Bystander {
+        const TOPIC: &str = "/default/bystander";
+        broker.create_topic(TOPIC, 0, true).unwrap();
+        let out = dir.join("bystander-out");
+        std::fs::create_dir_all(&out).unwrap();
+        let sink_config = write_config(
+            dir,
+            "bystander-sink.toml",
+            &broker.url(),
+            "bystander-sink",
+            &format!(
+                "[processing]\nbatch_size = 100\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"bystander\"\n",
+                out = out.display()
+            ),
+        );
+        let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
+        wait_subscribed(broker, &[TOPIC.to_string()], "bystander", &sink).await;
+        let source_config = write_config(
+            dir,
+            "bystander-source.toml",
+            &broker.url(),
+            "bystander-source",
+            &format!(
+                "[processing]\nbatch_size = 100\n\n[datagen]\ntopics = [\"{TOPIC}\"]\ncount = {count}\nrate = {rate}\n"
+            ),
+        );
+        let source = Host::start(&guest("datagen-source"), &source_config, &[]);
+        Bystander {
+            source,
+            sink,
+            out_file: out.join("records.jsonl"),
+            count,
+        }
+    }
+
+    fn written(&self) -> usize {
+        std::fs::read_to_string(&self.out_file)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Waits for every record, then stops both hosts cleanly.
+    async fn finish(self) {
+        let all = wait_until_async(Duration::from_secs(60), || {
+            self.written() as u64 >= self.count
+        })
+        .await;
+        assert!(
+            all,
+            "the bystander wrote {} of {} records; source log:\n{}\nsink log:\n{}",
+            self.written(),
+            self.count,
+            self.source.log(),
+            self.sink.log()
+        );
+        let (source, sink) = (self.source, self.sink);
+        tokio::task::spawn_blocking(move || {
+            assert!(source.terminate(Duration::from_secs(30)).success());
+            assert!(sink.terminate(Duration::from_secs(30)).success());
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// Sends `count` JSON records `{"i": N, "poison": N == poison}`.
+async fn produce(broker: &TestBroker, topic: &str, count: u64, poison: Option<u64>) {
+    let producer = reliable_producer(&broker.url(), topic).await;
+    for i in 0..count {
+        let payload = serde_json::json!({ "i": i, "poison": Some(i) == poison });
+        producer
+            .send(payload.to_string().into_bytes(), None)
+            .await
+            .unwrap();
+    }
+}
+
+/// The `i` of each record on the dead-letter topic.
+fn dead_lettered(broker: &TestBroker, topic: &str) -> Vec<u64> {
+    broker
+        .messages(topic)
+        .iter()
+        .map(|m| {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            v["i"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+/// Counts of each value, for duplicate reports.
+fn tally(values: impl IntoIterator<Item = u64>) -> HashMap<u64, usize> {
+    let mut counts = HashMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn connect_to_a_destination_not_allowed_is_denied() {
+    // Something listens, so only the sandbox can make the connect fail.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = format!("127.0.0.1:{port}");
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+
+    // No [sandbox] allow at all: no network.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, report, log) = run_probe_open(
+        dir.path(),
+        &format!("{FAST_RETRY}[probe]\nconnect_to = \"{target}\"\n"),
+    );
+    assert_eq!(code, CONFIG, "log:\n{log}");
+    assert!(report.contains(&format!("connect {target}: ")), "{report}");
+    assert!(
+        !report.ends_with(": ok"),
+        "the guest connected without any [sandbox] allow: {report}"
+    );
+    println!("no allow list: {report}");
+
+    // Another port of the same host allowed: this one is still denied, and
+    // the host says so.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, report, log) = run_probe_open(
+        dir.path(),
+        &format!(
+            "{FAST_RETRY}[sandbox]\nallow = [\"127.0.0.1:{other_port}\"]\n\n[probe]\nconnect_to = \"{target}\"\n"
+        ),
+    );
+    assert_eq!(code, CONFIG, "log:\n{log}");
+    assert!(report.contains(&format!("connect {target}: ")), "{report}");
+    assert!(
+        !report.ends_with(": ok"),
+        "the guest connected to a port not allowed: {report}"
+    );
+    assert!(
+        log.contains("network access denied by [sandbox] allow") && log.contains(&target),
+        "no log line names the denied destination:\n{log}"
+    );
+    println!("other port allowed: {report}");
+
+    // The control: allowed, the same connect succeeds.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, report, log) = run_probe_open(
+        dir.path(),
+        &format!(
+            "{FAST_RETRY}[sandbox]\nallow = [\"127.0.0.1:{port}\"]\n\n[probe]\nconnect_to = \"{target}\"\n"
+        ),
+    );
+    assert_eq!(code, CONFIG, "log:\n{log}");
+    assert!(
+        report.ends_with(&format!("connect {target}: ok")),
+        "an allowed connect failed: {report}"
+    );
+    drop((listener, other));
+}
+
+#[test]
+fn read_outside_the_granted_directory_is_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let granted = dir.path().join("granted");
+    std::fs::create_dir_all(&granted).unwrap();
+    std::fs::write(granted.join("inside.txt"), "inside").unwrap();
+    // Readable by the host, beside the granted directory but not in it.
+    let outside = dir.path().join("outside.txt");
+    std::fs::write(&outside, "outside").unwrap();
+
+    for path in [
+        outside.display().to_string(),
+        "/etc/hostname".to_string(),
+        format!("{}/../outside.txt", granted.display()),
+    ] {
+        let (code, report, log) = run_probe_open(
+            dir.path(),
+            &format!(
+                "{FAST_RETRY}[sandbox]\ndirs = [\"{}\"]\n\n[probe]\nread_path = \"{path}\"\n",
+                granted.display()
+            ),
+        );
+        assert_eq!(code, CONFIG, "log:\n{log}");
+        assert!(report.contains(&format!("read {path}: ")), "{report}");
+        assert!(
+            !report.contains(": ok ("),
+            "the guest read {path} outside its granted directory: {report}"
+        );
+        println!("{report}");
+    }
+
+    // The control: inside the granted directory the same read succeeds.
+    let inside = granted.join("inside.txt").display().to_string();
+    let (code, report, log) = run_probe_open(
+        dir.path(),
+        &format!(
+            "{FAST_RETRY}[sandbox]\ndirs = [\"{}\"]\n\n[probe]\nread_path = \"{inside}\"\n",
+            granted.display()
+        ),
+    );
+    assert_eq!(code, CONFIG, "log:\n{log}");
+    assert!(
+        report.ends_with(&format!("read {inside}: ok (6 bytes)")),
+        "{report}"
+    );
+}
+
+/// A guest that never returns from `process-batch` is stopped by the call
+/// timeout each time, its worker replaced, and the records it held are never
+/// acknowledged as written. Meanwhile another connector keeps flowing.
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_loop_in_process_batch_is_stopped_and_others_keep_flowing() {
+    const TOPIC: &str = "/default/looping";
+    const DLQ: &str = "/default/looping-dlq";
+    const COUNT: u64 = 5;
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bystander = Bystander::start(&broker, dir.path(), 4_000, 500).await;
+    assert!(
+        wait_until_async(Duration::from_secs(30), || bystander.written() > 0).await,
+        "the bystander never started flowing; sink log:\n{}",
+        bystander.sink.log()
+    );
+
+    let config = write_config(
+        dir.path(),
+        "probe.toml",
+        &broker.url(),
+        "looping",
+        &format!(
+            "{FAST_RETRY}[sandbox]\ncall_timeout_ms = 300\n\n[dead_letter]\ntopic = \"{DLQ}\"\n\n[probe]\ntopic = \"{TOPIC}\"\nloop_in_batch = true\n"
+        ),
+    );
+    let probe = Host::start(&guest("probe-connector"), &config, &[]);
+    wait_subscribed(&broker, &[TOPIC.to_string()], "probe", &probe).await;
+    produce(&broker, TOPIC, COUNT, None).await;
+
+    // The first stop and restart.
+    let stopped = "the guest did not return within [sandbox] call_timeout_ms = 300 and was stopped";
+    assert!(
+        wait_until_async(Duration::from_secs(20), || {
+            let log = probe.log();
+            log.contains(stopped) && log.contains("worker died; restarting it")
+        })
+        .await,
+        "the looping guest was not stopped and restarted; log:\n{}",
+        probe.log()
+    );
+    let flowing_from = bystander.written();
+    let misbehaving_since = Instant::now();
+
+    // The looping guest keeps being stopped while the bystander flows.
+    assert!(
+        wait_until_async(Duration::from_secs(20), || {
+            probe.log().matches(stopped).count() >= 2 && bystander.written() > flowing_from
+        })
+        .await,
+        "bystander {} -> {} records in {:?}; probe log:\n{}",
+        flowing_from,
+        bystander.written(),
+        misbehaving_since.elapsed(),
+        probe.log()
+    );
+    println!(
+        "bystander wrote {} records while the probe looped ({:?})",
+        bystander.written() - flowing_from,
+        misbehaving_since.elapsed()
+    );
+
+    // Nothing was acknowledged except through the dead-letter topic: no
+    // record the guest never wrote is taken for written.
+    let sub = broker.subscription(TOPIC, "probe").unwrap();
+    let dead = dead_lettered(&broker, DLQ);
+    assert!(
+        sub.acked as usize <= dead.len(),
+        "{} acked, only {} dead-lettered; log:\n{}",
+        sub.acked,
+        dead.len(),
+        probe.log()
+    );
+    drop(probe);
+    bystander.finish().await;
+}
+
+/// The designed end of a batch that keeps killing workers: after
+/// `max_retries` worker deaths its records go to the dead-letter topic and
+/// the connector goes on.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "host bug: the restart budget runs out on the same death that would dead-letter the batch (see the report)"]
+async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic() {
+    const TOPIC: &str = "/default/looping";
+    const DLQ: &str = "/default/looping-dlq";
+    const COUNT: u64 = 5;
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "probe.toml",
+        &broker.url(),
+        "looping",
+        &format!(
+            "{FAST_RETRY}[sandbox]\ncall_timeout_ms = 300\n\n[dead_letter]\ntopic = \"{DLQ}\"\n\n[probe]\ntopic = \"{TOPIC}\"\nloop_in_batch = true\n"
+        ),
+    );
+    let probe = Host::start(&guest("probe-connector"), &config, &[]);
+    wait_subscribed(&broker, &[TOPIC.to_string()], "probe", &probe).await;
+    produce(&broker, TOPIC, COUNT, None).await;
+    assert!(
+        wait_until_async(Duration::from_secs(30), || {
+            dead_lettered(&broker, DLQ).len() as u64 >= COUNT
+        })
+        .await,
+        "dead-lettered {:?}; log:\n{}",
+        dead_lettered(&broker, DLQ),
+        probe.log()
+    );
+    let mut dead = dead_lettered(&broker, DLQ);
+    dead.sort();
+    dead.dedup();
+    assert_eq!(dead, (0..COUNT).collect::<Vec<_>>());
+    let m = &broker.messages(DLQ)[0];
+    assert!(
+        m.attributes["dlq.error"].contains("died"),
+        "{:?}",
+        m.attributes
+    );
+}
+
+/// A guest that traps on one poisoned record: its worker is replaced, the
+/// batch replayed, and in the end every record is either written (by the
+/// probe before it trapped, or by a healthy sink taking over the
+/// subscription) or on the dead-letter topic. The poisoned record is never
+/// written.
+#[tokio::test(flavor = "multi_thread")]
+async fn trap_on_a_poisoned_record_loses_nothing() {
+    const TOPIC: &str = "/default/poisoned";
+    const DLQ: &str = "/default/poisoned-dlq";
+    const COUNT: u64 = 40;
+    const POISON: u64 = 17;
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let probe_file = out.join("probe.jsonl");
+
+    let config = write_config(
+        dir.path(),
+        "probe.toml",
+        &broker.url(),
+        "trapping",
+        &format!(
+            "{FAST_RETRY}[processing]\nbatch_size = 5\n\n[dead_letter]\ntopic = \"{DLQ}\"\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[probe]\ntopic = \"{TOPIC}\"\ntrap_in_batch_on = \"poison\"\nwrite_to = \"{file}\"\n",
+            out = out.display(),
+            file = probe_file.display()
+        ),
+    );
+    let probe = Host::start(&guest("probe-connector"), &config, &[]);
+    wait_subscribed(&broker, &[TOPIC.to_string()], "probe", &probe).await;
+    produce(&broker, TOPIC, COUNT, Some(POISON)).await;
+
+    // The trap is reported with the guest's own panic message, and the worker
+    // replaced.
+    assert!(
+        wait_until_async(Duration::from_secs(20), || {
+            let log = probe.log();
+            log.contains(&format!("the guest panicked: "))
+                && log.contains(BATCH_PANIC_MESSAGE)
+                && log.contains("worker died; restarting it")
+        })
+        .await,
+        "log:\n{}",
+        probe.log()
+    );
+    // The host settles it, by dead-lettering the batch (and carrying on) or by
+    // giving up on the connector: either way, within a few restarts.
+    let settled = wait_until_async(Duration::from_secs(30), || {
+        broker.subscription(TOPIC, "probe").unwrap().acked as u64 == COUNT
+            || probe.log().contains("danube-host: connector trapping:")
+    })
+    .await;
+    assert!(
+        settled,
+        "neither settled nor stopped; log:\n{}",
+        probe.log()
+    );
+    let probe_log = probe.log();
+    println!(
+        "probe host: {} acked, {} dead-lettered, final report: {:?}",
+        broker.subscription(TOPIC, "probe").unwrap().acked,
+        broker.messages(DLQ).len(),
+        probe_log
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("danube-host: "))
+    );
+    drop(probe);
+
+    // A healthy sink takes over the subscription: whatever the probe left
+    // unacknowledged is delivered to it. It dead-letters poisoned records
+    // itself (`fail_on`) to the same topic.
+    let sink_config = write_config(
+        dir.path(),
+        "sink.toml",
+        &broker.url(),
+        "healthy",
+        &format!(
+            "[processing]\nbatch_size = 5\n\n[dead_letter]\ntopic = \"{DLQ}\"\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"probe\"\nfail_on = \"poison\"\n",
+            out = out.display()
+        ),
+    );
+    let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
+    let sink_file = out.join("records.jsonl");
+    assert!(
+        wait_until_async(Duration::from_secs(30), || broker
+            .subscription(TOPIC, "probe")
+            .unwrap()
+            .acked as u64
+            == COUNT)
+        .await,
+        "{:?}; probe log:\n{probe_log}\nsink log:\n{}",
+        broker.subscription(TOPIC, "probe"),
+        sink.log()
+    );
+    let sink_log = sink.log();
+    let status = tokio::task::spawn_blocking(move || sink.terminate(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{sink_log}");
+
+    let by_probe: Vec<u64> = json_lines(&probe_file)
+        .iter()
+        .map(|v| v["i"].as_u64().unwrap())
+        .collect();
+    let by_sink: Vec<u64> = json_lines(&sink_file)
+        .iter()
+        .map(|v| v["payload"]["i"].as_u64().unwrap())
+        .collect();
+    let dead = dead_lettered(&broker, DLQ);
+    assert!(
+        !by_probe.contains(&POISON) && !by_sink.contains(&POISON),
+        "the poisoned record was written"
+    );
+    assert!(
+        dead.contains(&POISON),
+        "the poisoned record is not on {DLQ}"
+    );
+    let all = tally(by_probe.iter().chain(&by_sink).chain(&dead).copied());
+    let missing: Vec<u64> = (0..COUNT).filter(|i| !all.contains_key(i)).collect();
+    assert!(missing.is_empty(), "lost records: {missing:?}");
+    let duplicates: usize = all.values().map(|n| n - 1).sum();
+    println!(
+        "written by the probe {}, by the healthy sink {}, dead-lettered {} {:?}; duplicates {duplicates}",
+        by_probe.len(),
+        by_sink.len(),
+        dead.len(),
+        {
+            let mut d = dead.clone();
+            d.sort();
+            d
+        }
+    );
+}
