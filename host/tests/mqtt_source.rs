@@ -6,10 +6,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Host, guest, wait_until, wait_until_async, write_config};
@@ -20,20 +22,30 @@ struct Mosquitto {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Authentication lines of the configuration; anonymous when empty.
+    auth: String,
 }
 
 impl Mosquitto {
     fn start() -> Mosquitto {
+        Mosquitto::start_with(|_| String::new())
+    }
+
+    /// Starts with the authentication lines `auth` returns, given the
+    /// broker's directory (for a password file).
+    fn start_with(auth: impl FnOnce(&Path) -> String) -> Mosquitto {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
+        let auth = auth(dir.path());
         let mut m = Mosquitto {
             child: None,
             port,
             dir,
+            auth,
         };
         m.spawn();
         m
@@ -49,9 +61,14 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {data}/\n\
+                "listener {port} 127.0.0.1\n{auth}persistence true\npersistence_location {data}/\n\
                  max_queued_messages 0\nlog_dest stderr\nuser root\n",
                 port = self.port,
+                auth = if self.auth.is_empty() {
+                    "allow_anonymous true\n"
+                } else {
+                    &self.auth
+                },
                 data = data.display()
             ),
         )
@@ -106,6 +123,11 @@ impl Drop for Mosquitto {
 
 /// Starts `mosquitto_pub` publishing each line of `lines` as one message.
 fn publish(port: u16, topic: &str, qos: u8, lines: Vec<String>) -> Child {
+    publish_with(port, topic, qos, lines, &[])
+}
+
+/// [`publish`] with more `mosquitto_pub` arguments (credentials).
+fn publish_with(port: u16, topic: &str, qos: u8, lines: Vec<String>, extra: &[&str]) -> Child {
     let mut child = Command::new("mosquitto_pub")
         .args([
             "-h",
@@ -122,6 +144,7 @@ fn publish(port: u16, topic: &str, qos: u8, lines: Vec<String>) -> Child {
             "-i",
             &format!("pub-{}-{}", topic.replace('/', "_"), rand_suffix()),
         ])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -554,5 +577,701 @@ async fn the_connector_reconnects_when_the_mqtt_broker_restarts() {
         "{}",
         host.log()
     );
+    assert!(host.terminate(Duration::from_secs(30)).success());
+}
+
+/// The address the host logged for its observability endpoints.
+fn endpoint(host: &Host) -> Option<String> {
+    host.log()
+        .lines()
+        .find(|l| l.contains("serving /metrics"))?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .map(str::to_string)
+}
+
+/// A plain HTTP GET; returns (status, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the first `/metrics` sample named `name` (with any prefix)
+/// whose labels include `label`.
+fn sample(metrics: &str, name: &str, label: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let series = l.split(['{', ' ']).next().unwrap_or_default();
+            series.ends_with(name) && l.contains(label)
+        })?
+        .rsplit_once(' ')?
+        .1
+        .parse()
+        .ok()
+}
+
+/// Everything a host started with `cfg` logged, also once it stopped.
+fn log_of(cfg: &Path) -> String {
+    std::fs::read_to_string(cfg.with_extension("log")).unwrap_or_default()
+}
+
+/// Whether the host process is still running (not exited, not a zombie).
+fn running(host: &Host) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", host.pid()))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------
+
+/// Passwords used below; none may appear in anything the host writes or serves.
+const TABLE_SECRET: &str = "tbl-Pw-5e3d9c1a";
+const ENV_SECRET: &str = "env-Pw-72b0f4e8";
+const WRONG_SECRET: &str = "wrong-Pw-a91c3377";
+const WRONG_ENV_SECRET: &str = "wrongenv-Pw-0c6d25ff";
+const ROTATED_SECRET: &str = "rotated-Pw-44e1b7d2";
+
+fn assert_no_secret(what: &str, text: &str) {
+    for secret in [
+        TABLE_SECRET,
+        ENV_SECRET,
+        WRONG_SECRET,
+        WRONG_ENV_SECRET,
+        ROTATED_SECRET,
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{what} shows the password {secret:?}:\n{text}"
+        );
+    }
+}
+
+/// Writes a mosquitto password file holding exactly `users`.
+fn password_file(path: &Path, users: &[(&str, &str)]) {
+    let _ = std::fs::remove_file(path);
+    for (i, (user, password)) in users.iter().enumerate() {
+        let mut command = Command::new("mosquitto_passwd");
+        if i == 0 {
+            command.arg("-c");
+        }
+        let out = command
+            .arg("-b")
+            .arg(path)
+            .args([user, password])
+            .output()
+            .expect("mosquitto_passwd runs (apt-get install mosquitto)");
+        assert!(
+            out.status.success(),
+            "mosquitto_passwd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A mosquitto that only admits `bridge` (TABLE_SECRET) and `envuser` (ENV_SECRET).
+fn mosquitto_with_passwords() -> Mosquitto {
+    Mosquitto::start_with(|dir| {
+        let file = dir.join("passwd");
+        password_file(&file, &[("bridge", TABLE_SECRET), ("envuser", ENV_SECRET)]);
+        format!("allow_anonymous false\npassword_file {}\n", file.display())
+    })
+}
+
+/// The `[mqtt]` table of the secret tests: `auth` holds the credential keys.
+fn secret_config(dir: &Path, broker: &TestBroker, port: u16, name: &str, auth: &str) -> PathBuf {
+    config(
+        dir,
+        broker,
+        name,
+        &format!(
+            "{}[mqtt]\nbroker_host = \"127.0.0.1\"\nbroker_port = {port}\nclient_id = \"{name}\"\n{auth}\n\n\
+             [[mqtt.routes]]\nfrom = \"sensors/#\"\nto = \"/default/secret\"\n",
+            sandbox(port)
+        ),
+    )
+}
+
+/// Everything the host serves: `/metrics`, `/health` and `/ready`.
+fn served(host: &Host) -> String {
+    let addr = endpoint(host).expect("the host logs where it serves metrics");
+    ["/metrics", "/health", "/ready"]
+        .iter()
+        .map(|path| format!("{path}:\n{}\n", get(&addr, path).1))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passwords_from_the_table_and_the_environment_never_show_in_logs_or_endpoints() {
+    const TOPIC: &str = "/default/secret";
+    let broker = TestBroker::start().await.unwrap();
+    let mut mqtt = mosquitto_with_passwords();
+    let port = mqtt.port;
+    let dir = tempfile::tempdir().unwrap();
+    let debug = ("LOG_LEVEL", "debug");
+
+    // 1. The password in the [mqtt] table, debug logs.
+    let cfg = secret_config(
+        dir.path(),
+        &broker,
+        port,
+        "mqtt-secret-table",
+        &format!("username = \"bridge\"\npassword = \"{TABLE_SECRET}\""),
+    );
+    let host = Host::start(&module(), &cfg, &[debug]);
+    wait_subscribed(&host, 1).await;
+    finish(vec![publish_with(
+        port,
+        "sensors/a",
+        1,
+        vec!["from the table".into()],
+        &["-u", "bridge", "-P", TABLE_SECRET],
+    )]);
+    assert!(
+        wait_until_async(Duration::from_secs(30), || !broker
+            .messages(TOPIC)
+            .is_empty())
+        .await,
+        "{}",
+        host.log()
+    );
+    let mut seen = served(&host);
+    assert!(
+        seen.contains("mqtt_connected"),
+        "the connector's own metrics are served:\n{seen}"
+    );
+
+    // The password changes on the broker: every reconnect is refused now,
+    // and the refusal is logged, counted and reported by /health.
+    mqtt.stop();
+    password_file(
+        &mqtt.dir.path().join("passwd"),
+        &[("bridge", ROTATED_SECRET), ("envuser", ENV_SECRET)],
+    );
+    mqtt.spawn();
+    let refused = wait_until_async(Duration::from_secs(30), || {
+        host.log().contains("refused the connection")
+    })
+    .await;
+    assert!(refused, "no refusal logged:\n{}", host.log());
+    seen.push_str(&served(&host));
+    assert!(running(&host), "a refused reconnect stops nothing");
+    assert!(host.terminate(Duration::from_secs(30)).success());
+    let log = log_of(&cfg);
+    assert!(
+        log.contains("DEBUG"),
+        "the host logged at debug level:\n{log}"
+    );
+    assert_no_secret("the debug log (password in the table)", &log);
+    assert_no_secret("/metrics, /health or /ready", &seen);
+
+    // 2. The password from MQTT_PASSWORD; anonymous clients are refused, so
+    // connecting at all shows the variable reached the connector.
+    let cfg = secret_config(
+        dir.path(),
+        &broker,
+        port,
+        "mqtt-secret-env",
+        "username = \"envuser\"",
+    );
+    let host = Host::start(&module(), &cfg, &[debug, ("MQTT_PASSWORD", ENV_SECRET)]);
+    wait_subscribed(&host, 1).await;
+    finish(vec![publish_with(
+        port,
+        "sensors/b",
+        1,
+        vec!["from the environment".into()],
+        &["-u", "envuser", "-P", ENV_SECRET],
+    )]);
+    assert!(
+        wait_until_async(Duration::from_secs(30), || broker.messages(TOPIC).len()
+            >= 2)
+        .await,
+        "{}",
+        host.log()
+    );
+    let seen = served(&host);
+    assert!(host.terminate(Duration::from_secs(30)).success());
+    assert_no_secret("the debug log (password from MQTT_PASSWORD)", &log_of(&cfg));
+    assert_no_secret("/metrics, /health or /ready", &seen);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_and_mistyped_passwords_stop_the_connector_without_showing_them() {
+    let broker = TestBroker::start().await.unwrap();
+    let mqtt = mosquitto_with_passwords();
+    let dir = tempfile::tempdir().unwrap();
+    // (name, credential keys, MQTT_PASSWORD, what the error must say): the
+    // first two are refused by the broker, the others by the connector's
+    // configuration checks.
+    let cases: [(&str, String, Option<String>, &[&str]); 6] = [
+        (
+            "wrong-in-table",
+            format!("username = \"bridge\"\npassword = \"{WRONG_SECRET}\""),
+            None,
+            &["refused the connection"],
+        ),
+        (
+            "wrong-in-env",
+            format!("username = \"bridge\"\npassword = \"{WRONG_SECRET}\""),
+            Some(WRONG_ENV_SECRET.to_string()),
+            &["refused the connection"],
+        ),
+        (
+            "table-instead-of-string",
+            format!("username = \"bridge\"\npassword = {{ value = \"{WRONG_SECRET}\" }}"),
+            None,
+            &["password"],
+        ),
+        (
+            "array-from-env",
+            "username = \"bridge\"".to_string(),
+            Some(format!("[\"{WRONG_ENV_SECRET}\"]")),
+            &["password"],
+        ),
+        (
+            "without-username",
+            format!("password = \"{TABLE_SECRET}\""),
+            None,
+            &["username"],
+        ),
+        (
+            "other-key-mistyped",
+            format!(
+                "username = \"bridge\"\npassword = \"{TABLE_SECRET}\"\nkeep_alive_secs = \"soon\""
+            ),
+            None,
+            &["keep_alive_secs"],
+        ),
+    ];
+    for (name, auth, env, expected) in cases {
+        let name = format!("mqtt-secret-{name}");
+        let cfg = secret_config(dir.path(), &broker, mqtt.port, &name, &auth);
+        let mut vars = vec![("LOG_LEVEL", "debug")];
+        if let Some(value) = &env {
+            vars.push(("MQTT_PASSWORD", value));
+        }
+
+        // `run`: the connector stops at start with a configuration error.
+        let host = Host::start(&module(), &cfg, &vars);
+        let status = host_exit(host, &name, expected);
+        assert_eq!(
+            status.0,
+            Some(2),
+            "{name}: a configuration error; log:\n{}",
+            status.1
+        );
+
+        // `validate` (which checks the host's side only) prints no password
+        // either, on stdout or in its JSON logs.
+        let out = Command::new(common::host_bin())
+            .args(["validate", "--module"])
+            .arg(module())
+            .arg("--config")
+            .arg(&cfg)
+            .envs(vars.iter().copied())
+            .env(
+                "XDG_CACHE_HOME",
+                common::target_dir().join("test-module-cache"),
+            )
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_no_secret(&format!("{name}: the output of validate"), &text);
+    }
+}
+
+/// Waits for a host that must stop by itself; checks its log names the
+/// problem (`expected`) and shows no password. Returns (exit code, log).
+fn host_exit(host: Host, name: &str, expected: &[&str]) -> (Option<i32>, String) {
+    let exited = wait_until(Duration::from_secs(30), || !running(&host));
+    let log = host.log();
+    assert!(exited, "{name}: the host kept running; log:\n{log}");
+    let code = host.wait(Duration::from_secs(5)).code();
+    for e in expected {
+        assert!(
+            log.contains(e),
+            "{name}: the log does not say {e:?}:\n{log}"
+        );
+    }
+    assert_no_secret(&format!("{name}: the log"), &log);
+    (code, log)
+}
+
+// ---------------------------------------------------------------------------
+// Bad input
+// ---------------------------------------------------------------------------
+
+/// Starts `mosquitto_pub` publishing the content of `file` as one message.
+fn publish_file(port: u16, topic: &str, qos: u8, file: &Path) -> Child {
+    Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic])
+        .args(["-q", &qos.to_string(), "-f"])
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub runs (apt-get install mosquitto-clients)")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_over_max_packet_size_are_dropped_with_a_log_line_and_the_flow_goes_on() {
+    const TOPIC: &str = "/default/sized";
+    let broker = TestBroker::start().await.unwrap();
+    let mqtt = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &broker,
+        "mqtt-sized",
+        &format!(
+            "{}[mqtt]\nbroker_host = \"127.0.0.1\"\nbroker_port = {port}\nclient_id = \"mqtt-sized\"\nmax_packet_size = 1024\n\n\
+             [[mqtt.routes]]\nfrom = \"sensors/#\"\nto = \"{TOPIC}\"\n",
+            sandbox(mqtt.port),
+            port = mqtt.port
+        ),
+    );
+    let host = Host::start(&module(), &cfg, &[]);
+    wait_subscribed(&host, 1).await;
+
+    let small = |range: std::ops::Range<usize>| range.map(|i| format!("small:{i}")).collect();
+    finish(vec![publish(mqtt.port, "sensors/small", 1, small(0..50))]);
+    // 4 KiB at QoS 1 (dropped, yet acknowledged so that it is not
+    // redelivered) and 300 KiB at QoS 0 (skipped over several reads).
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'b'; 4096]).unwrap();
+    let huge = dir.path().join("huge");
+    std::fs::write(&huge, vec![b'h'; 300_000]).unwrap();
+    finish(vec![
+        publish_file(mqtt.port, "sensors/big", 1, &big),
+        publish_file(mqtt.port, "sensors/huge", 0, &huge),
+    ]);
+    finish(vec![publish(mqtt.port, "sensors/small", 1, small(50..100))]);
+
+    let all = wait_until_async(Duration::from_secs(30), || {
+        broker.messages(TOPIC).len() >= 100
+    })
+    .await;
+    assert!(
+        all,
+        "{} of 100 arrived; log:\n{}",
+        broker.messages(TOPIC).len(),
+        host.log()
+    );
+    let log = host.log();
+    for topic in ["sensors/big", "sensors/huge"] {
+        assert!(
+            log.lines().any(|l| l.contains("dropping an MQTT message")
+                && l.contains(&format!("on \"{topic}\" exceeds max_packet_size (1024)"))),
+            "no line about the oversized message on {topic}:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("lost the MQTT connection"),
+        "an oversized message cost the connection:\n{log}"
+    );
+    let addr = endpoint(&host).unwrap();
+    let metrics = get(&addr, "/metrics").1;
+    assert_eq!(
+        sample(
+            &metrics,
+            "mqtt_messages_dropped_total",
+            "reason=\"oversized\""
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(get(&addr, "/health").0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let messages = broker.messages(TOPIC);
+    let payloads: Vec<String> = messages.iter().map(payload).collect();
+    let expected: Vec<String> = small(0..100);
+    assert_eq!(payloads, expected, "every small message, once, in order");
+    assert!(running(&host));
+
+    // The dropped QoS 1 message was acknowledged: a restart on the same
+    // persistent session gets nothing back.
+    assert!(host.terminate(Duration::from_secs(30)).success());
+    let host = Host::start(&module(), &cfg, &[]);
+    wait_subscribed(&host, 1).await;
+    finish(vec![publish(
+        mqtt.port,
+        "sensors/small",
+        1,
+        small(100..101),
+    )]);
+    assert!(
+        wait_until_async(Duration::from_secs(30), || broker.messages(TOPIC).len()
+            >= 101)
+        .await,
+        "{}",
+        host.log()
+    );
+    assert!(
+        !host.log().contains("exceeds max_packet_size"),
+        "the oversized message came back:\n{}",
+        host.log()
+    );
+    assert!(host.terminate(Duration::from_secs(30)).success());
+}
+
+/// What a [`FakeBroker`] does on one connection.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Answers CONNECT with these bytes instead of a CONNACK.
+    InsteadOfConnack(&'static [u8]),
+    /// Accepts the connection and the subscription, then sends these bytes.
+    AfterSuback(&'static [u8]),
+}
+
+/// A minimal MQTT broker on a free loopback port: its n-th connection
+/// follows the n-th step of its script; once the script is spent, it accepts
+/// the connection and the subscription, publishes one valid QoS 1 message
+/// (packet id 7) and answers PINGREQ. Its threads end with the test process.
+struct FakeBroker {
+    port: u16,
+    /// Connections accepted.
+    connections: Arc<AtomicUsize>,
+    /// Script connections the connector closed after the bad bytes.
+    hung_up: Arc<AtomicUsize>,
+    /// Packet ids of the PUBACKs received.
+    pubacks: Arc<Mutex<Vec<u16>>>,
+}
+
+const FAKE_PAYLOAD: &[u8] = b"valid after garbage";
+
+impl FakeBroker {
+    fn start(script: Vec<Step>) -> FakeBroker {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let fake = FakeBroker {
+            port: listener.local_addr().unwrap().port(),
+            connections: Arc::default(),
+            hung_up: Arc::default(),
+            pubacks: Arc::default(),
+        };
+        let (connections, hung_up, pubacks) = (
+            fake.connections.clone(),
+            fake.hung_up.clone(),
+            fake.pubacks.clone(),
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let step = script
+                    .get(connections.fetch_add(1, Ordering::SeqCst))
+                    .copied();
+                let (hung_up, pubacks) = (hung_up.clone(), pubacks.clone());
+                std::thread::spawn(move || {
+                    let _ = fake_session(stream, step, &hung_up, &pubacks);
+                });
+            }
+        });
+        fake
+    }
+}
+
+/// Reads one MQTT packet: (first byte, body).
+fn read_packet(stream: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte)?;
+    let first = byte[0];
+    let mut len = 0usize;
+    for i in 0..4 {
+        stream.read_exact(&mut byte)?;
+        len |= ((byte[0] & 0x7F) as usize) << (7 * i);
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    Ok((first, body))
+}
+
+fn fake_session(
+    mut stream: TcpStream,
+    step: Option<Step>,
+    hung_up: &AtomicUsize,
+    pubacks: &Mutex<Vec<u16>>,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let (first, _) = read_packet(&mut stream)?;
+    assert_eq!(first >> 4, 1, "CONNECT first");
+    // After bad bytes, the connector must close the connection.
+    let await_hangup = |mut stream: TcpStream| {
+        let mut sink = [0u8; 256];
+        while let Ok(n) = stream.read(&mut sink) {
+            if n == 0 {
+                hung_up.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+        }
+    };
+    if let Some(Step::InsteadOfConnack(bytes)) = step {
+        stream.write_all(bytes)?;
+        await_hangup(stream);
+        return Ok(());
+    }
+    stream.write_all(&[0x20, 2, 0, 0])?;
+    let (first, body) = read_packet(&mut stream)?;
+    assert_eq!(first, 0x82, "SUBSCRIBE after CONNACK");
+    // SUBACK granting QoS 1 to every filter (2-byte length, filter, QoS byte).
+    let mut filters = 0;
+    let mut at = 2;
+    while at + 2 <= body.len() {
+        at += 2 + u16::from_be_bytes([body[at], body[at + 1]]) as usize + 1;
+        filters += 1;
+    }
+    let mut suback = vec![0x90, 2 + filters as u8, body[0], body[1]];
+    suback.extend(std::iter::repeat_n(1u8, filters));
+    stream.write_all(&suback)?;
+    if let Some(Step::AfterSuback(bytes)) = step {
+        stream.write_all(bytes)?;
+        await_hangup(stream);
+        return Ok(());
+    }
+    let topic = b"sensors/fake";
+    let mut publish = vec![0x32, (2 + topic.len() + 2 + FAKE_PAYLOAD.len()) as u8, 0];
+    publish.push(topic.len() as u8);
+    publish.extend_from_slice(topic);
+    publish.extend_from_slice(&[0, 7]);
+    publish.extend_from_slice(FAKE_PAYLOAD);
+    stream.write_all(&publish)?;
+    loop {
+        let (first, body) = read_packet(&mut stream)?;
+        match first >> 4 {
+            4 => pubacks
+                .lock()
+                .unwrap()
+                .push(u16::from_be_bytes([body[0], body[1]])),
+            12 => stream.write_all(&[0xD0, 0])?,
+            14 => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_packets_cost_the_connection_not_the_connector() {
+    const TOPIC: &str = "/default/fake";
+    let script = vec![
+        // Remaining length over four bytes.
+        Step::AfterSuback(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]),
+        // PUBLISH with QoS 3.
+        Step::AfterSuback(&[0x36, 5, 0, 1, b'a', b'x', b'y']),
+        // Reserved packet type 15 instead of CONNACK.
+        Step::InsteadOfConnack(&[0xF0, 0]),
+        // PUBLISH whose topic is not UTF-8.
+        Step::AfterSuback(&[0x30, 6, 0, 2, 0xC3, 0x28, b'h', b'i']),
+        // QoS 1 PUBLISH too short for its packet id.
+        Step::AfterSuback(&[0x32, 3, 0, 1, b'a']),
+        // PUBACK without a packet id.
+        Step::AfterSuback(&[0x40, 0]),
+        // CONNACK without flags and return code.
+        Step::InsteadOfConnack(&[0x20, 0]),
+        // SUBACK cut short in its packet id.
+        Step::AfterSuback(&[0x90, 1, 0]),
+        // Not MQTT at all.
+        Step::AfterSuback(b"\x00\x00HTTP/1.1 400 Bad Request\r\n\r\n"),
+    ];
+    let bad = script.len();
+    let fake = FakeBroker::start(script);
+    let broker = TestBroker::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &broker,
+        "mqtt-fake",
+        &format!(
+            "{}[mqtt]\nbroker_host = \"127.0.0.1\"\nbroker_port = {port}\nclient_id = \"mqtt-fake\"\nconnection_timeout_secs = 3\n\n\
+             [[mqtt.routes]]\nfrom = \"sensors/#\"\nto = \"{TOPIC}\"\n",
+            sandbox(fake.port),
+            port = fake.port
+        ),
+    );
+    let host = Host::start(&module(), &cfg, &[]);
+
+    let arrived = wait_until_async(Duration::from_secs(60), || {
+        !broker.messages(TOPIC).is_empty()
+    })
+    .await;
+    let log = host.log();
+    assert!(
+        arrived,
+        "nothing arrived after {} connections; log:\n{log}",
+        fake.connections.load(Ordering::SeqCst)
+    );
+    let messages = broker.messages(TOPIC);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].payload, FAKE_PAYLOAD);
+    assert_eq!(messages[0].attributes["mqtt.topic"], "sensors/fake");
+    assert!(
+        wait_until_async(Duration::from_secs(30), || fake
+            .pubacks
+            .lock()
+            .unwrap()
+            .contains(&7))
+        .await,
+        "the message was not acknowledged upstream; log:\n{}",
+        host.log()
+    );
+
+    // One clear line per bad connection, which the connector closed; the
+    // worker never died.
+    assert_eq!(fake.hung_up.load(Ordering::SeqCst), bad, "{log}");
+    assert_eq!(fake.connections.load(Ordering::SeqCst), bad + 1, "{log}");
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("MQTT protocol error"))
+        .count();
+    assert!(
+        lines >= bad,
+        "{lines} lines about a protocol error for {bad} bad connections:\n{log}"
+    );
+    for expected in [
+        "lost the MQTT connection",
+        "remaining length longer than 4 bytes",
+        "invalid QoS 3 in PUBLISH",
+        "reserved packet type 15",
+        "a PUBLISH of 3 bytes, at least 5 expected",
+        "a CONNACK of 0 bytes, 2 expected",
+    ] {
+        assert!(log.contains(expected), "no {expected:?} in:\n{log}");
+    }
+    assert!(
+        !log.contains("worker died"),
+        "a malformed packet killed the worker:\n{log}"
+    );
+    assert!(running(&host));
+    assert_eq!(get(&endpoint(&host).unwrap(), "/health").0, 200);
     assert!(host.terminate(Duration::from_secs(30)).success());
 }

@@ -130,7 +130,8 @@ impl Conn {
                 format!("{}:{} resolves to no address", s.host, s.port)
             })));
         };
-        let io = |e: io::Error| ConnectError::Io(format!("{}:{}: {e}", s.host, s.port));
+        // The callers name the broker in their messages.
+        let io = |e: io::Error| ConnectError::Io(e.to_string());
         if s.tcp_nodelay {
             // Best effort: the option only changes latency, never correctness.
             let _ = stream.set_nodelay(true);
@@ -173,10 +174,7 @@ impl Conn {
             Some(_) => Err(ConnectError::Io(
                 "the broker sent a packet before CONNACK".into(),
             )),
-            None => Err(ConnectError::Io(format!(
-                "no CONNACK from {}:{} within {timeout:?}",
-                s.host, s.port
-            ))),
+            None => Err(ConnectError::Io(format!("no CONNACK within {timeout:?}"))),
         }
     }
 
@@ -309,6 +307,11 @@ impl Conn {
                 return Ok(None);
             };
             let need = hlen + 2 + topic_len + if qos > 0 { 2 } else { 0 };
+            if need > hlen + rem {
+                return Err(proto(format!(
+                    "a PUBLISH of {rem} bytes announces a {topic_len}-byte topic"
+                )));
+            }
             if avail.len() < need {
                 return Ok(None);
             }
@@ -332,8 +335,9 @@ impl Conn {
         if avail.len() < hlen + rem {
             return Ok(None);
         }
+        check_shape(avail[0], &avail[hlen..hlen + rem])?;
         let packet = mqttrs::decode_slice(&avail[..hlen + rem])
-            .map_err(|e| proto(format!("undecodable packet: {e:?}")))?
+            .map_err(|e| proto(format!("undecodable {}: {e:?}", packet_name(typ))))?
             .ok_or_else(|| proto("incomplete packet".into()))?;
         let event = match packet {
             Packet::Publish(p) => {
@@ -443,6 +447,67 @@ fn proto(msg: String) -> io::Error {
     )
 }
 
+/// The name of an MQTT 3.1.1 packet type, for error messages.
+fn packet_name(typ: u8) -> &'static str {
+    match typ {
+        1 => "CONNECT",
+        2 => "CONNACK",
+        3 => "PUBLISH",
+        4 => "PUBACK",
+        5 => "PUBREC",
+        6 => "PUBREL",
+        7 => "PUBCOMP",
+        8 => "SUBSCRIBE",
+        9 => "SUBACK",
+        10 => "UNSUBSCRIBE",
+        11 => "UNSUBACK",
+        12 => "PINGREQ",
+        13 => "PINGRESP",
+        14 => "DISCONNECT",
+        _ => "packet of a reserved type",
+    }
+}
+
+/// Checks a whole packet's body against what its type needs before `mqttrs`
+/// decodes it: `mqttrs` indexes without bounds checks, so a short packet from
+/// a broken or hostile broker would trap the connector instead of costing
+/// the connection. Packets only a client sends are refused too.
+fn check_shape(first: u8, body: &[u8]) -> io::Result<()> {
+    let typ = first >> 4;
+    let name = packet_name(typ);
+    let at_least = |need: usize| {
+        if body.len() < need {
+            Err(proto(format!(
+                "a {name} of {} bytes, at least {need} expected",
+                body.len()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    match typ {
+        // CONNACK: flags and return code; PUBACK..PUBCOMP, UNSUBACK: packet id.
+        2 | 4..=7 | 11 if body.len() != 2 => Err(proto(format!(
+            "a {name} of {} bytes, 2 expected",
+            body.len()
+        ))),
+        3 => {
+            let qos = (first >> 1) & 3;
+            if qos == 3 {
+                return Err(proto("invalid QoS 3 in PUBLISH".into()));
+            }
+            at_least(2)?;
+            let topic = u16::from_be_bytes([body[0], body[1]]) as usize;
+            at_least(2 + topic + if qos > 0 { 2 } else { 0 })
+        }
+        // SUBACK: packet id and at least one return code.
+        9 => at_least(3),
+        1 | 8 | 10 => Err(proto(format!("a broker does not send {name}"))),
+        0 | 15 => Err(proto(format!("reserved packet type {typ}"))),
+        _ => Ok(()),
+    }
+}
+
 /// Length of the fixed header and the remaining length, once both are read.
 fn fixed_header(buf: &[u8]) -> io::Result<Option<(usize, usize)>> {
     let mut len = 0usize;
@@ -472,5 +537,51 @@ mod tests {
             Some((5, 268_435_455))
         );
         assert!(fixed_header(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]).is_err());
+    }
+
+    /// Decodes one whole packet the way `Conn::parse` does.
+    fn decode(packet: &[u8]) -> io::Result<()> {
+        let (hlen, rem) = fixed_header(packet)?.expect("a whole header");
+        assert_eq!(packet.len(), hlen + rem, "a whole packet");
+        check_shape(packet[0], &packet[hlen..])?;
+        mqttrs::decode_slice(packet)
+            .map_err(|e| proto(format!("{e:?}")))?
+            .expect("a whole packet");
+        Ok(())
+    }
+
+    #[test]
+    fn short_packets_are_errors_not_panics() {
+        for bad in [
+            &[0x20, 0][..],               // CONNACK without its two bytes
+            &[0x20, 1, 0],                // CONNACK cut short
+            &[0x40, 0],                   // PUBACK without packet id
+            &[0x62, 1, 0],                // PUBREL cut short
+            &[0x90, 1, 0],                // SUBACK cut short
+            &[0x90, 2, 0, 1],             // SUBACK without return codes
+            &[0x30, 1, 0],                // PUBLISH without a topic length
+            &[0x30, 3, 0, 5, b'a'],       // PUBLISH topic longer than the packet
+            &[0x32, 3, 0, 1, b'a'],       // QoS 1 PUBLISH without packet id
+            &[0x34, 4, 0, 1, b'a', 0],    // QoS 2 PUBLISH with half a packet id
+            &[0x36, 5, 0, 1, b'a', 0, 1], // QoS 3
+            &[0x10, 2, 0, 4],             // CONNECT from a broker
+            &[0x82, 2, 0, 1],             // SUBSCRIBE from a broker
+            &[0x00, 0],                   // reserved type 0
+            &[0xF0, 0],                   // reserved type 15
+            &[0x30, 4, 0, 2, 0xC3, 0x28], // topic not UTF-8
+            &[0x40, 2, 0, 0],             // packet id 0
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in [
+            &[0x20, 2, 0, 0][..],
+            &[0x40, 2, 0, 7],
+            &[0x90, 3, 0, 1, 1],
+            &[0x30, 3, 0, 1, b'a'],
+            &[0x32, 6, 0, 1, b'a', 0, 9, b'x'],
+            &[0xD0, 0],
+        ] {
+            decode(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+        }
     }
 }
