@@ -48,6 +48,9 @@ connector_name = "quickstart-sink"
 [sandbox]
 dirs = ["$work/out"]
 
+[metrics]
+port = 0   # any free port; see the log line "serving /metrics"
+
 [state]
 dir = "$work/state"
 
@@ -62,6 +65,9 @@ connector_name = "quickstart-source"
 
 [state]
 dir = "$work/state"
+
+[metrics]
+port = 0
 
 [datagen]
 topics = ["$topic"]
