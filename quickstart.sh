@@ -3,6 +3,7 @@
 #   datagen-source -> danube-host -> Danube (the in-memory test broker)
 #   -> danube-host -> file-sink -> a JSON-lines file
 # then prints what flowed. Usage: ./quickstart.sh [RECORDS]
+# (KEEP_WORKDIR=1 keeps the configurations, logs and output for a look.)
 set -euo pipefail
 cd "$(dirname "$0")"
 records=${1:-1000}
@@ -16,7 +17,7 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$work"
+    [[ -n "${KEEP_WORKDIR:-}" ]] || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -82,7 +83,7 @@ target/debug/danube-host --log-format text \
     --module target/wasm32-wasip2/release/file_sink.wasm --config "$work/sink.toml" 2>"$work/sink.log" &
 sink=$!
 pids+=($sink)
-wait_for 30 "the sink to subscribe" grep -q "subscribed" "$work/sink.log"
+wait_for 30 "the sink to subscribe" grep -qs "subscribed" "$work/sink.log"
 
 echo "== starting datagen-source ($records records over 3 partitions, 8 keys)"
 target/debug/danube-host --log-format text \
@@ -91,14 +92,15 @@ source=$!
 pids+=($source)
 
 lines() { [[ -f "$work/out/records.jsonl" ]] && wc -l <"$work/out/records.jsonl" || echo 0; }
-wait_for 120 "$records records in the sink" test "$(lines)" -ge "$records"
+all_written() { test "$(lines)" -ge "$records"; }
+wait_for 120 "$records records in the sink" all_written
 
 echo "== draining both connectors (SIGTERM)"
 kill -TERM "$source" "$sink"
 wait "$source" && wait "$sink"
 
 out="$work/out/records.jsonl"
-distinct=$(grep -o '"seq":[0-9]*' "$out" | sort -u | wc -l)
+distinct=$(grep -o '"seq":[0-9][0-9]*' "$out" | sort -u | wc -l)
 echo
 echo "records written by file-sink: $(lines)  (distinct sequence numbers: $distinct)"
 for p in 0 1 2; do

@@ -21,10 +21,10 @@ fn read_lines(path: &Path) -> Vec<Value> {
 
 fn committed_seq(state_file: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(state_file).ok()?;
-    let map: BTreeMap<String, Vec<u8>> = serde_json::from_str(&text).ok()?;
-    let value = map.get("committed_seq")?;
-    // The connector stores its sequence as decimal text.
-    String::from_utf8(value.clone()).ok()?.trim().parse().ok()
+    let map: serde_json::Map<String, Value> = serde_json::from_str(&text).ok()?;
+    // The connector stores its sequence as JSON text; the host keeps UTF-8
+    // values readable in the file.
+    map.get("committed_seq")?.as_str()?.trim().parse().ok()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,6 +2,8 @@
 //!
 //! A small map saved as one JSON file, replaced atomically (write, fsync,
 //! rename) on every change, so a crash leaves either the old or the new map.
+//! Values that are UTF-8 text are stored as JSON strings, so that operators
+//! can read them; other values as arrays of bytes.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,7 +21,9 @@ impl StateStore {
     /// Opens the store at `path`; a missing file is an empty store.
     pub fn open(path: &Path) -> anyhow::Result<StateStore> {
         let entries = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+            Ok(bytes) => serde_json::from_slice::<BTreeMap<String, StoredValue>>(&bytes)
+                .map(|m| m.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
+                .with_context(|| {
                 format!(
                     "the state file {} is corrupt; restore it from a backup or delete it to start the connector from scratch",
                     path.display()
@@ -65,11 +69,40 @@ impl StateStore {
         let tmp = path.with_extension("json.tmp");
         let mut file = std::fs::File::create(&tmp)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
-        file.write_all(&serde_json::to_vec(&self.entries)?)?;
+        let readable: BTreeMap<&String, StoredValue> = self
+            .entries
+            .iter()
+            .map(|(k, v)| (k, StoredValue::from_bytes(v)))
+            .collect();
+        file.write_all(&serde_json::to_vec(&readable)?)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
             .with_context(|| format!("cannot replace {}", path.display()))?;
         Ok(())
+    }
+}
+
+/// One value as written to the file.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum StoredValue {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl StoredValue {
+    fn from_bytes(bytes: &[u8]) -> StoredValue {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => StoredValue::Text(text.to_string()),
+            Err(_) => StoredValue::Bytes(bytes.to_vec()),
+        }
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            StoredValue::Text(text) => text.into_bytes(),
+            StoredValue::Bytes(bytes) => bytes,
+        }
     }
 }
 
@@ -83,6 +116,7 @@ mod tests {
         let path = dir.path().join("sub/c.state.json");
         let mut store = StateStore::open(&path).unwrap();
         store.apply("seq".into(), Some(b"42".to_vec())).unwrap();
+        store.apply("binary".into(), Some(vec![0xff, 0])).unwrap();
         store.apply("gone".into(), Some(vec![1])).unwrap();
         store.apply("gone".into(), None).unwrap();
         let back = StateStore::open(&path).unwrap();
@@ -90,7 +124,16 @@ mod tests {
             back.entries().get("seq").map(Vec::as_slice),
             Some(&b"42"[..])
         );
+        assert_eq!(
+            back.entries().get("binary").map(Vec::as_slice),
+            Some(&[0xff, 0][..])
+        );
         assert!(!back.entries().contains_key("gone"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(r#""seq":"42""#),
+            "text values stay readable: {text}"
+        );
     }
 
     #[test]
