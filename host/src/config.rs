@@ -645,4 +645,209 @@ count = 3
         assert_eq!(c.connector["password"].as_str(), Some("s3cret"));
         assert!(!c.connector.contains_key("unrelated"));
     }
+
+    mod properties {
+        //! Property tests of the loader: no text, however broken, makes it
+        //! panic, and every mistake is reported on one line naming the file.
+
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Keys the loader knows, near misses of them, free words and quoted
+        /// keys; with `escapes`, quoted keys may hold `\\n` and `\\t`.
+        fn key(escapes: bool) -> impl Strategy<Value = String> {
+            let known: Vec<String> = known_keys()
+                .into_iter()
+                .map(|k| k.rsplit('.').next().unwrap_or(&k).to_string())
+                .collect();
+            prop_oneof![
+                prop::sample::select(known.clone()),
+                prop::sample::select(known).prop_map(|k| format!("{k}x")),
+                "[a-z_]{1,12}",
+                "\"[ !#-\\[\\]-~]{0,8}\"",
+                if escapes {
+                    "\"(\\\\n|\\\\t|[a-z]){1,8}\""
+                } else {
+                    "\"[a-z ]{1,8}\""
+                },
+            ]
+        }
+
+        /// Table names: the host's, the connector's, typos and nonsense.
+        fn table() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "retry",
+                    "processing",
+                    "sandbox",
+                    "state",
+                    "dead_letter",
+                    "metrics",
+                    "schemas",
+                    "datagen",
+                    "mqtt",
+                    "sandbx",
+                    "retri",
+                    "file",
+                ])
+                .prop_map(str::to_string),
+                "[a-z_]{1,10}",
+                "[a-z]{1,6}\\.[a-z]{1,6}",
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                Just("0".to_string()),
+                Just("-1".to_string()),
+                Just("18446744073709551616".to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                any::<f64>().prop_map(|f| format!("{f:?}")),
+                "[ -~]{0,20}".prop_map(|t| format!("{t:?}")),
+                Just("\"http://127.0.0.1:6650\"".to_string()),
+                Just("\"127.0.0.1\"".to_string()),
+                Just("1979-05-27T07:32:00Z".to_string()),
+            ];
+            leaf.prop_recursive(2, 12, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4)
+                        .prop_map(|v| format!("[{}]", v.join(", "))),
+                    prop::collection::vec(("[a-z]{1,6}", inner), 0..3).prop_map(|kv| {
+                        let parts: Vec<String> =
+                            kv.into_iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                        format!("{{ {} }}", parts.join(", "))
+                    }),
+                ]
+            })
+        }
+
+        /// One line of TOML-ish text.
+        fn line(escapes: bool) -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => (key(escapes), value()).prop_map(|(k, v)| format!("{k} = {v}")),
+                2 => table().prop_map(|t| format!("[{t}]")),
+                1 => table().prop_map(|t| format!("[[{t}]]")),
+                1 => "[ -~]{0,30}",
+                1 => "\\PC{0,10}",
+                1 => Just(String::new()),
+            ]
+        }
+
+        fn document(escapes: bool) -> impl Strategy<Value = String> {
+            (
+                prop::option::of(value()),
+                prop::option::of(value()),
+                prop::collection::vec(line(escapes), 0..16),
+            )
+                .prop_map(|(url, name, lines)| {
+                    let mut text = String::new();
+                    if let Some(url) = url {
+                        text.push_str(&format!("danube_service_url = {url}\n"));
+                    }
+                    if let Some(name) = name {
+                        text.push_str(&format!("connector_name = {name}\n"));
+                    }
+                    text.push_str(&lines.join("\n"));
+                    text
+                })
+        }
+
+        /// A valid file with the root keys, then arbitrary lines.
+        fn mostly_valid(escapes: bool) -> impl Strategy<Value = String> {
+            prop::collection::vec(line(escapes), 0..12).prop_map(|lines| {
+                format!(
+                    "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"demo\"\n{}",
+                    lines.join("\n")
+                )
+            })
+        }
+
+        /// Parses with `env` answering every variable with `env_value`, and
+        /// checks the result is sound: a configuration whose connector table
+        /// is JSON, or an error naming the file (on one line if `one_line`).
+        fn check(
+            text: &str,
+            env_value: Option<String>,
+            one_line: bool,
+        ) -> Result<(), TestCaseError> {
+            let env = move |_: &str| env_value.clone();
+            match ConnectorConfig::parse(text, Path::new("c.toml"), &env) {
+                Ok(mut config) => {
+                    let json: serde_json::Value = serde_json::from_str(&config.connector_json())
+                        .map_err(|e| TestCaseError::fail(format!("connector_json: {e}")))?;
+                    prop_assert!(json.is_object());
+                    let _ = config.dead_letter_topic();
+                    let _ = config.state_file();
+                    let _ = config.host.metrics_addr();
+                    let documented = documented_keys(text);
+                    config.apply_connector_env(&documented, &env);
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    prop_assert!(message.starts_with("c.toml: "), "{message}");
+                    prop_assert!(
+                        !one_line || !message.contains('\n'),
+                        "an error spans lines: {message:?}\nfrom:\n{text}"
+                    );
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 5000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+                check(&text, None, true)?;
+            }
+
+            #[test]
+            fn arbitrary_bytes_as_text_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+                check(&String::from_utf8_lossy(&bytes), None, true)?;
+            }
+
+            #[test]
+            fn toml_ish_documents_never_panic(text in document(true)) {
+                check(&text, None, false)?;
+            }
+
+            #[test]
+            fn toml_ish_documents_with_root_keys_never_panic(
+                text in mostly_valid(true),
+                env in prop::option::of(prop_oneof!["[ -~]{0,20}", "\\PC{0,10}", value()]),
+            ) {
+                check(&text, env, false)?;
+            }
+
+            #[test]
+            fn errors_are_one_line(
+                text in prop_oneof![document(false), mostly_valid(false)],
+                env in prop::option::of(prop_oneof!["[ -~]{0,20}", value()]),
+            ) {
+                check(&text, env, true)?;
+            }
+
+            #[test]
+            fn documented_keys_never_panic(text in prop_oneof![document(true), "\\PC{0,200}"]) {
+                let _ = documented_keys(&text);
+            }
+        }
+
+        /// Found by the properties above: a key or table name holding a
+        /// newline (a quoted TOML key such as `"a\\nb"`) is echoed as is, so
+        /// the error spans lines.
+        #[test]
+        #[ignore = "config bug: names from the file are not escaped in errors (see the report)"]
+        fn names_with_newlines_are_escaped_in_errors() {
+            for text in [
+                "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"demo\"\n[processing]\n\"a\\nb\" = 1\n",
+                "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"demo\"\n[\"a\\nb\"]\n[c]\n",
+            ] {
+                let e = ConnectorConfig::parse(text, Path::new("c.toml"), &|_| None).unwrap_err();
+                assert!(!e.to_string().contains('\n'), "{e:?}");
+            }
+        }
+    }
 }

@@ -196,7 +196,7 @@ async fn take_over(
         wait_until_async(Duration::from_secs(30), || broker
             .subscription(topic, "probe")
             .unwrap()
-            .acked as u64
+            .acked
             == count)
         .await,
         "{:?}; healthy sink log:\n{}",
@@ -370,7 +370,7 @@ async fn endless_loop_in_process_batch_is_stopped_and_others_keep_flowing() {
     // worker deaths (and carrying on), or by giving up on the connector with
     // a final report. Either way soon, and the bystander flows meanwhile.
     let settled = wait_until_async(Duration::from_secs(20), || {
-        broker.subscription(TOPIC, "probe").unwrap().acked as u64 == COUNT
+        broker.subscription(TOPIC, "probe").unwrap().acked == COUNT
             || probe.log().contains("danube-host: connector looping:")
     })
     .await;
@@ -497,7 +497,7 @@ async fn trap_on_a_poisoned_record_loses_nothing() {
     assert!(
         wait_until_async(Duration::from_secs(20), || {
             let log = probe.log();
-            log.contains(&format!("the guest panicked: "))
+            log.contains("the guest panicked: ")
                 && log.contains(BATCH_PANIC_MESSAGE)
                 && log.contains("worker died; restarting it")
         })
@@ -508,7 +508,7 @@ async fn trap_on_a_poisoned_record_loses_nothing() {
     // The host settles it, by dead-lettering the batch (and carrying on) or by
     // giving up on the connector: either way, within a few restarts.
     let settled = wait_until_async(Duration::from_secs(30), || {
-        broker.subscription(TOPIC, "probe").unwrap().acked as u64 == COUNT
+        broker.subscription(TOPIC, "probe").unwrap().acked == COUNT
             || probe.log().contains("danube-host: connector trapping:")
     })
     .await;
