@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Host, guest, wait_subscribed, wait_until_async, write_config};
+use common::{Host, committed_seq, guest, wait_subscribed, wait_until_async, write_config};
 use danube_testkit::{BrokerConfig, TestBroker};
 
 /// Retries that outlast every fault below: a broker away for seconds, a
@@ -60,17 +60,6 @@ fn missing_and_duplicates<'a>(
     let missing = (0..count).filter(|s| !present.contains(s)).collect();
     let duplicates = seen.into_iter().map(|(_, n)| n - 1).sum();
     (missing, duplicates)
-}
-
-/// The committed sequence number in datagen's persisted state store.
-fn committed_seq(state_file: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(state_file).ok()?;
-    let map: BTreeMap<String, Vec<u8>> = serde_json::from_str(&text).ok()?;
-    String::from_utf8(map.get("committed_seq")?.clone())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The worker process of a host: its only child. Children are listed per
@@ -533,7 +522,6 @@ async fn fifty_thousand_records_survive_repeated_worker_kills() {
 /// After the broker came back and acknowledgements went through again, a sink
 /// reports itself healthy.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "host bug: a sink whose acks were retried stays `degraded` for good (see the report)"]
 async fn sink_health_recovers_after_a_broker_restart() {
     const TOPIC: &str = "/default/recovering";
     let broker = TestBroker::start().await.unwrap();

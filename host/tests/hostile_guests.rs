@@ -418,7 +418,6 @@ async fn endless_loop_in_process_batch_is_stopped_and_others_keep_flowing() {
 /// `max_retries` worker deaths its records go to the dead-letter topic and
 /// the connector goes on.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "host bug: the restart budget runs out on the same death that would dead-letter the batch (see the report)"]
 async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic() {
     const TOPIC: &str = "/default/looping";
     const DLQ: &str = "/default/looping-dlq";

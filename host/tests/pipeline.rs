@@ -3,11 +3,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Host, guest, reliable_producer, wait_subscribed, wait_until_async, write_config};
+use common::{
+    Host, committed_seq, guest, reliable_producer, wait_subscribed, wait_until_async, write_config,
+};
 use danube_testkit::TestBroker;
 use serde_json::Value;
 
@@ -17,14 +19,6 @@ fn read_lines(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("file-sink writes JSON lines"))
         .collect()
-}
-
-fn committed_seq(state_file: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(state_file).ok()?;
-    let map: serde_json::Map<String, Value> = serde_json::from_str(&text).ok()?;
-    // The connector stores its sequence as JSON text; the host keeps UTF-8
-    // values readable in the file.
-    map.get("committed_seq")?.as_str()?.trim().parse().ok()
 }
 
 #[tokio::test(flavor = "multi_thread")]

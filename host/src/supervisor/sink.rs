@@ -149,7 +149,10 @@ impl<'a> SinkPipeline<'a> {
             while in_flight.len() < BATCHES_IN_FLIGHT
                 && let Some(unsettled) = self.replay.pop_front()
             {
-                if unsettled.crashes > host.retry.max_retries {
+                // The restart budget allows `max_retries` deaths in a row:
+                // a batch that caused that many is dead-lettered before the
+                // next worker has to die on it too.
+                if unsettled.crashes >= host.retry.max_retries.max(1) {
                     self.dead_letter_all(unsettled).await?;
                 } else {
                     in_flight.push_back(process(worker, unsettled, &policy));
@@ -498,7 +501,12 @@ async fn consume(
                     let mut backoff = policy.backoff();
                     loop {
                         match danube::bounded(limit, consumer.ack(&message)).await {
-                            Ok(()) => break,
+                            Ok(()) => {
+                                if backoff.attempts() > 0 {
+                                    policy.note_recovered();
+                                }
+                                break;
+                            }
                             Err(e) => match backoff.next_delay().filter(|_| e.retryable) {
                                 Some(delay) => {
                                     policy.note_retry("ack", &e);

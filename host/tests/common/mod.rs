@@ -239,3 +239,11 @@ pub async fn reliable_producer(broker_url: &str, topic: &str) -> danube_client::
     producer.create().await.unwrap();
     producer
 }
+
+/// The sequence number datagen-source last committed, from the host's state
+/// file (the connector stores it as JSON text, which the host keeps readable).
+pub fn committed_seq(state_file: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(state_file).ok()?;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).ok()?;
+    map.get("committed_seq")?.as_str()?.trim().parse().ok()
+}
