@@ -818,6 +818,17 @@ async fn passwords_from_the_table_and_the_environment_never_show_in_logs_or_endp
     assert!(host.terminate(Duration::from_secs(30)).success());
     assert_no_secret("the debug log (password from MQTT_PASSWORD)", &log_of(&cfg));
     assert_no_secret("/metrics, /health or /ready", &seen);
+
+    // Nor does the state the connectors persisted (subscriptions, generation).
+    let state: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!state.is_empty(), "no state persisted");
+    for file in state {
+        let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+        assert_no_secret(&file.display().to_string(), &text);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
