@@ -136,11 +136,11 @@ impl Bystander {
     }
 }
 
-/// Sends `count` JSON records `{"i": N, "poison": N == poison}`.
-async fn produce(broker: &TestBroker, topic: &str, count: u64, poison: Option<u64>) {
+/// Sends `count` JSON records `{"i": N, "poison": N in poisons}`.
+async fn produce(broker: &TestBroker, topic: &str, count: u64, poisons: &[u64]) {
     let producer = reliable_producer(&broker.url(), topic).await;
     for i in 0..count {
-        let payload = serde_json::json!({ "i": i, "poison": Some(i) == poison });
+        let payload = serde_json::json!({ "i": i, "poison": poisons.contains(&i) });
         producer
             .send(payload.to_string().into_bytes(), None)
             .await
@@ -359,7 +359,7 @@ async fn endless_loop_in_process_batch_is_stopped_and_others_keep_flowing() {
     );
     let probe = Host::start(&guest("probe-connector"), &config, &[]);
     wait_subscribed(&broker, &[TOPIC.to_string()], "probe", &probe).await;
-    produce(&broker, TOPIC, COUNT, None).await;
+    produce(&broker, TOPIC, COUNT, &[]).await;
 
     // The first stop and restart.
     let stopped = "the guest did not return within [sandbox] call_timeout_ms = 300 and was stopped";
@@ -445,7 +445,7 @@ async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic() {
     );
     let probe = Host::start(&guest("probe-connector"), &config, &[]);
     wait_subscribed(&broker, &[TOPIC.to_string()], "probe", &probe).await;
-    produce(&broker, TOPIC, COUNT, None).await;
+    produce(&broker, TOPIC, COUNT, &[]).await;
     assert!(
         wait_until_async(Duration::from_secs(30), || {
             dead_lettered(&broker, DLQ).len() as u64 >= COUNT
@@ -467,19 +467,17 @@ async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic() {
     );
 }
 
-/// A guest that traps on one poisoned record: its worker is replaced, the
-/// batch replayed, and in the end every record is either written (by the
-/// probe before it trapped, or by a healthy sink taking over the
-/// subscription) or on the dead-letter topic. The poisoned record is never
-/// written.
-#[tokio::test(flavor = "multi_thread")]
-async fn trap_on_a_poisoned_record_loses_nothing() {
-    const TOPIC: &str = "/default/poisoned";
-    const DLQ: &str = "/default/poisoned-dlq";
-    const COUNT: u64 = 40;
-    const POISON: u64 = 17;
+/// A guest that traps on poisoned records: its worker is replaced and the
+/// batch replayed; after `max_retries` worker deaths the batch holding the
+/// poisoned record goes to the dead-letter topic and the connector carries
+/// on. Every record is either written or on the dead-letter topic (a healthy
+/// sink taking over the subscription afterwards finds nothing left), and a
+/// poisoned record is never written.
+async fn trap_on_poisoned_records(name: &str, count: u64, poisons: &[u64]) {
+    let topic = format!("/default/{name}");
+    let dlq = format!("/default/{name}-dlq");
     let broker = TestBroker::start().await.unwrap();
-    broker.create_topic(TOPIC, 0, true).unwrap();
+    broker.create_topic(&topic, 0, true).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -489,16 +487,16 @@ async fn trap_on_a_poisoned_record_loses_nothing() {
         dir.path(),
         "probe.toml",
         &broker.url(),
-        "trapping",
+        name,
         &format!(
-            "{FAST_RETRY}[processing]\nbatch_size = 5\n\n[dead_letter]\ntopic = \"{DLQ}\"\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[probe]\ntopic = \"{TOPIC}\"\ntrap_in_batch_on = \"poison\"\nwrite_to = \"{file}\"\n",
+            "{FAST_RETRY}[processing]\nbatch_size = 5\n\n[dead_letter]\ntopic = \"{dlq}\"\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[probe]\ntopic = \"{topic}\"\ntrap_in_batch_on = \"poison\"\nwrite_to = \"{file}\"\n",
             out = out.display(),
             file = probe_file.display()
         ),
     );
     let probe = Host::start(&guest("probe-connector"), &config, &[]);
-    wait_subscribed(&broker, &[TOPIC.to_string()], "probe", &probe).await;
-    produce(&broker, TOPIC, COUNT, Some(POISON)).await;
+    wait_subscribed(&broker, std::slice::from_ref(&topic), "probe", &probe).await;
+    produce(&broker, &topic, count, poisons).await;
 
     // The trap is reported with the guest's own panic message, and the worker
     // replaced.
@@ -513,60 +511,62 @@ async fn trap_on_a_poisoned_record_loses_nothing() {
         "log:\n{}",
         probe.log()
     );
-    // The host settles it, by dead-lettering the batch (and carrying on) or by
-    // giving up on the connector: either way, within a few restarts.
+    // The host settles every record itself and keeps running.
     let settled = wait_until_async(Duration::from_secs(30), || {
-        broker.subscription(TOPIC, "probe").unwrap().acked == COUNT
-            || probe.log().contains("danube-host: connector trapping:")
+        broker.subscription(&topic, "probe").unwrap().acked == count
+            || probe.log().contains("danube-host: connector ")
     })
     .await;
-    assert!(
-        settled,
-        "neither settled nor stopped; log:\n{}",
-        probe.log()
-    );
     let probe_log = probe.log();
-    println!(
-        "probe host: {} acked, {} dead-lettered, final report: {:?}",
-        broker.subscription(TOPIC, "probe").unwrap().acked,
-        broker.messages(DLQ).len(),
-        probe_log
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("danube-host: "))
+    assert!(
+        settled && !probe_log.contains("danube-host: connector "),
+        "{:?}; log:\n{probe_log}",
+        broker.subscription(&topic, "probe")
     );
+    let deaths = probe_log.matches("worker died; restarting it").count();
     drop(probe);
 
-    // A healthy sink takes over the subscription: whatever the probe left
-    // unacknowledged is delivered to it.
-    let by_sink = take_over(&broker, dir.path(), TOPIC, DLQ, COUNT).await;
+    // Nothing is left for a healthy sink taking over the subscription.
+    let by_sink = take_over(&broker, dir.path(), &topic, &dlq, count).await;
 
     let by_probe: Vec<u64> = json_lines(&probe_file)
         .iter()
         .map(|v| v["i"].as_u64().unwrap())
         .collect();
-    let dead = dead_lettered(&broker, DLQ);
-    assert!(
-        !by_probe.contains(&POISON) && !by_sink.contains(&POISON),
-        "the poisoned record was written"
-    );
-    assert!(
-        dead.contains(&POISON),
-        "the poisoned record is not on {DLQ}"
-    );
+    let dead = dead_lettered(&broker, &dlq);
+    for poison in poisons {
+        assert!(
+            !by_probe.contains(poison) && !by_sink.contains(poison),
+            "the poisoned record {poison} was written"
+        );
+        assert!(
+            dead.contains(poison),
+            "the poisoned record {poison} is not on {dlq}"
+        );
+    }
     let all = tally(by_probe.iter().chain(&by_sink).chain(&dead).copied());
-    let missing: Vec<u64> = (0..COUNT).filter(|i| !all.contains_key(i)).collect();
+    let missing: Vec<u64> = (0..count).filter(|i| !all.contains_key(i)).collect();
     assert!(missing.is_empty(), "lost records: {missing:?}");
     let duplicates: usize = all.values().map(|n| n - 1).sum();
+    let mut dead_sorted = dead.clone();
+    dead_sorted.sort();
     println!(
-        "written by the probe {}, by the healthy sink {}, dead-lettered {} {:?}; duplicates {duplicates}",
+        "{name}: {deaths} worker deaths; written by the probe {}, by a healthy sink afterwards {}, dead-lettered {} {dead_sorted:?}; duplicates {duplicates}",
         by_probe.len(),
         by_sink.len(),
         dead.len(),
-        {
-            let mut d = dead.clone();
-            d.sort();
-            d
-        }
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trap_on_a_poisoned_record_loses_nothing() {
+    trap_on_poisoned_records("poisoned", 40, &[17]).await;
+}
+
+/// A second poisoned record soon after the first: each batch gets its own
+/// `max_retries` deaths before it is dead-lettered.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "host bug: the worker restart budget is not reset when a worker made progress, so the second poisoned batch ends the connector (see the report)"]
+async fn two_poisoned_records_are_both_dead_lettered() {
+    trap_on_poisoned_records("twice-poisoned", 60, &[12, 41]).await;
 }
