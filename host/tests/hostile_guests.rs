@@ -566,7 +566,6 @@ async fn trap_on_a_poisoned_record_loses_nothing() {
 /// A second poisoned record soon after the first: each batch gets its own
 /// `max_retries` deaths before it is dead-lettered.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "host bug: the worker restart budget is not reset when a worker made progress, so the second poisoned batch ends the connector (see the report)"]
 async fn two_poisoned_records_are_both_dead_lettered() {
     trap_on_poisoned_records("twice-poisoned", 60, &[12, 41]).await;
 }

@@ -215,6 +215,13 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    fn progress(&self) -> u64 {
+        match self {
+            Pipeline::Source(p) => p.progress(),
+            Pipeline::Sink(p) => p.progress(),
+        }
+    }
+
     async fn finish(self) {
         if let Pipeline::Sink(p) = self {
             p.finish().await;
@@ -222,8 +229,8 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-/// A worker that lived this long is considered healthy again: its death
-/// starts the restart backoff from the beginning.
+/// A worker that lived this long (or settled work) is considered healthy
+/// again: its death starts the restart backoff from the beginning.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
 /// Runs one connector until it is stopped by a signal or fails for good.
@@ -307,6 +314,7 @@ async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSet
             },
         };
         let started = tokio::time::Instant::now();
+        let progress_before = pipeline.as_ref().map_or(0, Pipeline::progress);
         let running = match open(&worker, &config).await {
             Ok(opened) => match pipeline.take() {
                 Some(p) => Ok(p),
@@ -328,7 +336,10 @@ async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSet
         worker.shutdown().await;
         match result {
             Err(Stop::WorkerGone(why)) if !*shutdown.borrow() => {
-                if started.elapsed() >= STABLE_AFTER {
+                // A worker that lived long or got work done does not count
+                // towards a run of deaths.
+                let progressed = pipeline.as_ref().map_or(0, Pipeline::progress) > progress_before;
+                if progressed || started.elapsed() >= STABLE_AFTER {
                     restarts = retry::Backoff::new(&config.host.retry);
                 }
                 match restarts.next_delay() {

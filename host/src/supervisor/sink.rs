@@ -56,6 +56,8 @@ pub struct SinkPipeline<'a> {
     policy: RetryPolicy,
     replay: VecDeque<Unsettled>,
     consuming: bool,
+    /// Batches settled (acknowledged or dead-lettered) so far.
+    settled: u64,
 }
 
 impl<'a> SinkPipeline<'a> {
@@ -113,6 +115,7 @@ impl<'a> SinkPipeline<'a> {
             policy,
             replay: VecDeque::new(),
             consuming: true,
+            settled: 0,
         })
     }
 
@@ -205,14 +208,19 @@ impl<'a> SinkPipeline<'a> {
                 },
                 _ = tokio::time::sleep_until(deadline), if !batch.is_empty() && in_flight.len() < BATCHES_IN_FLIGHT => {}
                 Some((mut unsettled, result)) = in_flight.next(), if !in_flight.is_empty() => match result {
-                    Ok(failures) => self.settle(unsettled.deliveries, failures).await?,
+                    Ok(failures) => {
+                        self.settle(unsettled.deliveries, failures).await?;
+                        self.settled += 1;
+                    }
                     Err(Stop::WorkerGone(why)) => {
                         // Keep this batch, the ones after it and the one
                         // being filled, in order, for the next worker.
                         unsettled.crashes += 1;
                         self.replay.push_back(unsettled);
-                        while let Some((mut later, _)) = in_flight.next().await {
-                            later.crashes += 1;
+                        // Only the head batch was running (the worker takes
+                        // calls one at a time): the ones behind it are not
+                        // charged with the crash.
+                        while let Some((later, _)) = in_flight.next().await {
                             self.replay.push_back(later);
                         }
                         if !batch.is_empty() {
@@ -224,6 +232,11 @@ impl<'a> SinkPipeline<'a> {
                 },
             }
         }
+    }
+
+    /// Batches settled so far: a worker that settled one made progress.
+    pub fn progress(&self) -> u64 {
+        self.settled
     }
 
     /// Stops the consumers once every acknowledgement was sent.

@@ -47,6 +47,8 @@ pub struct SourcePipeline<'a> {
     tracker: OffsetTracker,
     next_id: u64,
     round_robin: usize,
+    /// Records acknowledged by the broker so far.
+    acked: u64,
 }
 
 type PendingCall<'w> = Pin<
@@ -78,6 +80,7 @@ impl<'a> SourcePipeline<'a> {
             tracker: OffsetTracker::default(),
             next_id: 0,
             round_robin: 0,
+            acked: 0,
         })
     }
 
@@ -219,9 +222,16 @@ impl<'a> SourcePipeline<'a> {
             .map_err(|_| Stop::Fatal("a publishing lane stopped".into()))
     }
 
+    /// Records acknowledged so far: a worker whose records were acked made
+    /// progress.
+    pub fn progress(&self) -> u64 {
+        self.acked
+    }
+
     fn on_published(&mut self, done: Published) -> Result<(), Stop> {
         match done.result {
             Ok(()) => {
+                self.acked += 1;
                 self.tracker.ack(done.id);
                 self.policy.metrics.sent(&done.topic, 1);
                 self.policy

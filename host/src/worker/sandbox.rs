@@ -35,9 +35,13 @@ pub fn wasi_context(
                 )
             })?;
     }
-    if !limits.allow.is_empty() {
+    // The check is installed even with an empty allow list, so that every
+    // denied attempt is logged.
+    {
         let rules = limits.allow.clone();
-        builder.allow_tcp(true).allow_ip_name_lookup(true);
+        builder
+            .allow_tcp(true)
+            .allow_ip_name_lookup(!limits.allow.is_empty());
         builder.socket_addr_check(move |addr, usage| {
             let allowed = match usage {
                 // Every connect first binds the wildcard address implicitly.
