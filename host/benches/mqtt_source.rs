@@ -24,7 +24,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Host, guest, wait_until, write_config};
+use common::{Host, endpoint, guest, wait_until, write_config};
 use danube_testkit::TestBroker;
 
 const WARM_UP: usize = 500;
@@ -230,16 +230,6 @@ fn sent_total(addr: &str, topic: &str) -> usize {
         .and_then(|l| l.rsplit_once(' '))
         .and_then(|(_, v)| v.parse::<f64>().ok())
         .map_or(0, |v| v as usize)
-}
-
-/// The address the host logged for its observability endpoints.
-fn endpoint(host: &Host) -> Option<String> {
-    host.log()
-        .lines()
-        .find(|l| l.contains("serving /metrics"))?
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .map(str::to_string)
 }
 
 /// Starts `mosquitto_pub -l` on `bench/load`, waits until it is connected

@@ -10,7 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Host, committed_seq, guest, wait_subscribed, wait_until_async, write_config};
+use common::{
+    Host, committed_seq, guest, kill_worker, wait_subscribed, wait_until_async, worker_pid,
+    write_config,
+};
 use danube_testkit::{BrokerConfig, TestBroker};
 
 /// Retries that outlast every fault below: a broker away for seconds, a
@@ -60,34 +63,6 @@ fn missing_and_duplicates<'a>(
     let missing = (0..count).filter(|s| !present.contains(s)).collect();
     let duplicates = seen.into_iter().map(|(_, n)| n - 1).sum();
     (missing, duplicates)
-}
-
-/// The worker process of a host: its only child. Children are listed per
-/// thread of the parent, so every thread is looked at.
-fn worker_pid(host_pid: i32) -> Option<i32> {
-    let tasks = std::fs::read_dir(format!("/proc/{host_pid}/task")).ok()?;
-    tasks.flatten().find_map(|task| {
-        let children = std::fs::read_to_string(task.path().join("children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
-    })
-}
-
-/// SIGKILLs the host's worker, waiting for one to exist; returns its pid.
-async fn kill_worker(host: &Host) -> i32 {
-    let mut pid = None;
-    assert!(
-        wait_until_async(Duration::from_secs(20), || {
-            pid = worker_pid(host.pid());
-            pid.is_some()
-        })
-        .await,
-        "the host has no worker process; log:\n{}",
-        host.log()
-    );
-    let pid = pid.unwrap();
-    // SAFETY: kill(2) on a process this test started (through the host).
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    pid
 }
 
 /// The `/health` status a host reports (`healthy`, `degraded`, ...), read

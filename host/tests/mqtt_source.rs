@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Host, guest, wait_until, wait_until_async, write_config};
+use common::{Host, endpoint, guest, http_get, wait_until, wait_until_async, write_config};
 use danube_testkit::{StoredMessage, TestBroker};
 
 /// A mosquitto broker on a free loopback port, stopped on drop.
@@ -580,34 +580,6 @@ async fn the_connector_reconnects_when_the_mqtt_broker_restarts() {
     assert!(host.terminate(Duration::from_secs(30)).success());
 }
 
-/// The address the host logged for its observability endpoints.
-fn endpoint(host: &Host) -> Option<String> {
-    host.log()
-        .lines()
-        .find(|l| l.contains("serving /metrics"))?
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .map(str::to_string)
-}
-
-/// A plain HTTP GET; returns (status, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// The value of the first `/metrics` sample named `name` (with any prefix)
 /// whose labels include `label`.
 fn sample(metrics: &str, name: &str, label: &str) -> Option<f64> {
@@ -721,7 +693,7 @@ fn served(host: &Host) -> String {
     let addr = endpoint(host).expect("the host logs where it serves metrics");
     ["/metrics", "/health", "/ready"]
         .iter()
-        .map(|path| format!("{path}:\n{}\n", get(&addr, path).1))
+        .map(|path| format!("{path}:\n{}\n", http_get(&addr, path).1))
         .collect()
 }
 
@@ -1011,7 +983,7 @@ async fn messages_over_max_packet_size_are_dropped_with_a_log_line_and_the_flow_
         "an oversized message cost the connection:\n{log}"
     );
     let addr = endpoint(&host).unwrap();
-    let metrics = get(&addr, "/metrics").1;
+    let metrics = http_get(&addr, "/metrics").1;
     assert_eq!(
         sample(
             &metrics,
@@ -1021,7 +993,7 @@ async fn messages_over_max_packet_size_are_dropped_with_a_log_line_and_the_flow_
         Some(2.0),
         "{metrics}"
     );
-    assert_eq!(get(&addr, "/health").0, 200);
+    assert_eq!(http_get(&addr, "/health").0, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let messages = broker.messages(TOPIC);
     let payloads: Vec<String> = messages.iter().map(payload).collect();
@@ -1290,6 +1262,6 @@ async fn malformed_packets_cost_the_connection_not_the_connector() {
         "a malformed packet killed the worker:\n{log}"
     );
     assert!(running(&host));
-    assert_eq!(get(&endpoint(&host).unwrap(), "/health").0, 200);
+    assert_eq!(http_get(&endpoint(&host).unwrap(), "/health").0, 200);
     assert!(host.terminate(Duration::from_secs(30)).success());
 }

@@ -4,40 +4,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Host, guest, reliable_producer, wait_subscribed, wait_until_async, write_config};
+use common::{
+    Host, endpoint, guest, http_get, reliable_producer, wait_subscribed, wait_until_async,
+    write_config,
+};
 use danube_testkit::TestBroker;
-
-/// The address the host logged for its observability endpoints.
-fn endpoint(host: &Host) -> Option<String> {
-    host.log()
-        .lines()
-        .find(|l| l.contains("serving /metrics"))?
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .map(str::to_string)
-}
-
-/// A plain HTTP GET; returns (status, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
 
 /// Parses Prometheus text into `name{labels}` → value, checking every sample
 /// line has the `name{labels} value` shape.
@@ -89,7 +62,7 @@ async fn metrics_count_what_moved_and_trace_ids_reach_the_guest() {
     let sink = Host::start(&guest("file-sink"), &config, &[("LOG_LEVEL", "debug")]);
     wait_subscribed(&broker, &[TOPIC.to_string()], "s", &sink).await;
     let addr = endpoint(&sink).expect("the host logs where it serves metrics");
-    assert_eq!(get(&addr, "/ready").0, 200);
+    assert_eq!(http_get(&addr, "/ready").0, 200);
 
     let producer = reliable_producer(&broker.url(), TOPIC).await;
     for i in 0..30u32 {
@@ -107,7 +80,7 @@ async fn metrics_count_what_moved_and_trace_ids_reach_the_guest() {
     );
 
     let labels = [("connector", "observed-sink"), ("topic", TOPIC)];
-    let (status, text) = get(&addr, "/metrics");
+    let (status, text) = http_get(&addr, "/metrics");
     assert_eq!(status, 200);
     let m = parse_metrics(&text);
     assert_eq!(
@@ -161,7 +134,7 @@ async fn metrics_count_what_moved_and_trace_ids_reach_the_guest() {
         .unwrap()
             > 0.0
     );
-    let (status, health) = get(&addr, "/health");
+    let (status, health) = http_get(&addr, "/health");
     assert_eq!(status, 200);
     let health: serde_json::Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["status"], "healthy");
@@ -215,7 +188,7 @@ async fn health_is_degraded_while_the_broker_is_down_and_recovers() {
     );
     let addr = endpoint(&source).unwrap();
     let status = |addr: &str| {
-        let (code, body) = get(addr, "/health");
+        let (code, body) = http_get(addr, "/health");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         (code, v["status"].as_str().unwrap().to_string())
     };
@@ -246,7 +219,7 @@ async fn health_is_degraded_while_the_broker_is_down_and_recovers() {
         .await,
         "records flow again"
     );
-    let m = parse_metrics(&get(&addr, "/metrics").1);
+    let m = parse_metrics(&http_get(&addr, "/metrics").1);
     assert!(
         value(
             &m,

@@ -8,25 +8,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Host, guest, wait_subscribed, wait_until_async, write_config};
+use common::{
+    Host, guest, kill_worker, wait_subscribed, wait_until_async, worker_pid, write_config,
+};
 use danube_testkit::TestBroker;
-
-/// The worker process of a host: its only child. Children are listed per
-/// thread of the parent, so every thread is looked at.
-fn worker_pid(host_pid: i32) -> Option<i32> {
-    let tasks = std::fs::read_dir(format!("/proc/{host_pid}/task")).ok()?;
-    tasks.flatten().find_map(|task| {
-        let children = std::fs::read_to_string(task.path().join("children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
-    })
-}
-
-fn kill_worker(host: &Host) -> i32 {
-    let pid = worker_pid(host.pid()).expect("the host has a worker process");
-    // SAFETY: kill(2) on a process this test started (through the host).
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    pid
-}
 
 /// Sequence numbers in the sink's file, with how often each was written.
 fn written(out_file: &Path) -> HashMap<u64, usize> {
@@ -89,8 +74,8 @@ async fn killed_workers_are_replaced_and_no_record_is_lost() {
             sink.log(),
             source.log()
         );
-        let old_sink = kill_worker(&sink);
-        let old_source = kill_worker(&source);
+        let old_sink = kill_worker(&sink).await;
+        let old_source = kill_worker(&source).await;
         // New workers take their place.
         assert!(
             wait_until_async(Duration::from_secs(30), || {

@@ -247,3 +247,60 @@ pub fn committed_seq(state_file: &Path) -> Option<u64> {
     let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).ok()?;
     map.get("committed_seq")?.as_str()?.trim().parse().ok()
 }
+
+/// The worker process of a host: its only child. Children are listed per
+/// thread of the parent, so every thread is looked at.
+pub fn worker_pid(host_pid: i32) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{host_pid}/task")).ok()?;
+    tasks.flatten().find_map(|task| {
+        let children = std::fs::read_to_string(task.path().join("children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// SIGKILLs the host's worker, waiting for one to exist; returns its pid.
+pub async fn kill_worker(host: &Host) -> i32 {
+    let mut pid = None;
+    assert!(
+        wait_until_async(Duration::from_secs(20), || {
+            pid = worker_pid(host.pid());
+            pid.is_some()
+        })
+        .await,
+        "the host has no worker process; log:\n{}",
+        host.log()
+    );
+    let pid = pid.unwrap();
+    // SAFETY: kill(2) on a process this test started (through the host).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    pid
+}
+
+/// The address the host logged for its observability endpoints.
+pub fn endpoint(host: &Host) -> Option<String> {
+    host.log()
+        .lines()
+        .find(|l| l.contains("serving /metrics"))?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .map(str::to_string)
+}
+
+/// A plain HTTP GET; returns (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
