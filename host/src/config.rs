@@ -31,7 +31,7 @@ pub struct ConfigError {
 
 /// The host's settings. Every field has a default except the two root keys, so
 /// that a minimal file is two lines plus the connector's table.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct HostConfig {
     /// The Danube broker, e.g. `http://127.0.0.1:6650`. Env: `DANUBE_SERVICE_URL`.
@@ -45,21 +45,6 @@ pub struct HostConfig {
     pub state: StateConfig,
     pub dead_letter: DeadLetterConfig,
     pub metrics: MetricsConfig,
-}
-
-impl Default for HostConfig {
-    fn default() -> Self {
-        HostConfig {
-            danube_service_url: String::new(),
-            connector_name: String::new(),
-            retry: RetryConfig::default(),
-            processing: ProcessingConfig::default(),
-            sandbox: SandboxConfig::default(),
-            state: StateConfig::default(),
-            dead_letter: DeadLetterConfig::default(),
-            metrics: MetricsConfig::default(),
-        }
-    }
 }
 
 /// `[retry]`: how retryable errors from the guest and from Danube back off.
@@ -175,17 +160,11 @@ impl Default for StateConfig {
 }
 
 /// `[dead_letter]`: where sink records that can never be written go.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct DeadLetterConfig {
     /// Default: `/default/<connector_name>-dlq`.
     pub topic: Option<String>,
-}
-
-impl Default for DeadLetterConfig {
-    fn default() -> Self {
-        DeadLetterConfig { topic: None }
-    }
 }
 
 /// `[metrics]`: where `/metrics`, `/health` and `/ready` are served.

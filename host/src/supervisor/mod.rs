@@ -185,8 +185,8 @@ fn parse_allow(entry: &str) -> Result<Vec<NetRule>, String> {
 
 /// The Danube side of a connector, which outlives its workers.
 enum Pipeline<'a> {
-    Source(source::SourcePipeline<'a>),
-    Sink(sink::SinkPipeline<'a>),
+    Source(Box<source::SourcePipeline<'a>>),
+    Sink(Box<sink::SinkPipeline<'a>>),
 }
 
 impl<'a> Pipeline<'a> {
@@ -199,12 +199,12 @@ impl<'a> Pipeline<'a> {
     ) -> Result<Pipeline<'a>, Stop> {
         let policy = policy.clone();
         Ok(match opened {
-            Opened::Source(producers) => Pipeline::Source(
+            Opened::Source(producers) => Pipeline::Source(Box::new(
                 source::SourcePipeline::start(client, config, policy, producers).await?,
-            ),
-            Opened::Sink(consumers) => Pipeline::Sink(
+            )),
+            Opened::Sink(consumers) => Pipeline::Sink(Box::new(
                 sink::SinkPipeline::start(client, config, policy, consumers, shutdown).await?,
-            ),
+            )),
         })
     }
 
