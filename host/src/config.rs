@@ -90,6 +90,9 @@ pub struct ProcessingConfig {
     pub max_in_flight: u32,
     /// Bound on one publish or ack to Danube before it counts as failed.
     pub publish_timeout_ms: u64,
+    /// How often the connector's `health()` is asked; a failure marks the
+    /// connector degraded, and a worker that died while idle is noticed.
+    pub health_interval_ms: u64,
     /// Port of `/metrics` and `/health`.
     pub metrics_port: u16,
     /// `error`, `warn`, `info`, `debug` or `trace`, or a tracing filter.
@@ -107,6 +110,7 @@ impl Default for ProcessingConfig {
             producers_per_topic: 4,
             max_in_flight: 5000,
             publish_timeout_ms: 10_000,
+            health_interval_ms: 10_000,
             metrics_port: 9090,
             log_level: "info".into(),
         }
@@ -514,6 +518,7 @@ fn check_host(host: &HostConfig) -> Result<(), String> {
         ("processing.max_in_flight", p.max_in_flight as u64),
         ("sandbox.memory_mb", host.sandbox.memory_mb),
         ("sandbox.call_timeout_ms", host.sandbox.call_timeout_ms),
+        ("processing.health_interval_ms", p.health_interval_ms),
     ] {
         if value == 0 {
             return Err(format!("`{key}` must be greater than 0"));

@@ -231,3 +231,42 @@ async fn health_is_degraded_while_the_broker_is_down_and_recovers() {
     );
     assert!(source.terminate(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_connector_health_check_marks_it_degraded() {
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic("/default/probe", 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "probe.toml",
+        &broker.url(),
+        "ailing",
+        "[processing]\nhealth_interval_ms = 100\n\n[probe]\nunhealthy = \"disk full (probe)\"\n",
+    );
+    let probe = Host::start(&guest("probe-connector"), &config, &[]);
+    wait_subscribed(&broker, &["/default/probe".to_string()], "probe", &probe).await;
+    let addr = endpoint(&probe).unwrap();
+    let health = || {
+        let (code, body) = http_get(&addr, "/health");
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        )
+    };
+    assert!(
+        wait_until_async(Duration::from_secs(10), || health().1["status"]
+            == "degraded")
+        .await,
+        "{:?}",
+        health()
+    );
+    let (code, body) = health();
+    assert_eq!(code, 200);
+    let detail = body["connectors"]["ailing"]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains("disk full (probe)"), "{detail}");
+    assert!(probe.terminate(Duration::from_secs(30)).success());
+}

@@ -326,7 +326,11 @@ async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSet
             Ok(p) => {
                 metrics.set_ready(true);
                 metrics.set_health(Status::Healthy, "running");
-                pipeline.insert(p).run(&worker, shutdown.clone()).await
+                let interval = Duration::from_millis(config.host.processing.health_interval_ms);
+                tokio::select! {
+                    result = pipeline.insert(p).run(&worker, shutdown.clone()) => result,
+                    never = watch_health(&worker, &metrics, interval) => match never {},
+                }
             }
             Err(e) => Err(e),
         };
@@ -398,6 +402,44 @@ async fn open(worker: &Worker, config: &ConnectorConfig) -> Result<Opened, Stop>
         ))),
         Ok(other) => Err(outcome_error("open", other)),
         Err(e) => Err(Stop::WorkerGone(e.to_string())),
+    }
+}
+
+/// Asks the guest's `health()` every `interval`: a failure marks the connector
+/// degraded until it passes again. It never ends the pipeline itself: once the
+/// worker is gone it stops asking, and the pipeline (which must keep the
+/// batches the worker held) notices at its next call.
+async fn watch_health(
+    worker: &Worker,
+    metrics: &ConnectorMetrics,
+    interval: Duration,
+) -> std::convert::Infallible {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(interval).await;
+        match worker
+            .call(new_trace_id(), crate::protocol::Call::Health)
+            .await
+        {
+            Ok(CallOutcome::Done) if failing => {
+                failing = false;
+                metrics.set_health(Status::Healthy, "running");
+            }
+            Ok(CallOutcome::Done) => {}
+            Ok(CallOutcome::Error(e)) => {
+                failing = true;
+                let why = match e {
+                    ConnectorError::Retryable(m)
+                    | ConnectorError::InvalidData(m)
+                    | ConnectorError::Fatal(m)
+                    | ConnectorError::Config(m) => m,
+                };
+                tracing::warn!(error = %why, "the connector reports itself unhealthy");
+                metrics.set_health(Status::Degraded, format!("connector health: {why}"));
+            }
+            Ok(CallOutcome::Trapped(_)) | Err(_) => return std::future::pending().await,
+            Ok(other) => tracing::warn!(outcome = ?other, "unexpected answer to health"),
+        }
     }
 }
 

@@ -27,6 +27,8 @@
 //! | `loop_in_batch`    | loops forever on every batch (the call timeout must stop it)  |
 //! | `trap_in_batch_on` | writes the batch's records in order, and panics with [`BATCH_PANIC_MESSAGE`] on the first record whose JSON payload has this field set to `true` |
 //! | `write_to`         | appends each accepted record's payload as one line to this file (in a directory granted with `[sandbox] dirs`); without it, records are accepted and dropped |
+//!
+//! And `unhealthy = "why"` makes `health` fail with that message.
 
 use std::io::Write;
 
@@ -55,6 +57,7 @@ fatal_error = "a fatal error to return"
 loop_in_batch = false
 trap_in_batch_on = "poison"
 write_to = "/granted/dir/probe.jsonl"
+unhealthy = "the reason health() fails"
 "#;
 
 /// The `[probe]` table.
@@ -87,6 +90,8 @@ pub struct Config {
     trap_in_batch_on: Option<String>,
     #[serde(default)]
     write_to: Option<String>,
+    #[serde(default)]
+    unhealthy: Option<String>,
 }
 
 fn default_topic() -> String {
@@ -98,6 +103,7 @@ fn default_subscription() -> String {
 }
 
 pub struct Probe {
+    unhealthy: Option<String>,
     loop_in_batch: bool,
     trap_in_batch_on: Option<String>,
     write_to: Option<std::fs::File>,
@@ -195,12 +201,20 @@ impl Sink for Probe {
         };
         Ok((
             Probe {
+                unhealthy: config.unhealthy,
                 loop_in_batch: config.loop_in_batch,
                 trap_in_batch_on: config.trap_in_batch_on,
                 write_to,
             },
             vec![ConsumerConfig::new(config.topic, config.subscription)],
         ))
+    }
+
+    fn health(&mut self) -> Result<(), String> {
+        match &self.unhealthy {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
     }
 
     fn process_batch(&mut self, records: Vec<SinkRecord>) -> Result<BatchOutcome, ConnectorError> {
