@@ -174,15 +174,39 @@ async fn source_stopped_mid_flow_resumes_from_its_last_commit() {
         "a drained stop commits everything the broker acknowledged"
     );
 
-    let second = Host::start(&guest("datagen-source"), &config, &[]);
+    resume_and_count(
+        &broker,
+        &config,
+        TOPIC,
+        COUNT,
+        committed,
+        MAX_IN_FLIGHT + BATCH,
+        "SIGTERM",
+    )
+    .await;
+}
+
+/// Starts the source again on `config` and checks that it resumes right after
+/// `committed`, that every record reaches the broker, and that duplicates
+/// stay within `max_duplicates` (what can be in flight at a stop).
+async fn resume_and_count(
+    broker: &TestBroker,
+    config: &Path,
+    topic: &str,
+    count: u64,
+    committed: u64,
+    max_duplicates: u64,
+    how_stopped: &str,
+) {
+    let second = Host::start(&guest("datagen-source"), config, &[]);
     assert!(
         broker
-            .wait_for(Duration::from_secs(30), |b| seqs_in_broker(b, TOPIC).len()
+            .wait_for(Duration::from_secs(30), |b| seqs_in_broker(b, topic).len()
                 as u64
-                == COUNT)
+                == count)
             .await,
-        "{} of {COUNT} distinct records; log:\n{}",
-        seqs_in_broker(&broker, TOPIC).len(),
+        "{} of {count} distinct records; log:\n{}",
+        seqs_in_broker(broker, topic).len(),
         second.log()
     );
     let resumed_at = format!("datagen starting at seq {}", committed + 1);
@@ -193,15 +217,15 @@ async fn source_stopped_mid_flow_resumes_from_its_last_commit() {
     );
     terminate(second).await;
 
-    let seen = seqs_in_broker(&broker, TOPIC);
-    let (missing, duplicates) = missing_and_duplicates(&seen, COUNT);
+    let seen = seqs_in_broker(broker, topic);
+    let (missing, duplicates) = missing_and_duplicates(&seen, count);
     println!(
-        "SIGTERM and restart: {} records, {duplicates} duplicates",
+        "{how_stopped} and restart: {} records, {duplicates} duplicates",
         seen.len()
     );
     assert!(missing.is_empty(), "missing: {missing:?}");
     assert!(
-        duplicates as u64 <= MAX_IN_FLIGHT + BATCH,
+        duplicates as u64 <= max_duplicates,
         "{duplicates} duplicates"
     );
 }
@@ -247,36 +271,16 @@ async fn source_host_killed_mid_flow_resumes_with_duplicates_only_from_in_flight
         broker.messages(TOPIC).len()
     );
 
-    let second = Host::start(&guest("datagen-source"), &config, &[]);
-    assert!(
-        broker
-            .wait_for(Duration::from_secs(30), |b| seqs_in_broker(b, TOPIC).len()
-                as u64
-                == COUNT)
-            .await,
-        "{} of {COUNT} distinct records; log:\n{}",
-        seqs_in_broker(&broker, TOPIC).len(),
-        second.log()
-    );
-    let resumed_at = format!("datagen starting at seq {}", committed + 1);
-    assert!(
-        second.log().contains(&resumed_at),
-        "no {resumed_at:?} in:\n{}",
-        second.log()
-    );
-    terminate(second).await;
-
-    let seen = seqs_in_broker(&broker, TOPIC);
-    let (missing, duplicates) = missing_and_duplicates(&seen, COUNT);
-    println!(
-        "SIGKILL and restart: {} records, {duplicates} duplicates",
-        seen.len()
-    );
-    assert!(missing.is_empty(), "missing: {missing:?}");
-    assert!(
-        duplicates as u64 <= MAX_IN_FLIGHT + BATCH,
-        "{duplicates} duplicates"
-    );
+    resume_and_count(
+        &broker,
+        &config,
+        TOPIC,
+        COUNT,
+        committed,
+        MAX_IN_FLIGHT + BATCH,
+        "SIGKILL",
+    )
+    .await;
 }
 
 /// The broker crashes and comes back, then stalls and resumes, while
