@@ -109,7 +109,8 @@ fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
     })
 }
 
-fn first_line(s: &str) -> &str {
+/// The first line of an error text: wasmtime's errors carry backtraces below.
+pub(super) fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 

@@ -8,6 +8,7 @@ use anyhow::bail;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
+use super::engine::first_line;
 use super::state::GuestState;
 use crate::protocol::{self, CallOutcome, ModuleInfo, Opened, World};
 
@@ -256,10 +257,6 @@ fn explain_link_error(e: wasmtime::Error) -> anyhow::Error {
         }
         _ => anyhow::anyhow!("cannot instantiate the module: {}", first_line(&text)),
     }
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
 }
 
 /// Describes a trap for people: a timeout, a memory limit or the guest's own
