@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing danube-connect needs on a Debian machine
 # with rustup: the wasm32-wasip2 target, protoc (for danube-client), and the
-# external systems the tests start (mosquitto). Safe to run again.
+# external systems the tests start (mosquitto), clang for C in guests. Safe to run again.
 set -euo pipefail
 
-packages=(protobuf-compiler mosquitto mosquitto-clients)
+# clang-19/llvm-19 compile ring (TLS in mqtt-source) for wasm32-wasip2;
+# .cargo/config.toml points the cc crate at them.
+packages=(protobuf-compiler mosquitto mosquitto-clients clang-19 llvm-19)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1265,3 +1265,174 @@ async fn malformed_packets_cost_the_connection_not_the_connector() {
     assert_eq!(http_get(&endpoint(&host).unwrap(), "/health").0, 200);
     assert!(host.terminate(Duration::from_secs(30)).success());
 }
+
+// ---------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`NAME.pem`, `NAME.key`) in `dir`.
+fn make_ca(dir: &Path, name: &str) {
+    let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+}
+
+/// A mosquitto whose listener speaks only TLS, with a server certificate for
+/// 127.0.0.1 signed by the CA `ca.pem` in its directory.
+fn mosquitto_with_tls() -> Mosquitto {
+    Mosquitto::start_with(|dir| {
+        make_ca(dir, "ca");
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+        );
+        format!(
+            "allow_anonymous true\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
+            d = dir.display()
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_connections_verify_the_broker_and_carry_the_flow() {
+    const TOPIC: &str = "/default/tls";
+    const COUNT: usize = 500;
+    let broker = TestBroker::start().await.unwrap();
+    let mqtt = mosquitto_with_tls();
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::copy(mqtt.dir.path().join("ca.pem"), certs.path().join("ca.pem")).unwrap();
+    make_ca(certs.path(), "rogue");
+    let dir = tempfile::tempdir().unwrap();
+    let tls_config = |name: &str, tls: &str| {
+        config(
+            dir.path(),
+            &broker,
+            name,
+            &format!(
+                "[sandbox]\nallow = [\"127.0.0.1:{port}\"]\ndirs = [\"{certs}\"]\n\n\
+                 [mqtt]\nbroker_host = \"127.0.0.1\"\nbroker_port = {port}\nclient_id = \"{name}\"\n\
+                 use_tls = true\n{tls}\n\n[[mqtt.routes]]\nfrom = \"sensors/#\"\nto = \"{TOPIC}\"\n",
+                port = mqtt.port,
+                certs = certs.path().display()
+            ),
+        )
+    };
+    let ca = |file: &str| format!("ca_file = \"{}\"", certs.path().join(file).display());
+
+    // The broker's certificate checks out against the CA: the flow runs over TLS.
+    let cfg = tls_config("mqtt-tls", &ca("ca.pem"));
+    let host = Host::start(&module(), &cfg, &[]);
+    wait_subscribed(&host, 1).await;
+    let lines = (0..COUNT).map(|i| format!("tls:{i}")).collect();
+    let ca_arg = mqtt.dir.path().join("ca.pem").display().to_string();
+    finish(vec![publish_with(
+        mqtt.port,
+        "sensors/a",
+        1,
+        lines,
+        &["--cafile", &ca_arg],
+    )]);
+    let all = wait_until_async(Duration::from_secs(30), || {
+        broker.messages(TOPIC).len() >= COUNT
+    })
+    .await;
+    assert!(
+        all,
+        "{} of {COUNT} arrived; log:\n{}",
+        broker.messages(TOPIC).len(),
+        host.log()
+    );
+    let distinct: HashSet<String> = broker.messages(TOPIC).iter().map(payload).collect();
+    assert_eq!(distinct.len(), COUNT);
+    assert!(host.terminate(Duration::from_secs(30)).success());
+
+    // A certificate from another CA, or for another name, stops the connector
+    // at start with a configuration error that says why.
+    for (name, tls, reason) in [
+        ("mqtt-tls-rogue", ca("rogue.pem"), "UnknownIssuer"),
+        (
+            "mqtt-tls-name",
+            format!("{}\ntls_server_name = \"mqtt.example.com\"", ca("ca.pem")),
+            "not valid for name",
+        ),
+        ("mqtt-tls-missing", ca("absent.pem"), "absent.pem"),
+    ] {
+        let host = Host::start(&module(), &tls_config(name, &tls), &[]);
+        let (code, log) = host_exit(host, name, &[reason]);
+        assert_eq!(code, Some(2), "{name}: a configuration error; log:\n{log}");
+    }
+}

@@ -2,15 +2,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 
 use danube_connect_sdk::{ConnectorError, ProducerConfig};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
+use crate::tls::{Tls, TlsFiles};
 use crate::topic;
 
 pub const CONFIG_EXAMPLE: &str = r#"[mqtt]
-# The MQTT broker (MQTT 3.1.1 over TCP). Env: MQTT_BROKER_HOST, MQTT_BROKER_PORT.
+# The MQTT broker (MQTT 3.1.1 over TCP, or TLS with use_tls). Env: MQTT_BROKER_HOST, MQTT_BROKER_PORT.
 broker_host = "localhost"
 broker_port = 1883
 # Required, unique per connector instance: the broker keeps the persistent
@@ -20,8 +22,16 @@ client_id = "danube-mqtt-source"
 # Credentials; empty = none. Env: MQTT_USERNAME, MQTT_PASSWORD.
 username = ""
 password = ""
-# TLS is not supported yet: true is refused at start. Env: MQTT_USE_TLS.
+# TLS to the broker (usually port 8883). Env: MQTT_USE_TLS.
 use_tls = false
+# PEM file of the CA(s) to trust, in a directory granted with [sandbox] dirs;
+# unset: the Mozilla root set built into the connector.
+# ca_file = "/etc/danube/mqtt/ca.pem"
+# Client certificate and key (PEM) for brokers that require mutual TLS.
+# client_cert_file = "/etc/danube/mqtt/client.pem"
+# client_key_file = "/etc/danube/mqtt/client.key"
+# Name the broker's certificate must carry; default: broker_host.
+# tls_server_name = "mqtt.example.com"
 # Keep-alive negotiated with the broker; 0 disables it.
 keep_alive_secs = 60
 # Bound on one TCP connect plus CONNACK, and on waiting for SUBACK.
@@ -229,6 +239,14 @@ pub struct Config {
     pub password: Option<Text>,
     #[serde(default)]
     pub use_tls: bool,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u16,
     #[serde(default = "default_connection_timeout")]
@@ -291,6 +309,8 @@ pub struct Settings {
     pub include_metadata: bool,
     pub max_packet_size: usize,
     pub tcp_nodelay: bool,
+    /// Set when `use_tls`: the loaded client configuration.
+    pub tls: Option<Tls>,
     pub routes: Vec<Route>,
 }
 
@@ -301,19 +321,13 @@ impl Config {
     /// Checks the table and resolves defaults; every refusal is a config error
     /// that names the key.
     pub fn into_settings(self) -> Result<Settings, ConnectorError> {
-        if self.use_tls {
-            return Err(ConnectorError::config(
-                "`use_tls = true` is not supported yet: this connector speaks MQTT over plain TCP only. \
-                 Set use_tls = false (or unset MQTT_USE_TLS) and reach the broker over a trusted network \
-                 or through a local TLS-terminating proxy",
-            ));
-        }
         if self.broker_host.trim().is_empty() {
             return Err(ConnectorError::config("`broker_host` is empty"));
         }
         if self.broker_port == 0 {
             return Err(ConnectorError::config("`broker_port` must not be 0"));
         }
+        let tls = self.tls()?;
         let client_id = match self.client_id {
             Some(Text(id)) if !id.is_empty() => id,
             _ => {
@@ -422,8 +436,40 @@ impl Config {
             include_metadata: self.include_metadata,
             max_packet_size: self.max_packet_size,
             tcp_nodelay: self.tcp_nodelay,
+            tls,
             routes: routes.into_iter().map(|(_, r)| r).collect(),
         })
+    }
+}
+
+impl Config {
+    /// Loads the TLS settings when `use_tls`; TLS keys without it are refused
+    /// rather than silently ignored.
+    fn tls(&self) -> Result<Option<Tls>, ConnectorError> {
+        if !self.use_tls {
+            let stray = [
+                ("ca_file", self.ca_file.is_some()),
+                ("client_cert_file", self.client_cert_file.is_some()),
+                ("client_key_file", self.client_key_file.is_some()),
+                ("tls_server_name", self.tls_server_name.is_some()),
+            ];
+            return match stray.iter().find(|(_, set)| *set) {
+                Some((key, _)) => Err(ConnectorError::config(format!(
+                    "`{key}` is set but `use_tls` is false: set use_tls = true (env MQTT_USE_TLS) or remove `{key}`"
+                ))),
+                None => Ok(None),
+            };
+        }
+        let files = TlsFiles {
+            ca_file: self.ca_file.as_deref(),
+            client_cert_file: self.client_cert_file.as_deref(),
+            client_key_file: self.client_key_file.as_deref(),
+            server_name: self
+                .tls_server_name
+                .as_deref()
+                .unwrap_or(self.broker_host.trim()),
+        };
+        Tls::load(&files).map(Some).map_err(ConnectorError::config)
     }
 }
 
@@ -534,6 +580,23 @@ mod tests {
     }
 
     #[test]
+    fn tls_without_a_ca_file_trusts_the_built_in_roots() {
+        let s = settings(
+            r#"{"client_id": "c", "use_tls": true, "broker_host": "mqtt.example.com",
+                "routes": [{"from": "a/#", "to": "/default/a"}]}"#,
+        )
+        .unwrap();
+        let tls = s.tls.expect("use_tls loads a TLS configuration");
+        assert_eq!(tls.server_name.to_str(), "mqtt.example.com");
+        assert!(
+            settings(r#"{"client_id": "c", "routes": [{"from": "a/#", "to": "/default/a"}]}"#)
+                .unwrap()
+                .tls
+                .is_none()
+        );
+    }
+
+    #[test]
     fn refusals_name_the_key() {
         let base = r#""client_id": "c", "routes": [{"from": "a/#", "to": "/default/a"}]"#;
         let err = |extra: &str| {
@@ -541,7 +604,12 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(err(r#", "use_tls": true"#).contains("not supported yet"));
+        assert!(err(r#", "ca_file": "/ca.pem""#).contains("`use_tls` is false"));
+        assert!(
+            err(r#", "use_tls": true, "ca_file": "/nonexistent/ca.pem""#)
+                .contains("`ca_file` /nonexistent/ca.pem")
+        );
+        assert!(err(r#", "use_tls": true, "client_cert_file": "/c.pem""#).contains("go together"));
         assert!(err(r#", "bogus": 1"#).contains("bogus"));
         assert!(err(r#", "password": "p""#).contains("username"));
         let e = settings(r#"{"routes": [{"from": "a", "to": "/default/a"}]}"#)

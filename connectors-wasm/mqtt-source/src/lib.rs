@@ -10,6 +10,7 @@
 
 mod config;
 mod session;
+mod tls;
 mod topic;
 
 use std::collections::VecDeque;
@@ -325,6 +326,12 @@ impl Source for MqttSource {
                 )));
             }
             Err(ConnectError::SubscribeRefused(why)) => return Err(ConnectorError::config(why)),
+            Err(e @ ConnectError::Tls(_)) => {
+                return Err(ConnectorError::config(format!(
+                    "MQTT broker {}: {e} (check ca_file and tls_server_name)",
+                    source.broker()
+                )));
+            }
             Err(e) => {
                 warn!(
                     "MQTT broker {} not reachable yet: {e}; retrying in the background",

@@ -1,12 +1,13 @@
-//! One MQTT 3.1.1 connection over a blocking `std::net::TcpStream`: connect,
-//! subscribe, read packets with timeouts, write acknowledgements.
+//! One MQTT 3.1.1 connection over a blocking `std::net::TcpStream` (TLS over
+//! it when configured): connect, subscribe, read packets with timeouts, write
+//! acknowledgements.
 //!
 //! `mqttrs` encodes CONNECT and SUBSCRIBE and decodes whole packets; framing,
 //! the small acknowledgement packets and oversized PUBLISH packets are handled
 //! here.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use mqttrs::{
@@ -15,6 +16,7 @@ use mqttrs::{
 };
 
 use crate::config::{Qos, Settings};
+use crate::tls::Transport;
 
 /// A PUBLISH received from the broker.
 #[derive(Debug)]
@@ -59,6 +61,9 @@ pub enum ConnectError {
     Refused(ConnectReturnCode),
     /// The broker refused a subscription.
     SubscribeRefused(String),
+    /// The TLS handshake failed (certificate, name or protocol): retrying
+    /// the same settings will not help.
+    Tls(String),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -69,6 +74,7 @@ impl std::fmt::Display for ConnectError {
                 write!(f, "the broker refused the connection: {}", refusal(*code))
             }
             ConnectError::SubscribeRefused(e) => f.write_str(e),
+            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
         }
     }
 }
@@ -87,7 +93,7 @@ fn refusal(code: ConnectReturnCode) -> &'static str {
 }
 
 pub struct Conn {
-    stream: TcpStream,
+    stream: Transport,
     buf: Vec<u8>,
     /// Start of the unparsed bytes in `buf`.
     start: usize,
@@ -137,6 +143,17 @@ impl Conn {
             let _ = stream.set_nodelay(true);
         }
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        let stream = match &s.tls {
+            None => Transport::Plain(stream),
+            Some(tls) => {
+                stream.set_read_timeout(Some(timeout)).map_err(io)?;
+                Transport::tls(tls, stream).map_err(|e| match e.kind() {
+                    // Certificate and protocol failures come back as InvalidData.
+                    io::ErrorKind::InvalidData => ConnectError::Tls(e.to_string()),
+                    _ => ConnectError::Io(format!("TLS handshake: {e}")),
+                })?
+            }
+        };
         let mut conn = Conn {
             stream,
             buf: Vec::with_capacity(64 * 1024),
@@ -246,7 +263,7 @@ impl Conn {
     /// Reads what arrives within `wait` (at least 1 ms). `Ok(false)`: nothing.
     pub fn fill(&mut self, wait: Duration) -> io::Result<bool> {
         let wait = wait.max(Duration::from_millis(1));
-        self.stream.set_read_timeout(Some(wait))?;
+        self.stream.tcp().set_read_timeout(Some(wait))?;
         match self.stream.read(&mut self.chunk) {
             Ok(0) => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -431,7 +448,7 @@ impl Conn {
     /// Sends DISCONNECT (the broker keeps a persistent session) and closes.
     pub fn disconnect(mut self) {
         let _ = self.write_raw(&[0xE0, 0]);
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.stream.shutdown();
     }
 }
 
