@@ -75,7 +75,7 @@ struct Launch {
     replicas: u64,
 }
 
-/// Dockerfile instructions of the last stage, continuation lines joined.
+/// Dockerfile instructions as (keyword, rest), continuation lines joined.
 fn instructions(dockerfile: &str) -> Vec<(String, String)> {
     let mut joined = Vec::new();
     let mut current = String::new();
@@ -85,22 +85,28 @@ fn instructions(dockerfile: &str) -> Vec<(String, String)> {
             continue;
         }
         match line.strip_suffix('\\') {
-            Some(part) => current.push_str(part),
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
             None => {
                 current.push_str(line);
                 joined.push(std::mem::take(&mut current));
             }
         }
     }
-    let last_stage = joined
-        .iter()
-        .rposition(|i| i.starts_with("FROM "))
-        .unwrap_or(0);
-    joined[last_stage..]
+    joined
         .iter()
         .filter_map(|i| i.split_once(' '))
         .map(|(keyword, rest)| (keyword.to_string(), rest.trim().to_string()))
         .collect()
+}
+
+/// The instructions of the last stage: the image that runs.
+fn final_stage(dockerfile: &str) -> Vec<(String, String)> {
+    let mut all = instructions(dockerfile);
+    let from = all.iter().rposition(|(k, _)| k == "FROM").unwrap_or(0);
+    all.split_off(from)
 }
 
 /// The exec-form (JSON) argument of the last `keyword` instruction.
@@ -116,7 +122,7 @@ fn exec_form(instructions: &[(String, String)], keyword: &str) -> Option<Vec<Str
 /// (the init) and the arguments it already carries.
 fn host_entrypoint() -> (Vec<String>, Vec<String>) {
     let entrypoint = exec_form(
-        &instructions(&read(&docker_dir().join("Dockerfile"))),
+        &final_stage(&read(&docker_dir().join("Dockerfile"))),
         "ENTRYPOINT",
     )
     .expect("docker/Dockerfile has an ENTRYPOINT");
@@ -137,15 +143,30 @@ fn launch(origin: String, args: Vec<String>) -> Launch {
     }
 }
 
+/// A compose service or Kubernetes container (`spec`) that runs the host
+/// image: the image's ENTRYPOINT with `spec[command]` as its arguments.
+/// Replacing the ENTRYPOINT (`spec[entrypoint]`) would drop its init.
+fn host_launch(origin: String, spec: &Value, entrypoint: &str, command: &str) -> Option<Launch> {
+    if !spec["image"]
+        .as_str()
+        .is_some_and(|i| i.starts_with(HOST_IMAGE))
+    {
+        return None;
+    }
+    assert!(
+        spec[entrypoint].is_null(),
+        "{origin} replaces the image's ENTRYPOINT (and its init)"
+    );
+    let (_, mut args) = host_entrypoint();
+    args.extend(strings(&spec[command]));
+    Some(launch(origin, args))
+}
+
 /// docker/Dockerfile: the image's default command line.
 fn dockerfile_launches() -> Vec<Launch> {
     let (_, mut args) = host_entrypoint();
     args.extend(
-        exec_form(
-            &instructions(&read(&docker_dir().join("Dockerfile"))),
-            "CMD",
-        )
-        .unwrap_or_default(),
+        exec_form(&final_stage(&read(&docker_dir().join("Dockerfile"))), "CMD").unwrap_or_default(),
     );
     vec![launch("Dockerfile".into(), args)]
 }
@@ -162,7 +183,7 @@ fn connector_dockerfile_launches() -> Vec<Launch> {
         .filter_map(|w| w[1].split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let instructions = instructions(&text);
+    let instructions = final_stage(&text);
     let (_, mut args) = host_entrypoint();
     args.extend(exec_form(&instructions, "CMD").expect("connector.Dockerfile has a CMD"));
     let mut launch = launch("connector.Dockerfile".into(), args);
@@ -189,7 +210,7 @@ fn compose_config() -> Value {
             .args(["--env-file", ".env.example", "-f", "compose.yaml"])
             .args(["--profile", "*", "config", "--format", "json"])
             .current_dir(&docker)
-            .env_remove("COMPOSE_PROFILES"),
+            .env_clear(),
     );
     serde_json::from_str(&json).expect("compose config prints JSON")
 }
@@ -208,23 +229,12 @@ fn strings(value: &Value) -> Vec<String> {
 
 /// docker/compose.yaml: every service running the host image.
 fn compose_launches(config: &Value) -> Vec<Launch> {
-    let (_, entry_args) = host_entrypoint();
     let services = config["services"].as_object().expect("services");
     services
         .iter()
-        .filter(|(_, s)| {
-            s["image"]
-                .as_str()
-                .is_some_and(|i| i.starts_with(HOST_IMAGE))
-        })
-        .map(|(name, service)| {
-            assert!(
-                service["entrypoint"].is_null(),
-                "compose.yaml: {name} replaces the image's ENTRYPOINT (and its init)"
-            );
-            let mut args = entry_args.clone();
-            args.extend(strings(&service["command"]));
-            let mut launch = launch(format!("compose.yaml: {name}"), args);
+        .filter_map(|(name, service)| {
+            let origin = format!("compose.yaml: {name}");
+            let mut launch = host_launch(origin, service, "entrypoint", "command")?;
             if let Some(env) = service["environment"].as_object() {
                 for (k, v) in env {
                     launch
@@ -241,7 +251,7 @@ fn compose_launches(config: &Value) -> Vec<Launch> {
                 }
             }
             launch.replicas = service["deploy"]["replicas"].as_u64().unwrap_or(1);
-            launch
+            Some(launch)
         })
         .collect()
 }
@@ -285,7 +295,6 @@ fn expand(value: &str, env: &BTreeMap<String, String>) -> String {
 /// resolved: Secret keys from the Secret, the pod's name as the first
 /// replica's (`<workload>-0`).
 fn k8s_launches(docs: &[(String, Value)], dir: &Path) -> Vec<Launch> {
-    let (_, entry_args) = host_entrypoint();
     let mut launches = Vec::new();
     for (file, workload) in docs {
         if !matches!(
@@ -297,19 +306,10 @@ fn k8s_launches(docs: &[(String, Value)], dir: &Path) -> Vec<Launch> {
         let workload_name = workload["metadata"]["name"].as_str().unwrap();
         let pod = &workload["spec"]["template"]["spec"];
         for container in pod["containers"].as_array().unwrap() {
-            if !container["image"]
-                .as_str()
-                .is_some_and(|i| i.starts_with(HOST_IMAGE))
-            {
+            let origin = format!("k8s/{file}: {workload_name}");
+            let Some(mut launch) = host_launch(origin, container, "command", "args") else {
                 continue;
-            }
-            assert!(
-                container["command"].is_null(),
-                "k8s/{file}: {workload_name} replaces the image's ENTRYPOINT (and its init)"
-            );
-            let mut args = entry_args.clone();
-            args.extend(strings(&container["args"]));
-            let mut launch = launch(format!("k8s/{file}: {workload_name}"), args);
+            };
             launch.replicas = workload["spec"]["replicas"].as_u64().unwrap_or(1);
             for var in container["env"].as_array().into_iter().flatten() {
                 let name = var["name"].as_str().unwrap().to_string();
@@ -602,6 +602,42 @@ fn compose_sandboxes_allow_the_compose_network() {
     assert!(checked >= 4, "only {checked} allow entries checked");
 }
 
+/// The image's connector build step, run here as the Dockerfile has it:
+/// it builds for wasm32-wasip2 every connector of the workspace (so a
+/// native crate added to the workspace must be excluded there).
+#[test]
+fn dockerfile_builds_every_connector_of_the_workspace() {
+    let dockerfile = read(&docker_dir().join("Dockerfile"));
+    let step = instructions(&dockerfile)
+        .into_iter()
+        .filter(|(keyword, _)| keyword == "RUN")
+        .flat_map(|(_, run)| {
+            run.split("&&")
+                .map(|c| c.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .find(|c| c.starts_with("cargo build") && c.contains("wasm32-wasip2"))
+        .expect("docker/Dockerfile builds the connectors with cargo");
+    let args: Vec<&str> = step.split_whitespace().skip(1).collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    succeeds(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(&args)
+            .current_dir(&root),
+    );
+    let connectors: Vec<String> = std::fs::read_dir(root.join("connectors-wasm"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().replace('-', "_"))
+        .collect();
+    assert!(connectors.len() >= 3, "connectors: {connectors:?}");
+    for connector in connectors {
+        let wasm = target_dir()
+            .join("wasm32-wasip2/release")
+            .join(format!("{connector}.wasm"));
+        assert!(wasm.exists(), "`{step}` does not build {}", wasm.display());
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The linters.
 
@@ -700,13 +736,12 @@ async fn image_entrypoint_runs_a_connector_as_pid_1_and_drains_on_sigterm() {
         "entrypoint",
         &format!("[datagen]\ntopics = [\"{topic}\"]\nrate = 200\n"),
     );
+    // What the ENTRYPOINT runs before danube-host (found on PATH, as there).
     let (init, _) = host_entrypoint();
-    let init_path = which(&init[0]);
     let log = dir.path().join("host.log");
     let mut child = Command::new("unshare")
         .args(["--user", "--map-root-user", "--pid", "--fork"])
-        .arg(&init_path)
-        .args(&init[1..])
+        .args(&init)
         .arg(host_bin())
         .args(["--log-format", "text", "--module"])
         .arg(guest("datagen-source"))
@@ -735,6 +770,7 @@ async fn image_entrypoint_runs_a_connector_as_pid_1_and_drains_on_sigterm() {
     let healthcheck = |path: &str, port: &str| {
         Command::new(docker_dir().join("healthcheck.sh"))
             .args([path, port])
+            .stderr(Stdio::null())
             .status()
             .unwrap()
             .success()
@@ -782,14 +818,4 @@ async fn image_entrypoint_runs_a_connector_as_pid_1_and_drains_on_sigterm() {
         "exit {status} after SIGTERM; log:\n{}",
         log_text()
     );
-}
-
-/// An executable on PATH.
-fn which(name: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed: run scripts/setup.sh"))
 }
