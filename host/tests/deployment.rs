@@ -506,6 +506,104 @@ fn every_danube_host_command_line_validates_with_its_configuration() {
     }
 }
 
+/// Variables the host reads itself (README: Configuration, Observability).
+const HOST_VARIABLES: &[&str] = &[
+    "DANUBE_SERVICE_URL",
+    "CONNECTOR_NAME",
+    "CONNECTOR_CONFIG_PATH",
+    "LOG_LEVEL",
+    "RUST_LOG",
+];
+
+/// The host's own tables: every other table of a file is the connector's.
+const HOST_TABLES: &[&str] = &[
+    "retry",
+    "processing",
+    "sandbox",
+    "state",
+    "dead_letter",
+    "metrics",
+];
+
+/// The keys of a connector table that `SECTION_KEY` variables may set: those
+/// in the file, and those the module's configuration example shows (from
+/// `danube-host inspect`, for modules built in this workspace).
+fn overridable_keys(launch: &Launch) -> (String, Vec<String>) {
+    let config = flag_value(&launch.args, "--config").unwrap();
+    let table: toml::Table = read(&launch.files[config]).parse().unwrap();
+    let (section, keys) = table
+        .iter()
+        .find(|(k, v)| v.is_table() && !HOST_TABLES.contains(&k.as_str()))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_table().unwrap().keys().cloned().collect::<Vec<_>>(),
+            )
+        })
+        .unwrap_or_else(|| panic!("{}: no connector table in {config}", launch.origin));
+    let mut keys = keys;
+    let module = flag_value(&launch.args, "--module").unwrap();
+    if let Some(package) = workspace_connector(module) {
+        let out = succeeds(Command::new(host_bin()).arg("inspect").arg(guest(&package)));
+        let example = out
+            .split_once("configuration example:")
+            .map(|(_, e)| e)
+            .unwrap_or_default();
+        if let Ok(doc) = example.parse::<toml::Table>()
+            && let Some(toml::Value::Table(t)) = doc.get(&section)
+        {
+            keys.extend(t.keys().cloned());
+        }
+    }
+    (section, keys)
+}
+
+/// Every variable the deployment files hand to a connector is one that is
+/// read: the host's own, or `SECTION_KEY` for a key of the connector's table
+/// (a misspelt `POSTGRES_PASSWROD` would otherwise be ignored without a word).
+/// Kubernetes helpers referenced as `$(NAME)` by other variables count as read.
+#[test]
+fn every_variable_handed_to_a_connector_is_read() {
+    let scratch = tempfile::tempdir().unwrap();
+    let launches = all_launches(scratch.path());
+    let helpers: Vec<String> = manifests()
+        .iter()
+        .flat_map(|(_, d)| {
+            d["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["env"].as_array().into_iter().flatten())
+                .filter_map(|v| v["value"].as_str())
+                .filter_map(|v| v.strip_prefix("$(")?.strip_suffix(')'))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut checked = 0;
+    for launch in launches.iter().filter(|l| !l.env.is_empty()) {
+        let (section, keys) = overridable_keys(launch);
+        for var in launch.env.keys() {
+            let read = HOST_VARIABLES.contains(&var.as_str())
+                || helpers.contains(var)
+                || keys
+                    .iter()
+                    .any(|k| format!("{section}_{k}").to_uppercase() == *var);
+            assert!(
+                read,
+                "{}: nothing reads {var}: the host reads {HOST_VARIABLES:?}, the connector {}",
+                launch.origin,
+                keys.iter()
+                    .map(|k| format!("{section}_{k}").to_uppercase())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "only {checked} variables checked");
+}
+
 /// The broker treats two consumers of one name on one subscription as one
 /// consumer reconnecting, so replicas of a sink must run under names of their
 /// own: compose services that share a configuration differ in CONNECTOR_NAME,
