@@ -71,7 +71,7 @@ struct Launch {
     env: BTreeMap<String, String>,
     /// Files at container paths (`--module`, `--config`), as local files.
     files: BTreeMap<String, PathBuf>,
-    /// Replicas started with these arguments (compose: one per service).
+    /// Copies started with these arguments (compose: `deploy.replicas`).
     replicas: u64,
 }
 
@@ -310,7 +310,6 @@ fn k8s_launches(docs: &[(String, Value)], dir: &Path) -> Vec<Launch> {
             let Some(mut launch) = host_launch(origin, container, "command", "args") else {
                 continue;
             };
-            launch.replicas = workload["spec"]["replicas"].as_u64().unwrap_or(1);
             for var in container["env"].as_array().into_iter().flatten() {
                 let name = var["name"].as_str().unwrap().to_string();
                 let from = &var["valueFrom"];
