@@ -12,6 +12,7 @@
 //! broker's default and caps a batch at 10 records) and `batch_size`.
 //! For each row: the sink subscribes and is stopped, `BENCH_RECORDS`
 //! (default 20,000) JSON records of seven columns plus four metadata columns
+//! (the tests' readings)
 //! are produced into the backlog by four producers, then the sink starts
 //! again. Time runs from that start (module load, connection and
 //! subscription included) until `count(*)` of the table, polled every 50 ms,
@@ -26,7 +27,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::postgres::{DATABASE, Postgres, USER};
+use common::postgres::{ALL_METADATA, Postgres, reading, route};
 use common::{Host, endpoint, guest, http_get, reliable_producer, wait_subscribed, write_config};
 use danube_testkit::{BrokerConfig, TestBroker};
 
@@ -130,34 +131,20 @@ async fn run(index: usize, case: Case, records: u64, pg: &Postgres) -> Row {
     let name = format!("pg-bench-{index}");
     let topic = format!("/default/bench-{index}");
     let table = format!("bench_{index}");
-    let column = |name: &str, path: &str, ty: &str| {
-        format!(
-            "[[postgres.routes.columns]]\ncolumn = \"{name}\"\npath = \"{path}\"\ntype = \"{ty}\"\n"
-        )
-    };
-    let columns: String = [
-        column("device", "device", "text"),
-        column("seq", "seq", "bigint"),
-        column("temp", "reading.temp", "double"),
-        column("ok", "ok", "bool"),
-        column("at", "at", "timestamp"),
-        column("level", "level", "int"),
-        column("tags", "tags", "json"),
-    ]
-    .concat();
+    let routes = route(
+        &topic,
+        "bench",
+        &table,
+        &format!("auto_create = true\nupsert_key = [\"device\", \"seq\"]\n{ALL_METADATA}"),
+    );
     let cfg = write_config(
         dir.path(),
         "bench.toml",
         &broker.url(),
         &name,
         &format!(
-            "[processing]\nbatch_size = {batch_size}\n\n[sandbox]\nallow = [\"127.0.0.1:{port}\"]\n\n\
-             [postgres]\nport = {port}\ndatabase = \"{DATABASE}\"\nuser = \"{USER}\"\n\n\
-             [[postgres.routes]]\ntopic = \"{topic}\"\nsubscription = \"bench\"\ntable = \"{table}\"\n\
-             auto_create = true\nupsert_key = [\"device\", \"seq\"]\n\
-             metadata = {{ topic = \"danube_topic\", offset = \"danube_offset\", publish_time = \"danube_publish_time\", producer = \"danube_producer\" }}\n\n\
-             {columns}",
-            port = pg.port
+            "[processing]\nbatch_size = {batch_size}\n\n{}",
+            pg.sink_config(&routes)
         ),
     );
     let env = [("POSTGRES_PASSWORD", PASSWORD)];
@@ -177,17 +164,8 @@ async fn run(index: usize, case: Case, records: u64, pg: &Postgres) -> Row {
             tokio::spawn(async move {
                 let producer = reliable_producer(&url, &topic).await;
                 for seq in p * per_producer..(p + 1) * per_producer {
-                    let record = serde_json::json!({
-                        "device": format!("dev-{}", seq % 64),
-                        "seq": seq,
-                        "reading": {"temp": seq as f64 / 10.0},
-                        "ok": seq % 2 == 0,
-                        "at": "2024-05-01T10:00:00Z",
-                        "level": seq % 5,
-                        "tags": {"site": "bench", "i": seq},
-                    });
                     producer
-                        .send(serde_json::to_vec(&record).unwrap(), None)
+                        .send(serde_json::to_vec(&reading(seq, 1)).unwrap(), None)
                         .await
                         .unwrap();
                 }

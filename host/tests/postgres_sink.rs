@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::postgres::{DATABASE, Postgres, USER};
+use common::postgres::{self, ALL_METADATA, Postgres, reading};
 use common::{
     Host, guest, kill_worker, reliable_producer, wait_subscribed, wait_until_async, write_config,
 };
@@ -18,83 +18,23 @@ use serde_json::json;
 const PASSWORD: &str = "s3cret-Pg-pass";
 const SUBSCRIPTION: &str = "pg";
 
-/// Every mapped type, a nested path and a nullable column.
-const COLUMNS: &str = r#"
-  [[postgres.routes.columns]]
-  column = "device"
-  path = "device"
-  type = "text"
-
-  [[postgres.routes.columns]]
-  column = "seq"
-  path = "seq"
-  type = "bigint"
-
-  [[postgres.routes.columns]]
-  column = "temp"
-  path = "reading.temp"
-  type = "double"
-  nullable = true
-
-  [[postgres.routes.columns]]
-  column = "ok"
-  path = "ok"
-  type = "bool"
-
-  [[postgres.routes.columns]]
-  column = "at"
-  path = "at"
-  type = "timestamp"
-
-  [[postgres.routes.columns]]
-  column = "version"
-  path = "version"
-  type = "int"
-
-  [[postgres.routes.columns]]
-  column = "tags"
-  path = "tags"
-  type = "json"
-  nullable = true
-"#;
-
-const ALL_METADATA: &str = r#"metadata = { topic = "danube_topic", offset = "danube_offset", publish_time = "danube_publish_time", producer = "danube_producer" }"#;
-
-/// The payload of record `seq`, written by producer pass `version`.
-fn reading(seq: u64, version: u32) -> serde_json::Value {
-    json!({
-        "device": format!("dev-{}", seq % 8),
-        "seq": seq,
-        "reading": {"temp": seq as f64 / 10.0},
-        "ok": seq % 2 == 0,
-        // 2024-05-01T10:00:00Z plus seq seconds, as epoch milliseconds.
-        "at": 1_714_557_600_000_u64 + seq * 1000,
-        "version": version,
-        "tags": {"i": seq},
-    })
-}
-
-/// A route on `topic` into `table`; `extra` holds more route keys.
+/// A route of readings from `topic` into `table`.
 fn route(topic: &str, table: &str, extra: &str) -> String {
-    format!(
-        "[[postgres.routes]]\ntopic = \"{topic}\"\nsubscription = \"{SUBSCRIPTION}\"\ntable = \"{table}\"\n{extra}\n{COLUMNS}"
-    )
+    postgres::route(topic, SUBSCRIPTION, table, extra)
 }
 
-/// A host configuration for the sink against `pg`; the password comes from
-/// the environment, as in a deployment.
-fn config(dir: &Path, broker: &TestBroker, pg: &Postgres, name: &str, rest: &str) -> PathBuf {
-    write_config(
-        dir,
-        &format!("{name}.toml"),
-        &broker.url(),
-        name,
-        &format!(
-            "[sandbox]\nallow = [\"127.0.0.1:{port}\"]\n\n[postgres]\nhost = \"127.0.0.1\"\nport = {port}\n\
-             database = \"{DATABASE}\"\nuser = \"{USER}\"\n\n{rest}",
-            port = pg.port
-        ),
-    )
+/// A host configuration for the sink against `pg`: the host's own `tables`
+/// (TOML), then the connector's with `routes`.
+fn config(
+    dir: &Path,
+    broker: &TestBroker,
+    pg: &Postgres,
+    name: &str,
+    tables: &str,
+    routes: &str,
+) -> PathBuf {
+    let text = format!("{tables}{}", pg.sink_config(routes));
+    write_config(dir, &format!("{name}.toml"), &broker.url(), name, &text)
 }
 
 /// Starts the sink with `password` in the environment.
@@ -142,6 +82,7 @@ async fn ten_thousand_records_land_as_typed_rows() {
         &broker,
         &pg,
         "pg-10k",
+        "",
         &route(
             TOPIC,
             "readings",
@@ -217,10 +158,8 @@ async fn records_the_table_refuses_go_to_the_dead_letter_topic_and_the_rest_land
         &broker,
         &pg,
         "pg-dlq",
-        &format!(
-            "[processing]\nbatch_size = 500\nlinger_ms = 200\n\n{}",
-            route(TOPIC, "checked", "upsert_key = [\"device\", \"seq\"]")
-        ),
+        "[processing]\nbatch_size = 500\nlinger_ms = 200\n\n",
+        &route(TOPIC, "checked", "upsert_key = [\"device\", \"seq\"]"),
     );
     let host = run(&broker, &cfg, TOPIC).await;
 
@@ -288,13 +227,11 @@ async fn postgres_stopped_mid_flow_loses_and_duplicates_nothing() {
         &broker,
         &pg,
         "pg-restart",
-        &format!(
-            "[retry]\nmax_retries = 100\nretry_backoff_ms = 100\nmax_backoff_ms = 1000\n\n{}",
-            route(
-                TOPIC,
-                "restart",
-                "auto_create = true\nmetadata = { topic = \"danube_topic\", offset = \"danube_offset\" }"
-            )
+        "[retry]\nmax_retries = 100\nretry_backoff_ms = 100\nmax_backoff_ms = 1000\n\n",
+        &route(
+            TOPIC,
+            "restart",
+            "auto_create = true\nmetadata = { topic = \"danube_topic\", offset = \"danube_offset\" }",
         ),
     );
     let host = run(&broker, &cfg, TOPIC).await;
@@ -348,6 +285,7 @@ async fn batches_delivered_twice_leave_one_copy_of_each_row() {
         &broker,
         &pg,
         "pg-twice",
+        "",
         &route(
             TOPIC,
             "twice",
@@ -418,6 +356,7 @@ async fn a_wrong_password_stops_the_connector_naming_authentication() {
         &broker,
         &pg,
         "pg-auth",
+        "",
         &route(
             "/default/auth",
             "auth",

@@ -19,6 +19,72 @@ const BIN: &str = "/usr/lib/postgresql/15/bin";
 pub const USER: &str = "danube";
 pub const DATABASE: &str = "danube";
 
+/// The columns of the tests' tables of readings (see [`reading`]): every
+/// type, a nested path and nullable columns.
+pub const READING_COLUMNS: &str = r#"
+  [[postgres.routes.columns]]
+  column = "device"
+  path = "device"
+  type = "text"
+
+  [[postgres.routes.columns]]
+  column = "seq"
+  path = "seq"
+  type = "bigint"
+
+  [[postgres.routes.columns]]
+  column = "temp"
+  path = "reading.temp"
+  type = "double"
+  nullable = true
+
+  [[postgres.routes.columns]]
+  column = "ok"
+  path = "ok"
+  type = "bool"
+
+  [[postgres.routes.columns]]
+  column = "at"
+  path = "at"
+  type = "timestamp"
+
+  [[postgres.routes.columns]]
+  column = "version"
+  path = "version"
+  type = "int"
+
+  [[postgres.routes.columns]]
+  column = "tags"
+  path = "tags"
+  type = "json"
+  nullable = true
+"#;
+
+/// Every Danube metadata column.
+pub const ALL_METADATA: &str = r#"metadata = { topic = "danube_topic", offset = "danube_offset", publish_time = "danube_publish_time", producer = "danube_producer" }"#;
+
+/// The payload of reading `seq`, sent by producer pass `version`.
+pub fn reading(seq: u64, version: u32) -> serde_json::Value {
+    serde_json::json!({
+        "device": format!("dev-{}", seq % 8),
+        "seq": seq,
+        "reading": {"temp": seq as f64 / 10.0},
+        "ok": seq.is_multiple_of(2),
+        // 2024-05-01T10:00:00Z plus seq seconds, as epoch milliseconds.
+        "at": 1_714_557_600_000_u64 + seq * 1000,
+        "version": version,
+        "tags": {"i": seq},
+    })
+}
+
+/// A route of readings from `topic` into `table`; `extra` holds more route
+/// keys.
+pub fn route(topic: &str, subscription: &str, table: &str, extra: &str) -> String {
+    format!(
+        "[[postgres.routes]]\ntopic = \"{topic}\"\nsubscription = \"{subscription}\"\ntable = \"{table}\"\n{extra}\n{READING_COLUMNS}"
+    )
+}
+
 pub struct Postgres {
     pub port: u16,
     dir: tempfile::TempDir,
@@ -184,6 +250,17 @@ impl Postgres {
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
             .expect("psql runs (apt-get install postgresql-client-15)")
+    }
+
+    /// The sandbox grant and the `[postgres]` table for this server, then
+    /// `routes`. The password is left to the environment, as in a
+    /// deployment.
+    pub fn sink_config(&self, routes: &str) -> String {
+        format!(
+            "[sandbox]\nallow = [\"127.0.0.1:{port}\"]\n\n[postgres]\nhost = \"127.0.0.1\"\nport = {port}\n\
+             database = \"{DATABASE}\"\nuser = \"{USER}\"\n\n{routes}",
+            port = self.port
+        )
     }
 
     pub fn log(&self) -> String {
