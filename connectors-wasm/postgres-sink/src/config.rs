@@ -444,24 +444,26 @@ mod tests {
 
     #[test]
     fn the_example_parses() {
-        // The example's TOML as JSON, as the host hands it over.
-        let s = settings(
-            r#"{"host": "127.0.0.1", "port": 5432, "database": "danube", "user": "danube",
-                "password": "", "connect_timeout_secs": 10, "query_timeout_secs": 20,
-                "routes": [{"topic": "/default/sensors", "subscription": "postgres-sink",
-                  "subscription_type": "shared", "table": "sensor_readings", "auto_create": true,
-                  "upsert_key": ["device_id", "seq"],
-                  "metadata": {"topic": "danube_topic", "offset": "danube_offset",
-                               "publish_time": "danube_publish_time", "producer": "danube_producer"},
-                  "columns": [
-                    {"column": "device_id", "path": "device", "type": "text", "nullable": false},
-                    {"column": "seq", "path": "seq", "type": "bigint"},
-                    {"column": "temperature", "path": "reading.temp", "type": "double", "nullable": true}]}]}"#,
-        )
-        .unwrap();
+        // As the host hands it over: the `[postgres]` table as JSON.
+        let example: toml::Table = CONFIG_EXAMPLE.parse().unwrap();
+        let s = settings(&serde_json::to_string(&example["postgres"]).unwrap()).unwrap();
         let r = &s.routes[0];
-        assert_eq!(r.table.columns.len(), 7);
+        let names: Vec<&str> = r.table.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "device_id",
+                "seq",
+                "temperature",
+                "danube_topic",
+                "danube_offset",
+                "danube_publish_time",
+                "danube_producer"
+            ]
+        );
         assert_eq!(r.table.key, vec![0, 1]);
+        assert!(r.auto_create);
+        assert_eq!(s.server.query_timeout, Duration::from_secs(20));
         assert_eq!(
             r.consumer(),
             ConsumerConfig::new("/default/sensors", "postgres-sink")
