@@ -27,7 +27,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::postgres::{ALL_METADATA, Postgres, reading, route};
+use common::postgres::{KEYED, Postgres, reading, route};
 use common::{Host, endpoint, guest, http_get, reliable_producer, wait_subscribed, write_config};
 use danube_testkit::{BrokerConfig, TestBroker};
 
@@ -131,12 +131,7 @@ async fn run(index: usize, case: Case, records: u64, pg: &Postgres) -> Row {
     let name = format!("pg-bench-{index}");
     let topic = format!("/default/bench-{index}");
     let table = format!("bench_{index}");
-    let routes = route(
-        &topic,
-        "bench",
-        &table,
-        &format!("auto_create = true\nupsert_key = [\"device\", \"seq\"]\n{ALL_METADATA}"),
-    );
+    let routes = route(&topic, "bench", &table, KEYED);
     let cfg = write_config(
         dir.path(),
         "bench.toml",

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::postgres::{self, ALL_METADATA, Postgres, reading};
+use common::postgres::{self, KEYED, Postgres, reading};
 use common::{
     Host, guest, kill_worker, reliable_producer, wait_subscribed, wait_until_async, write_config,
 };
@@ -18,23 +18,46 @@ use serde_json::json;
 const PASSWORD: &str = "s3cret-Pg-pass";
 const SUBSCRIPTION: &str = "pg";
 
-/// A route of readings from `topic` into `table`.
-fn route(topic: &str, table: &str, extra: &str) -> String {
-    postgres::route(topic, SUBSCRIPTION, table, extra)
+/// The test broker, a PostgreSQL server and a directory for the host's
+/// files.
+struct Setup {
+    broker: TestBroker,
+    pg: Postgres,
+    dir: tempfile::TempDir,
 }
 
-/// A host configuration for the sink against `pg`: the host's own `tables`
-/// (TOML), then the connector's with `routes`.
-fn config(
-    dir: &Path,
-    broker: &TestBroker,
-    pg: &Postgres,
-    name: &str,
-    tables: &str,
-    routes: &str,
-) -> PathBuf {
-    let text = format!("{tables}{}", pg.sink_config(routes));
-    write_config(dir, &format!("{name}.toml"), &broker.url(), name, &text)
+impl Setup {
+    async fn new() -> Setup {
+        Setup {
+            broker: TestBroker::start().await.unwrap(),
+            pg: Postgres::start(PASSWORD),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Writes the configuration of connector `name`: the host's own
+    /// `tables` (TOML), then a route of readings from `topic` into `table`
+    /// with the route keys `keys`.
+    fn config(&self, name: &str, tables: &str, topic: &str, table: &str, keys: &str) -> PathBuf {
+        let routes = postgres::route(topic, SUBSCRIPTION, table, keys);
+        let text = format!("{tables}{}", self.pg.sink_config(&routes));
+        write_config(
+            self.dir.path(),
+            &format!("{name}.toml"),
+            &self.broker.url(),
+            name,
+            &text,
+        )
+    }
+
+    /// Creates `topic`, starts the sink with the right password and waits
+    /// until it subscribed.
+    async fn run(&self, cfg: &Path, topic: &str) -> Host {
+        self.broker.create_topic(topic, 0, true).unwrap();
+        let host = start(cfg, PASSWORD);
+        wait_subscribed(&self.broker, &[topic.into()], SUBSCRIPTION, &host).await;
+        host
+    }
 }
 
 /// Starts the sink with `password` in the environment.
@@ -44,15 +67,6 @@ fn start(cfg: &Path, password: &str) -> Host {
         cfg,
         &[("POSTGRES_PASSWORD", password)],
     )
-}
-
-/// Creates `topic`, starts the sink with the right password and waits until
-/// it subscribed.
-async fn run(broker: &TestBroker, cfg: &Path, topic: &str) -> Host {
-    broker.create_topic(topic, 0, true).unwrap();
-    let host = start(cfg, PASSWORD);
-    wait_subscribed(broker, &[topic.into()], SUBSCRIPTION, &host).await;
-    host
 }
 
 /// Sends `payloads` in order through one reliable producer.
@@ -74,22 +88,10 @@ fn readings(range: std::ops::Range<u64>, version: u32) -> Vec<serde_json::Value>
 async fn ten_thousand_records_land_as_typed_rows() {
     const N: u64 = 10_000;
     const TOPIC: &str = "/default/readings";
-    let broker = TestBroker::start().await.unwrap();
-    let pg = Postgres::start(PASSWORD);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        &broker,
-        &pg,
-        "pg-10k",
-        "",
-        &route(
-            TOPIC,
-            "readings",
-            &format!("auto_create = true\nupsert_key = [\"device\", \"seq\"]\n{ALL_METADATA}"),
-        ),
-    );
-    let host = run(&broker, &cfg, TOPIC).await;
+    let setup = Setup::new().await;
+    let cfg = setup.config("pg-10k", "", TOPIC, "readings", KEYED);
+    let host = setup.run(&cfg, TOPIC).await;
+    let (broker, pg) = (&setup.broker, &setup.pg);
 
     produce(broker.url(), TOPIC, readings(0..N, 1)).await;
     let landed = pg.wait_count(
@@ -142,8 +144,16 @@ async fn ten_thousand_records_land_as_typed_rows() {
 async fn records_the_table_refuses_go_to_the_dead_letter_topic_and_the_rest_land() {
     const N: u64 = 200;
     const TOPIC: &str = "/default/checked";
-    let broker = TestBroker::start().await.unwrap();
-    let pg = Postgres::start(PASSWORD);
+    let setup = Setup::new().await;
+    let cfg = setup.config(
+        "pg-dlq",
+        "[processing]\nbatch_size = 500\nlinger_ms = 200\n\n",
+        TOPIC,
+        "checked",
+        "upsert_key = [\"device\", \"seq\"]",
+    );
+    let host = setup.run(&cfg, TOPIC).await;
+    let (broker, pg) = (&setup.broker, &setup.pg);
     // The table exists, with a rule the connector cannot know: the database
     // itself refuses one row of the batch.
     pg.query(
@@ -152,16 +162,6 @@ async fn records_the_table_refuses_go_to_the_dead_letter_topic_and_the_rest_land
          version integer NOT NULL, tags jsonb, PRIMARY KEY (device, seq)); \
          GRANT ALL ON checked TO danube",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        &broker,
-        &pg,
-        "pg-dlq",
-        "[processing]\nbatch_size = 500\nlinger_ms = 200\n\n",
-        &route(TOPIC, "checked", "upsert_key = [\"device\", \"seq\"]"),
-    );
-    let host = run(&broker, &cfg, TOPIC).await;
 
     let mut payloads = readings(0..N, 1);
     payloads[50]["seq"] = json!("fifty"); // a string where a bigint goes
@@ -218,32 +218,26 @@ async fn records_the_table_refuses_go_to_the_dead_letter_topic_and_the_rest_land
 async fn postgres_stopped_mid_flow_loses_and_duplicates_nothing() {
     const N: u64 = 4_000;
     const TOPIC: &str = "/default/restart";
-    let broker = TestBroker::start().await.unwrap();
-    let mut pg = Postgres::start(PASSWORD);
-    let dir = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new().await;
     // No upsert_key: rows are keyed on the topic and offset columns.
-    let cfg = config(
-        dir.path(),
-        &broker,
-        &pg,
+    let cfg = setup.config(
         "pg-restart",
         "[retry]\nmax_retries = 100\nretry_backoff_ms = 100\nmax_backoff_ms = 1000\n\n",
-        &route(
-            TOPIC,
-            "restart",
-            "auto_create = true\nmetadata = { topic = \"danube_topic\", offset = \"danube_offset\" }",
-        ),
+        TOPIC,
+        "restart",
+        "auto_create = true\nmetadata = { topic = \"danube_topic\", offset = \"danube_offset\" }",
     );
-    let host = run(&broker, &cfg, TOPIC).await;
+    let host = setup.run(&cfg, TOPIC).await;
+    let broker = &setup.broker;
 
     let producing = tokio::spawn(produce(broker.url(), TOPIC, readings(0..N, 1)));
-    let some = pg.wait_count(
+    let some = setup.pg.wait_count(
         "SELECT least(count(*), 500) FROM restart",
         500,
         Duration::from_secs(60),
     );
     assert_eq!(some, 500, "log:\n{}", host.log());
-    pg.stop();
+    setup.pg.stop();
     assert!(
         wait_until_async(Duration::from_secs(30), || host
             .log()
@@ -252,21 +246,23 @@ async fn postgres_stopped_mid_flow_loses_and_duplicates_nothing() {
         "the sink did not notice PostgreSQL going away; log:\n{}",
         host.log()
     );
-    pg.spawn();
+    setup.pg.spawn();
     producing.await.unwrap();
 
-    let landed = pg.wait_count(
+    let landed = setup.pg.wait_count(
         "SELECT count(*) FROM restart",
         N as i64,
         Duration::from_secs(120),
     );
     assert_eq!(landed, N as i64, "log:\n{}", host.log());
     assert_eq!(
-        pg.count("SELECT count(DISTINCT seq) FROM restart"),
+        setup.pg.count("SELECT count(DISTINCT seq) FROM restart"),
         N as i64
     );
     assert_eq!(
-        pg.count("SELECT count(DISTINCT (danube_topic, danube_offset)) FROM restart"),
+        setup
+            .pg
+            .count("SELECT count(DISTINCT (danube_topic, danube_offset)) FROM restart"),
         N as i64
     );
     assert!(host.log().contains("connected to PostgreSQL"));
@@ -277,22 +273,10 @@ async fn postgres_stopped_mid_flow_loses_and_duplicates_nothing() {
 async fn batches_delivered_twice_leave_one_copy_of_each_row() {
     const N: u64 = 3_000;
     const TOPIC: &str = "/default/twice";
-    let broker = TestBroker::start().await.unwrap();
-    let pg = Postgres::start(PASSWORD);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        &broker,
-        &pg,
-        "pg-twice",
-        "",
-        &route(
-            TOPIC,
-            "twice",
-            &format!("auto_create = true\nupsert_key = [\"device\", \"seq\"]\n{ALL_METADATA}"),
-        ),
-    );
-    let host = run(&broker, &cfg, TOPIC).await;
+    let setup = Setup::new().await;
+    let cfg = setup.config("pg-twice", "", TOPIC, "twice", KEYED);
+    let host = setup.run(&cfg, TOPIC).await;
+    let (broker, pg) = (&setup.broker, &setup.pg);
 
     // First pass, with the worker killed mid-flow: the batch it held is
     // written again by its successor.
@@ -348,21 +332,8 @@ async fn batches_delivered_twice_leave_one_copy_of_each_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wrong_password_stops_the_connector_naming_authentication() {
     const WRONG: &str = "wrong-Pass-4242";
-    let broker = TestBroker::start().await.unwrap();
-    let pg = Postgres::start(PASSWORD);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        &broker,
-        &pg,
-        "pg-auth",
-        "",
-        &route(
-            "/default/auth",
-            "auth",
-            "auto_create = true\nupsert_key = [\"device\", \"seq\"]",
-        ),
-    );
+    let setup = Setup::new().await;
+    let cfg = setup.config("pg-auth", "", "/default/auth", "auth", KEYED);
     let host = start(&cfg, WRONG);
     let status = tokio::task::spawn_blocking(move || host.wait(Duration::from_secs(60)))
         .await
@@ -375,5 +346,5 @@ async fn a_wrong_password_stops_the_connector_naming_authentication() {
         "log:\n{log}"
     );
     assert!(!log.contains(WRONG), "the password reached the log:\n{log}");
-    assert!(pg.log().contains("password authentication failed"));
+    assert!(setup.pg.log().contains("password authentication failed"));
 }

@@ -60,8 +60,11 @@ pub const READING_COLUMNS: &str = r#"
   nullable = true
 "#;
 
-/// Every Danube metadata column.
-pub const ALL_METADATA: &str = r#"metadata = { topic = "danube_topic", offset = "danube_offset", publish_time = "danube_publish_time", producer = "danube_producer" }"#;
+/// Route keys: an auto-created table upserted on (device, seq), with every
+/// Danube metadata column.
+pub const KEYED: &str = r#"auto_create = true
+upsert_key = ["device", "seq"]
+metadata = { topic = "danube_topic", offset = "danube_offset", publish_time = "danube_publish_time", producer = "danube_producer" }"#;
 
 /// The payload of reading `seq`, sent by producer pass `version`.
 pub fn reading(seq: u64, version: u32) -> serde_json::Value {
