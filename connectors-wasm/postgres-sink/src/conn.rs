@@ -28,12 +28,15 @@ pub enum PgError {
     Auth(String),
     /// The server answered with an error.
     Server(DbError),
+    /// A message or parameter could not be encoded: a limit of the protocol
+    /// was passed, and trying again will not help.
+    Encoding(String),
 }
 
 impl fmt::Display for PgError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PgError::Connection(m) | PgError::Auth(m) => f.write_str(m),
+            PgError::Connection(m) | PgError::Auth(m) | PgError::Encoding(m) => f.write_str(m),
             PgError::Server(e) => e.fmt(f),
         }
     }
@@ -188,7 +191,7 @@ impl Connection {
             ],
             &mut self.out,
         )
-        .map_err(|e| PgError::Auth(format!("encoding the start-up message: {e}")))?;
+        .map_err(|e| encoding(&e))?;
         self.send()?;
         let password = server.password.0.as_bytes();
         loop {
@@ -231,8 +234,7 @@ impl Connection {
     }
 
     fn password_message(&mut self, password: &[u8]) -> Result<(), PgError> {
-        frontend::password_message(password, &mut self.out)
-            .map_err(|e| PgError::Auth(format!("encoding the password message: {e}")))?;
+        frontend::password_message(password, &mut self.out).map_err(|e| encoding(&e))?;
         self.send()
     }
 
@@ -386,7 +388,7 @@ fn unexpected(when: &str) -> PgError {
 }
 
 fn encoding(e: &dyn std::error::Error) -> PgError {
-    PgError::Connection(format!("encoding a message: {e}"))
+    PgError::Encoding(format!("encoding a message: {e}"))
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ fn error(server: &Server, e: &PgError, table: Option<&Table>) -> ConnectorError 
             server.host, server.port
         )),
         PgError::Auth(m) => authentication(server, m),
+        PgError::Encoding(m) => ConnectorError::fatal(format!("PostgreSQL{on}: {m}")),
         PgError::Server(db) => match db.class() {
             ErrorClass::Authentication => authentication(server, &db.to_string()),
             ErrorClass::Transient => {
@@ -91,7 +92,7 @@ impl PostgresSink {
         let refs: Vec<&Row> = rows.iter().map(|(_, row)| row).collect();
         let params = table
             .params(&refs)
-            .map_err(|e| PgError::Connection(format!("encoding parameters: {e}")))?;
+            .map_err(|e| PgError::Encoding(format!("encoding parameters: {e}")))?;
         match conn.execute(&table.insert_sql, &table.param_types(), &params) {
             Ok(_) => Ok(Vec::new()),
             Err(PgError::Server(e)) if e.class() == ErrorClass::Data => {
