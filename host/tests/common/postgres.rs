@@ -1,0 +1,309 @@
+//! A real PostgreSQL 15 server for tests: its own data directory, a free
+//! loopback port, a `danube` user with a SCRAM-SHA-256 password and a
+//! `danube` database; stopped on drop.
+//!
+//! PostgreSQL refuses to run as root, so when the tests run as root the
+//! server and its tools run as the `postgres` user (Debian's package creates
+//! it). The test itself queries through `psql` over the server's Unix socket
+//! as the superuser (trusted locally); the connector logs in over TCP with
+//! the password.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian's postgresql-15 package puts the server binaries.
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const USER: &str = "danube";
+pub const DATABASE: &str = "danube";
+
+/// The columns of the tests' tables of readings (see [`reading`]): every
+/// type, a nested path and nullable columns.
+pub const READING_COLUMNS: &str = r#"
+  [[postgres.routes.columns]]
+  column = "device"
+  path = "device"
+  type = "text"
+
+  [[postgres.routes.columns]]
+  column = "seq"
+  path = "seq"
+  type = "bigint"
+
+  [[postgres.routes.columns]]
+  column = "temp"
+  path = "reading.temp"
+  type = "double"
+  nullable = true
+
+  [[postgres.routes.columns]]
+  column = "ok"
+  path = "ok"
+  type = "bool"
+
+  [[postgres.routes.columns]]
+  column = "at"
+  path = "at"
+  type = "timestamp"
+
+  [[postgres.routes.columns]]
+  column = "version"
+  path = "version"
+  type = "int"
+
+  [[postgres.routes.columns]]
+  column = "tags"
+  path = "tags"
+  type = "json"
+  nullable = true
+"#;
+
+/// Route keys: an auto-created table upserted on (device, seq), with every
+/// Danube metadata column.
+pub const KEYED: &str = r#"auto_create = true
+upsert_key = ["device", "seq"]
+metadata = { topic = "danube_topic", offset = "danube_offset", publish_time = "danube_publish_time", producer = "danube_producer" }"#;
+
+/// The payload of reading `seq`, sent by producer pass `version`.
+pub fn reading(seq: u64, version: u32) -> serde_json::Value {
+    serde_json::json!({
+        "device": format!("dev-{}", seq % 8),
+        "seq": seq,
+        "reading": {"temp": seq as f64 / 10.0},
+        "ok": seq.is_multiple_of(2),
+        // 2024-05-01T10:00:00Z plus seq seconds, as epoch milliseconds.
+        "at": 1_714_557_600_000_u64 + seq * 1000,
+        "version": version,
+        "tags": {"i": seq},
+    })
+}
+
+/// A route of readings from `topic` into `table`; `extra` holds more route
+/// keys.
+pub fn route(topic: &str, subscription: &str, table: &str, extra: &str) -> String {
+    format!(
+        "[[postgres.routes]]\ntopic = \"{topic}\"\nsubscription = \"{subscription}\"\ntable = \"{table}\"\n{extra}\n{READING_COLUMNS}"
+    )
+}
+
+pub struct Postgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    /// The user the server runs as: (uid, gid), or `None` to stay ourselves.
+    owner: Option<(u32, u32)>,
+    child: Option<Child>,
+}
+
+impl Postgres {
+    /// Initialises a cluster and starts it; `password` becomes the password
+    /// of the `danube` user, which owns the `danube` database.
+    pub fn start(password: &str) -> Postgres {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let owner = (unsafe { libc::geteuid() } == 0).then(postgres_user);
+        if let Some((uid, gid)) = owner {
+            // SAFETY: chown(2) on a directory this test created; the path is NUL-terminated.
+            let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+            assert_eq!(unsafe { libc::chown(path.as_ptr(), uid, gid) }, 0);
+        }
+        let mut pg = Postgres {
+            port,
+            dir,
+            owner,
+            child: None,
+        };
+        let out = pg
+            .command(&format!("{BIN}/initdb"))
+            .arg("-D")
+            .arg(pg.data())
+            .args([
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output()
+            .expect("initdb runs (apt-get install postgresql-15)");
+        check("initdb", &out);
+        pg.spawn();
+        pg.superuser(
+            "postgres",
+            &format!("CREATE ROLE {USER} LOGIN PASSWORD '{password}'"),
+        );
+        pg.superuser(
+            "postgres",
+            &format!("CREATE DATABASE {DATABASE} OWNER {USER}"),
+        );
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A command run as the server's owner, in its directory.
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.current_dir(self.dir.path()).stdin(Stdio::null());
+        if let Some((uid, gid)) = self.owner {
+            command.uid(uid).gid(gid).env("HOME", self.dir.path());
+        }
+        command
+    }
+
+    /// Starts the server on the existing data directory and waits until it
+    /// answers queries.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("postgres.log"))
+            .unwrap();
+        let child = self
+            .command(&format!("{BIN}/postgres"))
+            .arg("-D")
+            .arg(self.data())
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(self.dir.path())
+            // Durability across a crash of the machine is not under test;
+            // a clean stop still writes everything.
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("postgres runs");
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(30);
+        while !self.answers() {
+            assert!(
+                Instant::now() < end,
+                "PostgreSQL did not come up on port {}; log:\n{}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn answers(&self) -> bool {
+        TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && self
+                .psql_as("postgres", "postgres", "SELECT 1")
+                .status
+                .success()
+    }
+
+    /// Stops the server with a fast shutdown (SIGINT): sessions are cut,
+    /// committed data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `sql` in the `danube` database as the superuser and returns
+    /// psql's unaligned output, trimmed.
+    pub fn query(&self, sql: &str) -> String {
+        self.superuser(DATABASE, sql)
+    }
+
+    /// [`Postgres::query`] parsed as a number.
+    pub fn count(&self, sql: &str) -> i64 {
+        let out = self.query(sql);
+        out.parse()
+            .unwrap_or_else(|_| panic!("{sql} returned {out:?}"))
+    }
+
+    /// Polls `sql` (a count) until it returns `expected` or `deadline`
+    /// passes; returns the last value.
+    pub fn wait_count(&self, sql: &str, expected: i64, deadline: Duration) -> i64 {
+        let end = Instant::now() + deadline;
+        loop {
+            let n = self.count(sql);
+            if n == expected || Instant::now() >= end {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn superuser(&self, database: &str, sql: &str) -> String {
+        let out = self.psql_as("postgres", database, sql);
+        check(&format!("psql {sql:?}"), &out);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn psql_as(&self, user: &str, database: &str, sql: &str) -> Output {
+        self.command("/usr/bin/psql")
+            .arg("-h")
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", user, "-d", database])
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql runs (apt-get install postgresql-client-15)")
+    }
+
+    /// The sandbox grant and the `[postgres]` table for this server, then
+    /// `routes`. The password is left to the environment, as in a
+    /// deployment.
+    pub fn sink_config(&self, routes: &str) -> String {
+        format!(
+            "[sandbox]\nallow = [\"127.0.0.1:{port}\"]\n\n[postgres]\nhost = \"127.0.0.1\"\nport = {port}\n\
+             database = \"{DATABASE}\"\nuser = \"{USER}\"\n\n{routes}",
+            port = self.port
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Immediate shutdown (SIGQUIT): nothing is kept after a test.
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) };
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The uid and gid of the `postgres` user.
+fn postgres_user() -> (u32, u32) {
+    let name = std::ffi::CString::new("postgres").unwrap();
+    // SAFETY: getpwnam with a NUL-terminated name; the record is read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    assert!(
+        !pw.is_null(),
+        "no `postgres` user: install postgresql-15 (scripts/setup.sh)"
+    );
+    // SAFETY: pw is non-null and points at libc's static record.
+    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+}
+
+fn check(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
