@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Bumped on any change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Frames larger than this are refused: a corrupt length never makes a process
 /// allocate gigabytes.
@@ -91,6 +91,32 @@ pub struct WorkerInit {
     /// Log filter directive for the worker's own logs and the guest's.
     pub log_filter: String,
     pub log_json: bool,
+    /// Something the worker does once it is locked down, before the guest
+    /// runs, so that tests can observe the lockdown from outside.
+    pub self_test: Option<SelfTest>,
+}
+
+/// An action a locked-down worker takes on itself, to show that the lockdown
+/// holds (set by the supervisor from `DANUBE_HOST_WORKER_SELF_TEST`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum SelfTest {
+    /// Reads a file with the worker's own rights and logs the outcome.
+    Read(PathBuf),
+    /// Makes a system call by its name, with zero arguments.
+    Syscall(String),
+}
+
+impl std::str::FromStr for SelfTest {
+    type Err = String;
+
+    /// `read:PATH` or `syscall:NAME`.
+    fn from_str(s: &str) -> Result<SelfTest, String> {
+        match s.split_once(':') {
+            Some(("read", path)) => Ok(SelfTest::Read(path.into())),
+            Some(("syscall", name)) => Ok(SelfTest::Syscall(name.into())),
+            _ => Err(format!("{s:?} is neither read:PATH nor syscall:NAME")),
+        }
+    }
 }
 
 /// The sandbox the guest runs in, resolved by the supervisor from `[sandbox]`.
@@ -102,6 +128,11 @@ pub struct SandboxLimits {
     pub dirs: Vec<PathBuf>,
     /// TCP endpoints the guest may connect to, already resolved.
     pub allow: Vec<NetRule>,
+    /// Fuel (roughly, WebAssembly instructions) one call may burn; `None`
+    /// leaves compute bounded by the call timeout alone.
+    pub fuel: Option<u64>,
+    /// Largest file the worker may write (`RLIMIT_FSIZE`).
+    pub max_file_bytes: u64,
 }
 
 /// One allowed TCP destination: an address range and a port.
@@ -183,6 +214,10 @@ pub enum FromWorker {
     StatePut { key: String, value: Option<Vec<u8>> },
     /// A connector-defined metric update (the `metrics` import).
     Metric(GuestMetric),
+    /// The worker made a system call its seccomp filter denies and is
+    /// stopping. Written from a signal handler, so its encoding must not
+    /// depend on the value: the number is fixed-width little-endian bytes.
+    SyscallDenied { number_le: [u8; 4] },
 }
 
 /// A connector-defined metric update.
@@ -527,6 +562,12 @@ mod tests {
                     ),
                     any::<bool>(),
                     prop::collection::vec((any::<[u8; 4]>(), 0u8..=32, any::<u16>()), 0..3),
+                    prop::option::of(any::<u64>()),
+                    any::<u64>(),
+                    prop::option::of(prop_oneof![
+                        text().prop_map(|p| SelfTest::Read(PathBuf::from(p))),
+                        text().prop_map(SelfTest::Syscall),
+                    ]),
                 )
                     .prop_map(
                         |(
@@ -538,6 +579,9 @@ mod tests {
                             state,
                             log_json,
                             allow,
+                            fuel,
+                            max_file_bytes,
+                            self_test,
                         )| {
                             ToWorker::Init(WorkerInit {
                                 protocol_version,
@@ -555,11 +599,14 @@ mod tests {
                                             port,
                                         })
                                         .collect(),
+                                    fuel,
+                                    max_file_bytes,
                                 },
                                 connector,
                                 state,
                                 log_filter: "info".into(),
                                 log_json,
+                                self_test,
                             })
                         },
                     ),
@@ -604,6 +651,7 @@ mod tests {
                     }
                 }),
                 text().prop_map(FromWorker::LoadFailed),
+                any::<[u8; 4]>().prop_map(|number_le| FromWorker::SyscallDenied { number_le }),
                 (
                     text(),
                     prop::option::of(prop::collection::vec(any::<u8>(), 0..32))

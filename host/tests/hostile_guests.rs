@@ -17,6 +17,7 @@ use danube_testkit::TestBroker;
 use serde_json::Value;
 
 const CONFIG: i32 = 2;
+const FATAL: i32 = 4;
 
 /// Longest a host may take to end by itself after an `open` fault.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -425,9 +426,9 @@ async fn endless_loop_in_process_batch_is_stopped_and_others_keep_flowing() {
 
 /// The designed end of a batch that keeps killing workers: after
 /// `max_retries` worker deaths its records go to the dead-letter topic and
-/// the connector goes on.
-#[tokio::test(flavor = "multi_thread")]
-async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic() {
+/// the connector goes on. `limit` is the `[sandbox]` table that stops the
+/// looping guest, `stopped` what the log says when it does.
+async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic(limit: &str, stopped: &str) {
     const TOPIC: &str = "/default/looping";
     const DLQ: &str = "/default/looping-dlq";
     const COUNT: u64 = 5;
@@ -440,7 +441,7 @@ async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic() {
         &broker.url(),
         "looping",
         &format!(
-            "{FAST_RETRY}[sandbox]\ncall_timeout_ms = 300\n\n[dead_letter]\ntopic = \"{DLQ}\"\n\n[probe]\ntopic = \"{TOPIC}\"\nloop_in_batch = true\n"
+            "{FAST_RETRY}[sandbox]\n{limit}\n\n[dead_letter]\ntopic = \"{DLQ}\"\n\n[probe]\ntopic = \"{TOPIC}\"\nloop_in_batch = true\n"
         ),
     );
     let probe = Host::start(&guest("probe-connector"), &config, &[]);
@@ -464,6 +465,139 @@ async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic() {
         m.attributes["dlq.error"].contains("died"),
         "{:?}",
         m.attributes
+    );
+    let log = probe.log();
+    let stops = log.lines().filter(|l| l.contains(stopped)).count();
+    assert!(
+        stops >= 2,
+        "stopped {stops} times by {stopped:?}; log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_loop_stopped_by_the_call_timeout_ends_in_the_dead_letter_topic() {
+    endless_loop_in_process_batch_ends_in_the_dead_letter_topic(
+        "call_timeout_ms = 300",
+        "the guest did not return within [sandbox] call_timeout_ms = 300 and was stopped",
+    )
+    .await;
+}
+
+/// Fuel stops the same loop deterministically, long before its generous
+/// time limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_loop_stopped_by_fuel_ends_in_the_dead_letter_topic() {
+    endless_loop_in_process_batch_ends_in_the_dead_letter_topic(
+        "call_timeout_ms = 600000\nfuel = 20000000",
+        "the guest used up its [sandbox] fuel = 20000000 for one call and was stopped",
+    )
+    .await;
+}
+
+/// A sink that leaks memory on every batch: each time it reaches
+/// `[sandbox] memory_mb` it is stopped naming the limit, its worker replaced
+/// with a fresh instance and the batch replayed. Each record is written
+/// exactly once (a batch is stopped before it writes), none is
+/// dead-lettered, and the connector never gives up, since every worker gets
+/// work done before it dies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_leak_is_stopped_at_its_limit_and_loses_nothing() {
+    const TOPIC: &str = "/default/leaking";
+    const DLQ: &str = "/default/leaking-dlq";
+    const COUNT: u64 = 60;
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let out_file = out.join("probe.jsonl");
+    let config = write_config(
+        dir.path(),
+        "probe.toml",
+        &broker.url(),
+        "leaking",
+        &format!(
+            "{FAST_RETRY}[processing]\nbatch_size = 5\n\n[dead_letter]\ntopic = \"{DLQ}\"\n\n[sandbox]\nmemory_mb = 32\ndirs = [\"{out}\"]\n\n[probe]\ntopic = \"{TOPIC}\"\nleak_mb_per_batch = 8\nwrite_to = \"{file}\"\n",
+            out = out.display(),
+            file = out_file.display()
+        ),
+    );
+    let probe = Host::start(&guest("probe-connector"), &config, &[]);
+    wait_subscribed(&broker, &[TOPIC.to_string()], "probe", &probe).await;
+    produce(&broker, TOPIC, COUNT, &[]).await;
+    assert!(
+        wait_until_async(Duration::from_secs(60), || {
+            broker.subscription(TOPIC, "probe").unwrap().acked == COUNT
+        })
+        .await,
+        "{:?}; log:\n{}",
+        broker.subscription(TOPIC, "probe"),
+        probe.log()
+    );
+    let log = probe.log();
+    let stops = log
+        .lines()
+        .filter(|l| l.contains("the guest exceeded its memory limit ([sandbox] memory_mb)"))
+        .count();
+    let restarts = log.matches("worker died; restarting it").count();
+    assert!(
+        stops >= 2 && restarts >= 2,
+        "{stops} stops, {restarts} restarts; log:\n{log}"
+    );
+    assert!(!log.contains("danube-host: connector"), "{log}");
+    let mut written: Vec<u64> = json_lines(&out_file)
+        .iter()
+        .map(|v| v["i"].as_u64().unwrap())
+        .collect();
+    written.sort();
+    assert_eq!(written, (0..COUNT).collect::<Vec<_>>());
+    assert!(dead_lettered(&broker, DLQ).is_empty());
+    println!(
+        "{COUNT} records written once each across {restarts} workers stopped at their memory limit"
+    );
+    let status = tokio::task::spawn_blocking(move || probe.terminate(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{log}");
+}
+
+/// A source that never returns from `poll`: stopped by the call timeout each
+/// time, its worker replaced, until the restart budget is spent and the host
+/// ends with the fatal code, naming the call and the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_loop_in_poll_is_stopped_until_the_connector_gives_up() {
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic("/default/probe", 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "source.toml",
+        &broker.url(),
+        "looping-source",
+        &format!("{FAST_RETRY}[sandbox]\ncall_timeout_ms = 300\n\n[probe]\nloop_in_poll = true\n"),
+    );
+    let host = Host::start(&guest("probe-source"), &config, &[]);
+    let status = tokio::task::spawn_blocking(move || host.wait(DEADLINE))
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+    assert_eq!(status.code(), Some(FATAL), "log:\n{log}");
+    let stopped =
+        "in poll: the guest did not return within [sandbox] call_timeout_ms = 300 and was stopped";
+    let stops = log
+        .lines()
+        .filter(|l| l.contains("guest trapped; the instance is discarded") && l.contains("poll"))
+        .count();
+    // The first worker and one per restart.
+    assert_eq!(stops, 3, "log:\n{log}");
+    let report = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("danube-host: connector looping-source: "))
+        .unwrap_or_else(|| panic!("no final report in:\n{log}"));
+    assert!(
+        report.contains("the worker died 3 times in a row, last: ") && report.ends_with(stopped),
+        "{report}"
     );
 }
 
