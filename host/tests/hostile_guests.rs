@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Host, guest, reliable_producer, wait_subscribed, wait_until_async, write_config};
+use common::probe::{ProbeSink, final_report, numbers_on, produce, unused_url};
+use common::{Host, guest, wait_subscribed, wait_until_async, write_config};
 use danube_testkit::TestBroker;
 use serde_json::Value;
 
@@ -30,13 +31,6 @@ const FAST_RETRY: &str =
 /// The panic message of the probe's `trap_in_batch_on`.
 const BATCH_PANIC_MESSAGE: &str = "probe panics in process-batch on a poisoned record";
 
-/// A broker URL nothing listens on, for faults that end the host in `open`.
-fn unused_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    format!("http://127.0.0.1:{port}")
-}
-
 /// Runs the probe with `rest` until the host exits by itself; returns the
 /// exit code and the host's final report line.
 fn run_probe_open(dir: &Path, rest: &str) -> (i32, String, String) {
@@ -44,12 +38,7 @@ fn run_probe_open(dir: &Path, rest: &str) -> (i32, String, String) {
     let host = Host::start(&guest("probe-connector"), &config, &[]);
     let status = host.wait(DEADLINE);
     let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
-    let report = log
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("danube-host: "))
-        .unwrap_or_else(|| panic!("no `danube-host: ` line in the log:\n{log}"))
-        .to_string();
+    let report = final_report(&log).to_string();
     (status.code().unwrap_or(-1), report, log)
 }
 
@@ -135,30 +124,6 @@ impl Bystander {
         .await
         .unwrap();
     }
-}
-
-/// Sends `count` JSON records `{"i": N, "poison": N in poisons}`.
-async fn produce(broker: &TestBroker, topic: &str, count: u64, poisons: &[u64]) {
-    let producer = reliable_producer(&broker.url(), topic).await;
-    for i in 0..count {
-        let payload = serde_json::json!({ "i": i, "poison": poisons.contains(&i) });
-        producer
-            .send(payload.to_string().into_bytes(), None)
-            .await
-            .unwrap();
-    }
-}
-
-/// The `i` of each record on the dead-letter topic.
-fn dead_lettered(broker: &TestBroker, topic: &str) -> Vec<u64> {
-    broker
-        .messages(topic)
-        .iter()
-        .map(|m| {
-            let v: Value = serde_json::from_slice(&m.payload).unwrap();
-            v["i"].as_u64().unwrap()
-        })
-        .collect()
 }
 
 /// Counts of each value, for duplicate reports.
@@ -406,7 +371,7 @@ async fn endless_loop_in_process_batch_is_stopped_and_others_keep_flowing() {
     // Nothing was acknowledged except through the dead-letter topic: no
     // record the guest never wrote is taken for written.
     let sub = broker.subscription(TOPIC, "probe").unwrap();
-    let dead = dead_lettered(&broker, DLQ);
+    let dead = numbers_on(&broker, DLQ);
     assert!(
         sub.acked as usize <= dead.len(),
         "{} acked, only {} dead-lettered; log:\n{log}",
@@ -418,7 +383,7 @@ async fn endless_loop_in_process_batch_is_stopped_and_others_keep_flowing() {
     // Nothing is lost: what the probe did not dead-letter is still there for
     // a healthy sink.
     let written = take_over(&broker, dir.path(), TOPIC, DLQ, COUNT).await;
-    let all = tally(written.iter().chain(&dead_lettered(&broker, DLQ)).copied());
+    let all = tally(written.iter().chain(&numbers_on(&broker, DLQ)).copied());
     let missing: Vec<u64> = (0..COUNT).filter(|i| !all.contains_key(i)).collect();
     assert!(missing.is_empty(), "lost records: {missing:?}");
     bystander.finish().await;
@@ -449,14 +414,14 @@ async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic(limit: &str
     produce(&broker, TOPIC, COUNT, &[]).await;
     assert!(
         wait_until_async(Duration::from_secs(30), || {
-            dead_lettered(&broker, DLQ).len() as u64 >= COUNT
+            numbers_on(&broker, DLQ).len() as u64 >= COUNT
         })
         .await,
         "dead-lettered {:?}; log:\n{}",
-        dead_lettered(&broker, DLQ),
+        numbers_on(&broker, DLQ),
         probe.log()
     );
-    let mut dead = dead_lettered(&broker, DLQ);
+    let mut dead = numbers_on(&broker, DLQ);
     dead.sort();
     dead.dedup();
     assert_eq!(dead, (0..COUNT).collect::<Vec<_>>());
@@ -508,23 +473,22 @@ async fn a_memory_leak_is_stopped_at_its_limit_and_loses_nothing() {
     let broker = TestBroker::start().await.unwrap();
     broker.create_topic(TOPIC, 0, true).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let out_file = out.join("probe.jsonl");
-    let config = write_config(
+    let sink = ProbeSink::start(
+        &broker,
         dir.path(),
-        "probe.toml",
-        &broker.url(),
         "leaking",
-        &format!(
-            "{FAST_RETRY}[processing]\nbatch_size = 5\n\n[dead_letter]\ntopic = \"{DLQ}\"\n\n[sandbox]\nmemory_mb = 32\ndirs = [\"{out}\"]\n\n[probe]\ntopic = \"{TOPIC}\"\nleak_mb_per_batch = 8\nwrite_to = \"{file}\"\n",
-            out = out.display(),
-            file = out_file.display()
-        ),
-    );
-    let probe = Host::start(&guest("probe-connector"), &config, &[]);
-    wait_subscribed(&broker, &[TOPIC.to_string()], "probe", &probe).await;
+        TOPIC,
+        [
+            &format!(
+                "{FAST_RETRY}[processing]\nbatch_size = 5\n\n[dead_letter]\ntopic = \"{DLQ}\""
+            ),
+            "memory_mb = 32",
+            "leak_mb_per_batch = 8",
+        ],
+    )
+    .await;
     produce(&broker, TOPIC, COUNT, &[]).await;
+    let probe = &sink.host;
     assert!(
         wait_until_async(Duration::from_secs(60), || {
             broker.subscription(TOPIC, "probe").unwrap().acked == COUNT
@@ -545,17 +509,14 @@ async fn a_memory_leak_is_stopped_at_its_limit_and_loses_nothing() {
         "{stops} stops, {restarts} restarts; log:\n{log}"
     );
     assert!(!log.contains("danube-host: connector"), "{log}");
-    let mut written: Vec<u64> = json_lines(&out_file)
-        .iter()
-        .map(|v| v["i"].as_u64().unwrap())
-        .collect();
+    let mut written = sink.written();
     written.sort();
     assert_eq!(written, (0..COUNT).collect::<Vec<_>>());
-    assert!(dead_lettered(&broker, DLQ).is_empty());
+    assert!(numbers_on(&broker, DLQ).is_empty());
     println!(
         "{COUNT} records written once each across {restarts} workers stopped at their memory limit"
     );
-    let status = tokio::task::spawn_blocking(move || probe.terminate(Duration::from_secs(30)))
+    let status = tokio::task::spawn_blocking(move || sink.host.terminate(Duration::from_secs(30)))
         .await
         .unwrap();
     assert!(status.success(), "{log}");
@@ -590,13 +551,11 @@ async fn endless_loop_in_poll_is_stopped_until_the_connector_gives_up() {
         .count();
     // The first worker and one per restart.
     assert_eq!(stops, 3, "log:\n{log}");
-    let report = log
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("danube-host: connector looping-source: "))
-        .unwrap_or_else(|| panic!("no final report in:\n{log}"));
+    let report = final_report(&log);
     assert!(
-        report.contains("the worker died 3 times in a row, last: ") && report.ends_with(stopped),
+        report.starts_with(
+            "danube-host: connector looping-source: the worker died 3 times in a row, last: "
+        ) && report.ends_with(stopped),
         "{report}"
     );
 }
@@ -667,7 +626,7 @@ async fn trap_on_poisoned_records(name: &str, count: u64, poisons: &[u64]) {
         .iter()
         .map(|v| v["i"].as_u64().unwrap())
         .collect();
-    let dead = dead_lettered(&broker, &dlq);
+    let dead = numbers_on(&broker, &dlq);
     for poison in poisons {
         assert!(
             !by_probe.contains(poison) && !by_sink.contains(poison),

@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Host, guest, reliable_producer, wait_subscribed, wait_until_async, write_config};
+use common::probe::{ProbeSink, final_report, numbers_on, produce};
+use common::wait_until_async;
 use danube_testkit::TestBroker;
 
 const TOPIC: &str = "/default/flaky";
@@ -19,50 +19,38 @@ const COUNT: u64 = 20;
 const FATAL: i32 = 4;
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A flaky probe sink on [`TOPIC`], writing what it accepts to a file.
+/// A flaky probe sink and the broker it reads from.
 struct Flaky {
     broker: TestBroker,
-    host: Host,
-    out_file: PathBuf,
-    log_file: PathBuf,
+    sink: ProbeSink,
     _dir: tempfile::TempDir,
 }
 
 impl Flaky {
-    /// Starts the probe with `fail_retryably = failures` and `retry` as its
-    /// `[retry]` table, then produces [`COUNT`] records `{"i": N}`.
+    /// Starts the probe with `fail_retryably = failures` and `retry` in its
+    /// `[retry]` table, then produces [`COUNT`] records.
     async fn start(failures: &str, retry: &str) -> Flaky {
         let broker = TestBroker::start().await.unwrap();
         broker.create_topic(TOPIC, 0, true).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        std::fs::create_dir_all(&out).unwrap();
-        let out_file = out.join("probe.jsonl");
-        let config = write_config(
+        let sink = ProbeSink::start(
+            &broker,
             dir.path(),
-            "probe.toml",
-            &broker.url(),
             "flaky",
-            &format!(
-                "[retry]\nretry_backoff_ms = 50\nmax_backoff_ms = 200\n{retry}\n\n[processing]\nbatch_size = 5\n\n[dead_letter]\ntopic = \"{DLQ}\"\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[probe]\ntopic = \"{TOPIC}\"\nfail_retryably = {failures}\nwrite_to = \"{file}\"\n",
-                out = out.display(),
-                file = out_file.display()
-            ),
-        );
-        let host = Host::start(&guest("probe-connector"), &config, &[]);
-        wait_subscribed(&broker, &[TOPIC.to_string()], "probe", &host).await;
-        let producer = reliable_producer(&broker.url(), TOPIC).await;
-        for i in 0..COUNT {
-            producer
-                .send(serde_json::json!({ "i": i }).to_string().into_bytes(), None)
-                .await
-                .unwrap();
-        }
+            TOPIC,
+            [
+                &format!(
+                    "[retry]\nretry_backoff_ms = 50\nmax_backoff_ms = 200\n{retry}\n\n[processing]\nbatch_size = 5\n\n[dead_letter]\ntopic = \"{DLQ}\""
+                ),
+                "",
+                &format!("fail_retryably = {failures}"),
+            ],
+        )
+        .await;
+        produce(&broker, TOPIC, COUNT, &[]).await;
         Flaky {
             broker,
-            host,
-            out_file,
-            log_file: config.with_extension("log"),
+            sink,
             _dir: dir,
         }
     }
@@ -71,52 +59,24 @@ impl Flaky {
         self.broker.subscription(TOPIC, "probe").unwrap().acked
     }
 
-    async fn wait_acked(&self, count: u64) {
+    async fn wait_all_acked(&self) {
         assert!(
-            wait_until_async(DEADLINE, || self.acked() == count).await,
+            wait_until_async(DEADLINE, || self.acked() == COUNT).await,
             "{:?}; log:\n{}",
             self.broker.subscription(TOPIC, "probe"),
-            self.host.log()
+            self.sink.host.log()
         );
     }
 
-    fn written(&self) -> Vec<u64> {
-        numbers(&self.out_file)
-    }
-
-    /// The `i` of each dead-lettered record, and its `dlq.error`.
-    fn dead_lettered(&self) -> Vec<(u64, String)> {
-        self.broker
-            .messages(DLQ)
-            .iter()
-            .map(|m| {
-                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-                (v["i"].as_u64().unwrap(), m.attributes["dlq.error"].clone())
-            })
-            .collect()
-    }
-
+    /// Stops the host with SIGTERM; it must drain and exit 0.
     async fn stop(self) {
-        let log = self.host.log();
-        let host = self.host;
+        let log = self.sink.host.log();
+        let host = self.sink.host;
         let status = tokio::task::spawn_blocking(move || host.terminate(DEADLINE))
             .await
             .unwrap();
         assert!(status.success(), "log:\n{log}");
     }
-}
-
-/// The `i` of each JSON line in a file.
-fn numbers(path: &Path) -> Vec<u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["i"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect()
 }
 
 fn sorted(mut v: Vec<u64>) -> Vec<u64> {
@@ -127,65 +87,65 @@ fn sorted(mut v: Vec<u64>) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_failing_for_a_while_recovers_with_nothing_lost() {
     let flaky = Flaky::start("3", "max_retries = 5").await;
-    flaky.wait_acked(COUNT).await;
+    flaky.wait_all_acked().await;
     // Each record written exactly once: a failed call wrote nothing.
-    assert_eq!(sorted(flaky.written()), (0..COUNT).collect::<Vec<_>>());
-    assert!(flaky.dead_lettered().is_empty());
-    let retries = flaky.host.log().matches("batch failed; retrying").count();
-    assert_eq!(retries, 3, "log:\n{}", flaky.host.log());
+    assert_eq!(sorted(flaky.sink.written()), (0..COUNT).collect::<Vec<_>>());
+    assert!(numbers_on(&flaky.broker, DLQ).is_empty());
+    let log = flaky.sink.host.log();
+    assert_eq!(
+        log.matches("batch failed; retrying").count(),
+        3,
+        "log:\n{log}"
+    );
     flaky.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_failing_for_good_dead_letters_its_batches_by_default() {
     let flaky = Flaky::start("\"forever\"", "max_retries = 2").await;
-    flaky.wait_acked(COUNT).await;
-    let dead = flaky.dead_lettered();
+    flaky.wait_all_acked().await;
     assert_eq!(
-        sorted(dead.iter().map(|(i, _)| *i).collect()),
+        sorted(numbers_on(&flaky.broker, DLQ)),
         (0..COUNT).collect::<Vec<_>>()
     );
-    for (_, error) in &dead {
+    for message in flaky.broker.messages(DLQ) {
+        let error = &message.attributes["dlq.error"];
         assert!(
             error.starts_with("retryable: retries exhausted: writing failed 3 times, last: probe fails retryably as asked"),
             "{error}"
         );
     }
-    assert!(flaky.written().is_empty());
+    assert!(flaky.sink.written().is_empty());
     // Still running: no final report.
-    assert!(!flaky.host.log().contains("danube-host: connector"));
+    assert!(!flaky.sink.host.log().contains("danube-host: connector"));
     flaky.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_failing_for_good_stops_when_on_exhausted_says_so() {
     let flaky = Flaky::start("\"forever\"", "max_retries = 2\non_exhausted = \"stop\"").await;
-    let Flaky {
-        broker,
+    let Flaky { broker, sink, _dir } = flaky;
+    let ProbeSink {
         host,
         out_file,
         log_file,
-        _dir,
-    } = flaky;
+    } = sink;
     let status = tokio::task::spawn_blocking(move || host.wait(DEADLINE))
         .await
         .unwrap();
     let log = std::fs::read_to_string(&log_file).unwrap();
     assert_eq!(status.code(), Some(FATAL), "log:\n{log}");
-    let report = log
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("danube-host: connector flaky: "))
-        .unwrap_or_else(|| panic!("no final report in:\n{log}"));
+    let report = final_report(&log);
     assert!(
-        report.contains("writing a batch kept failing after 2 retries")
-            && report.ends_with("will be delivered again ([retry] on_exhausted = \"stop\")"),
+        report.starts_with(
+            "danube-host: connector flaky: writing a batch kept failing after 2 retries"
+        ) && report.ends_with("will be delivered again ([retry] on_exhausted = \"stop\")"),
         "{report}"
     );
     // Nothing acknowledged, written or dead-lettered: all of it is still on
     // the subscription for the next run.
     let sub = broker.subscription(TOPIC, "probe").unwrap();
     assert_eq!(sub.acked, 0, "{sub:?}");
-    assert!(numbers(&out_file).is_empty());
+    assert!(!out_file.exists() || std::fs::read_to_string(&out_file).unwrap().is_empty());
     assert!(broker.messages(DLQ).is_empty());
 }

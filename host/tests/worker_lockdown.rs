@@ -12,6 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::probe::{final_report, unused_url};
 use common::{Host, guest, wait_subscribed, worker_pid, write_config};
 use danube_testkit::TestBroker;
 
@@ -19,13 +20,6 @@ const CONFIG: i32 = 2;
 const MODULE: i32 = 3;
 const DEADLINE: Duration = Duration::from_secs(30);
 const SELF_TEST: &str = "DANUBE_HOST_WORKER_SELF_TEST";
-
-/// A broker URL nothing listens on.
-fn unused_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    format!("http://127.0.0.1:{port}")
-}
 
 /// Runs the probe, which fails `open` with a configuration error at once,
 /// with the worker self-test `test`; returns the exit code and the log.
@@ -118,11 +112,7 @@ fn a_denied_system_call_stops_the_worker_naming_the_call() {
     for call in ["ptrace", "clone", "execve"] {
         let (code, log) = run_self_test(dir.path(), "", &format!("syscall:{call}"));
         assert_eq!(code, MODULE, "log:\n{log}");
-        let report = log
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("danube-host: "))
-            .unwrap_or_else(|| panic!("no final report in:\n{log}"));
+        let report = final_report(&log);
         assert!(
             report.contains("the sandbox stopped the worker: seccomp denied syscall ")
                 && report.ends_with(&format!(" ({call})")),
