@@ -157,6 +157,8 @@ impl<'a> SinkPipeline<'a> {
                 // next worker has to die on it too.
                 if unsettled.crashes >= host.retry.max_retries.max(1) {
                     self.dead_letter_all(unsettled).await?;
+                    // Settled: the next batch's deaths are not this one's.
+                    self.settled += 1;
                 } else {
                     in_flight.push_back(process(worker, unsettled, &policy));
                 }
