@@ -22,6 +22,10 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// allocate gigabytes.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 
+/// Room reserved for a frame's body before its bytes arrive; larger bodies
+/// grow as they are read.
+const PREALLOCATE_BYTES: usize = 1024 * 1024;
+
 /// Writes one frame and flushes it.
 pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
     let body = postcard::to_allocvec(message).map_err(io::Error::other)?;
@@ -62,8 +66,19 @@ pub fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> io::Result<Opti
             format!("frame of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"),
         ));
     }
-    let mut body = vec![0u8; len];
-    input.read_exact(&mut body)?;
+    // Memory follows the bytes that arrive, not the length announced: a
+    // corrupt length on a short stream costs no large allocation.
+    let mut body = Vec::with_capacity(len.min(PREALLOCATE_BYTES));
+    input.take(len as u64).read_to_end(&mut body)?;
+    if body.len() < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the stream ended inside a frame: {} of {len} bytes",
+                body.len()
+            ),
+        ));
+    }
     postcard::from_bytes(&body)
         .map(Some)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -406,6 +421,15 @@ mod tests {
         let bytes = u32::MAX.to_le_bytes();
         let err = read_frame::<ToWorker>(&mut bytes.as_slice()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_length_past_the_end_of_the_stream_is_an_error() {
+        let mut bytes = (MAX_FRAME_BYTES as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"abc");
+        let err = read_frame::<ToWorker>(&mut bytes.as_slice()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains("3 of 268435456 bytes"), "{err}");
     }
 
     #[test]
