@@ -57,6 +57,9 @@ pub struct RetryConfig {
     pub retry_backoff_ms: u64,
     /// Backoff ceiling.
     pub max_backoff_ms: u64,
+    /// What a sink does with a batch whose retryable errors outlasted
+    /// `max_retries`.
+    pub on_exhausted: OnExhausted,
 }
 
 impl Default for RetryConfig {
@@ -65,8 +68,22 @@ impl Default for RetryConfig {
             max_retries: 5,
             retry_backoff_ms: 200,
             max_backoff_ms: 10_000,
+            on_exhausted: OnExhausted::DeadLetter,
         }
     }
+}
+
+/// `[retry] on_exhausted`: the end of a sink batch that kept failing with
+/// retryable errors.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExhausted {
+    /// Its records go to the dead-letter topic (`dlq.error` says the retries
+    /// were exhausted) and the connector goes on.
+    DeadLetter,
+    /// The connector stops with a fatal error; the records stay
+    /// unacknowledged and are delivered again when it restarts.
+    Stop,
 }
 
 /// `[processing]`: batching and pacing.
@@ -133,6 +150,13 @@ pub struct SandboxConfig {
     /// Where compiled modules are cached. Default: `$XDG_CACHE_HOME/danube-host`
     /// or `~/.cache/danube-host`.
     pub cache_dir: Option<PathBuf>,
+    /// Fuel per guest call: a deterministic bound on compute, counted in
+    /// WebAssembly instructions (roughly). Off by default: it slows compute
+    /// by about 40%.
+    pub fuel: Option<u64>,
+    /// Largest file the worker may write, MiB; a larger write fails with
+    /// "File too large".
+    pub max_file_mb: u64,
 }
 
 impl Default for SandboxConfig {
@@ -143,6 +167,8 @@ impl Default for SandboxConfig {
             dirs: Vec::new(),
             allow: Vec::new(),
             cache_dir: None,
+            fuel: None,
+            max_file_mb: 4096,
         }
     }
 }
@@ -386,6 +412,7 @@ fn known_keys() -> BTreeSet<String> {
     walk("", &defaults, &mut out);
     // Optional keys are absent from the serialized defaults.
     out.insert("sandbox.cache_dir".into());
+    out.insert("sandbox.fuel".into());
     out.insert("dead_letter.topic".into());
     out.insert("metrics.port".into());
     out
@@ -518,6 +545,8 @@ fn check_host(host: &HostConfig) -> Result<(), String> {
         ("processing.max_in_flight", p.max_in_flight as u64),
         ("sandbox.memory_mb", host.sandbox.memory_mb),
         ("sandbox.call_timeout_ms", host.sandbox.call_timeout_ms),
+        ("sandbox.max_file_mb", host.sandbox.max_file_mb),
+        ("sandbox.fuel", host.sandbox.fuel.unwrap_or(1)),
         ("processing.health_interval_ms", p.health_interval_ms),
     ] {
         if value == 0 {

@@ -16,11 +16,15 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Bumped on any change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Frames larger than this are refused: a corrupt length never makes a process
 /// allocate gigabytes.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
+
+/// Room reserved for a frame's body before its bytes arrive; larger bodies
+/// grow as they are read.
+const PREALLOCATE_BYTES: usize = 1024 * 1024;
 
 /// Writes one frame and flushes it.
 pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
@@ -62,8 +66,19 @@ pub fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> io::Result<Opti
             format!("frame of {len} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"),
         ));
     }
-    let mut body = vec![0u8; len];
-    input.read_exact(&mut body)?;
+    // Memory follows the bytes that arrive, not the length announced: a
+    // corrupt length on a short stream costs no large allocation.
+    let mut body = Vec::with_capacity(len.min(PREALLOCATE_BYTES));
+    input.take(len as u64).read_to_end(&mut body)?;
+    if body.len() < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the stream ended inside a frame: {} of {len} bytes",
+                body.len()
+            ),
+        ));
+    }
     postcard::from_bytes(&body)
         .map(Some)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -91,6 +106,32 @@ pub struct WorkerInit {
     /// Log filter directive for the worker's own logs and the guest's.
     pub log_filter: String,
     pub log_json: bool,
+    /// Something the worker does once it is locked down, before the guest
+    /// runs, so that tests can observe the lockdown from outside.
+    pub self_test: Option<SelfTest>,
+}
+
+/// An action a locked-down worker takes on itself, to show that the lockdown
+/// holds (set by the supervisor from `DANUBE_HOST_WORKER_SELF_TEST`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum SelfTest {
+    /// Reads a file with the worker's own rights and logs the outcome.
+    Read(PathBuf),
+    /// Makes a system call by its name, with zero arguments.
+    Syscall(String),
+}
+
+impl std::str::FromStr for SelfTest {
+    type Err = String;
+
+    /// `read:PATH` or `syscall:NAME`.
+    fn from_str(s: &str) -> Result<SelfTest, String> {
+        match s.split_once(':') {
+            Some(("read", path)) => Ok(SelfTest::Read(path.into())),
+            Some(("syscall", name)) => Ok(SelfTest::Syscall(name.into())),
+            _ => Err(format!("{s:?} is neither read:PATH nor syscall:NAME")),
+        }
+    }
 }
 
 /// The sandbox the guest runs in, resolved by the supervisor from `[sandbox]`.
@@ -102,6 +143,11 @@ pub struct SandboxLimits {
     pub dirs: Vec<PathBuf>,
     /// TCP endpoints the guest may connect to, already resolved.
     pub allow: Vec<NetRule>,
+    /// Fuel (roughly, WebAssembly instructions) one call may burn; `None`
+    /// leaves compute bounded by the call timeout alone.
+    pub fuel: Option<u64>,
+    /// Largest file the worker may write (`RLIMIT_FSIZE`).
+    pub max_file_bytes: u64,
 }
 
 /// One allowed TCP destination: an address range and a port.
@@ -183,6 +229,10 @@ pub enum FromWorker {
     StatePut { key: String, value: Option<Vec<u8>> },
     /// A connector-defined metric update (the `metrics` import).
     Metric(GuestMetric),
+    /// The worker made a system call its seccomp filter denies and is
+    /// stopping. Written from a signal handler, so its encoding must not
+    /// depend on the value: the number is fixed-width little-endian bytes.
+    SyscallDenied { number_le: [u8; 4] },
 }
 
 /// A connector-defined metric update.
@@ -374,6 +424,15 @@ mod tests {
     }
 
     #[test]
+    fn a_length_past_the_end_of_the_stream_is_an_error() {
+        let mut bytes = (MAX_FRAME_BYTES as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"abc");
+        let err = read_frame::<ToWorker>(&mut bytes.as_slice()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains("3 of 268435456 bytes"), "{err}");
+    }
+
+    #[test]
     fn net_rules_match_prefix_and_port() {
         let rule = NetRule {
             network: "10.1.0.0".parse().unwrap(),
@@ -527,6 +586,12 @@ mod tests {
                     ),
                     any::<bool>(),
                     prop::collection::vec((any::<[u8; 4]>(), 0u8..=32, any::<u16>()), 0..3),
+                    prop::option::of(any::<u64>()),
+                    any::<u64>(),
+                    prop::option::of(prop_oneof![
+                        text().prop_map(|p| SelfTest::Read(PathBuf::from(p))),
+                        text().prop_map(SelfTest::Syscall),
+                    ]),
                 )
                     .prop_map(
                         |(
@@ -538,6 +603,9 @@ mod tests {
                             state,
                             log_json,
                             allow,
+                            fuel,
+                            max_file_bytes,
+                            self_test,
                         )| {
                             ToWorker::Init(WorkerInit {
                                 protocol_version,
@@ -555,11 +623,14 @@ mod tests {
                                             port,
                                         })
                                         .collect(),
+                                    fuel,
+                                    max_file_bytes,
                                 },
                                 connector,
                                 state,
                                 log_filter: "info".into(),
                                 log_json,
+                                self_test,
                             })
                         },
                     ),
@@ -604,6 +675,7 @@ mod tests {
                     }
                 }),
                 text().prop_map(FromWorker::LoadFailed),
+                any::<[u8; 4]>().prop_map(|number_le| FromWorker::SyscallDenied { number_le }),
                 (
                     text(),
                     prop::option::of(prop::collection::vec(any::<u8>(), 0..32))

@@ -10,6 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::probe::{final_report, unused_url};
 use common::{Host, guest, wait_until_async, write_config};
 use danube_testkit::TestBroker;
 
@@ -28,14 +29,6 @@ const PANIC_MESSAGE: &str = "probe panics in open as asked";
 const FAST_RESTART: &str =
     "[retry]\nmax_retries = 1\nretry_backoff_ms = 50\nmax_backoff_ms = 100\n\n";
 
-/// A broker URL nothing listens on: every test here fails in `open`, before
-/// the host talks to Danube.
-fn unused_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    format!("http://127.0.0.1:{port}")
-}
-
 /// What one run ended with.
 struct Ended {
     code: i32,
@@ -44,13 +37,9 @@ struct Ended {
 }
 
 impl Ended {
-    /// The host's final report: the last line starting with `danube-host: `.
+    /// The host's final report.
     fn report(&self) -> &str {
-        self.log
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("danube-host: "))
-            .unwrap_or_else(|| panic!("no `danube-host: ` line in the log:\n{}", self.log))
+        final_report(&self.log)
     }
 }
 

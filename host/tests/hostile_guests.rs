@@ -12,11 +12,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Host, guest, reliable_producer, wait_subscribed, wait_until_async, write_config};
+use common::probe::{ProbeSink, final_report, numbers_on, produce, unused_url};
+use common::{Host, guest, wait_subscribed, wait_until_async, write_config};
 use danube_testkit::TestBroker;
 use serde_json::Value;
 
 const CONFIG: i32 = 2;
+const FATAL: i32 = 4;
 
 /// Longest a host may take to end by itself after an `open` fault.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -29,13 +31,6 @@ const FAST_RETRY: &str =
 /// The panic message of the probe's `trap_in_batch_on`.
 const BATCH_PANIC_MESSAGE: &str = "probe panics in process-batch on a poisoned record";
 
-/// A broker URL nothing listens on, for faults that end the host in `open`.
-fn unused_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    format!("http://127.0.0.1:{port}")
-}
-
 /// Runs the probe with `rest` until the host exits by itself; returns the
 /// exit code and the host's final report line.
 fn run_probe_open(dir: &Path, rest: &str) -> (i32, String, String) {
@@ -43,12 +38,7 @@ fn run_probe_open(dir: &Path, rest: &str) -> (i32, String, String) {
     let host = Host::start(&guest("probe-connector"), &config, &[]);
     let status = host.wait(DEADLINE);
     let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
-    let report = log
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("danube-host: "))
-        .unwrap_or_else(|| panic!("no `danube-host: ` line in the log:\n{log}"))
-        .to_string();
+    let report = final_report(&log).to_string();
     (status.code().unwrap_or(-1), report, log)
 }
 
@@ -134,30 +124,6 @@ impl Bystander {
         .await
         .unwrap();
     }
-}
-
-/// Sends `count` JSON records `{"i": N, "poison": N in poisons}`.
-async fn produce(broker: &TestBroker, topic: &str, count: u64, poisons: &[u64]) {
-    let producer = reliable_producer(&broker.url(), topic).await;
-    for i in 0..count {
-        let payload = serde_json::json!({ "i": i, "poison": poisons.contains(&i) });
-        producer
-            .send(payload.to_string().into_bytes(), None)
-            .await
-            .unwrap();
-    }
-}
-
-/// The `i` of each record on the dead-letter topic.
-fn dead_lettered(broker: &TestBroker, topic: &str) -> Vec<u64> {
-    broker
-        .messages(topic)
-        .iter()
-        .map(|m| {
-            let v: Value = serde_json::from_slice(&m.payload).unwrap();
-            v["i"].as_u64().unwrap()
-        })
-        .collect()
 }
 
 /// Counts of each value, for duplicate reports.
@@ -405,7 +371,7 @@ async fn endless_loop_in_process_batch_is_stopped_and_others_keep_flowing() {
     // Nothing was acknowledged except through the dead-letter topic: no
     // record the guest never wrote is taken for written.
     let sub = broker.subscription(TOPIC, "probe").unwrap();
-    let dead = dead_lettered(&broker, DLQ);
+    let dead = numbers_on(&broker, DLQ);
     assert!(
         sub.acked as usize <= dead.len(),
         "{} acked, only {} dead-lettered; log:\n{log}",
@@ -417,7 +383,7 @@ async fn endless_loop_in_process_batch_is_stopped_and_others_keep_flowing() {
     // Nothing is lost: what the probe did not dead-letter is still there for
     // a healthy sink.
     let written = take_over(&broker, dir.path(), TOPIC, DLQ, COUNT).await;
-    let all = tally(written.iter().chain(&dead_lettered(&broker, DLQ)).copied());
+    let all = tally(written.iter().chain(&numbers_on(&broker, DLQ)).copied());
     let missing: Vec<u64> = (0..COUNT).filter(|i| !all.contains_key(i)).collect();
     assert!(missing.is_empty(), "lost records: {missing:?}");
     bystander.finish().await;
@@ -425,9 +391,9 @@ async fn endless_loop_in_process_batch_is_stopped_and_others_keep_flowing() {
 
 /// The designed end of a batch that keeps killing workers: after
 /// `max_retries` worker deaths its records go to the dead-letter topic and
-/// the connector goes on.
-#[tokio::test(flavor = "multi_thread")]
-async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic() {
+/// the connector goes on. `limit` is the `[sandbox]` table that stops the
+/// looping guest, `stopped` what the log says when it does.
+async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic(limit: &str, stopped: &str) {
     const TOPIC: &str = "/default/looping";
     const DLQ: &str = "/default/looping-dlq";
     const COUNT: u64 = 5;
@@ -440,7 +406,7 @@ async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic() {
         &broker.url(),
         "looping",
         &format!(
-            "{FAST_RETRY}[sandbox]\ncall_timeout_ms = 300\n\n[dead_letter]\ntopic = \"{DLQ}\"\n\n[probe]\ntopic = \"{TOPIC}\"\nloop_in_batch = true\n"
+            "{FAST_RETRY}[sandbox]\n{limit}\n\n[dead_letter]\ntopic = \"{DLQ}\"\n\n[probe]\ntopic = \"{TOPIC}\"\nloop_in_batch = true\n"
         ),
     );
     let probe = Host::start(&guest("probe-connector"), &config, &[]);
@@ -448,14 +414,14 @@ async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic() {
     produce(&broker, TOPIC, COUNT, &[]).await;
     assert!(
         wait_until_async(Duration::from_secs(30), || {
-            dead_lettered(&broker, DLQ).len() as u64 >= COUNT
+            numbers_on(&broker, DLQ).len() as u64 >= COUNT
         })
         .await,
         "dead-lettered {:?}; log:\n{}",
-        dead_lettered(&broker, DLQ),
+        numbers_on(&broker, DLQ),
         probe.log()
     );
-    let mut dead = dead_lettered(&broker, DLQ);
+    let mut dead = numbers_on(&broker, DLQ);
     dead.sort();
     dead.dedup();
     assert_eq!(dead, (0..COUNT).collect::<Vec<_>>());
@@ -464,6 +430,133 @@ async fn endless_loop_in_process_batch_ends_in_the_dead_letter_topic() {
         m.attributes["dlq.error"].contains("died"),
         "{:?}",
         m.attributes
+    );
+    let log = probe.log();
+    let stops = log.lines().filter(|l| l.contains(stopped)).count();
+    assert!(
+        stops >= 2,
+        "stopped {stops} times by {stopped:?}; log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_loop_stopped_by_the_call_timeout_ends_in_the_dead_letter_topic() {
+    endless_loop_in_process_batch_ends_in_the_dead_letter_topic(
+        "call_timeout_ms = 300",
+        "the guest did not return within [sandbox] call_timeout_ms = 300 and was stopped",
+    )
+    .await;
+}
+
+/// Fuel stops the same loop deterministically, long before its generous
+/// time limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_loop_stopped_by_fuel_ends_in_the_dead_letter_topic() {
+    endless_loop_in_process_batch_ends_in_the_dead_letter_topic(
+        "call_timeout_ms = 600000\nfuel = 20000000",
+        "the guest used up its [sandbox] fuel = 20000000 for one call and was stopped",
+    )
+    .await;
+}
+
+/// A sink that leaks memory on every batch: each time it reaches
+/// `[sandbox] memory_mb` it is stopped naming the limit, its worker replaced
+/// with a fresh instance and the batch replayed. Each record is written
+/// exactly once (a batch is stopped before it writes), none is
+/// dead-lettered, and the connector never gives up, since every worker gets
+/// work done before it dies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_leak_is_stopped_at_its_limit_and_loses_nothing() {
+    const TOPIC: &str = "/default/leaking";
+    const DLQ: &str = "/default/leaking-dlq";
+    const COUNT: u64 = 60;
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = ProbeSink::start(
+        &broker,
+        dir.path(),
+        "leaking",
+        TOPIC,
+        [
+            &format!(
+                "{FAST_RETRY}[processing]\nbatch_size = 5\n\n[dead_letter]\ntopic = \"{DLQ}\""
+            ),
+            "memory_mb = 32",
+            "leak_mb_per_batch = 8",
+        ],
+    )
+    .await;
+    produce(&broker, TOPIC, COUNT, &[]).await;
+    let probe = &sink.host;
+    assert!(
+        wait_until_async(Duration::from_secs(60), || {
+            broker.subscription(TOPIC, "probe").unwrap().acked == COUNT
+        })
+        .await,
+        "{:?}; log:\n{}",
+        broker.subscription(TOPIC, "probe"),
+        probe.log()
+    );
+    let log = probe.log();
+    let stops = log
+        .lines()
+        .filter(|l| l.contains("the guest exceeded its memory limit ([sandbox] memory_mb)"))
+        .count();
+    let restarts = log.matches("worker died; restarting it").count();
+    assert!(
+        stops >= 2 && restarts >= 2,
+        "{stops} stops, {restarts} restarts; log:\n{log}"
+    );
+    assert!(!log.contains("danube-host: connector"), "{log}");
+    let mut written = sink.written();
+    written.sort();
+    assert_eq!(written, (0..COUNT).collect::<Vec<_>>());
+    assert!(numbers_on(&broker, DLQ).is_empty());
+    println!(
+        "{COUNT} records written once each across {restarts} workers stopped at their memory limit"
+    );
+    let status = tokio::task::spawn_blocking(move || sink.host.terminate(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{log}");
+}
+
+/// A source that never returns from `poll`: stopped by the call timeout each
+/// time, its worker replaced, until the restart budget is spent and the host
+/// ends with the fatal code, naming the call and the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_loop_in_poll_is_stopped_until_the_connector_gives_up() {
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic("/default/probe", 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "source.toml",
+        &broker.url(),
+        "looping-source",
+        &format!("{FAST_RETRY}[sandbox]\ncall_timeout_ms = 300\n\n[probe]\nloop_in_poll = true\n"),
+    );
+    let host = Host::start(&guest("probe-source"), &config, &[]);
+    let status = tokio::task::spawn_blocking(move || host.wait(DEADLINE))
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+    assert_eq!(status.code(), Some(FATAL), "log:\n{log}");
+    let stopped =
+        "in poll: the guest did not return within [sandbox] call_timeout_ms = 300 and was stopped";
+    let stops = log
+        .lines()
+        .filter(|l| l.contains("guest trapped; the instance is discarded") && l.contains("poll"))
+        .count();
+    // The first worker and one per restart.
+    assert_eq!(stops, 3, "log:\n{log}");
+    let report = final_report(&log);
+    assert!(
+        report.starts_with(
+            "danube-host: connector looping-source: the worker died 3 times in a row, last: "
+        ) && report.ends_with(stopped),
+        "{report}"
     );
 }
 
@@ -533,7 +626,7 @@ async fn trap_on_poisoned_records(name: &str, count: u64, poisons: &[u64]) {
         .iter()
         .map(|v| v["i"].as_u64().unwrap())
         .collect();
-    let dead = dead_lettered(&broker, &dlq);
+    let dead = numbers_on(&broker, &dlq);
     for poison in poisons {
         assert!(
             !by_probe.contains(poison) && !by_sink.contains(poison),

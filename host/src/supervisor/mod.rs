@@ -20,7 +20,7 @@ use crate::config::{ConnectorConfig, documented_keys};
 use crate::observability::{ConnectorMetrics, Observability, Status};
 use crate::protocol::{
     CallOutcome, ConnectorError, ModuleInfo, NetRule, Opened, PROTOCOL_VERSION, SandboxLimits,
-    WorkerInit,
+    SelfTest, WorkerInit,
 };
 use retry::RetryPolicy;
 pub use state_store::StateStore;
@@ -101,6 +101,8 @@ pub async fn start_worker(
             call_timeout_ms: 10_000,
             dirs: Vec::new(),
             allow: Vec::new(),
+            fuel: None,
+            max_file_bytes: crate::config::SandboxConfig::default().max_file_mb << 20,
         },
     };
     let init = WorkerInit {
@@ -116,6 +118,7 @@ pub async fn start_worker(
         state: state.entries().clone(),
         log_filter: log.filter.clone(),
         log_json: log.json,
+        self_test: self_test()?,
     };
     Worker::spawn(init, state, metrics).await
 }
@@ -141,8 +144,25 @@ fn sandbox_limits(config: &ConnectorConfig) -> anyhow::Result<SandboxLimits> {
         call_timeout_ms: sandbox.call_timeout_ms,
         dirs,
         allow,
+        fuel: sandbox.fuel,
+        max_file_bytes: sandbox.max_file_mb << 20,
     })
 }
+
+/// The worker self-test asked for in `DANUBE_HOST_WORKER_SELF_TEST`
+/// (`read:PATH` or `syscall:NAME`): a way for the host's tests to watch the
+/// worker's lockdown hold, undocumented for users.
+fn self_test() -> anyhow::Result<Option<SelfTest>> {
+    std::env::var(ENV_WORKER_SELF_TEST)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .map_err(|e| anyhow::anyhow!("{ENV_WORKER_SELF_TEST}: {e}"))
+        })
+        .transpose()
+}
+
+const ENV_WORKER_SELF_TEST: &str = "DANUBE_HOST_WORKER_SELF_TEST";
 
 /// Parses `host:port` (names resolved here, by the host) or
 /// `address/prefix:port`.

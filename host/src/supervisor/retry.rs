@@ -113,6 +113,7 @@ mod tests {
             max_retries: 4,
             retry_backoff_ms: 100,
             max_backoff_ms: 300,
+            ..RetryConfig::default()
         });
         let delays: Vec<u64> = std::iter::from_fn(|| b.next_delay())
             .map(|d| d.as_millis() as u64)

@@ -22,7 +22,7 @@ use super::danube::{self, DanubeFailure};
 use super::retry::RetryPolicy;
 use super::worker::Worker;
 use super::{Stop, new_trace_id, outcome_error};
-use crate::config::ConnectorConfig;
+use crate::config::{ConnectorConfig, OnExhausted};
 use crate::protocol::{
     Call, CallOutcome, ConnectorError, ConsumerConfig, RecordFailure, SinkRecord,
 };
@@ -157,6 +157,8 @@ impl<'a> SinkPipeline<'a> {
                 // next worker has to die on it too.
                 if unsettled.crashes >= host.retry.max_retries.max(1) {
                     self.dead_letter_all(unsettled).await?;
+                    // Settled: the next batch's deaths are not this one's.
+                    self.settled += 1;
                 } else {
                     in_flight.push_back(process(worker, unsettled, &policy));
                 }
@@ -310,7 +312,8 @@ fn flush_deadline(
 
 /// Hands a batch to the guest, retrying the whole batch (or the records the
 /// guest marked retryable) with backoff. Resolves to the batch and the
-/// records that failed for good.
+/// records that failed for good: invalid ones, and, once the retries are
+/// spent and `[retry] on_exhausted = "dead_letter"`, the retryable ones.
 async fn process<'a>(
     worker: &'a Worker,
     unsettled: Unsettled,
@@ -399,10 +402,23 @@ async fn process_records(
                 attempt += 1;
             }
             None => {
-                return Err(Stop::Fatal(format!(
-                    "writing a batch kept failing after {} retries: {retry_why}; its records were not acknowledged and will be delivered again",
-                    policy.config.max_retries
-                )));
+                let retries = policy.config.max_retries;
+                return match policy.config.on_exhausted {
+                    OnExhausted::DeadLetter => {
+                        let error = ConnectorError::Retryable(format!(
+                            "retries exhausted: writing failed {} times, last: {retry_why}",
+                            retries + 1
+                        ));
+                        failed.extend(todo.iter().map(|&index| RecordFailure {
+                            index: index as u32,
+                            error: error.clone(),
+                        }));
+                        Ok(failed)
+                    }
+                    OnExhausted::Stop => Err(Stop::Fatal(format!(
+                        "writing a batch kept failing after {retries} retries: {retry_why}; its records were not acknowledged and will be delivered again ([retry] on_exhausted = \"stop\")"
+                    ))),
+                };
             }
         }
     }

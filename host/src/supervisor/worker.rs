@@ -19,6 +19,7 @@ use crate::observability::ConnectorMetrics;
 use crate::protocol::{
     Call, CallOutcome, FromWorker, ModuleInfo, ToWorker, WorkerInit, read_frame, write_frame,
 };
+use crate::worker::describe_denied_syscall;
 
 /// Calls waiting for their reply; `None` once the worker's socket closed, so
 /// that a call made after the worker died fails at once instead of waiting.
@@ -75,6 +76,9 @@ impl Worker {
                 match read_frame::<FromWorker>(&mut reader)? {
                     Some(FromWorker::Ready(info)) => Ok((info, reader)),
                     Some(FromWorker::LoadFailed(why)) => bail!("{why}"),
+                    Some(FromWorker::SyscallDenied { number_le }) => {
+                        bail!("{}", describe_denied_syscall(number_le))
+                    }
                     Some(other) => bail!("unexpected first frame from the worker: {other:?}"),
                     None => bail!("the worker process exited while loading the module"),
                 }
@@ -101,7 +105,9 @@ impl Worker {
             .name("worker-reader".into())
             .spawn({
                 let metrics = metrics.clone();
-                move || read_replies(reader, replies, state, metrics)
+                // Its log lines name the connector too.
+                let span = tracing::Span::current();
+                move || span.in_scope(|| read_replies(reader, replies, state, metrics))
             })?;
 
         Ok(Worker {
@@ -218,6 +224,16 @@ fn read_replies(
             Ok(Some(FromWorker::Metric(m))) => {
                 if let Some(metrics) = &metrics {
                     metrics.guest_metric(m);
+                }
+            }
+            Ok(Some(FromWorker::SyscallDenied { number_le })) => {
+                // The worker is exiting: the call it was running (and those
+                // queued behind it) end as if the guest had trapped.
+                let why = describe_denied_syscall(number_le);
+                tracing::error!("{why}");
+                let waiters = pending.lock().unwrap_or_else(|p| p.into_inner()).take();
+                for (_, waiter) in waiters.into_iter().flatten() {
+                    let _ = waiter.send(CallOutcome::Trapped(why.clone()));
                 }
             }
             Ok(Some(other)) => {

@@ -19,9 +19,11 @@ use wasmtime::{Config, Engine};
 /// is stopped within one tick of its limit.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The engine every worker uses. Settings here are part of the cache key.
-pub fn new_engine() -> anyhow::Result<Engine> {
+/// The engine every worker uses. Settings here are part of the cache key, so
+/// modules compiled with fuel metering are cached apart from those without.
+pub fn new_engine(consume_fuel: bool) -> anyhow::Result<Engine> {
     let mut config = Config::new();
+    config.consume_fuel(consume_fuel);
     config.wasm_component_model(true);
     // Makes every component call 3-5x cheaper; the host calls guests
     // synchronously from a thread of their own.

@@ -10,7 +10,7 @@ use wasmtime::{Engine, Store};
 
 use super::engine::first_line;
 use super::state::GuestState;
-use crate::protocol::{self, CallOutcome, ModuleInfo, Opened, World};
+use crate::protocol::{self, CallOutcome, ModuleInfo, Opened, SandboxLimits, World};
 
 /// The WIT package version this host serves.
 pub const WIT_VERSION: &str = "0.1.0";
@@ -85,10 +85,10 @@ impl Guest {
     ) -> anyhow::Result<Guest> {
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
-        // No deadline outside calls: instantiation runs the guest's start-up
-        // code, which gets one call's worth of time too.
-        store.set_epoch_deadline(store.data().call_ticks);
+        // Instantiation runs the guest's start-up code, which gets one
+        // call's worth of time and fuel too.
         store.epoch_deadline_trap();
+        arm(&mut store)?;
         let mut linker: Linker<GuestState> = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         let instance = match world {
@@ -123,7 +123,7 @@ impl Guest {
 
     /// Calls `describe`.
     pub fn describe(&mut self) -> wasmtime::Result<ModuleInfo> {
-        self.arm_deadline();
+        arm(&mut self.store)?;
         let info = match &self.instance {
             Instance::Source(i) => i
                 .danube_connect_source_connector()
@@ -146,7 +146,7 @@ impl Guest {
     /// instance must not be used again.
     pub fn call(&mut self, call: protocol::Call) -> wasmtime::Result<CallOutcome> {
         use protocol::Call;
-        self.arm_deadline();
+        arm(&mut self.store)?;
         let store = &mut self.store;
         let outcome = match (&self.instance, call) {
             (Instance::Source(i), Call::Open { config_json }) => {
@@ -222,11 +222,16 @@ impl Guest {
         };
         Ok(outcome)
     }
+}
 
-    fn arm_deadline(&mut self) {
-        let ticks = self.store.data().call_ticks;
-        self.store.set_epoch_deadline(ticks);
+/// Gives the next call its time and, with `[sandbox] fuel`, its fuel.
+fn arm(store: &mut Store<GuestState>) -> wasmtime::Result<()> {
+    let ticks = store.data().call_ticks;
+    store.set_epoch_deadline(ticks);
+    if let Some(fuel) = store.data().fuel {
+        store.set_fuel(fuel)?;
     }
+    Ok(())
 }
 
 fn outcome<T>(
@@ -261,11 +266,21 @@ fn explain_link_error(e: wasmtime::Error) -> anyhow::Error {
 
 /// Describes a trap for people: a timeout, a memory limit or the guest's own
 /// panic message (from its stderr tail).
-pub fn describe_trap(e: &wasmtime::Error, call_timeout_ms: u64, stderr_tail: &str) -> String {
-    if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-        return format!(
-            "the guest did not return within [sandbox] call_timeout_ms = {call_timeout_ms} and was stopped"
-        );
+pub fn describe_trap(e: &wasmtime::Error, limits: &SandboxLimits, stderr_tail: &str) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            return format!(
+                "the guest did not return within [sandbox] call_timeout_ms = {} and was stopped",
+                limits.call_timeout_ms
+            );
+        }
+        Some(wasmtime::Trap::OutOfFuel) => {
+            return format!(
+                "the guest used up its [sandbox] fuel = {} for one call and was stopped",
+                limits.fuel.unwrap_or_default()
+            );
+        }
+        _ => {}
     }
     let cause = e.root_cause().to_string();
     // `StoreLimits` with `trap_on_grow_failure` reports a refused growth so.

@@ -10,11 +10,12 @@
 
 mod engine;
 mod guest;
+mod hardening;
 mod imports;
 mod sandbox;
 mod state;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
@@ -27,6 +28,7 @@ use crate::protocol::{
 };
 pub use engine::default_cache_dir;
 use guest::Guest;
+pub use hardening::describe_denied_syscall;
 use sandbox::GuestOutput;
 use state::{GuestState, MemoryLimiter};
 
@@ -40,11 +42,14 @@ pub mod exit {
     pub const TRAPPED: u8 = 11;
     /// The socket broke or carried something unreadable.
     pub const PROTOCOL: u8 = 12;
+    /// The seccomp filter denied a system call (reported in a
+    /// `SyscallDenied` frame).
+    pub const SYSCALL_DENIED: u8 = 13;
 }
 
 /// Runs the worker until the supervisor hangs up.
 pub fn run() -> ExitCode {
-    sandbox::harden_process();
+    hardening::harden_process();
     let socket = match std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
@@ -83,7 +88,7 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
         write_frame(&mut writer, &FromWorker::LoadFailed(message))?;
         return Ok(exit::LOAD_FAILED);
     }
-    let call_timeout_ms = init.limits.call_timeout_ms;
+    let limits = &init.limits;
     let mut guest = match load(&init, socket) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -94,7 +99,7 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
     let info = match guest.describe() {
         Ok(info) => info,
         Err(e) => {
-            let why = guest::describe_trap(&e, call_timeout_ms, &guest.state_mut().stderr.tail());
+            let why = guest::describe_trap(&e, limits, &guest.state_mut().stderr.tail());
             write_frame(
                 &mut writer,
                 &FromWorker::LoadFailed(format!("in describe: {why}")),
@@ -115,8 +120,7 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
         let (outcome, trapped) = match result {
             Ok(outcome) => (outcome, false),
             Err(e) => {
-                let why =
-                    guest::describe_trap(&e, call_timeout_ms, &guest.state_mut().stderr.tail());
+                let why = guest::describe_trap(&e, limits, &guest.state_mut().stderr.tail());
                 tracing::error!(call = kind, error = %why, "guest trapped; the instance is discarded");
                 (CallOutcome::Trapped(format!("in {kind}: {why}")), true)
             }
@@ -134,8 +138,10 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
     Ok(exit::DONE)
 }
 
+/// Loads the module, locks the worker down, then instantiates the module:
+/// the guest's first instruction runs confined.
 fn load(init: &WorkerInit, socket: UnixStream) -> anyhow::Result<Guest> {
-    let engine = engine::new_engine()?;
+    let engine = engine::new_engine(init.limits.fuel.is_some())?;
     let component = engine::load_component(&engine, &init.module, init.cache_dir.as_deref())?;
     let world = guest::detect_world(&engine, &component)?;
     let stdout = GuestOutput::new(&init.connector, "stdout");
@@ -158,8 +164,14 @@ fn load(init: &WorkerInit, socket: UnixStream) -> anyhow::Result<Guest> {
         connector: init.connector.clone(),
         trace_id: 0,
         kv: init.state.clone(),
+        fuel: init.limits.fuel,
         supervisor: socket,
         stderr,
     };
+    hardening::lock_down(&init.limits, state.supervisor.as_raw_fd())
+        .context("cannot lock the worker down")?;
+    if let Some(test) = &init.self_test {
+        hardening::self_test(test);
+    }
     Guest::instantiate(&engine, &component, world, state).context("instantiating the module")
 }

@@ -1,6 +1,7 @@
 //! What a guest may touch: the WASI context it gets (no environment, no
-//! arguments, only granted directories, only allowed TCP destinations), where
-//! its stdout and stderr go, and the worker process's own hardening.
+//! arguments, only granted directories, only allowed TCP destinations) and
+//! where its stdout and stderr go. The worker process's own confinement is in
+//! [`super::hardening`].
 
 use std::sync::{Arc, Mutex};
 
@@ -179,21 +180,5 @@ impl tokio::io::AsyncWrite for GuestOutput {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
-    }
-}
-
-/// Hardening that applies from the worker's first instruction: die with the
-/// supervisor, never gain privileges, never dump core (the guest's memory may
-/// hold credentials).
-pub fn harden_process() {
-    // SAFETY: prctl with these options only changes this process's own flags.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-        libc::prctl(libc::PR_SET_DUMPABLE, 0);
-    }
-    // The supervisor may already be gone between fork and PDEATHSIG.
-    if std::os::unix::process::parent_id() == 1 {
-        std::process::exit(1);
     }
 }

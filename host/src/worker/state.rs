@@ -16,6 +16,8 @@ pub struct GuestState {
     pub limits: MemoryLimiter,
     /// A call's time limit in epoch ticks.
     pub call_ticks: u64,
+    /// A call's fuel, when `[sandbox] fuel` is set.
+    pub fuel: Option<u64>,
     /// The connector's name, on every log line the guest writes.
     pub connector: String,
     /// Trace id of the call in progress, carried into the guest's log lines.

@@ -24,7 +24,9 @@
 //!
 //! | key                | what `process-batch` does                                    |
 //! |--------------------|--------------------------------------------------------------|
-//! | `loop_in_batch`    | loops forever on every batch (the call timeout must stop it)  |
+//! | `loop_in_batch`    | loops forever on every batch (the call timeout or `[sandbox] fuel` must stop it) |
+//! | `fail_retryably`   | fails that many calls (a number, or `"forever"`) with a retryable error before writing anything, as a sink whose external system is down would |
+//! | `leak_mb_per_batch`| allocates, touches and keeps that many MiB per batch before writing it, so memory grows until `[sandbox] memory_mb` stops it |
 //! | `trap_in_batch_on` | writes the batch's records in order, and panics with [`BATCH_PANIC_MESSAGE`] on the first record whose JSON payload has this field set to `true` |
 //! | `write_to`         | appends each accepted record's payload as one line to this file (in a directory granted with `[sandbox] dirs`); without it, records are accepted and dropped |
 //!
@@ -55,6 +57,8 @@ alloc_mb = 0
 config_error = "a configuration error to return"
 fatal_error = "a fatal error to return"
 loop_in_batch = false
+fail_retryably = 3
+leak_mb_per_batch = 0
 trap_in_batch_on = "poison"
 write_to = "/granted/dir/probe.jsonl"
 unhealthy = "the reason health() fails"
@@ -87,11 +91,38 @@ pub struct Config {
     #[serde(default)]
     loop_in_batch: bool,
     #[serde(default)]
+    fail_retryably: Option<Failures>,
+    #[serde(default)]
+    leak_mb_per_batch: usize,
+    #[serde(default)]
     trap_in_batch_on: Option<String>,
     #[serde(default)]
     write_to: Option<String>,
     #[serde(default)]
     unhealthy: Option<String>,
+}
+
+/// How many `process-batch` calls fail retryably: a count, or `"forever"`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(untagged)]
+pub enum Failures {
+    Times(u64),
+    Always(Forever),
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum Forever {
+    Forever,
+}
+
+impl Failures {
+    fn covers(self, call: u64) -> bool {
+        match self {
+            Failures::Times(n) => call < n,
+            Failures::Always(Forever::Forever) => true,
+        }
+    }
 }
 
 fn default_topic() -> String {
@@ -105,6 +136,12 @@ fn default_subscription() -> String {
 pub struct Probe {
     unhealthy: Option<String>,
     loop_in_batch: bool,
+    fail_retryably: Option<Failures>,
+    leak_mb_per_batch: usize,
+    /// Memory kept by `leak_mb_per_batch`.
+    leaked: Vec<Vec<u8>>,
+    /// `process-batch` calls so far.
+    calls: u64,
     trap_in_batch_on: Option<String>,
     write_to: Option<std::fs::File>,
 }
@@ -129,6 +166,16 @@ fn try_read(path: &str) -> String {
         Ok(bytes) => format!("ok ({} bytes)", bytes.len()),
         Err(e) => e.to_string(),
     }
+}
+
+/// Allocates `mb` MiB and touches every page, so that the memory is really
+/// used.
+fn allocate(mb: usize) -> Vec<u8> {
+    let mut block = vec![0u8; mb << 20];
+    for page in block.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    block
 }
 
 /// Whether the record's JSON payload has `field` set to `true`.
@@ -176,12 +223,7 @@ impl Sink for Probe {
             }
         }
         if config.alloc_mb > 0 {
-            let mut block = vec![0u8; config.alloc_mb << 20];
-            // Touch every page so that the memory is really used.
-            for page in block.chunks_mut(4096) {
-                page[0] = 1;
-            }
-            std::hint::black_box(&block);
+            std::hint::black_box(allocate(config.alloc_mb));
         }
         if let Some(message) = config.config_error {
             return Err(ConnectorError::config(message));
@@ -203,6 +245,10 @@ impl Sink for Probe {
             Probe {
                 unhealthy: config.unhealthy,
                 loop_in_batch: config.loop_in_batch,
+                fail_retryably: config.fail_retryably,
+                leak_mb_per_batch: config.leak_mb_per_batch,
+                leaked: Vec::new(),
+                calls: 0,
                 trap_in_batch_on: config.trap_in_batch_on,
                 write_to,
             },
@@ -223,6 +269,16 @@ impl Sink for Probe {
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
+        }
+        let call = self.calls;
+        self.calls += 1;
+        if self.fail_retryably.is_some_and(|f| f.covers(call)) {
+            return Err(ConnectorError::retryable(format!(
+                "probe fails retryably as asked (call {call})"
+            )));
+        }
+        if self.leak_mb_per_batch > 0 {
+            self.leaked.push(allocate(self.leak_mb_per_batch));
         }
         for record in &records {
             if let Some(field) = &self.trap_in_batch_on
