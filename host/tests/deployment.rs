@@ -916,3 +916,49 @@ async fn image_entrypoint_runs_a_connector_as_pid_1_and_drains_on_sigterm() {
         log_text()
     );
 }
+
+/// Without an init, danube-host itself as PID 1 (as `docker run --entrypoint
+/// danube-host` would run it): its workers still start and records flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn danube_host_runs_as_pid_1_without_an_init() {
+    let broker = danube_testkit::TestBroker::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "/default/pid-one";
+    let config = write_config(
+        dir.path(),
+        "datagen.toml",
+        &broker.url(),
+        "pid-one",
+        &format!("[datagen]\ntopics = [\"{topic}\"]\nrate = 200\n"),
+    );
+    let log = dir.path().join("host.log");
+    let mut child = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--pid",
+            "--fork",
+            "--kill-child",
+        ])
+        .arg(host_bin())
+        .args(["--log-format", "text", "--module"])
+        .arg(guest("datagen-source"))
+        .arg("--config")
+        .arg(&config)
+        .env("XDG_CACHE_HOME", target_dir().join("test-module-cache"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("unshare runs");
+    let flowed = broker
+        .wait_for(Duration::from_secs(30), |b| b.messages(topic).len() >= 20)
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        flowed,
+        "no records reached the broker from a host running as PID 1; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

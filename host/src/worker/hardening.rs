@@ -38,10 +38,10 @@ pub fn harden_process() {
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         libc::prctl(libc::PR_SET_DUMPABLE, 0);
     }
-    // The supervisor may already be gone between fork and PDEATHSIG.
-    if std::os::unix::process::parent_id() == 1 {
-        std::process::exit(1);
-    }
+    // A supervisor that died before PDEATHSIG took effect is noticed as the
+    // end of the socket, its only peer: the next read sees EOF and the worker
+    // exits. (Comparing the parent's pid with 1 would be wrong: the host is
+    // pid 1 itself as a container's entrypoint.)
 }
 
 /// Confines the worker for the rest of its life. `supervisor` is the socket
