@@ -2,6 +2,8 @@
 //! child process, and waiting on conditions with deadlines.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod directory;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
