@@ -133,6 +133,42 @@ async fn logged(host: &Host, needle: &str, times: usize) {
     );
 }
 
+/// Replaces `name`'s module with other bytes, then its configuration with
+/// `config`, each time waiting for the swap and for records to flow again.
+async fn replace_module_then_config(
+    layout: &Layout,
+    host: &Host,
+    name: &str,
+    module: &Path,
+    config: String,
+    flowing: impl Fn() -> usize,
+) {
+    let started = format!("{name}: starting");
+    let starts = host.log_count(&started);
+    place(
+        &layout.mods,
+        &format!("{name}.wasm"),
+        changed_module(module, "v2"),
+    );
+    logged(host, &started, starts + 1).await;
+    keeps_flowing(
+        &format!("after {name}'s module changed"),
+        host,
+        300,
+        &flowing,
+    )
+    .await;
+    place(&layout.mods, &format!("{name}.toml"), config);
+    logged(host, &started, starts + 2).await;
+    keeps_flowing(
+        &format!("after {name}'s configuration changed"),
+        host,
+        300,
+        &flowing,
+    )
+    .await;
+}
+
 fn health(host: &Host) -> (u16, serde_json::Value) {
     let (status, body) = http_get(&endpoint(host).unwrap(), "/health");
     (status, serde_json::from_str(&body).unwrap())
@@ -183,19 +219,12 @@ async fn connectors_added_replaced_and_removed_while_records_flow_lose_nothing()
     keeps_flowing("first records", &host, 300, written).await;
 
     // Replaced: the source's module (other bytes), then its configuration.
-    place(
-        &layout.mods,
-        "source.wasm",
-        changed_module(&source_module, "v2"),
-    );
-    logged(&host, "source: starting", 2).await;
-    keeps_flowing("after the source's module changed", &host, 300, written).await;
-    place(&layout.mods, "source.toml", source_config(600));
-    logged(&host, "source: starting", 3).await;
-    keeps_flowing(
-        "after the source's configuration changed",
+    replace_module_then_config(
+        &layout,
         &host,
-        300,
+        "source",
+        &source_module,
+        source_config(600),
         written,
     )
     .await;
@@ -244,19 +273,12 @@ async fn connectors_added_replaced_and_removed_while_records_flow_lose_nothing()
     keeps_flowing("after the audit sink was removed", &host, 300, written).await;
 
     // Replaced: the sink's module, then its configuration.
-    place(
-        &layout.mods,
-        "sink.wasm",
-        changed_module(&sink_module, "v2"),
-    );
-    logged(&host, "sink: starting", 2).await;
-    keeps_flowing("after the sink's module changed", &host, 300, written).await;
-    place(&layout.mods, "sink.toml", sink_config(SINK_BATCH * 2));
-    logged(&host, "sink: starting", 3).await;
-    keeps_flowing(
-        "after the sink's configuration changed",
+    replace_module_then_config(
+        &layout,
         &host,
-        300,
+        "sink",
+        &sink_module,
+        sink_config(SINK_BATCH * 2),
         written,
     )
     .await;
