@@ -58,16 +58,17 @@ pub async fn run(dir: PathBuf, endpoint: SocketAddr, log: LogSettings) -> ExitCo
         Ok(snapshots) => snapshots,
         Err(e) => return fail(exit::INTERNAL, format!("{e:#}")),
     };
+    // Before anything is announced: SIGHUP would otherwise end the process.
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => return fail(exit::INTERNAL, format!("cannot handle SIGHUP: {e}")),
+    };
     let observability = Observability::new();
     let server = match supervisor::serve(&observability, endpoint).await {
         Ok(server) => server,
         Err(failure) => return fail(failure.code, failure.message),
     };
     let mut shutdown = supervisor::shutdown_on_signals();
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(hangup) => hangup,
-        Err(e) => return fail(exit::INTERNAL, format!("cannot handle SIGHUP: {e}")),
-    };
     let (changed_tx, mut changed) = mpsc::unbounded_channel();
     let mut watcher = watch(&dir, changed_tx.clone());
     tracing::info!(dir = %dir.display(), "directory mode: running every NAME.wasm with its NAME.toml");
