@@ -269,7 +269,7 @@ pub async fn run(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> 
         }
     };
     let mut shutdown = shutdown_on_signals();
-    let mut fleet = fleet::Fleet::new(observability, log);
+    let mut fleet = Fleet::new(observability, log);
     fleet.start(&name, module, config);
     let ended = tokio::select! {
         (_, ended) = fleet.next_ended() => ended,
