@@ -2,24 +2,27 @@
 //!
 //! ```text
 //! danube-host --module datagen_source.wasm --config datagen.toml   # run (also: run ...)
+//! danube-host --modules-dir connectors/                            # run every NAME.wasm + NAME.toml
 //! danube-host validate --module m.wasm --config c.toml            # check without running
 //! danube-host inspect m.wasm                                       # what a module is
 //! ```
 
 mod config;
+mod directory;
 mod logging;
 mod observability;
 mod protocol;
 mod supervisor;
 mod worker;
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use config::{ConnectorConfig, ENV_CONFIG_PATH, documented_keys};
-use supervisor::{LogSettings, StateStore, exit};
+use config::{ConnectorConfig, ENV_CONFIG_PATH};
+use supervisor::{Invalid, LogSettings, StateStore, exit};
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +65,17 @@ struct RunArgs {
     /// The connector's TOML configuration.
     #[arg(long, env = ENV_CONFIG_PATH)]
     config: Option<PathBuf>,
+    /// Run every `NAME.wasm` with its `NAME.toml` in this directory, and
+    /// start, replace or stop connectors as the files change (SIGHUP rescans).
+    #[arg(long, conflicts_with_all = ["module", "config"])]
+    modules_dir: Option<PathBuf>,
+    /// Directory mode: address of the shared /metrics, /health and /ready.
+    #[arg(long, default_value = "0.0.0.0", requires = "modules_dir")]
+    metrics_bind: IpAddr,
+    /// Directory mode: port of the shared /metrics, /health and /ready (0 picks
+    /// a free one, logged).
+    #[arg(long, default_value_t = 9090, requires = "modules_dir")]
+    metrics_port: u16,
     /// Log format on standard error.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
@@ -96,6 +110,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
+    if let Some(dir) = args.modules_dir {
+        let log = log_settings("info", args.log_format);
+        let endpoint = SocketAddr::new(args.metrics_bind, args.metrics_port);
+        return runtime().block_on(directory::run(dir, endpoint, log));
+    }
     let (module, config) = match load(&args) {
         Ok(loaded) => loaded,
         Err(code) => return code,
@@ -162,40 +181,21 @@ async fn inspect(module: PathBuf, log: LogSettings) -> ExitCode {
 }
 
 async fn validate(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> ExitCode {
-    let worker =
-        match supervisor::start_worker(&module, Some(&config), StateStore::in_memory(), &log, None)
-            .await
-        {
-            Ok(worker) => worker,
-            Err(e) => {
-                eprintln!("danube-host: cannot load {}: {e:#}", module.display());
-                return ExitCode::from(exit::MODULE);
-            }
-        };
-    let info = worker.info().clone();
-    worker.shutdown().await;
-    let documented = documented_keys(&info.config_example);
-    if let Some(section) = &config.section
-        && !documented.is_empty()
-        && let Some(unknown) = config.connector.keys().find(|k| !documented.contains(*k))
-    {
-        let hint = match config::nearest(unknown, documented.iter().map(String::as_str)) {
-            Some(near) => format!("did you mean `{section}.{near}`?"),
-            None => format!(
-                "it documents: {}",
-                documented.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        };
-        eprintln!(
-            "danube-host: {}: unknown key `{section}.{unknown}` for {}; {hint}",
-            config.path.display(),
-            info.name
-        );
-        return ExitCode::from(exit::CONFIG);
+    match supervisor::validate(&module, &config, &log).await {
+        Ok(info) => {
+            println!(
+                "ok: {} runs {} connector {} {} (danube:connect@{})",
+                config.host.connector_name, info.world, info.name, info.version, info.wit_version
+            );
+            ExitCode::from(exit::OK)
+        }
+        Err(Invalid::Module(e)) => {
+            eprintln!("danube-host: cannot load {}: {e:#}", module.display());
+            ExitCode::from(exit::MODULE)
+        }
+        Err(Invalid::Config(message)) => {
+            eprintln!("danube-host: {message}");
+            ExitCode::from(exit::CONFIG)
+        }
     }
-    println!(
-        "ok: {} runs {} connector {} {} (danube:connect@{})",
-        config.host.connector_name, info.world, info.name, info.version, info.wit_version
-    );
-    ExitCode::from(exit::OK)
 }

@@ -61,6 +61,10 @@ impl Board {
             });
     }
 
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
     pub fn set(&self, name: &str, status: Status, detail: String) {
         let mut connectors = self.lock();
         let entry = connectors

@@ -109,6 +109,12 @@ impl Observability {
         }
     }
 
+    /// Drops a connector that no longer runs from `/health` and `/ready`
+    /// (its metric series stay, as counters should).
+    pub fn forget(&self, name: &str) {
+        self.inner.health.remove(name);
+    }
+
     /// Binds `addr` and serves `/metrics`, `/health` and `/ready` until the
     /// returned handle is stopped or dropped. Port 0 picks a free port; the
     /// handle tells which.

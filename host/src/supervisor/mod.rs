@@ -1,8 +1,9 @@
 //! The supervisor: the parent process that owns the Danube clients, the
-//! pipelines and the lifecycle of one connector, and the worker process that
-//! runs its guest.
+//! pipelines and the lifecycle of each connector it runs, and the worker
+//! processes that run their guests.
 
 mod danube;
+mod fleet;
 mod retry;
 mod sink;
 mod source;
@@ -14,14 +15,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::Instrument;
 
 use crate::config::{ConnectorConfig, documented_keys};
-use crate::observability::{ConnectorMetrics, Observability, Status};
+use crate::observability::{ConnectorMetrics, Observability, ServerHandle, Status};
 use crate::protocol::{
     CallOutcome, ConnectorError, ModuleInfo, NetRule, Opened, PROTOCOL_VERSION, SandboxLimits,
     SelfTest, WorkerInit,
 };
+pub use fleet::Fleet;
 use retry::RetryPolicy;
 pub use state_store::StateStore;
 pub use worker::Worker;
@@ -253,26 +254,143 @@ impl<'a> Pipeline<'a> {
 /// again: its death starts the restart backoff from the beginning.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
-/// Runs one connector until it is stopped by a signal or fails for good.
+/// Why a connector stopped for good: the exit code a host running only it
+/// ends with, and a one-line reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Runs one connector until it is stopped by a signal or fails for good: the
+/// fleet of one, serving its endpoint where its configuration says.
+pub async fn run(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> ExitCode {
+    let name = config.host.connector_name.clone();
+    let fail = |failure: Failure| {
+        eprintln!("danube-host: connector {name}: {failure}");
+        ExitCode::from(failure.code)
+    };
+    let observability = Observability::new();
+    let server = match serve(&observability, config.host.metrics_addr()).await {
+        Ok(server) => server,
+        Err(failure) => {
+            tracing::error!("{failure}");
+            return fail(failure);
+        }
+    };
+    let mut shutdown = shutdown_on_signals();
+    let mut fleet = Fleet::new(observability, log);
+    fleet.start(&name, module, config);
+    let ended = tokio::select! {
+        (_, ended) = fleet.next_ended() => ended,
+        _ = shutdown.changed() => fleet.stop(&name).await.unwrap_or(Ok(())),
+    };
+    server.stop().await;
+    match ended {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(failure) => fail(failure),
+    }
+}
+
+/// Serves `/metrics`, `/health` and `/ready` on `addr` for every connector of
+/// `observability`.
+pub async fn serve(
+    observability: &Observability,
+    addr: std::net::SocketAddr,
+) -> Result<ServerHandle, Failure> {
+    let server = observability
+        .serve(addr)
+        .await
+        .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
+    tracing::info!(addr = %server.local_addr(), "serving /metrics, /health and /ready");
+    Ok(server)
+}
+
+/// What is wrong with a module and configuration, as `danube-host validate`
+/// reports it.
+#[derive(Debug)]
+pub enum Invalid {
+    /// The module cannot be loaded (the reason does not name the file).
+    Module(anyhow::Error),
+    /// The configuration does not fit the module (one line naming the file).
+    Config(String),
+}
+
+/// Loads `module` in a throwaway worker (no state, no broker) and checks
+/// `config`'s connector table against the keys the module documents.
+pub async fn validate(
+    module: &Path,
+    config: &ConnectorConfig,
+    log: &LogSettings,
+) -> Result<ModuleInfo, Invalid> {
+    let worker = start_worker(module, Some(config), StateStore::in_memory(), log, None)
+        .await
+        .map_err(Invalid::Module)?;
+    let info = worker.info().clone();
+    worker.shutdown().await;
+    let documented = documented_keys(&info.config_example);
+    if let Some(section) = &config.section
+        && !documented.is_empty()
+        && let Some(unknown) = config.connector.keys().find(|k| !documented.contains(*k))
+    {
+        let hint = match crate::config::nearest(unknown, documented.iter().map(String::as_str)) {
+            Some(near) => format!("did you mean `{section}.{near}`?"),
+            None => format!(
+                "it documents: {}",
+                documented.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
+        return Err(Invalid::Config(format!(
+            "{}: unknown key `{section}.{unknown}` for {}; {hint}",
+            config.path.display(),
+            info.name
+        )));
+    }
+    Ok(info)
+}
+
+/// Supervises one connector until `shutdown` turns true (then drains) or it
+/// fails for good; a failure also marks it unhealthy.
 ///
 /// A worker that dies (trap, crash, hang) is replaced with capped exponential
 /// backoff; the Danube side (subscriptions, producers, batches the dead worker
 /// held) carries over to the new one.
-pub async fn run(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> ExitCode {
-    // Every line logged for this connector, by the host and its tasks, names it.
-    let span = tracing::info_span!("connector", connector = %config.host.connector_name);
-    run_connector(module, config, log).instrument(span).await
+async fn supervise(
+    module: PathBuf,
+    config: ConnectorConfig,
+    log: LogSettings,
+    metrics: ConnectorMetrics,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Failure> {
+    let ended = supervise_workers(module, config, log, &metrics, shutdown).await;
+    metrics.set_ready(false);
+    match &ended {
+        Ok(()) => tracing::info!("stopped cleanly"),
+        Err(failure) => {
+            metrics.set_health(Status::Unhealthy, failure.message.clone());
+            tracing::error!("{failure}");
+        }
+    }
+    ended
 }
 
-async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSettings) -> ExitCode {
-    let name = config.host.connector_name.clone();
-    let fail = |code: u8, message: String| {
-        tracing::error!("{message}");
-        eprintln!("danube-host: connector {name}: {message}");
-        ExitCode::from(code)
-    };
-    let observability = Observability::new();
-    let metrics = observability.connector(&name);
+async fn supervise_workers(
+    module: PathBuf,
+    mut config: ConnectorConfig,
+    log: LogSettings,
+    metrics: &ConnectorMetrics,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), Failure> {
     let spawn = |config: &ConnectorConfig| {
         let config = config.clone();
         let (module, log, metrics) = (module.clone(), log.clone(), Some(metrics.clone()));
@@ -284,17 +402,9 @@ async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSet
         }
     };
 
-    let first = match spawn(&config).await {
-        Ok(w) => w,
-        Err(e) => return fail(exit::MODULE, format!("{e:#}")),
-    };
-    let server = match observability.serve(config.host.metrics_addr()).await {
-        Ok(server) => {
-            tracing::info!(addr = %server.local_addr(), "serving /metrics, /health and /ready");
-            server
-        }
-        Err(e) => return fail(exit::CONFIG, format!("{e:#}")),
-    };
+    let first = spawn(&config)
+        .await
+        .map_err(|e| Failure::new(exit::MODULE, format!("{e:#}")))?;
     let info = first.info().clone();
     tracing::info!(module = %module.display(), world = %info.world, guest = %info.name, guest_version = %info.version, "module loaded");
     config.apply_connector_env(&documented_keys(&info.config_example), &|k| {
@@ -302,8 +412,6 @@ async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSet
     });
     let config = config;
 
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    tokio::spawn(watch_signals(shutdown_tx).in_current_span());
     let limit = Duration::from_millis(config.host.processing.publish_timeout_ms);
     let policy = RetryPolicy {
         config: config.host.retry.clone(),
@@ -312,16 +420,16 @@ async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSet
     let client = match danube::connect(&config.host.danube_service_url, &policy, limit).await {
         Ok(client) => client,
         Err(e) => {
-            return fail(
+            first.shutdown().await;
+            return Err(Failure::new(
                 exit::FATAL,
                 format!(
                     "cannot reach Danube at {}: {e}",
                     config.host.danube_service_url
                 ),
-            );
+            ));
         }
     };
-
     let mut next_worker = Some(first);
     let mut pipeline: Option<Pipeline> = None;
     let mut restarts = retry::Backoff::new(&config.host.retry);
@@ -349,7 +457,7 @@ async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSet
                 let interval = Duration::from_millis(config.host.processing.health_interval_ms);
                 tokio::select! {
                     result = pipeline.insert(p).run(&worker, shutdown.clone()) => result,
-                    never = watch_health(&worker, &metrics, interval) => match never {},
+                    never = watch_health(&worker, metrics, interval) => match never {},
                 }
             }
             Err(e) => Err(e),
@@ -391,21 +499,10 @@ async fn run_connector(module: PathBuf, mut config: ConnectorConfig, log: LogSet
             other => break other,
         }
     };
-    metrics.set_ready(false);
     if let Some(p) = pipeline {
         p.finish().await;
     }
-    server.stop().await;
-    match result {
-        Ok(()) => {
-            tracing::info!("stopped cleanly");
-            ExitCode::from(exit::OK)
-        }
-        Err(stop) => {
-            metrics.set_health(Status::Unhealthy, stop.to_string());
-            fail(stop.exit_code(), stop.to_string())
-        }
-    }
+    result.map_err(|stop| Failure::new(stop.exit_code(), stop.to_string()))
 }
 
 /// Calls the guest's `open` with its configuration table.
@@ -479,7 +576,14 @@ async fn close(worker: &Worker, config: &ConnectorConfig) {
     }
 }
 
-/// The first SIGTERM or SIGINT asks for a drain; a second one exits at once.
+/// Turns true on the first SIGTERM or SIGINT, asking for a drain; a second
+/// one exits at once.
+pub fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(watch_signals(shutdown_tx));
+    shutdown
+}
+
 async fn watch_signals(shutdown: watch::Sender<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (

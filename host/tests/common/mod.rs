@@ -4,6 +4,7 @@
 
 pub mod postgres;
 pub mod probe;
+pub mod directory;
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -1,0 +1,121 @@
+//! The connectors one host process runs, each supervised by a task of its
+//! own, all sharing one metrics and health endpoint.
+//!
+//! Running a single connector from the command line is the fleet of one;
+//! directory mode adds, replaces and removes members while the others run.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+
+use tokio::sync::watch;
+use tokio::task::{Id, JoinSet};
+use tracing::Instrument;
+
+use super::{Failure, LogSettings, supervise};
+use crate::config::ConnectorConfig;
+use crate::observability::Observability;
+
+/// How a member ended: `Ok` once drained on request (or finished), else why
+/// it failed for good.
+pub type Ended = Result<(), Failure>;
+
+pub struct Fleet {
+    observability: Observability,
+    log: LogSettings,
+    /// The drain request of each running member, by key.
+    stops: HashMap<String, watch::Sender<bool>>,
+    tasks: JoinSet<Ended>,
+    keys: HashMap<Id, String>,
+    /// Members that ended while another one was being stopped, not yet
+    /// reported by [`Fleet::next_ended`].
+    ended: VecDeque<(String, Ended)>,
+}
+
+impl Fleet {
+    pub fn new(observability: Observability, log: LogSettings) -> Fleet {
+        Fleet {
+            observability,
+            log,
+            stops: HashMap::new(),
+            tasks: JoinSet::new(),
+            keys: HashMap::new(),
+            ended: VecDeque::new(),
+        }
+    }
+
+    pub fn observability(&self) -> &Observability {
+        &self.observability
+    }
+
+    /// Starts supervising `config`'s connector as member `key`.
+    pub fn start(&mut self, key: &str, module: PathBuf, config: ConnectorConfig) {
+        let (stop_tx, stop) = watch::channel(false);
+        let name = config.host.connector_name.clone();
+        let metrics = self.observability.connector(&name);
+        // Every line logged for this connector, by the host and its tasks, names it.
+        let span = tracing::info_span!("connector", connector = %name);
+        let task = supervise(module, config, self.log.clone(), metrics, stop).instrument(span);
+        let id = self.tasks.spawn(task).id();
+        self.keys.insert(id, key.to_string());
+        self.stops.insert(key.to_string(), stop_tx);
+    }
+
+    /// Asks member `key` to drain (a sink finishes and acknowledges its
+    /// batches, a source commits what the broker acknowledged) and waits
+    /// until it stopped. `None` when no such member runs.
+    pub async fn stop(&mut self, key: &str) -> Option<Ended> {
+        if let Some(at) = self.ended.iter().position(|(k, _)| k == key) {
+            self.stops.remove(key);
+            return self.ended.remove(at).map(|(_, ended)| ended);
+        }
+        let stop = self.stops.remove(key)?;
+        let _ = stop.send(true);
+        while let Some((ended_key, ended)) = self.join_next().await {
+            if ended_key == key {
+                return Some(ended);
+            }
+            self.ended.push_back((ended_key, ended));
+        }
+        None
+    }
+
+    /// Asks every member to drain, all at once, and waits for them all.
+    pub async fn stop_all(&mut self) -> Vec<(String, Ended)> {
+        for (_, stop) in self.stops.drain() {
+            let _ = stop.send(true);
+        }
+        let mut all: Vec<_> = self.ended.drain(..).collect();
+        while let Some(ended) = self.join_next().await {
+            all.push(ended);
+        }
+        all
+    }
+
+    /// The next member that stopped by itself. Never resolves while none does.
+    pub async fn next_ended(&mut self) -> (String, Ended) {
+        let (key, ended) = match self.ended.pop_front() {
+            Some(ended) => ended,
+            None => match self.join_next().await {
+                Some(ended) => ended,
+                None => std::future::pending().await,
+            },
+        };
+        self.stops.remove(&key);
+        (key, ended)
+    }
+
+    async fn join_next(&mut self) -> Option<(String, Ended)> {
+        let (id, ended) = match self.tasks.join_next_with_id().await? {
+            Ok((id, ended)) => (id, ended),
+            Err(e) => (
+                e.id(),
+                Err(Failure {
+                    code: super::exit::INTERNAL,
+                    message: format!("the connector's supervisor task failed: {e}"),
+                }),
+            ),
+        };
+        let key = self.keys.remove(&id).unwrap_or_default();
+        Some((key, ended))
+    }
+}

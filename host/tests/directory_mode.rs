@@ -1,0 +1,535 @@
+//! Directory mode against the test broker and the real `danube-host` binary:
+//! connectors added, replaced and removed while records flow, broken
+//! replacements, ten connectors side by side, and SIGHUP.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::directory::{changed_module, place};
+use common::{
+    Host, committed_seq, endpoint, guest, http_get, wait_subscribed, wait_until_async, write_config,
+};
+use danube_testkit::TestBroker;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A test's directories: `mods` is the one the host runs; configurations are
+/// written in `staging` (which also holds the state) and placed from there.
+struct Layout {
+    _root: tempfile::TempDir,
+    root: PathBuf,
+    mods: PathBuf,
+}
+
+impl Layout {
+    fn new() -> Layout {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().to_path_buf();
+        let mods = path.join("mods");
+        std::fs::create_dir_all(&mods).unwrap();
+        std::fs::create_dir_all(path.join("staging")).unwrap();
+        Layout {
+            _root: root,
+            root: path,
+            mods,
+        }
+    }
+
+    /// A connector configuration's text (root keys, state outside `mods`).
+    fn config(&self, broker: &TestBroker, connector: &str, rest: &str) -> String {
+        let path = write_config(
+            &self.root.join("staging"),
+            &format!("{connector}.toml"),
+            &broker.url(),
+            connector,
+            rest,
+        );
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    fn state_file(&self, connector: &str) -> PathBuf {
+        self.root
+            .join("staging/state")
+            .join(format!("{connector}.state.json"))
+    }
+
+    /// Places `NAME.wasm` and `NAME.toml` into `dir`, module first.
+    fn add(&self, dir: &Path, name: &str, module: impl AsRef<[u8]>, config: &str) {
+        place(dir, &format!("{name}.wasm"), module);
+        place(dir, &format!("{name}.toml"), config);
+    }
+
+    fn start(&self) -> Host {
+        let host = Host::start_directory(&self.mods, &self.root.join("host.log"));
+        assert!(
+            common::wait_until(DEADLINE, || endpoint(&host).is_some()),
+            "no endpoint; log:\n{}",
+            host.log()
+        );
+        host
+    }
+}
+
+fn datagen_config(topic: &str, extra: &str) -> String {
+    format!("[processing]\nmax_in_flight = 200\n\n[datagen]\ntopics = [\"{topic}\"]\n{extra}")
+}
+
+fn file_sink_config(out: &Path, topic: &str, subscription: &str, batch_size: u32) -> String {
+    format!(
+        "[processing]\nbatch_size = {batch_size}\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{topic}\"]\nsubscription = \"{subscription}\"\n",
+        out = out.display()
+    )
+}
+
+/// The `seq` of every record in a file-sink output file, in file order.
+fn written_seqs(out_file: &Path) -> Vec<u64> {
+    std::fs::read_to_string(out_file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let line: serde_json::Value = serde_json::from_str(l).expect("JSON lines");
+            line["payload"]["seq"].as_u64().expect("seq in payload")
+        })
+        .collect()
+}
+
+/// The `seq` of every message the broker holds on `topic`.
+fn published_seqs(broker: &TestBroker, topic: &str) -> Vec<u64> {
+    broker
+        .messages(topic)
+        .iter()
+        .map(|m| m.attributes["seq"].parse().expect("seq attribute"))
+        .collect()
+}
+
+/// How often each value occurs beyond its first time.
+fn duplicates(seqs: &[u64]) -> usize {
+    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+    for seq in seqs {
+        *counts.entry(*seq).or_default() += 1;
+    }
+    counts.values().map(|n| n - 1).sum()
+}
+
+/// Waits until `count()` grew by `more` from now: records keep flowing.
+async fn keeps_flowing(what: &str, host: &Host, more: usize, count: impl Fn() -> usize) {
+    let from = count();
+    assert!(
+        wait_until_async(DEADLINE, || count() >= from + more).await,
+        "{what}: stuck at {} (from {from}); log:\n{}",
+        count(),
+        host.log()
+    );
+}
+
+async fn logged(host: &Host, needle: &str, times: usize) {
+    assert!(
+        wait_until_async(DEADLINE, || host.log_count(needle) >= times).await,
+        "expected {times} log line(s) with {needle:?}; log:\n{}",
+        host.log()
+    );
+}
+
+/// Replaces `name`'s module with other bytes, then its configuration with
+/// `config`, each time waiting for the swap and for records to flow again.
+async fn replace_module_then_config(
+    layout: &Layout,
+    host: &Host,
+    name: &str,
+    module: &Path,
+    config: String,
+    flowing: impl Fn() -> usize,
+) {
+    let started = format!("{name}: starting");
+    let starts = host.log_count(&started);
+    place(
+        &layout.mods,
+        &format!("{name}.wasm"),
+        changed_module(module, "v2"),
+    );
+    logged(host, &started, starts + 1).await;
+    keeps_flowing(
+        &format!("after {name}'s module changed"),
+        host,
+        300,
+        &flowing,
+    )
+    .await;
+    place(&layout.mods, &format!("{name}.toml"), config);
+    logged(host, &started, starts + 2).await;
+    keeps_flowing(
+        &format!("after {name}'s configuration changed"),
+        host,
+        300,
+        &flowing,
+    )
+    .await;
+}
+
+/// Waits until `connector` drained and stopped: it leaves `/health` then.
+async fn gone_from_health(host: &Host, connector: &str) {
+    let gone = wait_until_async(DEADLINE, || {
+        !health(host).1["connectors"]
+            .as_object()
+            .unwrap()
+            .contains_key(connector)
+    })
+    .await;
+    assert!(gone, "{connector} still runs; log:\n{}", host.log());
+}
+
+fn health(host: &Host) -> (u16, serde_json::Value) {
+    let (status, body) = http_get(&endpoint(host).unwrap(), "/health");
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connectors_added_replaced_and_removed_while_records_flow_lose_nothing() {
+    const TOPIC: &str = "/default/dir-flow";
+    const SINK_BATCH: u32 = 50;
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let layout = Layout::new();
+    let (out, audit_out) = (layout.root.join("out"), layout.root.join("audit-out"));
+    let out_file = out.join("records.jsonl");
+    let host = layout.start();
+
+    // Added: a sink, then a source, into the running host.
+    let sink_module = guest("file-sink");
+    let source_module = guest("datagen-source");
+    let sink_config = |batch| {
+        layout.config(
+            &broker,
+            "sink",
+            &file_sink_config(&out, TOPIC, "main", batch),
+        )
+    };
+    layout.add(
+        &layout.mods,
+        "sink",
+        std::fs::read(&sink_module).unwrap(),
+        &sink_config(SINK_BATCH),
+    );
+    wait_subscribed(&broker, &[TOPIC.to_string()], "main", &host).await;
+    let source_config = |rate| {
+        layout.config(
+            &broker,
+            "source",
+            &datagen_config(TOPIC, &format!("rate = {rate}\n")),
+        )
+    };
+    layout.add(
+        &layout.mods,
+        "source",
+        std::fs::read(&source_module).unwrap(),
+        &source_config(400),
+    );
+    let written = || written_seqs(&out_file).len();
+    keeps_flowing("first records", &host, 300, written).await;
+
+    // Replaced: the source's module (other bytes), then its configuration.
+    replace_module_then_config(
+        &layout,
+        &host,
+        "source",
+        &source_module,
+        source_config(600),
+        written,
+    )
+    .await;
+
+    // Added then removed: a second sink on its own subscription.
+    layout.add(
+        &layout.mods,
+        "audit",
+        std::fs::read(&sink_module).unwrap(),
+        &layout.config(
+            &broker,
+            "audit",
+            &file_sink_config(&audit_out, TOPIC, "audit", 20),
+        ),
+    );
+    wait_subscribed(&broker, &[TOPIC.to_string()], "audit", &host).await;
+    let audit_file = audit_out.join("records.jsonl");
+    keeps_flowing("audit sink", &host, 200, || written_seqs(&audit_file).len()).await;
+    std::fs::remove_file(layout.mods.join("audit.wasm")).unwrap();
+    gone_from_health(&host, "audit").await;
+    let unsubscribed = wait_until_async(DEADLINE, || {
+        broker
+            .subscription(TOPIC, "audit")
+            .is_some_and(|s| s.consumers == 0)
+    })
+    .await;
+    assert!(unsubscribed, "the audit sink's consumer is still connected");
+    // It drained: everything it acknowledged is written, and everything it
+    // wrote was acknowledged.
+    let audit = written_seqs(&audit_file);
+    let audit_sub = broker.subscription(TOPIC, "audit").unwrap();
+    let audit_dups = duplicates(&audit);
+    println!(
+        "audit sink: wrote {} records ({audit_dups} duplicates), broker counts {} acked",
+        audit.len(),
+        audit_sub.acked
+    );
+    assert_eq!(audit_sub.acked as usize, audit.len() - audit_dups);
+    keeps_flowing("after the audit sink was removed", &host, 300, written).await;
+
+    // Replaced: the sink's module, then its configuration.
+    replace_module_then_config(
+        &layout,
+        &host,
+        "sink",
+        &sink_module,
+        sink_config(SINK_BATCH * 2),
+        written,
+    )
+    .await;
+
+    // Removed: the source drains, committing the last record the broker took.
+    std::fs::remove_file(layout.mods.join("source.toml")).unwrap();
+    gone_from_health(&host, "source").await;
+    let published = || published_seqs(&broker, TOPIC);
+    let last = *published().iter().max().unwrap();
+    assert!(
+        wait_until_async(DEADLINE, || committed_seq(&layout.state_file("source"))
+            == Some(last))
+        .await,
+        "the removed source committed {:?}, the broker holds up to {last}; log:\n{}",
+        committed_seq(&layout.state_file("source")),
+        host.log()
+    );
+    // The sink catches up with every record ever published.
+    let everything = wait_until_async(DEADLINE, || {
+        let mut seqs = written_seqs(&out_file);
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.len() as u64 == last + 1
+    })
+    .await;
+    assert!(
+        everything,
+        "the sink did not write 0..={last}; log:\n{}",
+        host.log()
+    );
+    let status = host.terminate(DEADLINE);
+    assert!(status.success(), "exit status {status:?}");
+
+    let (published, written) = (published(), written_seqs(&out_file));
+    let (source_dups, sink_dups) = (duplicates(&published), duplicates(&written));
+    println!(
+        "flow: {} records (seq 0..={last}); broker holds {} ({source_dups} duplicates), sink wrote {} ({sink_dups} duplicates)",
+        last + 1,
+        published.len(),
+        written.len()
+    );
+    assert_eq!(
+        published.len() - source_dups,
+        last as usize + 1,
+        "no gap in what was published"
+    );
+    // Two source swaps, each re-sending at most what was in flight
+    // (max_in_flight = 200); two sink swaps, each re-writing at most its
+    // batches in flight (2 of 100).
+    assert!(source_dups <= 2 * 200, "{source_dups} duplicates published");
+    assert!(
+        sink_dups <= source_dups + 2 * 2 * 100,
+        "{sink_dups} duplicates written"
+    );
+    assert_eq!(broker.subscription(TOPIC, "main").unwrap().unacked, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_replacement_is_rejected_and_the_running_connector_keeps_going() {
+    const TOPIC: &str = "/default/dir-broken";
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let layout = Layout::new();
+    let host = layout.start();
+    let module = std::fs::read(guest("datagen-source")).unwrap();
+    let good_config = layout.config(&broker, "gen", &datagen_config(TOPIC, "rate = 300\n"));
+    layout.add(&layout.mods, "gen", &module, &good_config);
+    let published = || broker.messages(TOPIC).len();
+    keeps_flowing("first records", &host, 100, published).await;
+
+    // A configuration with a key the connector does not know.
+    let misspelt = layout.config(&broker, "gen", &datagen_config(TOPIC, "rat = 300\n"));
+    place(&layout.mods, "gen.toml", &misspelt);
+    logged(&host, "gen: rejected", 1).await;
+    let rejection = host
+        .log()
+        .lines()
+        .find(|l| l.contains("gen: rejected"))
+        .unwrap()
+        .to_string();
+    println!("{rejection}");
+    for phrase in [
+        "gen.toml",
+        "unknown key `datagen.rat`",
+        "did you mean `datagen.rate`",
+        "the running version keeps running",
+    ] {
+        assert!(
+            rejection.contains(phrase),
+            "{phrase:?} missing from: {rejection}"
+        );
+    }
+    keeps_flowing("after the bad configuration", &host, 100, published).await;
+    place(&layout.mods, "gen.toml", &good_config);
+    logged(&host, "gen: back to the version that runs", 1).await;
+
+    // A module of another world (a component exporting no connector).
+    place(&layout.mods, "gen.wasm", b"\0asm\x0d\0\x01\0");
+    logged(&host, "gen: rejected", 2).await;
+    let rejection = host
+        .log()
+        .lines()
+        .filter(|l| l.contains("gen: rejected"))
+        .nth(1)
+        .unwrap()
+        .to_string();
+    println!("{rejection}");
+    for phrase in ["gen.wasm", "exports no connector interface"] {
+        assert!(
+            rejection.contains(phrase),
+            "{phrase:?} missing from: {rejection}"
+        );
+    }
+    keeps_flowing("after the wrong-world module", &host, 100, published).await;
+
+    // A module still being copied (written in place, cut short) is waited on.
+    std::fs::write(layout.mods.join("gen.wasm"), &module[..module.len() / 2]).unwrap();
+    logged(&host, "gen: the module ends early", 1).await;
+    keeps_flowing("while a copy is in progress", &host, 100, published).await;
+    std::fs::write(layout.mods.join("gen.wasm"), &module).unwrap();
+    logged(&host, "gen: back to the version that runs", 2).await;
+
+    assert_eq!(host.log_count("gen: rejected"), 2, "log:\n{}", host.log());
+    assert_eq!(
+        host.log_count("gen: starting"),
+        1,
+        "the first version ran throughout"
+    );
+    let (code, health) = health(&host);
+    assert_eq!(
+        (code, &health["connectors"]["gen"]["status"]),
+        (200, &serde_json::json!("healthy"))
+    );
+    keeps_flowing("at the end", &host, 100, published).await;
+    assert!(host.terminate(DEADLINE).success());
+    let seqs = published_seqs(&broker, TOPIC);
+    assert_eq!(duplicates(&seqs), 0, "the source never restarted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_connectors_run_side_by_side_and_a_failed_one_does_not_stop_them() {
+    const COUNT: u64 = 300;
+    let broker = TestBroker::start().await.unwrap();
+    let layout = Layout::new();
+    let module = std::fs::read(guest("datagen-source")).unwrap();
+    let topic = |i: usize| format!("/default/dir-ten-{i}");
+    for i in 0..10 {
+        broker.create_topic(&topic(i), 0, true).unwrap();
+        let config = layout.config(
+            &broker,
+            &format!("gen{i}"),
+            &datagen_config(&topic(i), &format!("count = {COUNT}\n")),
+        );
+        layout.add(&layout.mods, &format!("gen{i}"), &module, &config);
+    }
+    // Passes validation (the key exists) but its guest refuses the value.
+    let refused = layout.config(
+        &broker,
+        "refused",
+        &datagen_config("/default/dir-refused", "rate = \"fast\"\n"),
+    );
+    layout.add(&layout.mods, "refused", &module, &refused);
+    let host = layout.start();
+
+    for i in 0..10 {
+        let all = wait_until_async(DEADLINE, || {
+            let mut seqs = published_seqs(&broker, &topic(i));
+            seqs.sort_unstable();
+            seqs.dedup();
+            seqs == (0..COUNT).collect::<Vec<_>>()
+        })
+        .await;
+        assert!(
+            all,
+            "gen{i} published {} of {COUNT}; log:\n{}",
+            broker.messages(&topic(i)).len(),
+            host.log()
+        );
+    }
+    let settled = wait_until_async(DEADLINE, || {
+        let connectors = health(&host).1["connectors"].clone();
+        connectors["refused"]["status"] == "unhealthy"
+            && (0..10).all(|i| connectors[format!("gen{i}")]["status"] == "healthy")
+    })
+    .await;
+    let (code, report) = health(&host);
+    println!("/health: {report}");
+    assert!(settled, "/health: {report}; log:\n{}", host.log());
+    assert_eq!(report["connectors"].as_object().unwrap().len(), 11);
+    assert_eq!(
+        (code, &report["status"]),
+        (503, &serde_json::json!("unhealthy"))
+    );
+    let metrics = http_get(&endpoint(&host).unwrap(), "/metrics").1;
+    for i in 0..10 {
+        let line = format!(
+            "connector_messages_sent_total{{connector=\"gen{i}\",topic=\"{}\"}} {COUNT}",
+            topic(i)
+        );
+        assert!(metrics.contains(&line), "{line} missing from /metrics");
+    }
+    assert!(host.terminate(DEADLINE).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_rescans_a_change_the_watcher_cannot_see() {
+    let broker = TestBroker::start().await.unwrap();
+    let layout = Layout::new();
+    let module = std::fs::read(guest("datagen-source")).unwrap();
+    let topic = |name: &str| format!("/default/dir-hup-{name}");
+    let config =
+        |name: &str| layout.config(&broker, name, &datagen_config(&topic(name), "rate = 200\n"));
+    for name in ["a", "b", "c"] {
+        broker.create_topic(&topic(name), 0, true).unwrap();
+    }
+    // `mods` is a symlink to a release directory, re-pointed atomically on
+    // deploy: the watcher follows the directory it resolved at start.
+    let (release1, release2) = (layout.root.join("release-1"), layout.root.join("release-2"));
+    std::fs::create_dir_all(&release1).unwrap();
+    std::fs::create_dir_all(&release2).unwrap();
+    std::fs::remove_dir(&layout.mods).unwrap();
+    std::os::unix::fs::symlink(&release1, &layout.mods).unwrap();
+    layout.add(&release1, "a", &module, &config("a"));
+    let host = layout.start();
+    let published = |name: &str| broker.messages(&topic(name)).len();
+    keeps_flowing("a", &host, 50, || published("a")).await;
+
+    layout.add(&release2, "a", &module, &config("a"));
+    layout.add(&release2, "b", &module, &config("b"));
+    let next = layout.root.join("mods.next");
+    std::os::unix::fs::symlink(&release2, &next).unwrap();
+    std::fs::rename(&next, &layout.mods).unwrap();
+    // Well past the settling time, b has not started: nothing saw the change.
+    keeps_flowing("a while b is not seen", &host, 200, || published("a")).await;
+    assert_eq!((published("b"), host.log_count("b: starting")), (0, 0));
+
+    host.signal(libc::SIGHUP);
+    keeps_flowing("b after SIGHUP", &host, 50, || published("b")).await;
+    assert_eq!(
+        host.log_count("a: starting"),
+        1,
+        "a is the same pair in both releases"
+    );
+    // The new directory is watched: c starts without a signal.
+    layout.add(&release2, "c", &module, &config("c"));
+    keeps_flowing("c", &host, 50, || published("c")).await;
+    assert_eq!(host.log_count("SIGHUP"), 1);
+    assert!(host.terminate(DEADLINE).success());
+}
