@@ -2,12 +2,12 @@
 //! to a file in a directory the host grants to the component. See README.md.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use danube_connect_sdk::{
     BatchOutcome, ConnectorError, ConnectorInfo, ConsumerConfig, Sink, SinkRecord,
-    SubscriptionType, debug, info, metrics,
+    SubscriptionType, debug, info, metrics, warn,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -65,6 +65,30 @@ impl FileSink {
             _ => false,
         }
     }
+}
+
+/// Cuts `file` back to its last complete line and returns how many bytes went:
+/// a worker killed in the middle of a write leaves the start of a line behind.
+fn drop_partial_line(file: &mut File) -> std::io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0u8; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let part = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        file.set_len(end)?;
+    }
+    Ok(len - end)
 }
 
 /// One output line for `record`, whose payload parsed as `json` (if it did).
@@ -138,13 +162,23 @@ impl Sink for FileSink {
             }
         }
         let file_path = config.path.join(&config.file_name);
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&file_path)
             .map_err(|e| {
                 ConnectorError::config(format!("cannot open {}: {e}", file_path.display()))
             })?;
+        let dropped = drop_partial_line(&mut file).map_err(|e| {
+            ConnectorError::retryable(format!("checking the end of {}: {e}", file_path.display()))
+        })?;
+        if dropped > 0 {
+            warn!(
+                "dropped a partial last line ({dropped} bytes) of {}, left by an interrupted write; its records are delivered again",
+                file_path.display()
+            );
+        }
         info!("file-sink appending to {}", file_path.display());
         let consumers = config
             .topics
@@ -185,12 +219,22 @@ impl Sink for FileSink {
         }
         if !buf.is_empty() {
             // A failed write or sync fails the whole batch, which the host
-            // retries; lines already written may then appear twice
-            // (at-least-once).
-            self.file
+            // retries; the file is cut back to where the batch began so a
+            // retry never follows half a line (whole lines already synced may
+            // still appear twice: at-least-once).
+            let start = self
+                .file
+                .metadata()
+                .map_err(|e| ConnectorError::retryable(format!("reading the file's size: {e}")))?
+                .len();
+            if let Err(e) = self
+                .file
                 .write_all(&buf)
                 .and_then(|()| self.file.sync_data())
-                .map_err(|e| ConnectorError::retryable(format!("writing records: {e}")))?;
+            {
+                let _ = self.file.set_len(start);
+                return Err(ConnectorError::retryable(format!("writing records: {e}")));
+            }
             metrics::counter_add("file_sink_lines_written_total", written, &[]);
         }
         debug!("wrote {written} of {} records", records.len());
@@ -238,6 +282,25 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_partial_last_line_is_dropped_at_open() {
+        let dir = temp_dir("partial");
+        let long = "x".repeat(100_000);
+        for (before, after) in [
+            ("", ""),
+            ("{\"a\":1}\n", "{\"a\":1}\n"),
+            ("{\"a\":1}\n{\"b\":", "{\"a\":1}\n"),
+            ("no newline at all", ""),
+            (&*format!("{long}\n{long}"), &*format!("{long}\n")),
+        ] {
+            std::fs::write(dir.join("records.jsonl"), before).unwrap();
+            drop(open(&dir, ""));
+            let now = std::fs::read_to_string(dir.join("records.jsonl")).unwrap();
+            assert_eq!(now.len(), after.len(), "from {} bytes", before.len());
+            assert_eq!(now, after);
+        }
     }
 
     #[test]
