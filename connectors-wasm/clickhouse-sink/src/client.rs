@@ -49,10 +49,16 @@ pub struct Client {
 
 impl Client {
     pub fn new(config: &Config) -> Client {
+        // Per-step timeouts only: a global or per-call timeout would make
+        // ureq resolve names on a thread of its own, which WASI has not.
+        let step = Some(Duration::from_secs(config.request_timeout_secs));
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(config.connect_timeout_secs)))
-            .timeout_global(Some(Duration::from_secs(config.request_timeout_secs)))
+            .timeout_send_request(step)
+            .timeout_send_body(step)
+            .timeout_recv_response(step)
+            .timeout_recv_body(step)
             .build()
             .into();
         Client {

@@ -19,7 +19,8 @@ pub struct Config {
     pub password: String,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
-    /// Bound on one whole request (connect, send, response).
+    /// Bound on each step of a request: sending it, waiting for the answer,
+    /// reading the answer.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
     pub routes: Vec<Route>,

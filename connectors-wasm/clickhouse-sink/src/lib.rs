@@ -24,7 +24,7 @@ user = "default"
 # Env CLICKHOUSE_PASSWORD; sent as the X-ClickHouse-Key header, never logged.
 password = ""
 connect_timeout_secs = 10
-# Bound on one whole request.
+# Bound on each step of a request: sending it, waiting for and reading the answer.
 request_timeout_secs = 60
 
 [[clickhouse.routes]]
