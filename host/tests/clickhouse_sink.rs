@@ -5,109 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::clickhouse::{ClickHouse, PASSWORD, USER};
-use common::{Host, guest, reliable_producer, wait_subscribed, wait_until_async, write_config};
-use danube_testkit::{BrokerConfig, TestBroker};
+use common::clickhouse::{
+    ClickHouse, PASSWORD, broker, produce, reading, route, sink_config, start_host,
+};
+use common::{Host, guest, wait_subscribed, wait_until_async};
 use serde_json::{Value, json};
-
-/// Every column type, every metadata column, one nullable column.
-const COLUMNS: &str = r#"metadata = { topic = "danube_topic", offset = "danube_offset", publish_time = "danube_publish_time", producer = "danube_producer" }
-columns = [
-  { column = "device", path = "device", type = "text" },
-  { column = "seq", path = "seq", type = "bigint" },
-  { column = "reading", path = "m.reading", type = "int" },
-  { column = "temp", path = "m.temp", type = "double" },
-  { column = "ok", path = "ok", type = "bool" },
-  { column = "at", path = "at", type = "timestamp" },
-  { column = "extra", path = "extra", type = "json" },
-  { column = "note", path = "note", type = "text", nullable = true },
-]
-"#;
-
-/// The payload of reading `seq`: every thousandth carries its time as
-/// RFC 3339 text, the others as epoch seconds; every third has no note.
-fn reading(seq: u64) -> Value {
-    let mut v = json!({
-        "device": format!("dev-{}", seq % 10),
-        "seq": seq,
-        "m": {"reading": seq as i64 - 5000, "temp": seq as f64 * 0.25},
-        "ok": seq % 2 == 0,
-        "at": if seq % 1000 == 0 { json!("2024-01-02T03:04:05+01:00") } else { json!(1_700_000_000 + seq) },
-        "extra": {"tags": ["a", seq]},
-    });
-    if seq % 3 != 0 {
-        v["note"] = json!(format!("n{seq}"));
-    }
-    v
-}
-
-/// A broker holding the reliable `topic`, that lets a subscription have
-/// 1000 unacked messages out so batches fill up (the default of 10 makes
-/// every batch tiny).
-async fn broker(topic: &str) -> TestBroker {
-    let broker = TestBroker::start_with(BrokerConfig {
-        max_unacked_messages: 1000,
-        ..BrokerConfig::default()
-    })
-    .await
-    .unwrap();
-    broker.create_topic(topic, 0, true).unwrap();
-    broker
-}
-
-/// The host config: generous retries (ClickHouse restarts take seconds),
-/// the ClickHouse port granted, then `routes`.
-fn sink_config(
-    dir: &Path,
-    broker: &TestBroker,
-    name: &str,
-    ch: &ClickHouse,
-    routes: &str,
-) -> PathBuf {
-    write_config(
-        dir,
-        &format!("{name}.toml"),
-        &broker.url(),
-        name,
-        &format!(
-            "[retry]\nmax_retries = 100\nretry_backoff_ms = 100\nmax_backoff_ms = 1000\n\n\
-             [sandbox]\nallow = [\"127.0.0.1:{port}\"]\n\n\
-             [clickhouse]\nurl = \"{url}\"\nuser = \"{USER}\"\nconnect_timeout_secs = 2\nrequest_timeout_secs = 20\n\n{routes}",
-            port = ch.http_port,
-            url = ch.url(),
-        ),
-    )
-}
-
-/// One auto-created route from `topic` to `table` with [`COLUMNS`].
-fn route(topic: &str, subscription: &str, table: &str) -> String {
-    format!(
-        "[[clickhouse.routes]]\ntopic = \"{topic}\"\nsubscription = \"{subscription}\"\ntable = \"{table}\"\nauto_create = true\n{COLUMNS}"
-    )
-}
-
-/// Starts the host with the right password in the environment.
-fn start_host(config: &Path) -> Host {
-    Host::start(
-        &guest("clickhouse-sink"),
-        config,
-        &[("CLICKHOUSE_PASSWORD", PASSWORD)],
-    )
-}
-
-/// Sends `payloads` in order through one reliable producer.
-async fn produce(broker_url: &str, topic: &str, payloads: impl IntoIterator<Item = Value>) {
-    let producer = reliable_producer(broker_url, topic).await;
-    for p in payloads {
-        producer
-            .send(serde_json::to_vec(&p).unwrap(), None)
-            .await
-            .unwrap();
-    }
-}
 
 /// Waits until `sql` counts `n`, or panics with the host's log.
 async fn wait_count(ch: &ClickHouse, sql: &str, n: u64, host: &Host) {
@@ -136,7 +40,7 @@ async fn ten_thousand_records_land_as_typed_rows() {
     const N: u64 = 10_000;
     const TOPIC: &str = "/default/readings";
     let ch = ClickHouse::start();
-    let broker = broker(TOPIC).await;
+    let broker = broker(TOPIC, 1000).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = sink_config(
         dir.path(),
@@ -219,6 +123,10 @@ async fn ten_thousand_records_land_as_typed_rows() {
     let rfc3339 =
         &ch.rows("SELECT toUnixTimestamp(at) AS at, note FROM readings WHERE seq = 3000")[0];
     assert_eq!(rfc3339, &json!({"at": 1_704_161_045, "note": null}));
+    assert!(
+        !host.log().contains(PASSWORD),
+        "the password appears in the host's log"
+    );
     assert!(host.terminate(Duration::from_secs(30)).success());
 }
 
@@ -227,7 +135,7 @@ async fn records_of_the_wrong_type_go_to_the_dead_letter_topic() {
     const TOPIC: &str = "/default/typed-dlq";
     const DLQ: &str = "/default/ch-dlq-dlq";
     let ch = ClickHouse::start();
-    let broker = broker(TOPIC).await;
+    let broker = broker(TOPIC, 1000).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = sink_config(
         dir.path(),
@@ -304,7 +212,7 @@ async fn rows_clickhouse_refuses_are_found_and_the_rest_written() {
         "CREATE TABLE codes (code FixedString(4), seq Int64, danube_topic String, danube_offset UInt64) \
          ENGINE = ReplacingMergeTree ORDER BY (danube_topic, danube_offset)",
     );
-    let broker = broker(TOPIC).await;
+    let broker = broker(TOPIC, 1000).await;
     let dir = tempfile::tempdir().unwrap();
     let routes = format!(
         "[[clickhouse.routes]]\ntopic = \"{TOPIC}\"\nsubscription = \"ch\"\ntable = \"codes\"\n\
@@ -360,7 +268,7 @@ async fn clickhouse_restart_loses_and_duplicates_nothing() {
     const N: u64 = 3_000;
     const TOPIC: &str = "/default/restart";
     let mut ch = ClickHouse::start();
-    let broker = broker(TOPIC).await;
+    let broker = broker(TOPIC, 1000).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = sink_config(
         dir.path(),
@@ -402,7 +310,7 @@ async fn records_delivered_twice_leave_one_copy() {
     const N: u64 = 2_000;
     const TOPIC: &str = "/default/twice";
     let ch = ClickHouse::start();
-    let broker = broker(TOPIC).await;
+    let broker = broker(TOPIC, 1000).await;
     let dir = tempfile::tempdir().unwrap();
     // Two subscriptions on one topic deliver every record to the sink twice,
     // each time with the same topic and offset: the dedup key.
@@ -449,7 +357,7 @@ async fn a_wrong_password_stops_the_host_naming_authentication() {
     const WRONG: &str = "not-the-Password-42";
     const TOPIC: &str = "/default/auth";
     let ch = ClickHouse::start();
-    let broker = broker(TOPIC).await;
+    let broker = broker(TOPIC, 1000).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = sink_config(
         dir.path(),

@@ -31,6 +31,9 @@ impl From<Failure> for ConnectorError {
 /// allowed (195), and on newer servers authentication failed (516).
 const AUTH_CODES: [u32; 5] = [192, 193, 194, 195, 516];
 
+const AUTH_FAILED: &str =
+    "authentication failed (check `user`, and `password` or env CLICKHOUSE_PASSWORD)";
+
 /// Codes for input ClickHouse cannot parse or convert: the data is at fault.
 const DATA_CODES: [u32; 12] = [6, 26, 27, 32, 38, 41, 53, 69, 70, 72, 117, 131];
 
@@ -103,6 +106,9 @@ impl Client {
 /// (`Code: N, e.displayText() = DB::Exception: ...`).
 pub fn classify(status: u16, body: &str) -> Failure {
     let message = body.lines().next().unwrap_or_default().trim();
+    let message = message
+        .strip_suffix(", e.what() = DB::Exception")
+        .unwrap_or(message);
     let code = message
         .strip_prefix("Code: ")
         .and_then(|rest| rest.split(',').next())
@@ -110,8 +116,8 @@ pub fn classify(status: u16, body: &str) -> Failure {
     let said = format!("ClickHouse answered HTTP {status}: {message}");
     let fatal = |what: &str| Failure::Other(ConnectorError::fatal(format!("{what}: {said}")));
     match code {
-        _ if status == 401 || status == 403 => fatal("authentication failed"),
-        Some(c) if AUTH_CODES.contains(&c) => fatal("authentication failed"),
+        _ if status == 401 || status == 403 => fatal(AUTH_FAILED),
+        Some(c) if AUTH_CODES.contains(&c) => fatal(AUTH_FAILED),
         Some(c) if DATA_CODES.contains(&c) => Failure::Data(said),
         Some(c) if SCHEMA_CODES.contains(&c) => fatal("the table does not match the configuration"),
         _ if status >= 500 => Failure::Other(ConnectorError::retryable(said)),

@@ -1,13 +1,17 @@
 //! A real ClickHouse server (Debian's `clickhouse-server`) on free loopback
 //! ports, with its own data directory and a `users.xml` holding one user
-//! with a password; stopped on drop.
+//! with a password; stopped on drop. Also the connector configuration and
+//! payloads the ClickHouse tests and bench share.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::wait_until;
+use danube_testkit::{BrokerConfig, TestBroker};
+use serde_json::{Value, json};
+
+use super::{Host, guest, reliable_producer, wait_until, write_config};
 
 /// The user the server knows, and its password.
 pub const USER: &str = "danube";
@@ -178,5 +182,101 @@ impl Drop for ClickHouse {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Every column type, every metadata column, one nullable column.
+pub const COLUMNS: &str = r#"metadata = { topic = "danube_topic", offset = "danube_offset", publish_time = "danube_publish_time", producer = "danube_producer" }
+columns = [
+  { column = "device", path = "device", type = "text" },
+  { column = "seq", path = "seq", type = "bigint" },
+  { column = "reading", path = "m.reading", type = "int" },
+  { column = "temp", path = "m.temp", type = "double" },
+  { column = "ok", path = "ok", type = "bool" },
+  { column = "at", path = "at", type = "timestamp" },
+  { column = "extra", path = "extra", type = "json" },
+  { column = "note", path = "note", type = "text", nullable = true },
+]
+"#;
+
+/// The payload of reading `seq`: every thousandth carries its time as
+/// RFC 3339 text, the others as epoch seconds; every third has no note.
+pub fn reading(seq: u64) -> Value {
+    let mut v = json!({
+        "device": format!("dev-{}", seq % 10),
+        "seq": seq,
+        "m": {"reading": seq as i64 - 5000, "temp": seq as f64 * 0.25},
+        "ok": seq % 2 == 0,
+        "at": if seq % 1000 == 0 { json!("2024-01-02T03:04:05+01:00") } else { json!(1_700_000_000 + seq) },
+        "extra": {"tags": ["a", seq]},
+    });
+    if seq % 3 != 0 {
+        v["note"] = json!(format!("n{seq}"));
+    }
+    v
+}
+
+/// A test broker holding the reliable `topic`, that lets a subscription
+/// have `max_unacked` messages out (the real broker's default of 10 makes
+/// every batch tiny).
+pub async fn broker(topic: &str, max_unacked: usize) -> TestBroker {
+    let broker = TestBroker::start_with(BrokerConfig {
+        max_unacked_messages: max_unacked,
+        ..BrokerConfig::default()
+    })
+    .await
+    .unwrap();
+    broker.create_topic(topic, 0, true).unwrap();
+    broker
+}
+
+/// The host config: generous retries (ClickHouse restarts take seconds),
+/// the ClickHouse port granted, then `routes`.
+pub fn sink_config(
+    dir: &Path,
+    broker: &TestBroker,
+    name: &str,
+    ch: &ClickHouse,
+    routes: &str,
+) -> PathBuf {
+    write_config(
+        dir,
+        &format!("{name}.toml"),
+        &broker.url(),
+        name,
+        &format!(
+            "[retry]\nmax_retries = 100\nretry_backoff_ms = 100\nmax_backoff_ms = 1000\n\n\
+             [sandbox]\nallow = [\"127.0.0.1:{port}\"]\n\n\
+             [clickhouse]\nurl = \"{url}\"\nuser = \"{USER}\"\nconnect_timeout_secs = 2\nrequest_timeout_secs = 20\n\n{routes}",
+            port = ch.http_port,
+            url = ch.url(),
+        ),
+    )
+}
+
+/// One auto-created route from `topic` to `table` with [`COLUMNS`].
+pub fn route(topic: &str, subscription: &str, table: &str) -> String {
+    format!(
+        "[[clickhouse.routes]]\ntopic = \"{topic}\"\nsubscription = \"{subscription}\"\ntable = \"{table}\"\nauto_create = true\n{COLUMNS}"
+    )
+}
+
+/// Starts the host with the right password in the environment.
+pub fn start_host(config: &Path) -> Host {
+    Host::start(
+        &guest("clickhouse-sink"),
+        config,
+        &[("CLICKHOUSE_PASSWORD", PASSWORD)],
+    )
+}
+
+/// Sends `payloads` in order through one reliable producer.
+pub async fn produce(broker_url: &str, topic: &str, payloads: impl IntoIterator<Item = Value>) {
+    let producer = reliable_producer(broker_url, topic).await;
+    for p in payloads {
+        producer
+            .send(serde_json::to_vec(&p).unwrap(), None)
+            .await
+            .unwrap();
     }
 }
