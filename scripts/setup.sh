@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing danube-connect needs on a Debian machine
 # with rustup: the wasm32-wasip2 target, protoc (for danube-client), and the
-# external systems the tests start (mosquitto). Safe to run again.
+# external systems the tests start (mosquitto, ClickHouse). Safe to run again.
 set -euo pipefail
 
-packages=(protobuf-compiler mosquitto mosquitto-clients)
+packages=(protobuf-compiler mosquitto mosquitto-clients clickhouse-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
