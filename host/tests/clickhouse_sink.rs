@@ -5,13 +5,53 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::clickhouse::{
     ClickHouse, PASSWORD, broker, produce, reading, route, sink_config, start_host,
 };
 use common::{Host, guest, wait_subscribed, wait_until_async};
+use danube_testkit::TestBroker;
 use serde_json::{Value, json};
+
+/// What one test runs against: a ClickHouse and a test broker holding one
+/// topic.
+struct Systems {
+    ch: ClickHouse,
+    broker: TestBroker,
+    topic: &'static str,
+    dir: tempfile::TempDir,
+}
+
+impl Systems {
+    async fn start(topic: &'static str) -> Systems {
+        Systems {
+            ch: ClickHouse::start(),
+            broker: broker(topic, 1000).await,
+            topic,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The configuration of the sink `name` with `routes`.
+    fn config(&self, name: &str, routes: &str) -> PathBuf {
+        sink_config(self.dir.path(), &self.broker, name, &self.ch, routes)
+    }
+
+    /// Starts the sink `name` with `routes` and waits until it subscribed to
+    /// the topic as `subscription`.
+    async fn sink(&self, name: &str, subscription: &str, routes: &str) -> Host {
+        let host = start_host(&self.config(name, routes));
+        wait_subscribed(&self.broker, &[self.topic.to_string()], subscription, &host).await;
+        host
+    }
+
+    /// Publishes `payloads` to the topic.
+    async fn produce(&self, payloads: impl IntoIterator<Item = Value>) {
+        produce(&self.broker.url(), self.topic, payloads).await
+    }
+}
 
 /// Waits until `sql` counts `n`, or panics with the host's log.
 async fn wait_count(ch: &ClickHouse, sql: &str, n: u64, host: &Host) {
@@ -39,22 +79,15 @@ fn now_ms() -> u64 {
 async fn ten_thousand_records_land_as_typed_rows() {
     const N: u64 = 10_000;
     const TOPIC: &str = "/default/readings";
-    let ch = ClickHouse::start();
-    let broker = broker(TOPIC, 1000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = sink_config(
-        dir.path(),
-        &broker,
-        "ch-typed",
-        &ch,
-        &route(TOPIC, "ch", "readings"),
-    );
-    let host = start_host(&cfg);
-    wait_subscribed(&broker, &[TOPIC.to_string()], "ch", &host).await;
+    let systems = Systems::start(TOPIC).await;
+    let ch = &systems.ch;
+    let host = systems
+        .sink("ch-typed", "ch", &route(TOPIC, "ch", "readings"))
+        .await;
 
     let started = now_ms();
-    produce(&broker.url(), TOPIC, (0..N).map(reading)).await;
-    wait_count(&ch, "SELECT count() FROM readings FINAL", N, &host).await;
+    systems.produce((0..N).map(reading)).await;
+    wait_count(ch, "SELECT count() FROM readings FINAL", N, &host).await;
     let finished = now_ms();
 
     let columns: Vec<(String, String)> = ch
@@ -134,18 +167,11 @@ async fn ten_thousand_records_land_as_typed_rows() {
 async fn records_of_the_wrong_type_go_to_the_dead_letter_topic() {
     const TOPIC: &str = "/default/typed-dlq";
     const DLQ: &str = "/default/ch-dlq-dlq";
-    let ch = ClickHouse::start();
-    let broker = broker(TOPIC, 1000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = sink_config(
-        dir.path(),
-        &broker,
-        "ch-dlq",
-        &ch,
-        &route(TOPIC, "ch", "typed"),
-    );
-    let host = start_host(&cfg);
-    wait_subscribed(&broker, &[TOPIC.to_string()], "ch", &host).await;
+    let systems = Systems::start(TOPIC).await;
+    let (ch, broker) = (&systems.ch, &systems.broker);
+    let host = systems
+        .sink("ch-dlq", "ch", &route(TOPIC, "ch", "typed"))
+        .await;
 
     // Three records that do not fit their columns, and why.
     let broken = [
@@ -169,8 +195,8 @@ async fn records_of_the_wrong_type_go_to_the_dead_letter_topic() {
         }
         v
     };
-    produce(&broker.url(), TOPIC, (0..50).map(payload)).await;
-    wait_count(&ch, "SELECT count() FROM typed FINAL", 47, &host).await;
+    systems.produce((0..50).map(payload)).await;
+    wait_count(ch, "SELECT count() FROM typed FINAL", 47, &host).await;
     let landed = broker
         .wait_for(Duration::from_secs(30), |b| b.messages(DLQ).len() == 3)
         .await;
@@ -205,38 +231,32 @@ async fn records_of_the_wrong_type_go_to_the_dead_letter_topic() {
 async fn rows_clickhouse_refuses_are_found_and_the_rest_written() {
     const TOPIC: &str = "/default/codes";
     const DLQ: &str = "/default/ch-refused-dlq";
-    let ch = ClickHouse::start();
+    let systems = Systems::start(TOPIC).await;
+    let (ch, broker) = (&systems.ch, &systems.broker);
     // A table narrower than the configuration: `code` holds 4 bytes at
     // most, which only ClickHouse knows.
     ch.query(
         "CREATE TABLE codes (code FixedString(4), seq Int64, danube_topic String, danube_offset UInt64) \
          ENGINE = ReplacingMergeTree ORDER BY (danube_topic, danube_offset)",
     );
-    let broker = broker(TOPIC, 1000).await;
-    let dir = tempfile::tempdir().unwrap();
     let routes = format!(
         "[[clickhouse.routes]]\ntopic = \"{TOPIC}\"\nsubscription = \"ch\"\ntable = \"codes\"\n\
          metadata = {{ topic = \"danube_topic\", offset = \"danube_offset\" }}\n\
          columns = [ {{ column = \"code\", path = \"code\", type = \"text\" }}, {{ column = \"seq\", path = \"seq\", type = \"bigint\" }} ]\n"
     );
-    let cfg = sink_config(dir.path(), &broker, "ch-refused", &ch, &routes);
-    let host = start_host(&cfg);
-    wait_subscribed(&broker, &[TOPIC.to_string()], "ch", &host).await;
+    let host = systems.sink("ch-refused", "ch", &routes).await;
     let too_long = [7u64, 25];
-    produce(
-        &broker.url(),
-        TOPIC,
-        (0..40).map(|seq| {
+    systems
+        .produce((0..40).map(|seq| {
             let code = if too_long.contains(&seq) {
                 "much-too-long".to_string()
             } else {
                 format!("c{seq:03}")
             };
             json!({"code": code, "seq": seq})
-        }),
-    )
-    .await;
-    wait_count(&ch, "SELECT count() FROM codes FINAL", 38, &host).await;
+        }))
+        .await;
+    wait_count(ch, "SELECT count() FROM codes FINAL", 38, &host).await;
     let landed = broker
         .wait_for(Duration::from_secs(30), |b| b.messages(DLQ).len() == 2)
         .await;
@@ -267,26 +287,18 @@ async fn rows_clickhouse_refuses_are_found_and_the_rest_written() {
 async fn clickhouse_restart_loses_and_duplicates_nothing() {
     const N: u64 = 3_000;
     const TOPIC: &str = "/default/restart";
-    let mut ch = ClickHouse::start();
-    let broker = broker(TOPIC, 1000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = sink_config(
-        dir.path(),
-        &broker,
-        "ch-restart",
-        &ch,
-        &route(TOPIC, "ch", "restart"),
-    );
-    let host = start_host(&cfg);
-    wait_subscribed(&broker, &[TOPIC.to_string()], "ch", &host).await;
+    let mut systems = Systems::start(TOPIC).await;
+    let host = systems
+        .sink("ch-restart", "ch", &route(TOPIC, "ch", "restart"))
+        .await;
 
     // A third before the stop, a third while ClickHouse is down, a third
     // after it is back.
     let thirds = [0..N / 3, N / 3..2 * N / 3, 2 * N / 3..N];
-    produce(&broker.url(), TOPIC, thirds[0].clone().map(reading)).await;
-    wait_count(&ch, "SELECT count() FROM restart", N / 3, &host).await;
-    ch.stop();
-    produce(&broker.url(), TOPIC, thirds[1].clone().map(reading)).await;
+    systems.produce(thirds[0].clone().map(reading)).await;
+    wait_count(&systems.ch, "SELECT count() FROM restart", N / 3, &host).await;
+    systems.ch.stop();
+    systems.produce(thirds[1].clone().map(reading)).await;
     let retried = wait_until_async(Duration::from_secs(60), || {
         host.log().contains("batch failed; retrying")
     })
@@ -296,9 +308,10 @@ async fn clickhouse_restart_loses_and_duplicates_nothing() {
         "the sink did not retry while ClickHouse was down; log:\n{}",
         host.log()
     );
-    ch.spawn();
-    produce(&broker.url(), TOPIC, thirds[2].clone().map(reading)).await;
-    wait_count(&ch, "SELECT count() FROM restart FINAL", N, &host).await;
+    systems.ch.spawn();
+    systems.produce(thirds[2].clone().map(reading)).await;
+    let ch = &systems.ch;
+    wait_count(ch, "SELECT count() FROM restart FINAL", N, &host).await;
     assert_eq!(ch.count("SELECT count() FROM restart FINAL"), N);
     assert_eq!(ch.count("SELECT uniqExact(seq) FROM restart"), N);
     assert_eq!(ch.count("SELECT uniqExact(danube_offset) FROM restart"), N);
@@ -309,29 +322,19 @@ async fn clickhouse_restart_loses_and_duplicates_nothing() {
 async fn records_delivered_twice_leave_one_copy() {
     const N: u64 = 2_000;
     const TOPIC: &str = "/default/twice";
-    let ch = ClickHouse::start();
-    let broker = broker(TOPIC, 1000).await;
-    let dir = tempfile::tempdir().unwrap();
+    let systems = Systems::start(TOPIC).await;
+    let ch = &systems.ch;
     // Two subscriptions on one topic deliver every record to the sink twice,
     // each time with the same topic and offset: the dedup key.
-    let first = start_host(&sink_config(
-        dir.path(),
-        &broker,
-        "ch-first",
-        &ch,
-        &route(TOPIC, "first", "twice"),
-    ));
-    let second = start_host(&sink_config(
-        dir.path(),
-        &broker,
-        "ch-second",
-        &ch,
-        &route(TOPIC, "second", "twice"),
-    ));
-    wait_subscribed(&broker, &[TOPIC.to_string()], "first", &first).await;
-    wait_subscribed(&broker, &[TOPIC.to_string()], "second", &second).await;
-    produce(&broker.url(), TOPIC, (0..N).map(reading)).await;
-    let acked = broker
+    let first = systems
+        .sink("ch-first", "first", &route(TOPIC, "first", "twice"))
+        .await;
+    let second = systems
+        .sink("ch-second", "second", &route(TOPIC, "second", "twice"))
+        .await;
+    systems.produce((0..N).map(reading)).await;
+    let acked = systems
+        .broker
         .wait_for(Duration::from_secs(120), |b| {
             ["first", "second"]
                 .iter()
@@ -356,16 +359,8 @@ async fn records_delivered_twice_leave_one_copy() {
 async fn a_wrong_password_stops_the_host_naming_authentication() {
     const WRONG: &str = "not-the-Password-42";
     const TOPIC: &str = "/default/auth";
-    let ch = ClickHouse::start();
-    let broker = broker(TOPIC, 1000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = sink_config(
-        dir.path(),
-        &broker,
-        "ch-auth",
-        &ch,
-        &route(TOPIC, "ch", "auth"),
-    );
+    let systems = Systems::start(TOPIC).await;
+    let cfg = systems.config("ch-auth", &route(TOPIC, "ch", "auth"));
     let host = Host::start(
         &guest("clickhouse-sink"),
         &cfg,
@@ -383,7 +378,9 @@ async fn a_wrong_password_stops_the_host_naming_authentication() {
         "the password leaked into the log:\n{log}"
     );
     assert_eq!(
-        ch.count("SELECT count() FROM system.tables WHERE name = 'auth'"),
+        systems
+            .ch
+            .count("SELECT count() FROM system.tables WHERE name = 'auth'"),
         0
     );
 }

@@ -17,10 +17,12 @@ pub enum Failure {
     Other(ConnectorError),
 }
 
+/// For statements other than an insert (CREATE TABLE, SELECT 1): there is
+/// no record to blame, so a data error means the statement is wrong.
 impl From<Failure> for ConnectorError {
     fn from(failure: Failure) -> Self {
         match failure {
-            Failure::Data(message) => ConnectorError::invalid_data(message),
+            Failure::Data(message) => ConnectorError::fatal(message),
             Failure::Other(e) => e,
         }
     }

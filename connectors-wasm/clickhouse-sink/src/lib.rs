@@ -78,15 +78,9 @@ impl Table {
             })
             .chain(route.metadata.columns().map(|(n, k)| (n, k.to_string())))
             .collect();
-        let list = |names: &mut dyn Iterator<Item = &str>| {
-            names
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let insert = format!(
             "INSERT INTO {name} ({}) FORMAT JSONEachRow",
-            list(&mut columns.iter().map(|(n, _)| *n))
+            quoted_list(columns.iter().map(|(n, _)| *n))
         );
         let pending_create = if route.auto_create {
             let definitions = columns
@@ -94,7 +88,7 @@ impl Table {
                 .map(|(n, k)| format!("`{n}` {k}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let key = list(&mut route.dedup_columns()?.into_iter());
+            let key = quoted_list(route.dedup_columns()?.into_iter());
             Some(format!(
                 "CREATE TABLE IF NOT EXISTS {name} ({definitions}) ENGINE = ReplacingMergeTree ORDER BY ({key})"
             ))
@@ -107,6 +101,14 @@ impl Table {
             pending_create,
         })
     }
+}
+
+/// `a, b` as "`a`, `b`" (names are checked identifiers: nothing to escape).
+fn quoted_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The rows of one batch for one table: JSONEachRow lines in `buf`, row `i`
@@ -146,6 +148,12 @@ fn base_topic(topic: &str) -> &str {
 }
 
 impl ClickHouseSink {
+    /// A `SELECT 1` with the configured credentials.
+    fn health_check(&self) -> Result<(), ConnectorError> {
+        self.client.execute("SELECT 1", b"")?;
+        Ok(())
+    }
+
     /// Creates the tables not created yet.
     fn create_tables(&mut self) -> Result<(), ConnectorError> {
         for table in &mut self.tables {
@@ -288,14 +296,6 @@ impl Sink for ClickHouseSink {
 
     fn health(&mut self) -> Result<(), String> {
         self.health_check().map_err(|e| e.message().to_string())
-    }
-}
-
-impl ClickHouseSink {
-    /// A `SELECT 1` with the configured credentials.
-    fn health_check(&self) -> Result<(), ConnectorError> {
-        self.client.execute("SELECT 1", b"")?;
-        Ok(())
     }
 }
 

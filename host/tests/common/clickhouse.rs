@@ -206,11 +206,11 @@ pub fn reading(seq: u64) -> Value {
         "device": format!("dev-{}", seq % 10),
         "seq": seq,
         "m": {"reading": seq as i64 - 5000, "temp": seq as f64 * 0.25},
-        "ok": seq % 2 == 0,
-        "at": if seq % 1000 == 0 { json!("2024-01-02T03:04:05+01:00") } else { json!(1_700_000_000 + seq) },
+        "ok": seq.is_multiple_of(2),
+        "at": if seq.is_multiple_of(1000) { json!("2024-01-02T03:04:05+01:00") } else { json!(1_700_000_000 + seq) },
         "extra": {"tags": ["a", seq]},
     });
-    if seq % 3 != 0 {
+    if !seq.is_multiple_of(3) {
         v["note"] = json!(format!("n{seq}"));
     }
     v
