@@ -47,6 +47,12 @@ impl Systems {
         host
     }
 
+    /// [`Systems::sink`] with one auto-created route into `table`.
+    async fn table_sink(&self, name: &str, subscription: &str, table: &str) -> Host {
+        self.sink(name, subscription, &route(self.topic, subscription, table))
+            .await
+    }
+
     /// Publishes `payloads` to the topic.
     async fn produce(&self, payloads: impl IntoIterator<Item = Value>) {
         produce(&self.broker.url(), self.topic, payloads).await
@@ -81,9 +87,7 @@ async fn ten_thousand_records_land_as_typed_rows() {
     const TOPIC: &str = "/default/readings";
     let systems = Systems::start(TOPIC).await;
     let ch = &systems.ch;
-    let host = systems
-        .sink("ch-typed", "ch", &route(TOPIC, "ch", "readings"))
-        .await;
+    let host = systems.table_sink("ch-typed", "ch", "readings").await;
 
     let started = now_ms();
     systems.produce((0..N).map(reading)).await;
@@ -169,9 +173,7 @@ async fn records_of_the_wrong_type_go_to_the_dead_letter_topic() {
     const DLQ: &str = "/default/ch-dlq-dlq";
     let systems = Systems::start(TOPIC).await;
     let (ch, broker) = (&systems.ch, &systems.broker);
-    let host = systems
-        .sink("ch-dlq", "ch", &route(TOPIC, "ch", "typed"))
-        .await;
+    let host = systems.table_sink("ch-dlq", "ch", "typed").await;
 
     // Three records that do not fit their columns, and why.
     let broken = [
@@ -288,9 +290,7 @@ async fn clickhouse_restart_loses_and_duplicates_nothing() {
     const N: u64 = 3_000;
     const TOPIC: &str = "/default/restart";
     let mut systems = Systems::start(TOPIC).await;
-    let host = systems
-        .sink("ch-restart", "ch", &route(TOPIC, "ch", "restart"))
-        .await;
+    let host = systems.table_sink("ch-restart", "ch", "restart").await;
 
     // A third before the stop, a third while ClickHouse is down, a third
     // after it is back.
@@ -326,12 +326,8 @@ async fn records_delivered_twice_leave_one_copy() {
     let ch = &systems.ch;
     // Two subscriptions on one topic deliver every record to the sink twice,
     // each time with the same topic and offset: the dedup key.
-    let first = systems
-        .sink("ch-first", "first", &route(TOPIC, "first", "twice"))
-        .await;
-    let second = systems
-        .sink("ch-second", "second", &route(TOPIC, "second", "twice"))
-        .await;
+    let first = systems.table_sink("ch-first", "first", "twice").await;
+    let second = systems.table_sink("ch-second", "second", "twice").await;
     systems.produce((0..N).map(reading)).await;
     let acked = systems
         .broker
