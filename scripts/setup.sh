@@ -2,7 +2,7 @@
 # Installs what building and testing danube-connect needs on a Debian machine
 # with rustup: the wasm32-wasip2 target, protoc (for danube-client), clang
 # (C code in guest dependencies), the external systems the tests start
-# (mosquitto; PostgreSQL 15: the server binaries in /usr/lib/postgresql/15/bin
+# (mosquitto; ClickHouse; PostgreSQL 15: the server binaries in /usr/lib/postgresql/15/bin
 # and psql — the tests start their own servers, no service needs to run),
 # tini (the container images' init, run by the deployment test) and the
 # linters of docker/. Safe to run again.
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 # clang-19/llvm-19 compile ring (TLS in mqtt-source) for wasm32-wasip2;
 # .cargo/config.toml points the cc crate at them.
 packages=(protobuf-compiler mosquitto mosquitto-clients clang-19 llvm-19 tini
-          postgresql-15 postgresql-client-15)
+          postgresql-15 postgresql-client-15 clickhouse-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

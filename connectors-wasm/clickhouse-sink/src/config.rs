@@ -1,0 +1,264 @@
+//! The `[clickhouse]` table and the checks `open` runs on it.
+
+use danube_connect_sdk::{ConnectorError, SubscriptionType};
+use serde::Deserialize;
+
+/// The `[clickhouse]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// ClickHouse's HTTP interface, `http://host:port`.
+    #[serde(default = "default_url")]
+    pub url: String,
+    #[serde(default = "default_database")]
+    pub database: String,
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Sent as `X-ClickHouse-Key`; never logged.
+    #[serde(default)]
+    pub password: String,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Bound on each step of a request: sending it, waiting for the answer,
+    /// reading the answer.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    pub routes: Vec<Route>,
+}
+
+/// One topic written to one table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub topic: String,
+    #[serde(default = "default_subscription")]
+    pub subscription: String,
+    #[serde(default)]
+    pub subscription_type: SubscriptionType,
+    pub table: String,
+    /// `CREATE TABLE IF NOT EXISTS` a ReplacingMergeTree ordered by the dedup key.
+    #[serde(default)]
+    pub auto_create: bool,
+    /// Columns that order the auto-created table, and so identify a row for
+    /// ReplacingMergeTree; by default the topic and offset metadata columns.
+    #[serde(default)]
+    pub dedup_key: Option<Vec<String>>,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub columns: Vec<Column>,
+}
+
+/// Which columns receive the Danube metadata of each record; none by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// The topic the record was read from (`String`).
+    pub topic: Option<String>,
+    /// The record's offset in its topic or partition (`UInt64`).
+    pub offset: Option<String>,
+    /// Publish time, milliseconds since the Unix epoch (`UInt64`).
+    pub publish_time: Option<String>,
+    /// The producer's name (`String`).
+    pub producer: Option<String>,
+}
+
+/// One column filled from the JSON payload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    pub column: String,
+    /// Dotted path into the payload: `a.b.c`.
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+    /// A missing or null field is NULL (the column is `Nullable`) instead of
+    /// invalid data.
+    #[serde(default)]
+    pub nullable: bool,
+}
+
+/// The column types a payload field converts to (the names the PostgreSQL
+/// sink uses too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    Text,
+    Int,
+    Bigint,
+    Double,
+    Bool,
+    Timestamp,
+    Json,
+}
+
+impl ColumnType {
+    /// The ClickHouse type of the column.
+    pub fn clickhouse_type(self) -> &'static str {
+        match self {
+            Self::Text | Self::Json => "String",
+            Self::Int => "Int32",
+            Self::Bigint => "Int64",
+            Self::Double => "Float64",
+            Self::Bool => "UInt8",
+            Self::Timestamp => "DateTime",
+        }
+    }
+}
+
+fn default_url() -> String {
+    "http://127.0.0.1:8123".to_string()
+}
+
+fn default_database() -> String {
+    "default".to_string()
+}
+
+fn default_user() -> String {
+    "default".to_string()
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+fn default_request_timeout() -> u64 {
+    60
+}
+
+fn default_subscription() -> String {
+    "clickhouse-sink".to_string()
+}
+
+/// Whether `name` can be used unquoted-safe inside backticks: letters,
+/// digits and `_`, not starting with a digit. Anything else is refused
+/// rather than escaped, so names never need quoting rules.
+pub fn check_identifier(what: &str, name: &str) -> Result<(), ConnectorError> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(ConnectorError::config(format!(
+            "{what} `{name}` must be letters, digits and `_`, not starting with a digit"
+        )))
+    }
+}
+
+impl Config {
+    /// Checks what serde cannot: names, the URL, one route per topic.
+    pub fn check(&self) -> Result<(), ConnectorError> {
+        if !self.url.starts_with("http://") {
+            return Err(ConnectorError::config(format!(
+                "`url` must start with http:// (TLS is not supported; put a TLS proxy in front), not `{}`",
+                self.url
+            )));
+        }
+        check_identifier("`database`", &self.database)?;
+        if self.routes.is_empty() {
+            return Err(ConnectorError::config(
+                "`routes` must list at least one topic",
+            ));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if self.routes[..i].iter().any(|r| r.topic == route.topic) {
+                return Err(ConnectorError::config(format!(
+                    "topic `{}` has more than one route",
+                    route.topic
+                )));
+            }
+            route.check()?;
+        }
+        Ok(())
+    }
+}
+
+impl Metadata {
+    /// The configured metadata columns with their ClickHouse types.
+    pub fn columns(&self) -> impl Iterator<Item = (&str, &'static str)> {
+        [
+            (&self.topic, "String"),
+            (&self.offset, "UInt64"),
+            (&self.publish_time, "UInt64"),
+            (&self.producer, "String"),
+        ]
+        .into_iter()
+        .filter_map(|(name, kind)| name.as_deref().map(|n| (n, kind)))
+    }
+}
+
+impl Route {
+    fn check(&self) -> Result<(), ConnectorError> {
+        let route = format!("route for `{}`", self.topic);
+        check_identifier(&format!("{route}: `table`"), &self.table)?;
+        let names: Vec<&str> = self
+            .columns
+            .iter()
+            .map(|c| c.column.as_str())
+            .chain(self.metadata.columns().map(|(n, _)| n))
+            .collect();
+        if names.is_empty() {
+            return Err(ConnectorError::config(format!(
+                "{route}: no `columns` and no `metadata` columns: nothing to write"
+            )));
+        }
+        for (i, name) in names.iter().enumerate() {
+            check_identifier(&format!("{route}: column"), name)?;
+            if names[..i].contains(name) {
+                return Err(ConnectorError::config(format!(
+                    "{route}: column `{name}` is listed twice"
+                )));
+            }
+        }
+        if let Some(column) = self.columns.iter().find(|c| c.path.is_empty()) {
+            return Err(ConnectorError::config(format!(
+                "{route}: column `{}` has an empty `path`",
+                column.column
+            )));
+        }
+        match (&self.dedup_key, self.auto_create) {
+            (Some(_), false) => Err(ConnectorError::config(format!(
+                "{route}: `dedup_key` orders the table `auto_create` makes; without `auto_create = true` the existing table's own ORDER BY applies: remove `dedup_key`"
+            ))),
+            (_, true) => self.dedup_columns().map(|_| ()),
+            (None, false) => Ok(()),
+        }
+    }
+
+    /// The columns that order the auto-created table: `dedup_key`, or the
+    /// topic and offset metadata columns.
+    pub fn dedup_columns(&self) -> Result<Vec<&str>, ConnectorError> {
+        let route = format!("route for `{}`", self.topic);
+        let Some(key) = &self.dedup_key else {
+            return match (&self.metadata.topic, &self.metadata.offset) {
+                (Some(topic), Some(offset)) => Ok(vec![topic, offset]),
+                _ => Err(ConnectorError::config(format!(
+                    "{route}: `auto_create` needs a dedup key: set `metadata.topic` and `metadata.offset` (the default key), or `dedup_key`"
+                ))),
+            };
+        };
+        if key.is_empty() {
+            return Err(ConnectorError::config(format!(
+                "{route}: `dedup_key` must name at least one column"
+            )));
+        }
+        for name in key {
+            let payload_column = self.columns.iter().find(|c| &c.column == name);
+            let known = payload_column.is_some() || self.metadata.columns().any(|(n, _)| n == name);
+            if !known {
+                return Err(ConnectorError::config(format!(
+                    "{route}: `dedup_key` names `{name}`, which is not one of its columns"
+                )));
+            }
+            if payload_column.is_some_and(|c| c.nullable) {
+                return Err(ConnectorError::config(format!(
+                    "{route}: `dedup_key` column `{name}` is nullable; ClickHouse cannot order by a nullable column"
+                )));
+            }
+        }
+        Ok(key.iter().map(String::as_str).collect())
+    }
+}

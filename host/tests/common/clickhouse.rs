@@ -1,0 +1,282 @@
+//! A real ClickHouse server (Debian's `clickhouse-server`) on free loopback
+//! ports, with its own data directory and a `users.xml` holding one user
+//! with a password; stopped on drop. Also the connector configuration and
+//! payloads the ClickHouse tests and bench share.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use danube_testkit::{BrokerConfig, TestBroker};
+use serde_json::{Value, json};
+
+use super::{Host, guest, reliable_producer, wait_until, write_config};
+
+/// The user the server knows, and its password.
+pub const USER: &str = "danube";
+pub const PASSWORD: &str = "ch-test-Secret-7Q";
+
+pub struct ClickHouse {
+    child: Option<Child>,
+    pub http_port: u16,
+    dir: tempfile::TempDir,
+    agent: ureq::Agent,
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl ClickHouse {
+    /// Starts a server and waits for it to answer `/ping`.
+    pub fn start() -> ClickHouse {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (http_port, tcp_port) = loop {
+            let (a, b) = (free_port(), free_port());
+            if a != b {
+                break (a, b);
+            }
+        };
+        std::fs::write(
+            root.join("users.xml"),
+            format!(
+                "<?xml version=\"1.0\"?>\n<yandex>\n  <profiles><default></default></profiles>\n  \
+                 <users><{USER}><password>{PASSWORD}</password>\
+                 <networks><ip>127.0.0.1</ip></networks><profile>default</profile>\
+                 <quota>default</quota></{USER}></users>\n  \
+                 <quotas><default></default></quotas>\n</yandex>\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("config.xml"),
+            format!(
+                "<?xml version=\"1.0\"?>\n<yandex>\n  \
+                 <logger><level>warning</level><console>1</console></logger>\n  \
+                 <http_port>{http_port}</http_port>\n  <tcp_port>{tcp_port}</tcp_port>\n  \
+                 <listen_host>127.0.0.1</listen_host>\n  \
+                 <path>{root}/data/</path>\n  <tmp_path>{root}/tmp/</tmp_path>\n  \
+                 <users_config>{root}/users.xml</users_config>\n  \
+                 <default_profile>default</default_profile>\n  \
+                 <default_database>default</default_database>\n  \
+                 <mark_cache_size>268435456</mark_cache_size>\n</yandex>\n",
+                root = root.display()
+            ),
+        )
+        .unwrap();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut server = ClickHouse {
+            child: None,
+            http_port,
+            dir,
+            agent,
+        };
+        server.spawn();
+        server
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// What the server logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    /// Starts the server process (again) and waits for `/ping`.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file())
+            .unwrap();
+        let child = Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                self.dir.path().join("config.xml").display()
+            ))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("clickhouse-server runs (apt-get install clickhouse-server)");
+        self.child = Some(child);
+        let up = wait_until(Duration::from_secs(60), || self.ping());
+        assert!(
+            up,
+            "ClickHouse did not answer /ping on {}; log:\n{}",
+            self.http_port,
+            self.log()
+        );
+    }
+
+    fn ping(&self) -> bool {
+        self.agent
+            .get(format!("{}/ping", self.url()))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    }
+
+    /// Stops the server (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `sql` as the test user; panics with ClickHouse's answer unless it
+    /// succeeds. Returns the response body, trimmed.
+    pub fn query(&self, sql: &str) -> String {
+        let mut response = self
+            .agent
+            .post(format!("{}/", self.url()))
+            .header("X-ClickHouse-User", USER)
+            .header("X-ClickHouse-Key", PASSWORD)
+            .send(sql)
+            .unwrap_or_else(|e| panic!("ClickHouse unreachable for `{sql}`: {e}"));
+        let status = response.status();
+        let body = response.body_mut().read_to_string().unwrap();
+        assert_eq!(status, 200, "`{sql}` failed: {body}");
+        body.trim().to_string()
+    }
+
+    /// The single number `sql` returns.
+    pub fn count(&self, sql: &str) -> u64 {
+        let text = self.query(sql);
+        text.parse()
+            .unwrap_or_else(|_| panic!("`{sql}` returned `{text}`, not a number"))
+    }
+
+    /// The rows of `sql` (without a FORMAT clause) as JSON objects.
+    pub fn rows(&self, sql: &str) -> Vec<serde_json::Value> {
+        self.query(&format!("{sql} FORMAT JSONEachRow"))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Every column type, every metadata column, one nullable column.
+pub const COLUMNS: &str = r#"metadata = { topic = "danube_topic", offset = "danube_offset", publish_time = "danube_publish_time", producer = "danube_producer" }
+columns = [
+  { column = "device", path = "device", type = "text" },
+  { column = "seq", path = "seq", type = "bigint" },
+  { column = "reading", path = "m.reading", type = "int" },
+  { column = "temp", path = "m.temp", type = "double" },
+  { column = "ok", path = "ok", type = "bool" },
+  { column = "at", path = "at", type = "timestamp" },
+  { column = "extra", path = "extra", type = "json" },
+  { column = "note", path = "note", type = "text", nullable = true },
+]
+"#;
+
+/// The payload of reading `seq`: every thousandth carries its time as
+/// RFC 3339 text, the others as epoch seconds; every third has no note.
+pub fn reading(seq: u64) -> Value {
+    let mut v = json!({
+        "device": format!("dev-{}", seq % 10),
+        "seq": seq,
+        "m": {"reading": seq as i64 - 5000, "temp": seq as f64 * 0.25},
+        "ok": seq.is_multiple_of(2),
+        "at": if seq.is_multiple_of(1000) { json!("2024-01-02T03:04:05+01:00") } else { json!(1_700_000_000 + seq) },
+        "extra": {"tags": ["a", seq]},
+    });
+    if !seq.is_multiple_of(3) {
+        v["note"] = json!(format!("n{seq}"));
+    }
+    v
+}
+
+/// A test broker holding the reliable `topic`, that lets a subscription
+/// have `max_unacked` messages out (the real broker's default of 10 makes
+/// every batch tiny).
+pub async fn broker(topic: &str, max_unacked: usize) -> TestBroker {
+    let broker = TestBroker::start_with(BrokerConfig {
+        max_unacked_messages: max_unacked,
+        ..BrokerConfig::default()
+    })
+    .await
+    .unwrap();
+    broker.create_topic(topic, 0, true).unwrap();
+    broker
+}
+
+/// The host config: generous retries (ClickHouse restarts take seconds),
+/// the ClickHouse port granted, then `routes`.
+pub fn sink_config(
+    dir: &Path,
+    broker: &TestBroker,
+    name: &str,
+    ch: &ClickHouse,
+    routes: &str,
+) -> PathBuf {
+    write_config(
+        dir,
+        &format!("{name}.toml"),
+        &broker.url(),
+        name,
+        &format!(
+            "[retry]\nmax_retries = 100\nretry_backoff_ms = 100\nmax_backoff_ms = 1000\n\n\
+             [sandbox]\nallow = [\"127.0.0.1:{port}\"]\n\n\
+             [clickhouse]\nurl = \"{url}\"\nuser = \"{USER}\"\nconnect_timeout_secs = 2\nrequest_timeout_secs = 20\n\n{routes}",
+            port = ch.http_port,
+            url = ch.url(),
+        ),
+    )
+}
+
+/// One auto-created route from `topic` to `table` with [`COLUMNS`].
+pub fn route(topic: &str, subscription: &str, table: &str) -> String {
+    format!(
+        "[[clickhouse.routes]]\ntopic = \"{topic}\"\nsubscription = \"{subscription}\"\ntable = \"{table}\"\nauto_create = true\n{COLUMNS}"
+    )
+}
+
+/// Starts the host with the right password in the environment.
+pub fn start_host(config: &Path) -> Host {
+    Host::start(
+        &guest("clickhouse-sink"),
+        config,
+        &[("CLICKHOUSE_PASSWORD", PASSWORD)],
+    )
+}
+
+/// Sends `payloads` in order through one reliable producer.
+pub async fn produce(broker_url: &str, topic: &str, payloads: impl IntoIterator<Item = Value>) {
+    let producer = reliable_producer(broker_url, topic).await;
+    for p in payloads {
+        producer
+            .send(serde_json::to_vec(&p).unwrap(), None)
+            .await
+            .unwrap();
+    }
+}
