@@ -21,3 +21,6 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     echo "setup: adding the wasm32-wasip2 target"
     rustup target add wasm32-wasip2
 fi
+
+# Toolchains for connectors in Python, JavaScript and C (into .polyglot/).
+"$(dirname "$0")/setup-polyglot.sh"
