@@ -6,8 +6,8 @@
 #   .polyglot/bin    componentize-py, componentize-js, wit-bindgen, wasm-tools
 #                    (unless on PATH) and the WASI preview1 adapter that C
 #                    modules need (wasi_snapshot_preview1.reactor.wasm)
-# plus clang, lld and wasi-libc from Debian. Put .polyglot/bin on PATH to
-# build the examples by hand.
+# plus clang, lld, wasi-libc and jsmn (libjsmn-dev) from Debian, and Node if
+# missing. Put .polyglot/bin on PATH to build the examples by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,18 +21,8 @@ root=$PWD/.polyglot
 bin=$root/bin
 mkdir -p "$bin"
 
-packages=(clang lld wasi-libc libclang-rt-14-dev-wasm32)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    sudo=""
-    [[ $(id -u) -ne 0 ]] && sudo="sudo"
-    echo "setup-polyglot: installing ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+scripts/apt-install-missing.sh clang lld wasi-libc libclang-rt-14-dev-wasm32 libjsmn-dev python3-venv
+command -v npm >/dev/null || scripts/apt-install-missing.sh nodejs npm
 
 if [[ "$("$root/venv/bin/componentize-py" --version 2>/dev/null)" != *"$COMPONENTIZE_PY"* ]]; then
     echo "setup-polyglot: installing componentize-py $COMPONENTIZE_PY"

@@ -64,7 +64,12 @@ export const sourceConnector = {
   close() {},
 };
 
-/** Waits `ms` so that the host does not spin on empty polls. */
+/** Waits `ms` so that the host does not spin on empty polls. The JS engine
+ *  has no blocking sleep (no Atomics.wait), so this watches the clock; a
+ *  source that reads a socket waits on its I/O instead. */
 function idle(ms) {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    // waiting
+  }
 }

@@ -23,6 +23,18 @@ add = { pipeline = "json-filter" }
 """
 
 
+class Opened:
+    """What `open` set up. componentize-py makes a new `SinkConnector` for
+    every call, so this lives in the module, not in the instance."""
+
+    def __init__(self, rules: Rules, out):
+        self.rules = rules
+        self.out = out
+
+
+opened: Opened
+
+
 class SinkConnector(exports.SinkConnector):
     def describe(self) -> types.ConnectorInfo:
         return types.ConnectorInfo(
@@ -33,11 +45,12 @@ class SinkConnector(exports.SinkConnector):
         )
 
     def open(self, config: str) -> List[types.ConsumerConfig]:
+        global opened
         table = dc.parse_config(config)
-        self.rules = Rules(table.get("where", {}), table.get("add", {}))
+        rules = Rules(table.get("where", {}), table.get("add", {}))
         path = dc.require(table, "path", str)
         try:
-            self.out = open(path, "ab")
+            opened = Opened(rules, open(path, "ab"))
         except OSError as e:
             raise dc.config_error(f"cannot open `path` {path}: {e}; grant its directory in [sandbox] dirs")
         dc.info("json-filter-sink writing", path=path)
@@ -50,16 +63,16 @@ class SinkConnector(exports.SinkConnector):
         lines = []
         for index, record in enumerate(records):
             try:
-                line = self.rules.apply(record.payload, record.topic, record.offset)
+                line = opened.rules.apply(record.payload, record.topic, record.offset)
             except ValueError as e:
                 failures.append(dc.failure(index, dc.invalid_data(str(e))))
                 continue
             if line is not None:
                 lines.append(line)
         try:
-            self.out.write(b"".join(lines))
-            self.out.flush()
-            os.fsync(self.out.fileno())
+            opened.out.write(b"".join(lines))
+            opened.out.flush()
+            os.fsync(opened.out.fileno())
         except OSError as e:
             raise dc.retryable(f"cannot write: {e}")
         return failures
@@ -68,4 +81,4 @@ class SinkConnector(exports.SinkConnector):
         return None
 
     def close(self) -> None:
-        self.out.close()
+        opened.out.close()
