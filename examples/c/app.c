@@ -101,7 +101,7 @@ bool exports_danube_connect_sink_connector_process_batch(
     if (!ok) {
         char message[256];
         snprintf(message, sizeof message, "cannot write: %s", strerror(errno));
-        free(ret->ptr);
+        exports_danube_connect_sink_connector_list_record_failure_free(ret);
         set_error(err, DANUBE_CONNECT_TYPES_CONNECTOR_ERROR_RETRYABLE, message);
     }
     exports_danube_connect_sink_connector_list_sink_record_free(records);

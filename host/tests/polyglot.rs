@@ -12,7 +12,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::polyglot::{example, make};
-use common::{Host, reliable_producer, run_host, target_dir, wait_subscribed, wait_until_async, write_config};
+use common::{
+    Host, reliable_producer, run_host, target_dir, wait_subscribed, wait_until_async, write_config,
+};
 use danube_testkit::{StoredMessage, TestBroker};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -31,7 +33,12 @@ fn precompile(module: &Path) {
         .unwrap()
         .flatten()
         .any(|e| e.file_name().to_string_lossy().starts_with(&hash));
-    assert!(cached, "no compiled artifact for {} in {}", module.display(), cache.display());
+    assert!(
+        cached,
+        "no compiled artifact for {} in {}",
+        module.display(),
+        cache.display()
+    );
 }
 
 /// What a sink example did with the payloads sent to its topic.
@@ -128,7 +135,10 @@ async fn python_json_filter_sink_writes_matching_records_enriched_and_dead_lette
         .collect();
     assert_eq!(written, expected);
     assert_eq!(run.dead_lettered[0].payload, b"not json");
-    assert_eq!(run.dead_lettered[0].attributes["dlq.error_class"], "invalid_data");
+    assert_eq!(
+        run.dead_lettered[0].attributes["dlq.error_class"],
+        "invalid_data"
+    );
 }
 
 /// The numbers in the messages of `topic`, in the order the broker stored them.
@@ -136,7 +146,11 @@ fn numbers(broker: &TestBroker, topic: &str) -> Vec<u64> {
     broker
         .messages(topic)
         .iter()
-        .map(|m| serde_json::from_slice::<Value>(&m.payload).unwrap()["n"].as_u64().unwrap())
+        .map(|m| {
+            serde_json::from_slice::<Value>(&m.payload).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -162,7 +176,9 @@ async fn js_counter_source_publishes_its_numbers_and_resumes_after_the_last_comm
             "source.toml",
             &broker.url(),
             "js-counter",
-            &format!("[processing]\nproducers_per_topic = 1\n\n[counter]\ntopic = \"{TOPIC}\"\ncount = {count}\n"),
+            &format!(
+                "[processing]\nproducers_per_topic = 1\n\n[counter]\ntopic = \"{TOPIC}\"\ncount = {count}\n"
+            ),
         );
         Host::start(&module, &config, &[])
     };
@@ -172,7 +188,12 @@ async fn js_counter_source_publishes_its_numbers_and_resumes_after_the_last_comm
         committed(&state_file) == Some(49)
     })
     .await;
-    assert!(published, "committed {:?}; log:\n{}", committed(&state_file), source.log());
+    assert!(
+        published,
+        "committed {:?}; log:\n{}",
+        committed(&state_file),
+        source.log()
+    );
     assert!(source.terminate(Duration::from_secs(30)).success());
     assert_eq!(numbers(&broker, TOPIC), (0..50).collect::<Vec<_>>());
 
@@ -182,7 +203,12 @@ async fn js_counter_source_publishes_its_numbers_and_resumes_after_the_last_comm
         committed(&state_file) == Some(79)
     })
     .await;
-    assert!(resumed, "committed {:?}; log:\n{}", committed(&state_file), source.log());
+    assert!(
+        resumed,
+        "committed {:?}; log:\n{}",
+        committed(&state_file),
+        source.log()
+    );
     assert!(source.terminate(Duration::from_secs(30)).success());
     assert_eq!(numbers(&broker, TOPIC), (0..80).collect::<Vec<_>>());
 }
@@ -211,13 +237,24 @@ async fn c_line_sink_writes_each_record_as_a_line_and_dead_letters_what_cannot_b
     let dead = &run.dead_lettered[0];
     assert_eq!(dead.payload, b"two\nlines");
     assert_eq!(dead.attributes["dlq.error_class"], "invalid_data");
-    assert!(dead.attributes["dlq.error"].contains("line break"), "{:?}", dead.attributes);
+    assert!(
+        dead.attributes["dlq.error"].contains("line break"),
+        "{:?}",
+        dead.attributes
+    );
 }
 
 /// `danube-host new --lang LANG NAME` in a fresh directory; returns the
 /// connector's directory (kept in `parent`).
 fn scaffold(lang: &str, name: &str, parent: &Path) -> std::path::PathBuf {
-    let (code, stdout, stderr) = run_host(&["new", "--lang", lang, "--dir", parent.to_str().unwrap(), name]);
+    let (code, stdout, stderr) = run_host(&[
+        "new",
+        "--lang",
+        lang,
+        "--dir",
+        parent.to_str().unwrap(),
+        name,
+    ]);
     assert_eq!(code, 0, "new --lang {lang}: {stderr}");
     assert!(stdout.contains(name), "{stdout}");
     parent.join(name)
@@ -235,7 +272,10 @@ fn scaffold_builds_and_passes_its_test(lang: &str, world: &str) {
     let (code, stdout, stderr) = run_host(&["inspect", module.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(&format!("world: {world}")), "{stdout}");
-    assert!(stdout.contains(&format!("connector: {name} 0.1.0")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("connector: {name} 0.1.0")),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -259,18 +299,26 @@ fn new_rust_connector_builds_and_passes_its_test() {
     let dir = scaffold("rust", "my-rust-connector", parent.path());
     // A shared target directory keeps the SDK's dependencies built across runs.
     let cargo = |args: &[&str]| {
-        let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(args)
-            .current_dir(&dir)
-            .env("CARGO_TARGET_DIR", target_dir().join("scaffold-rust"))
-            .output()
-            .expect("cargo runs");
-        assert!(out.status.success(), "cargo {args:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+        let out =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(args)
+                .current_dir(&dir)
+                .env("CARGO_TARGET_DIR", target_dir().join("scaffold-rust"))
+                .output()
+                .expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "cargo {args:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     cargo(&["test"]);
     cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
     let module = target_dir().join("scaffold-rust/wasm32-wasip2/release/my_rust_connector.wasm");
     let (code, stdout, stderr) = run_host(&["inspect", module.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("connector: my-rust-connector 0.1.0"), "{stdout}");
+    assert!(
+        stdout.contains("connector: my-rust-connector 0.1.0"),
+        "{stdout}"
+    );
 }

@@ -123,7 +123,10 @@ pub fn create(lang: Lang, name: &str, parent: &Path) -> anyhow::Result<PathBuf> 
     check_name(name)?;
     let dir = parent.join(name);
     if dir.exists() {
-        bail!("{} already exists; choose another name or directory", dir.display());
+        bail!(
+            "{} already exists; choose another name or directory",
+            dir.display()
+        );
     }
     let template = lang.template();
     for (path, text) in template.files {
@@ -144,7 +147,10 @@ fn render(text: &str, template_name: &str, name: &str) -> String {
     text.replace(template_name, name)
         .replace(&snake(template_name), &snake(name))
         .replace("../../", "")
-        .replace("@SDK_PATH@", concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk"))
+        .replace(
+            "@SDK_PATH@",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk"),
+        )
 }
 
 /// A name that works as a directory, a package, a module file and a
@@ -155,7 +161,9 @@ fn check_name(name: &str) -> anyhow::Result<()> {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !valid {
-        bail!("`{name}` is not a usable connector name: use lowercase letters, digits and `-`, starting with a letter (e.g. `orders-sink`)");
+        bail!(
+            "`{name}` is not a usable connector name: use lowercase letters, digits and `-`, starting with a letter (e.g. `orders-sink`)"
+        );
     }
     Ok(())
 }
