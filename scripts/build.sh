@@ -13,3 +13,9 @@ for p in json.load(sys.stdin)["packages"]:
         print("-p", p["name"])
 ')
 cargo build --release --target wasm32-wasip2 $guests
+# The Python, JavaScript and C examples, with the toolchains setup-polyglot.sh
+# installed; make rebuilds only what changed.
+export PATH=$PWD/.polyglot/bin:$PATH
+for example in examples/*/Makefile; do
+    make -s -C "$(dirname "$example")"
+done

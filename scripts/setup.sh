@@ -5,25 +5,15 @@
 # (mosquitto; ClickHouse; PostgreSQL 15: the server binaries in /usr/lib/postgresql/15/bin
 # and psql — the tests start their own servers, no service needs to run),
 # tini (the container images' init, run by the deployment test) and the
-# linters of docker/. Safe to run again.
+# linters of docker/, and the Python, JavaScript and C toolchains
+# (scripts/setup-polyglot.sh). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # clang-19/llvm-19 compile ring (TLS in mqtt-source) for wasm32-wasip2;
 # .cargo/config.toml points the cc crate at them.
-packages=(protobuf-compiler mosquitto mosquitto-clients clang-19 llvm-19 tini
-          postgresql-15 postgresql-client-15 clickhouse-server)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    sudo=""
-    [[ $(id -u) -ne 0 ]] && sudo="sudo"
-    echo "setup: installing ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+scripts/apt-install-missing.sh protobuf-compiler mosquitto mosquitto-clients \
+    clang-19 llvm-19 tini postgresql-15 postgresql-client-15 clickhouse-server
 
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     echo "setup: adding the wasm32-wasip2 target"
@@ -45,3 +35,6 @@ if ! [[ -x $tools/bin/hadolint && -x $tools/bin/docker-compose && -x $tools/bin/
     compose=$("$tools/bin/python" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
     ln -sf "$compose" "$tools/bin/docker-compose"
 fi
+
+# Toolchains for connectors in Python, JavaScript and C (into .polyglot/).
+"$(dirname "$0")/setup-polyglot.sh"

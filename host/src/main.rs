@@ -5,6 +5,7 @@
 //! danube-host --modules-dir connectors/                            # run every NAME.wasm + NAME.toml
 //! danube-host validate --module m.wasm --config c.toml            # check without running
 //! danube-host inspect m.wasm                                       # what a module is
+//! danube-host new --lang python my-sink                            # start a connector
 //! ```
 
 mod config;
@@ -12,6 +13,7 @@ mod directory;
 mod logging;
 mod observability;
 mod protocol;
+mod scaffold;
 mod supervisor;
 mod worker;
 
@@ -51,6 +53,16 @@ enum Command {
         module: PathBuf,
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+    },
+    /// Create a connector directory (source, config, test, README) to start from.
+    New {
+        #[arg(long, value_enum)]
+        lang: scaffold::Lang,
+        /// The connector's name, also its directory's.
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
     /// Internal: the sandboxed worker process (started by the host itself).
     #[command(hide = true)]
@@ -103,6 +115,16 @@ fn main() -> ExitCode {
                 runtime().block_on(validate(module, config, log))
             }
             Err(code) => code,
+        },
+        Some(Command::New { lang, name, dir }) => match scaffold::create(lang, &name, &dir) {
+            Ok(created) => {
+                println!("created {}: see its README.md", created.display());
+                ExitCode::from(exit::OK)
+            }
+            Err(e) => {
+                eprintln!("danube-host: {e:#}");
+                ExitCode::from(exit::CONFIG)
+            }
         },
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),

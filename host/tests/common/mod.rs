@@ -14,6 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod clickhouse;
+pub mod polyglot;
 
 /// The workspace's target directory.
 pub fn target_dir() -> PathBuf {
