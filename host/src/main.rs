@@ -6,6 +6,7 @@
 //! danube-host inspect m.wasm                                       # what a module is
 //! ```
 
+mod bench_boundary;
 mod config;
 mod logging;
 mod observability;
@@ -52,6 +53,9 @@ enum Command {
     /// Internal: the sandboxed worker process (started by the host itself).
     #[command(hide = true)]
     Worker,
+    /// Internal: measures the supervisor-worker boundary (for danube-bench).
+    #[command(hide = true)]
+    BenchBoundary(bench_boundary::BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -79,6 +83,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Worker) => worker::run(),
+        Some(Command::BenchBoundary(args)) => {
+            runtime().block_on(bench_boundary::run(args, log_settings("warn", LogFormat::Text)))
+        }
         Some(Command::Inspect { module, log_format }) => {
             let log = log_settings("warn", log_format);
             runtime().block_on(inspect(module, log))
