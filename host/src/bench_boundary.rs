@@ -33,7 +33,12 @@ pub struct BenchArgs {
     records: usize,
 }
 
-pub async fn run(args: BenchArgs, log: LogSettings) -> ExitCode {
+pub async fn run(args: BenchArgs) -> ExitCode {
+    let log = LogSettings {
+        filter: crate::logging::filter_from_env("warn"),
+        json: false,
+    };
+    crate::logging::init(&log.filter, log.json);
     match measure(&args, &log).await {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
@@ -46,7 +51,12 @@ pub async fn run(args: BenchArgs, log: LogSettings) -> ExitCode {
 async fn measure(args: &BenchArgs, log: &LogSettings) -> anyhow::Result<()> {
     let worker = start_worker(&args.module, None, StateStore::in_memory(), log, None).await?;
     match worker
-        .call(0, Call::Open { config_json: "{}".into() })
+        .call(
+            0,
+            Call::Open {
+                config_json: "{}".into(),
+            },
+        )
         .await?
     {
         CallOutcome::Opened(_) => {}
@@ -82,7 +92,10 @@ async fn measure(args: &BenchArgs, log: &LogSettings) -> anyhow::Result<()> {
 }
 
 /// One `process-batch` call that must accept every record.
-async fn process(worker: &crate::supervisor::Worker, records: Vec<SinkRecord>) -> anyhow::Result<()> {
+async fn process(
+    worker: &crate::supervisor::Worker,
+    records: Vec<SinkRecord>,
+) -> anyhow::Result<()> {
     match worker.call(0, Call::ProcessBatch { records }).await? {
         CallOutcome::Processed(failures) if failures.is_empty() => Ok(()),
         other => anyhow::bail!("process-batch returned {other:?}"),

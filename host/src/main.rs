@@ -83,9 +83,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Worker) => worker::run(),
-        Some(Command::BenchBoundary(args)) => {
-            runtime().block_on(bench_boundary::run(args, log_settings("warn", LogFormat::Text)))
-        }
+        Some(Command::BenchBoundary(args)) => runtime().block_on(bench_boundary::run(args)),
         Some(Command::Inspect { module, log_format }) => {
             let log = log_settings("warn", log_format);
             runtime().block_on(inspect(module, log))
