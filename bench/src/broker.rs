@@ -22,7 +22,7 @@ impl Broker {
     pub fn testkit(binary: &Path) -> anyhow::Result<Broker> {
         let mut child = Command::new(binary)
             .args(["--port", "0"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -19,7 +19,7 @@ pub struct Paths {
 }
 
 impl Paths {
-    /// Beside this executable (`target/<profile>/`), guests in
+    /// Beside this executable (`target/release/`), guests in
     /// `target/wasm32-wasip2/release/`, as `scripts/bench.sh` builds them.
     pub fn beside_self() -> anyhow::Result<Paths> {
         let exe = std::env::current_exe()?;

@@ -44,7 +44,7 @@ fn millis(d: Duration) -> String {
 
 fn first_record(env: &Env, case: &str, cache: &std::path::Path) -> anyhow::Result<Duration> {
     let topic = env.topic(&format!("start-{case}"));
-    let mut messages = env.block_on(async {
+    let (mut consumer, mut messages) = env.block_on(async {
         let client = raw::client(&env.broker.url).await?;
         drop(raw::producer(&client, &topic, "bench-topic").await?);
         let mut consumer = raw::consumer(&client, &topic, "bench").await?;
@@ -61,7 +61,7 @@ fn first_record(env: &Env, case: &str, cache: &std::path::Path) -> anyhow::Resul
         &format!("[datagen]\ntopics = [\"{topic}\"]\ncount = 100\n"),
     )?;
     env.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), messages.1.recv())
+        tokio::time::timeout(Duration::from_secs(60), messages.recv())
             .await
             .context("no record within 60 s")?
             .context("the consumer's stream ended")
@@ -69,7 +69,7 @@ fn first_record(env: &Env, case: &str, cache: &std::path::Path) -> anyhow::Resul
     .with_context(|| format!("log:\n{}", host.log()))?;
     let elapsed = started.elapsed();
     host.stop()?;
-    env.block_on(messages.0.close());
+    env.block_on(consumer.close());
     Ok(elapsed)
 }
 
