@@ -20,28 +20,32 @@ use crate::{Env, raw};
 const PAYLOAD: usize = 100;
 
 pub fn run(env: &Env) -> anyhow::Result<Table> {
-    let rate = 200;
-    let records = rate * env.scale(2, 10);
-    let host = host(env, rate, records)?;
-    let raw = raw_client(env, rate, records)?;
+    let seconds = env.scale(2, 10);
     let mut table = Table::new(
         "Latency at a fixed rate",
         format!(
-            "{records} records of {PAYLOAD} B at {rate}/s from one producer. Host: send → the probe \
-             sink's write (the sink flushes a batch after `linger_ms` = 5 ms without a message, its \
-             default). Raw: send → receive by a subscribed consumer."
+            "{seconds} s of {PAYLOAD} B records at each rate from one producer. Host: send → the \
+             probe sink's write, with the sink's defaults (`linger_ms` = 5: a batch is handed on \
+             once no message came for 5 ms; `batch_timeout_ms` = 1000). Raw: send → receive by a \
+             subscribed consumer."
         ),
-        &["path", "p50", "p99", "max"],
+        &["path", "rate", "p50", "p99", "max"],
     );
-    for (name, mut latencies) in [("host (sink write)", host), ("raw client (receive)", raw)] {
-        latencies.sort_unstable();
-        let at = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];
-        table.row([
-            name.to_string(),
-            ms(at(50)),
-            ms(at(99)),
-            ms(*latencies.last().context("no latencies")?),
-        ]);
+    for rate in [100, 400] {
+        let records = rate * seconds;
+        let host = host(env, rate, records)?;
+        let raw = raw_client(env, rate, records)?;
+        for (name, mut latencies) in [("host (sink write)", host), ("raw client (receive)", raw)] {
+            latencies.sort_unstable();
+            let at = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];
+            table.row([
+                name.to_string(),
+                format!("{rate}/s"),
+                ms(at(50)),
+                ms(at(99)),
+                ms(*latencies.last().context("no latencies")?),
+            ]);
+        }
     }
     Ok(table)
 }
@@ -51,8 +55,8 @@ fn ms(d: Duration) -> String {
 }
 
 fn host(env: &Env, rate: u64, records: u64) -> anyhow::Result<Vec<Duration>> {
-    let topic = env.topic("latency-host");
-    let out = env.work.path().join("latency");
+    let topic = env.topic(&format!("latency-host-{rate}"));
+    let out = env.work.path().join(format!("latency-{rate}"));
     std::fs::create_dir_all(&out)?;
     let file = out.join("written.jsonl");
     std::fs::write(&file, "")?;
@@ -63,7 +67,7 @@ fn host(env: &Env, rate: u64, records: u64) -> anyhow::Result<Vec<Duration>> {
     let mut host = HostProcess::start(
         env,
         &env.paths.guest("probe-connector")?,
-        "bench-latency",
+        &format!("bench-latency-{rate}"),
         &env.cache,
         &format!("dirs = [\"{}\"]", out.display()),
         &format!(
@@ -83,7 +87,7 @@ fn host(env: &Env, rate: u64, records: u64) -> anyhow::Result<Vec<Duration>> {
 }
 
 fn raw_client(env: &Env, rate: u64, records: u64) -> anyhow::Result<Vec<Duration>> {
-    let topic = env.topic("latency-raw");
+    let topic = env.topic(&format!("latency-raw-{rate}"));
     env.block_on(async {
         let client = raw::client(&env.broker.url).await?;
         let producer = raw::producer(&client, &topic, "bench-latency").await?;

@@ -1,6 +1,7 @@
 //! The baseline: the raw `danube-client`, driven as directly as it can be.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -59,23 +60,24 @@ pub fn datagen_payload(seq: u64, topic: &str, size: usize) -> Vec<u8> {
 
 /// Publishes `records` datagen records of `size` bytes to `topic` through
 /// `producers` producers sending in parallel (each awaits its own sends, as
-/// the client allows one in flight per producer). Returns the time from the
-/// first send to the last acknowledgement.
+/// the client allows one in flight per producer). Returns records per second
+/// from the first acknowledgement to the last, as the host's rate is taken.
 pub async fn produce(
     url: &str,
     topic: &str,
     producers: usize,
     records: u64,
     size: usize,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<f64> {
     let client = client(url).await?;
     let mut created = Vec::new();
     for i in 0..producers {
         created.push(producer(&client, topic, &format!("bench-raw-{i}")).await?);
     }
-    let started = Instant::now();
+    let first_ack = Arc::new(OnceLock::new());
     let sends = created.into_iter().enumerate().map(|(i, producer)| {
         let topic = topic.to_string();
+        let first_ack = first_ack.clone();
         tokio::spawn(async move {
             let mut seq = i as u64;
             while seq < records {
@@ -83,6 +85,7 @@ pub async fn produce(
                 producer
                     .send(datagen_payload(seq, &topic, size), Some(attributes))
                     .await?;
+                first_ack.get_or_init(Instant::now);
                 seq += producers as u64;
             }
             anyhow::Ok(())
@@ -91,22 +94,25 @@ pub async fn produce(
     for send in futures::future::join_all(sends).await {
         send??;
     }
-    Ok(started.elapsed())
+    let first_ack = first_ack.get().context("nothing was sent")?;
+    Ok((records - 1) as f64 / first_ack.elapsed().as_secs_f64())
 }
 
 /// Receives and acknowledges `records` messages, one ack per message as a
-/// sink must. Returns the time from the first message to the last ack.
-pub async fn consume(mut consumer: Consumer, records: u64) -> anyhow::Result<Duration> {
+/// sink must. Returns records per second from the first acknowledgement to
+/// the last.
+pub async fn consume(mut consumer: Consumer, records: u64) -> anyhow::Result<f64> {
     let mut messages = consumer.receive().await?;
-    let mut started = None;
+    let mut first_ack = None;
     for _ in 0..records {
         let message = tokio::time::timeout(Duration::from_secs(30), messages.recv())
             .await
             .context("no message for 30 s")?
             .context("the consumer's stream ended")?;
-        started.get_or_insert_with(Instant::now);
         consumer.ack(&message).await?;
+        first_ack.get_or_insert_with(Instant::now);
     }
     consumer.close().await;
-    Ok(started.map_or(Duration::ZERO, |s| s.elapsed()))
+    let first_ack = first_ack.context("nothing was received")?;
+    Ok((records - 1) as f64 / first_ack.elapsed().as_secs_f64())
 }

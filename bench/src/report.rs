@@ -1,7 +1,5 @@
 //! The tables the bench prints and writes, in Markdown.
 
-use std::time::Duration;
-
 pub struct Table {
     title: String,
     note: String,
@@ -33,10 +31,6 @@ impl Table {
         }
         out
     }
-}
-
-pub fn per_s(records: u64, took: Duration) -> f64 {
-    records as f64 / took.as_secs_f64()
 }
 
 pub fn mb_per_s(records_per_s: f64, payload: usize) -> String {

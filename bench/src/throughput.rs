@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use crate::host::{HostProcess, Rss};
-use crate::report::{Table, mb_per_s, per_s, ratio};
+use crate::report::{Table, mb_per_s, ratio};
 use crate::{Env, raw};
 
 /// Records per second of one run, and the memory it took.
@@ -30,7 +30,8 @@ pub fn source(env: &Env, memory: &mut Memory) -> anyhow::Result<Table> {
         format!(
             "{records} records per row; the host publishes through {producers} parallel producers \
              (`producers_per_topic`, its default); the raw client sends the same datagen records \
-             with {producers} producers, and with one."
+             with {producers} producers, and with one. Rates run from the first acknowledgement \
+             to the last, for both."
         ),
         &[
             "payload",
@@ -45,7 +46,7 @@ pub fn source(env: &Env, memory: &mut Memory) -> anyhow::Result<Table> {
     for size in [100, 1024] {
         let host = host_source(env, size, records)?;
         let topic = env.topic(&format!("src-raw4-{size}"));
-        let raw_many = env.block_on(raw::produce(
+        let many = env.block_on(raw::produce(
             &env.broker.url,
             &topic,
             producers,
@@ -53,8 +54,7 @@ pub fn source(env: &Env, memory: &mut Memory) -> anyhow::Result<Table> {
             size,
         ))?;
         let topic = env.topic(&format!("src-raw1-{size}"));
-        let raw_one = env.block_on(raw::produce(&env.broker.url, &topic, 1, records, size))?;
-        let (many, one) = (per_s(records, raw_many), per_s(records, raw_one));
+        let one = env.block_on(raw::produce(&env.broker.url, &topic, 1, records, size))?;
         table.row([
             format!("{size} B"),
             format!("{:.0}", host.records_per_s),
@@ -92,10 +92,12 @@ pub fn sink(env: &Env, memory: &mut Memory) -> anyhow::Result<Table> {
             "A backlog of {records} records per row is drained from a shared subscription; the host \
              hands them to the probe guest, which discards them, and acknowledges each; the raw \
              client receives and acknowledges each. The broker lets 10 unacknowledged messages out \
-             per subscription (Danube's default), so acknowledgement round trips set the pace."
+             per subscription (Danube's default), so acknowledgement round trips set the pace, and the \
+             host waits `linger_ms` for a message that cannot come before it hands on each window."
         ),
         &[
             "payload",
+            "host linger_ms",
             "host rec/s",
             "host MB/s",
             "raw rec/s",
@@ -103,19 +105,6 @@ pub fn sink(env: &Env, memory: &mut Memory) -> anyhow::Result<Table> {
         ],
     );
     for size in [100, 1024] {
-        let topic = env.topic(&format!("sink-host-{size}"));
-        env.block_on(backlog(env, &topic, records, size))?;
-        let mut host = HostProcess::start(
-            env,
-            &env.paths.guest("probe-connector")?,
-            &format!("bench-sink-{size}"),
-            &env.cache,
-            "",
-            &format!("[probe]\ntopic = \"{topic}\"\nsubscription = \"{SUBSCRIPTION}\"\n"),
-        )?;
-        let flow = measure(&mut host, records, HostProcess::sent)?;
-        host.stop()?;
-
         let topic = env.topic(&format!("sink-raw-{size}"));
         let raw = env.block_on(async {
             backlog(env, &topic, records, size).await?;
@@ -123,17 +112,44 @@ pub fn sink(env: &Env, memory: &mut Memory) -> anyhow::Result<Table> {
             let consumer = raw::consumer(&client, &topic, SUBSCRIPTION).await?;
             raw::consume(consumer, records).await
         })?;
-        let raw = per_s(records, raw);
-        table.row([
-            format!("{size} B"),
-            format!("{:.0}", flow.records_per_s),
-            mb_per_s(flow.records_per_s, size),
-            format!("{raw:.0}"),
-            ratio(flow.records_per_s, raw),
-        ]);
-        memory.push((format!("sink, {size} B"), flow));
+        for linger_ms in [5, 1] {
+            let flow = host_sink(env, size, records, linger_ms)?;
+            table.row([
+                format!("{size} B"),
+                format!(
+                    "{linger_ms}{}",
+                    if linger_ms == 5 { " (default)" } else { "" }
+                ),
+                format!("{:.0}", flow.records_per_s),
+                mb_per_s(flow.records_per_s, size),
+                format!("{raw:.0}"),
+                ratio(flow.records_per_s, raw),
+            ]);
+            if linger_ms == 5 {
+                memory.push((format!("sink, {size} B"), flow));
+            }
+        }
     }
     Ok(table)
+}
+
+fn host_sink(env: &Env, size: usize, records: u64, linger_ms: u64) -> anyhow::Result<Flow> {
+    let topic = env.topic(&format!("sink-host-{size}-{linger_ms}"));
+    env.block_on(backlog(env, &topic, records, size))?;
+    let mut host = HostProcess::start(
+        env,
+        &env.paths.guest("probe-connector")?,
+        &format!("bench-sink-{size}-{linger_ms}"),
+        &env.cache,
+        "",
+        &format!(
+            "[processing]\nlinger_ms = {linger_ms}\n\n\
+             [probe]\ntopic = \"{topic}\"\nsubscription = \"{SUBSCRIPTION}\"\n"
+        ),
+    )?;
+    let flow = measure(&mut host, records, HostProcess::sent)?;
+    host.stop()?;
+    Ok(flow)
 }
 
 const SUBSCRIPTION: &str = "bench";
