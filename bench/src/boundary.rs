@@ -19,7 +19,7 @@ pub fn run(env: &Env) -> anyhow::Result<Table> {
         .arg("--module")
         .arg(env.paths.guest("probe-connector")?)
         .args(["--records", &records.to_string()])
-        .env("XDG_CACHE_HOME", &env.cache);
+        .env("XDG_CACHE_HOME", env.xdg_cache_home());
     for batch in batches {
         command.args(["--batch", &batch.to_string()]);
     }
