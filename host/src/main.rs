@@ -8,6 +8,7 @@
 //! danube-host new --lang python my-sink                            # start a connector
 //! ```
 
+mod bench_boundary;
 mod config;
 mod directory;
 mod logging;
@@ -67,6 +68,9 @@ enum Command {
     /// Internal: the sandboxed worker process (started by the host itself).
     #[command(hide = true)]
     Worker,
+    /// Internal: measures the supervisor-worker boundary (for danube-bench).
+    #[command(hide = true)]
+    BenchBoundary(bench_boundary::BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Worker) => worker::run(),
+        Some(Command::BenchBoundary(args)) => runtime().block_on(bench_boundary::run(args)),
         Some(Command::Inspect { module, log_format }) => {
             let log = log_settings("warn", log_format);
             runtime().block_on(inspect(module, log))
