@@ -1,10 +1,12 @@
 //! The sink pipeline: consume from Danube, batch, hand batches to the guest,
 //! then acknowledge what was written and dead-letter what never can be.
 //!
-//! A batch is flushed when it is full, when it is `batch_timeout_ms` old, or
-//! when no message arrived for `linger_ms`: reliable topics let only a few
-//! unacked messages out per subscription, so waiting for a full batch would
-//! stall. Two batches are kept in flight so the worker round trip is hidden.
+//! A batch takes every message already received (up to `batch_size`) and is
+//! flushed when it is full, when it is `batch_timeout_ms` old, or when no
+//! message came for `linger_ms` (default 0: at once): reliable topics let only
+//! a few unacked messages out per subscription, so waiting for more than is
+//! there would stall. Two batches are kept in flight so the worker round trip
+//! is hidden, and while both are busy the next one fills.
 //! A message is acknowledged only after the guest reported it written, or
 //! after it reached the dead-letter topic.
 
@@ -205,6 +207,17 @@ impl<'a> SinkPipeline<'a> {
                         }
                         last_arrival = Instant::now();
                         batch.push(delivery);
+                        // Everything that is already here joins this batch.
+                        while batch.len() < batch_size {
+                            match self.deliveries.try_recv() {
+                                Ok(delivery) => batch.push(delivery),
+                                Err(mpsc::error::TryRecvError::Empty) => break,
+                                Err(mpsc::error::TryRecvError::Disconnected) => {
+                                    self.consuming = false;
+                                    break;
+                                }
+                            }
+                        }
                     }
                     None => self.consuming = false,
                 },
