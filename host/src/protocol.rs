@@ -307,6 +307,9 @@ pub struct Offset {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceRecord {
     pub topic: String,
+    /// As one byte string, not a sequence of numbers: serde would otherwise
+    /// visit every byte on its own, the boundary's largest cost.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     pub attributes: Vec<(String, String)>,
     pub key: Option<String>,
@@ -322,6 +325,9 @@ pub struct SchemaRef {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SinkRecord {
     pub topic: String,
+    /// As one byte string, not a sequence of numbers: serde would otherwise
+    /// visit every byte on its own, the boundary's largest cost.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     pub attributes: Vec<(String, String)>,
     pub key: Option<String>,
