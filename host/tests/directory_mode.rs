@@ -533,3 +533,113 @@ async fn sighup_rescans_a_change_the_watcher_cannot_see() {
     assert_eq!(host.log_count("SIGHUP"), 1);
     assert!(host.terminate(DEADLINE).success());
 }
+
+/// Hostile guests in the same host as a working flow: a sink that loops in
+/// `process-batch` and a source that loops in `poll` are stopped again and
+/// again (the second until it is given up on), while datagen → file-sink
+/// beside them in the same process keeps flowing and stays healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_guests_leave_their_neighbours_in_the_same_host_flowing() {
+    const FLOW: &str = "/default/dir-neighbours";
+    const LOOPING: &str = "/default/dir-looping";
+    const TIMEOUT: &str = "[retry]\nmax_retries = 2\nretry_backoff_ms = 50\nmax_backoff_ms = 100\n\n\
+                           [sandbox]\ncall_timeout_ms = 300\n";
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(FLOW, 0, true).unwrap();
+    broker.create_topic(LOOPING, 0, true).unwrap();
+    broker.create_topic("/default/probe", 0, true).unwrap();
+    let layout = Layout::new();
+    let out = layout.root.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let out_file = out.join("records.jsonl");
+    let sink = layout.config(
+        &broker,
+        "writer",
+        &file_sink_config(&out, FLOW, "writer", 50),
+    );
+    layout.add(
+        &layout.mods,
+        "writer",
+        std::fs::read(guest("file-sink")).unwrap(),
+        &sink,
+    );
+    let source = layout.config(&broker, "gen", &datagen_config(FLOW, "rate = 500\n"));
+    layout.add(
+        &layout.mods,
+        "gen",
+        std::fs::read(guest("datagen-source")).unwrap(),
+        &source,
+    );
+    let looper = layout.config(
+        &broker,
+        "looper",
+        &format!("{TIMEOUT}\n[probe]\ntopic = \"{LOOPING}\"\nloop_in_batch = true\n"),
+    );
+    layout.add(
+        &layout.mods,
+        "looper",
+        std::fs::read(guest("probe-connector")).unwrap(),
+        &looper,
+    );
+    let poller = layout.config(
+        &broker,
+        "poller",
+        &format!("{TIMEOUT}\n[probe]\nloop_in_poll = true\n"),
+    );
+    layout.add(
+        &layout.mods,
+        "poller",
+        std::fs::read(guest("probe-source")).unwrap(),
+        &poller,
+    );
+    let host = layout.start();
+    wait_subscribed(&broker, &[LOOPING.to_string()], "probe", &host).await;
+    common::probe::produce(&broker, LOOPING, 5, &[]).await;
+
+    // Both hostile guests are stopped by the call timeout, more than once.
+    let stopped = "did not return within [sandbox] call_timeout_ms = 300 and was stopped";
+    let trapped = |call: &str| {
+        host.log()
+            .lines()
+            .filter(|l| l.contains(stopped) && l.contains(call))
+            .count()
+    };
+    assert!(
+        wait_until_async(DEADLINE, || trapped("process-batch") >= 2
+            && trapped("poll") >= 2)
+        .await,
+        "the looping guests were not stopped repeatedly; log:\n{}",
+        host.log()
+    );
+    // Meanwhile, and after, the neighbours flow.
+    keeps_flowing("file-sink beside hostile guests", &host, 500, || {
+        written_seqs(&out_file).len()
+    })
+    .await;
+    let settled = wait_until_async(DEADLINE, || {
+        let connectors = health(&host).1["connectors"].clone();
+        connectors["poller"]["status"] == "unhealthy"
+            && connectors["gen"]["status"] == "healthy"
+            && connectors["writer"]["status"] == "healthy"
+    })
+    .await;
+    let (_, report) = health(&host);
+    assert!(settled, "/health: {report}; log:\n{}", host.log());
+    keeps_flowing("file-sink after a neighbour gave up", &host, 500, || {
+        written_seqs(&out_file).len()
+    })
+    .await;
+    assert!(host.terminate(DEADLINE).success());
+    let seqs = written_seqs(&out_file);
+    let published: std::collections::BTreeSet<u64> =
+        published_seqs(&broker, FLOW).into_iter().collect();
+    assert!(
+        seqs.iter().all(|s| published.contains(s)),
+        "the file holds records the broker never had"
+    );
+    println!(
+        "{} records written beside hostile guests, {} duplicates",
+        seqs.len(),
+        duplicates(&seqs)
+    );
+}

@@ -2,9 +2,9 @@
 //! child process, and waiting on conditions with deadlines.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod directory;
 pub mod postgres;
 pub mod probe;
-pub mod directory;
 
 use std::collections::HashMap;
 use std::io::Read;
