@@ -10,6 +10,7 @@ mod config;
 mod logging;
 mod observability;
 mod protocol;
+mod schema;
 mod supervisor;
 mod worker;
 

@@ -2,8 +2,9 @@
 //! pipelines and the lifecycle of one connector, and the worker process that
 //! runs its guest.
 
-mod danube;
-mod retry;
+pub(crate) mod danube;
+mod dead_letter;
+pub(crate) mod retry;
 mod sink;
 mod source;
 mod state_store;
