@@ -464,9 +464,7 @@ fn take_connector_table(
         .collect();
     let candidates: Vec<String> = root
         .iter()
-        .filter(|(k, v)| {
-            v.is_table() && !known.contains(*k)
-        })
+        .filter(|(k, v)| v.is_table() && !known.contains(*k))
         .map(|(k, _)| k.clone())
         .collect();
     for name in &candidates {
@@ -768,9 +766,18 @@ count = 3
         };
         let strategy = |text: &str| parse(&entry(text)).map(|c| c.host.schemas[0].version_strategy);
         assert_eq!(strategy("").unwrap(), VersionStrategy::Latest);
-        assert_eq!(strategy("version_strategy = \"latest\"").unwrap(), VersionStrategy::Latest);
-        assert_eq!(strategy("version_strategy = { pinned = 2 }").unwrap(), VersionStrategy::Pinned(2));
-        assert_eq!(strategy("version_strategy = { minimum = 3 }").unwrap(), VersionStrategy::Minimum(3));
+        assert_eq!(
+            strategy("version_strategy = \"latest\"").unwrap(),
+            VersionStrategy::Latest
+        );
+        assert_eq!(
+            strategy("version_strategy = { pinned = 2 }").unwrap(),
+            VersionStrategy::Pinned(2)
+        );
+        assert_eq!(
+            strategy("version_strategy = { minimum = 3 }").unwrap(),
+            VersionStrategy::Minimum(3)
+        );
         assert!(parse(&entry("")).unwrap().host.schemas[0].auto_register);
         let e = strategy("version_strategy = { pinned = 0 }").unwrap_err();
         assert!(e.to_string().contains("versions count from 1"), "{e}");
@@ -782,7 +789,12 @@ count = 3
         let e = parse(&entry("").replace("\"avro\"", "\"protobuf\"")).unwrap_err();
         assert!(e.to_string().contains("protobuf\" is not supported"), "{e}");
         let twice = format!("{}\n{}", entry(""), entry("").replace(MINIMAL, ""));
-        assert!(parse(&twice).unwrap_err().to_string().contains("already has a schema"));
+        assert!(
+            parse(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("already has a schema")
+        );
     }
 
     mod properties {

@@ -104,7 +104,9 @@ impl Codec {
                 let value = AvroValue::try_from(document)
                     .and_then(|v| v.resolve(schema))
                     .map_err(|e| format!("the payload does not match the Avro schema: {e}"))?;
-                apache_avro::to_avro_datum(schema, value)
+                apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+                    .build()
+                    .and_then(|w| w.write_value_to_vec(value))
                     .map(Some)
                     .map_err(|e| format!("the payload cannot be encoded as Avro: {e}"))
             }
@@ -120,7 +122,7 @@ impl Codec {
             return Ok(None);
         };
         let mut reader = payload;
-        let decoded = apache_avro::GenericDatumReader::builder(schema)
+        let decoded = apache_avro::reader::datum::GenericDatumReader::builder(schema)
             .build()
             .and_then(|r| r.read_value(&mut reader))
             .map_err(|e| e.to_string())
@@ -169,15 +171,25 @@ mod tests {
         let c = codec("json_schema", ORDER_JSON_SCHEMA);
         assert_eq!(c.encode(br#"{"id":7,"note":"x"}"#), Ok(None));
         let wrong = c.encode(br#"{"id":"seven"}"#).unwrap_err();
-        assert!(wrong.contains("at /id") && wrong.contains("integer"), "{wrong}");
+        assert!(
+            wrong.contains("at /id") && wrong.contains("integer"),
+            "{wrong}"
+        );
         let missing = c.encode(br#"{"note":"x"}"#).unwrap_err();
-        assert!(missing.contains("\"id\" is a required property"), "{missing}");
+        assert!(
+            missing.contains("\"id\" is a required property"),
+            "{missing}"
+        );
         assert!(c.encode(b"not json").unwrap_err().contains("not JSON"));
     }
 
     #[test]
     fn bad_definitions_are_refused() {
-        assert!(Codec::new("json_schema", b"{").unwrap_err().contains("not JSON"));
+        assert!(
+            Codec::new("json_schema", b"{")
+                .unwrap_err()
+                .contains("not JSON")
+        );
         assert!(
             Codec::new("json_schema", br#"{"type":"no-such-type"}"#)
                 .unwrap_err()
@@ -188,7 +200,11 @@ mod tests {
                 .unwrap_err()
                 .contains("not a valid Avro schema")
         );
-        assert!(Codec::new("protobuf", b"").unwrap_err().contains("not supported"));
+        assert!(
+            Codec::new("protobuf", b"")
+                .unwrap_err()
+                .contains("not supported")
+        );
     }
 
     #[test]
@@ -209,7 +225,11 @@ mod tests {
         let wrong = c.encode(br#"{"id":"seven"}"#).unwrap_err();
         assert!(wrong.contains("does not match the Avro schema"), "{wrong}");
         assert!(c.encode(br#"{"note":"x"}"#).is_err(), "id is required");
-        assert!(c.decode(&[14, 2, 2, b'x', 0]).unwrap_err().contains("left after"));
+        assert!(
+            c.decode(&[14, 2, 2, b'x', 0])
+                .unwrap_err()
+                .contains("left after")
+        );
         assert!(c.decode(&[0x80]).is_err(), "truncated");
     }
 
@@ -223,7 +243,12 @@ mod tests {
     fn plain_types_check_text_and_numbers() {
         assert!(codec("string", "").encode(&[0xff]).is_err());
         assert_eq!(codec("number", "").encode(b"-1.5"), Ok(None));
-        assert!(codec("number", "").encode(b"\"1\"").unwrap_err().contains("a string"));
+        assert!(
+            codec("number", "")
+                .encode(b"\"1\"")
+                .unwrap_err()
+                .contains("a string")
+        );
         assert_eq!(codec("bytes", "").encode(&[0xff]), Ok(None));
         assert_eq!(codec("json_schema", "{}").decode(b"x").unwrap(), None);
     }

@@ -9,4 +9,4 @@ mod codec;
 mod registry;
 
 pub use codec::Codec;
-pub use registry::{Registry, SchemaError, SourceSchemas, MessageSchemas, Verdict};
+pub use registry::{MessageSchemas, Registry, SchemaError, SourceSchemas, Verdict};

@@ -226,7 +226,11 @@ impl SourceSchemas {
 
         let mut topics = HashMap::new();
         for producer in producers {
-            let entry = config.host.schemas.iter().find(|s| s.topic == producer.topic);
+            let entry = config
+                .host
+                .schemas
+                .iter()
+                .find(|s| s.topic == producer.topic);
             let (subject, strategy) = match (entry, &producer.schema_subject) {
                 (Some(entry), named) => {
                     if let Some(named) = named.as_ref().filter(|n| **n != entry.subject) {
