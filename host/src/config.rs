@@ -3,7 +3,7 @@
 //! One TOML file per connector, compatible with danube-connect's core settings:
 //! root keys `danube_service_url` and `connector_name`, the tables `[retry]` and
 //! `[processing]`, the host's own `[sandbox]`, `[state]` and `[dead_letter]`,
-//! and exactly one more table that belongs to the connector (`[mqtt]`,
+//! the topics' schemas in `[[schemas]]`, and exactly one more table that belongs to the connector (`[mqtt]`,
 //! `[datagen]`, ...) and is handed to the guest as JSON.
 //!
 //! Every mistake is reported on one line naming the file, the key and what to
@@ -45,6 +45,7 @@ pub struct HostConfig {
     pub state: StateConfig,
     pub dead_letter: DeadLetterConfig,
     pub metrics: MetricsConfig,
+    pub schemas: Vec<SchemaConfig>,
 }
 
 /// `[retry]`: how retryable errors from the guest and from Danube back off.
@@ -220,6 +221,56 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[[schemas]]`: the schema a source topic's messages are published with,
+/// with danube-connect's keys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SchemaConfig {
+    /// The topic whose producers attach the schema, `/namespace/name`.
+    pub topic: String,
+    /// The registry subject, e.g. `orders-value`.
+    pub subject: String,
+    pub schema_type: SchemaType,
+    /// The schema definition; a relative path is taken from the configuration
+    /// file's directory.
+    pub schema_file: PathBuf,
+    /// Register `schema_file` under `subject` at start (a new version if it
+    /// changed); otherwise the subject must already be registered.
+    #[serde(default = "auto_register_default")]
+    pub auto_register: bool,
+    /// Which version of the subject the producers attach.
+    #[serde(default)]
+    pub version_strategy: VersionStrategy,
+}
+
+fn auto_register_default() -> bool {
+    true
+}
+
+/// The kinds of schema the registry knows.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaType {
+    JsonSchema,
+    String,
+    Bytes,
+    Number,
+    Avro,
+    Protobuf,
+}
+
+/// `version_strategy`: `"latest"`, `{ pinned = N }` or `{ minimum = N }`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionStrategy {
+    /// The subject's latest version.
+    #[default]
+    Latest,
+    /// Exactly this version.
+    Pinned(u32),
+    /// The latest version, which must be at least this one.
+    Minimum(u32),
+}
+
 impl HostConfig {
     /// Where the observability endpoints listen.
     pub fn metrics_addr(&self) -> std::net::SocketAddr {
@@ -238,9 +289,6 @@ pub struct ConnectorConfig {
     /// The connector's table, handed to the guest.
     pub connector: toml::Table,
 }
-
-/// Host-owned root keys that are not host settings but still reserved.
-const RESERVED_TABLES: &[&str] = &["schemas"];
 
 impl ConnectorConfig {
     /// Reads and checks a file, applying the environment overrides for host keys.
@@ -418,6 +466,16 @@ fn known_keys() -> BTreeSet<String> {
     out.insert("sandbox.fuel".into());
     out.insert("dead_letter.topic".into());
     out.insert("metrics.port".into());
+    let schema = SchemaConfig {
+        topic: String::new(),
+        subject: String::new(),
+        schema_type: SchemaType::Bytes,
+        schema_file: PathBuf::new(),
+        auto_register: true,
+        version_strategy: VersionStrategy::Latest,
+    };
+    let schema = toml::Table::try_from(schema).unwrap_or_default();
+    out.extend(schema.keys().map(|k| format!("schemas.{k}")));
     out
 }
 
@@ -436,9 +494,7 @@ fn take_connector_table(
         .collect();
     let candidates: Vec<String> = root
         .iter()
-        .filter(|(k, v)| {
-            v.is_table() && !known.contains(*k) && !RESERVED_TABLES.contains(&k.as_str())
-        })
+        .filter(|(k, v)| v.is_table() && !known.contains(*k))
         .map(|(k, _)| k.clone())
         .collect();
     for name in &candidates {
@@ -468,13 +524,31 @@ fn take_connector_table(
 }
 
 fn unknown_key_message(key: &str, known: &BTreeSet<String>) -> String {
-    let parent = key.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
+    // A key inside an array of tables reads `schemas.0.subjct`: it is matched
+    // as `schemas.subjct` and shown as `schemas[0].subjct`.
+    let segments: Vec<&str> = key.split('.').collect();
+    let is_index = |s: &&str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let plain = segments
+        .iter()
+        .filter(|s| !is_index(s))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(".");
+    let mut shown = String::new();
+    for segment in &segments {
+        match is_index(segment) {
+            true => shown.push_str(&format!("[{segment}]")),
+            false if shown.is_empty() => shown.push_str(segment),
+            false => shown.push_str(&format!(".{segment}")),
+        }
+    }
+    let parent = plain.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
     let siblings = known
         .iter()
         .filter(|k| k.rsplit_once('.').map(|(p, _)| p).unwrap_or("") == parent);
     // Names come from the file: escaped, so a message stays on one line.
-    let shown = key.escape_debug();
-    match nearest(key, siblings.map(String::as_str)) {
+    let shown = shown.escape_debug();
+    match nearest(&plain, siblings.map(String::as_str)) {
         Some(near) => format!("unknown key `{shown}`; did you mean `{near}`?"),
         None => format!("unknown key `{shown}`"),
     }
@@ -554,6 +628,31 @@ fn check_host(host: &HostConfig) -> Result<(), String> {
     ] {
         if value == 0 {
             return Err(format!("`{key}` must be greater than 0"));
+        }
+    }
+    check_schemas(&host.schemas)
+}
+
+/// Each topic has one schema, and every schema type can be honoured.
+fn check_schemas(schemas: &[SchemaConfig]) -> Result<(), String> {
+    let mut topics = BTreeSet::new();
+    for (index, schema) in schemas.iter().enumerate() {
+        let at = format!("[[schemas]] #{} (topic {:?})", index + 1, schema.topic);
+        if schema.schema_type == SchemaType::Protobuf {
+            return Err(format!(
+                "{at}: schema_type = \"protobuf\" is not supported: this host cannot validate protobuf payloads; use \"json_schema\" or \"avro\", or \"bytes\" to publish the payload unchecked"
+            ));
+        }
+        if schema.subject.is_empty() || schema.topic.is_empty() {
+            return Err(format!("{at}: `topic` and `subject` must not be empty"));
+        }
+        if !topics.insert(schema.topic.as_str()) {
+            return Err(format!(
+                "{at}: the topic already has a schema in an earlier [[schemas]] entry; give each topic one"
+            ));
+        }
+        if let VersionStrategy::Pinned(0) | VersionStrategy::Minimum(0) = schema.version_strategy {
+            return Err(format!("{at}: versions count from 1"));
         }
     }
     Ok(())
@@ -665,6 +764,69 @@ count = 3
         assert_eq!(c.connector["count"].as_integer(), Some(7));
         assert_eq!(c.connector["password"].as_str(), Some("s3cret"));
         assert!(!c.connector.contains_key("unrelated"));
+    }
+
+    #[test]
+    fn the_readme_schemas_example_is_accepted() {
+        let readme = include_str!("../../README.md");
+        let example = readme
+            .split("```toml")
+            .nth(1)
+            .and_then(|block| block.split("```").next())
+            .expect("the README's configuration example");
+        let c = parse(example).unwrap();
+        assert_eq!(
+            c.host.schemas,
+            [SchemaConfig {
+                topic: "/default/events".into(),
+                subject: "events-value".into(),
+                schema_type: SchemaType::JsonSchema,
+                schema_file: "schemas/events.json".into(),
+                auto_register: true,
+                version_strategy: VersionStrategy::Latest,
+            }]
+        );
+        assert_eq!(c.section.as_deref(), Some("datagen"));
+    }
+
+    #[test]
+    fn schemas_take_danube_connect_keys_and_strategies() {
+        let entry = |strategy: &str| {
+            format!(
+                "{MINIMAL}\n[[schemas]]\ntopic = \"/default/t\"\nsubject = \"s\"\nschema_type = \"avro\"\nschema_file = \"s.avsc\"\n{strategy}"
+            )
+        };
+        let strategy = |text: &str| parse(&entry(text)).map(|c| c.host.schemas[0].version_strategy);
+        assert_eq!(strategy("").unwrap(), VersionStrategy::Latest);
+        assert_eq!(
+            strategy("version_strategy = \"latest\"").unwrap(),
+            VersionStrategy::Latest
+        );
+        assert_eq!(
+            strategy("version_strategy = { pinned = 2 }").unwrap(),
+            VersionStrategy::Pinned(2)
+        );
+        assert_eq!(
+            strategy("version_strategy = { minimum = 3 }").unwrap(),
+            VersionStrategy::Minimum(3)
+        );
+        assert!(parse(&entry("")).unwrap().host.schemas[0].auto_register);
+        let e = strategy("version_strategy = { pinned = 0 }").unwrap_err();
+        assert!(e.to_string().contains("versions count from 1"), "{e}");
+        let e = parse(&entry("subjct = \"x\"")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.toml: unknown key `schemas[0].subjct`; did you mean `schemas.subject`?"
+        );
+        let e = parse(&entry("").replace("\"avro\"", "\"protobuf\"")).unwrap_err();
+        assert!(e.to_string().contains("protobuf\" is not supported"), "{e}");
+        let twice = format!("{}\n{}", entry(""), entry("").replace(MINIMAL, ""));
+        assert!(
+            parse(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("already has a schema")
+        );
     }
 
     mod properties {

@@ -15,6 +15,7 @@ mod logging;
 mod observability;
 mod protocol;
 mod scaffold;
+mod schema;
 mod supervisor;
 mod worker;
 

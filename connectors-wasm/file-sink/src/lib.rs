@@ -22,6 +22,9 @@ topics = ["/default/events"]
 # Subscription name and type (exclusive | shared | failover | key_shared).
 subscription = "file-sink"
 subscription_type = "shared"
+# Only records published with this schema subject are written; the host
+# sends the others to the dead-letter topic.
+# expected_schema_subject = "events-value"
 # Testing aid: a record whose JSON payload has this field set to true is
 # reported as invalid data (and so goes to the dead-letter topic).
 # fail_on = "poison"
@@ -39,6 +42,8 @@ pub struct Config {
     pub subscription: String,
     #[serde(default)]
     pub subscription_type: SubscriptionType,
+    #[serde(default)]
+    pub expected_schema_subject: Option<String>,
     #[serde(default)]
     pub fail_on: Option<String>,
 }
@@ -104,6 +109,10 @@ fn line(record: &SinkRecord, json: Option<Value>) -> Value {
     out.insert("key".into(), record.key().into());
     out.insert("publish_time".into(), record.publish_time().into());
     out.insert("attributes".into(), Value::Object(attributes));
+    if let Some(schema) = record.schema() {
+        let schema = serde_json::json!({"subject": schema.subject, "version": schema.version});
+        out.insert("schema".into(), schema);
+    }
     match (json, record.payload_str()) {
         (Some(value), _) => {
             out.insert("payload".into(), value);
@@ -184,8 +193,12 @@ impl Sink for FileSink {
             .topics
             .iter()
             .map(|t| {
-                ConsumerConfig::new(t, &config.subscription)
-                    .with_subscription_type(config.subscription_type)
+                let consumer = ConsumerConfig::new(t, &config.subscription)
+                    .with_subscription_type(config.subscription_type);
+                match &config.expected_schema_subject {
+                    Some(subject) => consumer.with_expected_schema_subject(subject),
+                    None => consumer,
+                }
             })
             .collect();
         Ok((

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use danube_client::errors::DanubeError;
 use danube_client::{Consumer, DanubeClient, Producer, SubType};
+use danube_core::proto::SchemaReference;
 
 use super::retry::{RetryPolicy, retry};
 use crate::protocol::{ConsumerConfig, ProducerConfig, SubscriptionType};
@@ -21,6 +22,8 @@ use crate::protocol::{ConsumerConfig, ProducerConfig, SubscriptionType};
 pub struct DanubeFailure {
     pub message: String,
     pub retryable: bool,
+    /// The broker's status code, when it answered.
+    pub code: Option<tonic::Code>,
 }
 
 impl From<DanubeError> for DanubeFailure {
@@ -45,7 +48,15 @@ impl From<DanubeError> for DanubeFailure {
             }
             other => other.to_string(),
         };
-        DanubeFailure { message, retryable }
+        let code = match &e {
+            DanubeError::FromStatus(status) => Some(status.code()),
+            _ => None,
+        };
+        DanubeFailure {
+            message,
+            retryable,
+            code,
+        }
     }
 }
 
@@ -59,6 +70,7 @@ pub async fn bounded<T>(
         Err(_) => Err(DanubeFailure {
             message: format!("no answer from the broker within {} ms", limit.as_millis()),
             retryable: true,
+            code: None,
         }),
     }
 }
@@ -78,11 +90,13 @@ pub async fn connect(
     .await
 }
 
-/// Creates a producer as `config` says, retrying temporary failures.
+/// Creates a producer as `config` says, attaching `schema` to its messages,
+/// retrying temporary failures.
 pub async fn create_producer(
     client: &DanubeClient,
     name: &str,
     config: &ProducerConfig,
+    schema: Option<&SchemaReference>,
     policy: &RetryPolicy,
     limit: Duration,
 ) -> Result<Producer, DanubeFailure> {
@@ -97,8 +111,8 @@ pub async fn create_producer(
         if config.partitions > 1 {
             builder = builder.with_partitions(config.partitions as usize);
         }
-        if let Some(subject) = &config.schema_subject {
-            builder = builder.with_schema_subject(subject.clone());
+        if let Some(schema) = schema {
+            builder = builder.with_schema_reference(schema.clone());
         }
         let mut producer = builder
             .build()
@@ -177,7 +191,8 @@ pub async fn subscribe(
     })
 }
 
-fn split(e: DanubeFailure) -> (DanubeFailure, bool) {
+/// An error and whether to retry it, as [`retry`] takes it.
+pub fn split(e: DanubeFailure) -> (DanubeFailure, bool) {
     let retryable = e.retryable;
     (e, retryable)
 }

@@ -2,9 +2,10 @@
 //! pipelines and the lifecycle of each connector it runs, and the worker
 //! processes that run their guests.
 
-mod danube;
+pub(crate) mod danube;
+mod dead_letter;
 mod fleet;
-mod retry;
+pub(crate) mod retry;
 mod sink;
 mod source;
 mod state_store;

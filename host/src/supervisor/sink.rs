@@ -13,21 +13,23 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use danube_client::{DanubeClient, Producer};
+use danube_client::DanubeClient;
 use danube_core::message::StreamMessage;
 use futures::stream::{FuturesOrdered, StreamExt};
-use tokio::sync::{OnceCell, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::danube::{self, DanubeFailure};
+use super::dead_letter::{DeadLetter, Rejected};
 use super::retry::RetryPolicy;
 use super::worker::Worker;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::{ConnectorConfig, OnExhausted};
 use crate::protocol::{
-    Call, CallOutcome, ConnectorError, ConsumerConfig, RecordFailure, SinkRecord,
+    Call, CallOutcome, ConnectorError, ConsumerConfig, RecordFailure, SchemaRef, SinkRecord,
 };
+use crate::schema::{MessageSchemas, Registry, SchemaError, Verdict};
 
 /// Batches handed to the worker and not yet answered.
 const BATCHES_IN_FLIGHT: usize = 2;
@@ -36,6 +38,10 @@ const BATCHES_IN_FLIGHT: usize = 2;
 struct Delivery {
     consumer: usize,
     message: StreamMessage,
+    /// The message's schema, once looked up.
+    schema: Option<SchemaRef>,
+    /// The payload as the sink sees it, when it differs (Avro as JSON).
+    decoded: Option<Vec<u8>>,
 }
 
 /// Batches a worker was handed but never answered, with how many workers
@@ -54,7 +60,10 @@ pub struct SinkPipeline<'a> {
     deliveries: mpsc::Receiver<Delivery>,
     ackers: Vec<mpsc::UnboundedSender<StreamMessage>>,
     consumer_tasks: Vec<tokio::task::JoinHandle<()>>,
-    dead_letter: DeadLetter<'a>,
+    dead_letter: DeadLetter,
+    /// The schemas of consumed messages, and each consumer's expected subject.
+    schemas: MessageSchemas,
+    expected_subjects: Vec<Option<String>>,
     policy: RetryPolicy,
     replay: VecDeque<Unsettled>,
     consuming: bool,
@@ -78,9 +87,6 @@ impl<'a> SinkPipeline<'a> {
         let mut ackers = Vec::new();
         let mut consumer_tasks = Vec::new();
         for (index, consumer_config) in consumers.iter().enumerate() {
-            if consumer_config.expected_schema_subject.is_some() {
-                tracing::warn!(topic = %consumer_config.topic, "expected_schema_subject is not checked by this host version");
-            }
             let name = format!("{}-{index}", host.connector_name);
             let consumer = danube::subscribe(client, &name, consumer_config, &policy, limit)
                 .await
@@ -106,14 +112,18 @@ impl<'a> SinkPipeline<'a> {
             deliveries,
             ackers,
             consumer_tasks,
-            dead_letter: DeadLetter {
-                topic: config.dead_letter_topic(),
-                connector: host.connector_name.clone(),
-                producer: OnceCell::new(),
+            dead_letter: DeadLetter::new(
                 client,
-                policy: policy.clone(),
+                config.dead_letter_topic(),
+                &host.connector_name,
+                &policy,
                 limit,
-            },
+            ),
+            schemas: MessageSchemas::new(Registry::new(client, &policy, limit)),
+            expected_subjects: consumers
+                .iter()
+                .map(|c| c.expected_schema_subject.clone())
+                .collect(),
             policy,
             replay: VecDeque::new(),
             consuming: true,
@@ -202,20 +212,24 @@ impl<'a> SinkPipeline<'a> {
                 }
                 next = self.deliveries.recv(), if self.consuming && !stopping && !full => match next {
                     Some(delivery) => {
-                        if batch.is_empty() {
-                            batch_started = Instant::now();
-                        }
-                        last_arrival = Instant::now();
-                        batch.push(delivery);
-                        // Everything that is already here joins this batch.
-                        while batch.len() < batch_size {
-                            match self.deliveries.try_recv() {
-                                Ok(delivery) => batch.push(delivery),
-                                Err(mpsc::error::TryRecvError::Empty) => break,
-                                Err(mpsc::error::TryRecvError::Disconnected) => {
-                                    self.consuming = false;
-                                    break;
+                        // This message and everything already here after it
+                        // join the batch.
+                        let mut next = Some(delivery);
+                        while let Some(delivery) = next.take() {
+                            if let Some(delivery) = self.admit(delivery).await? {
+                                if batch.is_empty() {
+                                    batch_started = Instant::now();
                                 }
+                                last_arrival = Instant::now();
+                                batch.push(delivery);
+                            }
+                            if batch.len() >= batch_size {
+                                break;
+                            }
+                            match self.deliveries.try_recv() {
+                                Ok(delivery) => next = Some(delivery),
+                                Err(mpsc::error::TryRecvError::Empty) => {}
+                                Err(mpsc::error::TryRecvError::Disconnected) => self.consuming = false,
                             }
                         }
                     }
@@ -262,6 +276,43 @@ impl<'a> SinkPipeline<'a> {
         }
     }
 
+    /// Looks up a message's schema and checks it against its route's
+    /// expected subject: a message that cannot go to this sink is
+    /// dead-lettered with the reason (`None`).
+    async fn admit(&mut self, mut delivery: Delivery) -> Result<Option<Delivery>, Stop> {
+        let message = &delivery.message;
+        let verdict = self
+            .schemas
+            .check(
+                message.schema_id,
+                message.schema_version,
+                &message.payload,
+                self.expected_subjects[delivery.consumer].as_deref(),
+            )
+            .await
+            .map_err(|e| match e {
+                SchemaError::Refused(why) => Stop::Config(why),
+                unreachable => Stop::Fatal(format!(
+                    "{unreachable}; the record was not acknowledged and will be delivered again"
+                )),
+            })?;
+        match verdict {
+            Verdict::Pass { schema, decoded } => {
+                delivery.schema = schema;
+                delivery.decoded = decoded;
+                Ok(Some(delivery))
+            }
+            Verdict::Reject(why) => {
+                let failure = RecordFailure {
+                    index: 0,
+                    error: ConnectorError::InvalidData(why),
+                };
+                self.settle(vec![delivery], vec![failure]).await?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Acknowledges the written records and dead-letters the failed ones.
     async fn settle(
         &self,
@@ -275,7 +326,7 @@ impl<'a> SinkPipeline<'a> {
         for (index, delivery) in deliveries.iter().enumerate() {
             if let Some(error) = failed.get(&index) {
                 self.dead_letter
-                    .send(&delivery.message, error)
+                    .send(Rejected::consumed(&delivery.message), error)
                     .await
                     .map_err(|e| Stop::Fatal(format!(
                         "cannot write to the dead-letter topic {}: {e}; the record stays unacknowledged",
@@ -353,7 +404,7 @@ async fn process_records(
         let trace_id = new_trace_id();
         let records = todo
             .iter()
-            .map(|&i| to_sink_record(&deliveries[i].message, attempt))
+            .map(|&i| to_sink_record(&deliveries[i], attempt))
             .collect();
         tracing::debug!(trace_id = %format_args!("{trace_id:016x}"), records = todo.len(), attempt, "processing batch");
         let outcome = worker
@@ -437,10 +488,14 @@ async fn process_records(
     }
 }
 
-fn to_sink_record(message: &StreamMessage, redelivery_count: u32) -> SinkRecord {
+fn to_sink_record(delivery: &Delivery, redelivery_count: u32) -> SinkRecord {
+    let message = &delivery.message;
     SinkRecord {
         topic: message.msg_id.topic_name.clone(),
-        payload: message.payload.to_vec(),
+        payload: delivery
+            .decoded
+            .clone()
+            .unwrap_or_else(|| message.payload.to_vec()),
         attributes: message
             .attributes
             .iter()
@@ -451,69 +506,7 @@ fn to_sink_record(message: &StreamMessage, redelivery_count: u32) -> SinkRecord 
         producer: message.producer_name.clone(),
         offset: message.msg_id.topic_offset,
         redelivery_count,
-        schema: None,
-    }
-}
-
-/// The dead-letter topic: the record's payload and attributes, plus why it
-/// failed and where it came from.
-struct DeadLetter<'a> {
-    topic: String,
-    connector: String,
-    producer: OnceCell<Producer>,
-    client: &'a DanubeClient,
-    policy: RetryPolicy,
-    limit: Duration,
-}
-
-impl DeadLetter<'_> {
-    async fn send(
-        &self,
-        message: &StreamMessage,
-        error: &ConnectorError,
-    ) -> Result<(), DanubeFailure> {
-        let producer = self
-            .producer
-            .get_or_try_init(|| async {
-                let config = crate::protocol::ProducerConfig {
-                    topic: self.topic.clone(),
-                    partitions: 0,
-                    reliable: true,
-                    schema_subject: None,
-                };
-                let name = format!(
-                    "{}-dead-letter-{:08x}",
-                    self.connector,
-                    rand::random::<u32>()
-                );
-                danube::create_producer(self.client, &name, &config, &self.policy, self.limit).await
-            })
-            .await?;
-        let mut attributes: Vec<(String, String)> = message
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        attributes.extend([
-            ("dlq.error".to_string(), error.to_string()),
-            ("dlq.error_class".to_string(), error.class().to_string()),
-            ("dlq.topic".to_string(), message.msg_id.topic_name.clone()),
-            (
-                "dlq.offset".to_string(),
-                message.msg_id.topic_offset.to_string(),
-            ),
-            ("dlq.connector".to_string(), self.connector.clone()),
-        ]);
-        tracing::warn!(topic = %message.msg_id.topic_name, offset = message.msg_id.topic_offset, error = %error, dead_letter_topic = %self.topic, "record dead-lettered");
-        danube::publish(
-            producer,
-            &message.payload,
-            &attributes,
-            message.routing_key.as_deref(),
-            &self.policy,
-            self.limit,
-        )
-        .await
+        schema: delivery.schema.clone(),
     }
 }
 
@@ -572,7 +565,7 @@ async fn consume(
             message = async { messages.as_mut().expect("guarded").recv().await }, if messages.is_some() => match message {
                 Some(message) => {
                     policy.metrics.received(&message.msg_id.topic_name, 1);
-                    if deliveries.send(Delivery { consumer: index, message }).await.is_err() {
+                    if deliveries.send(Delivery { consumer: index, message, schema: None, decoded: None }).await.is_err() {
                         messages = None;
                     }
                 }

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use danube_client::{DanubeClient, Producer};
@@ -18,11 +19,13 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::danube::{self, DanubeFailure};
+use super::dead_letter::{DeadLetter, Rejected};
 use super::retry::RetryPolicy;
 use super::worker::Worker;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::ConnectorConfig;
 use crate::protocol::{Call, CallOutcome, ConnectorError, Offset, ProducerConfig, SourceRecord};
+use crate::schema::{Registry, SchemaError, SourceSchemas};
 
 /// A record on its way to a lane.
 struct Outgoing {
@@ -35,6 +38,8 @@ struct Published {
     id: u64,
     topic: String,
     result: Result<(), DanubeFailure>,
+    /// It went to the dead-letter topic instead of its own.
+    dead_lettered: bool,
 }
 
 /// The Danube side of a source: producers (in lanes) and the offset tracker.
@@ -44,6 +49,10 @@ pub struct SourcePipeline<'a> {
     policy: RetryPolicy,
     lanes: Lanes,
     published: mpsc::UnboundedReceiver<Published>,
+    published_tx: mpsc::UnboundedSender<Published>,
+    /// The schemas of the topics, which payloads are checked against.
+    schemas: SourceSchemas,
+    dead_letter: Arc<DeadLetter>,
     tracker: OffsetTracker,
     next_id: u64,
     round_robin: usize,
@@ -56,7 +65,8 @@ type PendingCall<'w> = Pin<
 >;
 
 impl<'a> SourcePipeline<'a> {
-    /// Creates the producers of every topic the connector declared.
+    /// Registers the topics' schemas and creates the producers of every topic
+    /// the connector declared.
     pub async fn start(
         client: &DanubeClient,
         config: &'a ConnectorConfig,
@@ -65,7 +75,30 @@ impl<'a> SourcePipeline<'a> {
     ) -> Result<SourcePipeline<'a>, Stop> {
         let limit = Duration::from_millis(config.host.processing.publish_timeout_ms);
         let (published_tx, published) = mpsc::unbounded_channel::<Published>();
-        let lanes = start_lanes(client, config, &policy, &producers, limit, &published_tx).await?;
+        let registry = Registry::new(client, &policy, limit);
+        let schemas = SourceSchemas::prepare(&registry, config, &producers)
+            .await
+            .map_err(|e| match e {
+                SchemaError::Refused(why) => Stop::Config(why),
+                unreachable => Stop::Fatal(unreachable.to_string()),
+            })?;
+        let lanes = start_lanes(
+            client,
+            config,
+            &policy,
+            &producers,
+            &schemas,
+            limit,
+            &published_tx,
+        )
+        .await?;
+        let dead_letter = Arc::new(DeadLetter::new(
+            client,
+            config.dead_letter_topic(),
+            &config.host.connector_name,
+            &policy,
+            limit,
+        ));
         for p in &producers {
             // Series exist from the start, at 0.
             policy.metrics.received(&p.topic, 0);
@@ -77,6 +110,9 @@ impl<'a> SourcePipeline<'a> {
             policy,
             lanes,
             published,
+            published_tx,
+            schemas,
+            dead_letter,
             tracker: OffsetTracker::default(),
             next_id: 0,
             round_robin: 0,
@@ -208,8 +244,10 @@ impl<'a> SourcePipeline<'a> {
         }
     }
 
-    /// Hands a polled record to its lane.
-    fn dispatch(&mut self, record: SourceRecord) -> Result<(), Stop> {
+    /// Hands a polled record to its lane, or to the dead-letter topic when
+    /// it does not fit its topic's schema. Either way its offset is committed
+    /// only once the broker acknowledged it.
+    fn dispatch(&mut self, mut record: SourceRecord) -> Result<(), Stop> {
         let lane = pick_lane(&self.lanes, &record, &mut self.round_robin)?;
         let id = self.next_id;
         self.next_id += 1;
@@ -218,8 +256,46 @@ impl<'a> SourcePipeline<'a> {
         self.policy
             .metrics
             .set_in_flight(self.tracker.outstanding());
-        lane.send(Outgoing { id, record })
-            .map_err(|_| Stop::Fatal("a publishing lane stopped".into()))
+        let encoded = match self.schemas.get(&record.topic) {
+            Some(schema) => schema.codec.encode(&record.payload),
+            None => Ok(None),
+        };
+        match encoded {
+            Ok(encoded) => {
+                if let Some(payload) = encoded {
+                    record.payload = payload;
+                }
+                lane.send(Outgoing { id, record })
+                    .map_err(|_| Stop::Fatal("a publishing lane stopped".into()))
+            }
+            Err(why) => {
+                let dead_letter = self.dead_letter.clone();
+                let published = self.published_tx.clone();
+                tokio::spawn(
+                    async move {
+                        let error = ConnectorError::InvalidData(why);
+                        let result = dead_letter
+                            .send(Rejected::produced(&record), &error)
+                            .await
+                            .map_err(|e| DanubeFailure {
+                                message: format!(
+                                    "the dead-letter topic {}: {}",
+                                    dead_letter.topic, e.message
+                                ),
+                                ..e
+                            });
+                        let _ = published.send(Published {
+                            id,
+                            topic: record.topic,
+                            result,
+                            dead_lettered: true,
+                        });
+                    }
+                    .in_current_span(),
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Records acknowledged so far: a worker whose records were acked made
@@ -233,7 +309,10 @@ impl<'a> SourcePipeline<'a> {
             Ok(()) => {
                 self.acked += 1;
                 self.tracker.ack(done.id);
-                self.policy.metrics.sent(&done.topic, 1);
+                match done.dead_lettered {
+                    true => self.policy.metrics.dead_lettered(&done.topic, 1),
+                    false => self.policy.metrics.sent(&done.topic, 1),
+                }
                 self.policy
                     .metrics
                     .set_in_flight(self.tracker.outstanding());
@@ -255,6 +334,7 @@ async fn start_lanes(
     config: &ConnectorConfig,
     policy: &RetryPolicy,
     producers: &[ProducerConfig],
+    schemas: &SourceSchemas,
     limit: Duration,
     published: &mpsc::UnboundedSender<Published>,
 ) -> Result<Lanes, Stop> {
@@ -271,9 +351,11 @@ async fn start_lanes(
                 host.connector_name,
                 sanitize(&producer_config.topic)
             );
-            let producer = danube::create_producer(client, &name, producer_config, policy, limit)
-                .await
-                .map_err(|e| Stop::Fatal(e.message))?;
+            let schema = schemas.get(&producer_config.topic).map(|s| &s.reference);
+            let producer =
+                danube::create_producer(client, &name, producer_config, schema, policy, limit)
+                    .await
+                    .map_err(|e| Stop::Fatal(e.message))?;
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(
                 lane(
@@ -318,6 +400,7 @@ async fn lane(
                 id,
                 topic: topic.clone(),
                 result,
+                dead_lettered: false,
             })
             .is_err()
             || failed

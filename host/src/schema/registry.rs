@@ -1,0 +1,392 @@
+//! The schema registry through `danube-client`: `[[schemas]]` registered or
+//! checked at start, the version each source topic's producers attach, and
+//! the schema of each consumed message.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use danube_client::{DanubeClient, SchemaInfo, SchemaRegistryClient, SchemaType as ClientType};
+use danube_core::proto::SchemaReference;
+use danube_core::proto::schema_reference::VersionRef;
+use tonic::Code;
+
+use super::Codec;
+use crate::config::{ConnectorConfig, SchemaConfig, SchemaType, VersionStrategy};
+use crate::protocol::{ProducerConfig, SchemaRef};
+use crate::supervisor::danube::{DanubeFailure, bounded, split};
+use crate::supervisor::retry::{RetryPolicy, retry};
+
+/// Why the schemas stop a connector.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// A schema file, a subject or a version does not fit: the configuration
+    /// or the registry must change before the connector can start.
+    #[error("{0}")]
+    Refused(String),
+    /// The registry did not answer, after retries.
+    #[error("the schema registry is unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// The registry calls of one connector, bounded in time and retried.
+#[derive(Clone)]
+pub struct Registry {
+    client: SchemaRegistryClient,
+    policy: RetryPolicy,
+    limit: Duration,
+}
+
+impl Registry {
+    pub fn new(client: &DanubeClient, policy: &RetryPolicy, limit: Duration) -> Registry {
+        Registry {
+            client: client.schema(),
+            policy: policy.clone(),
+            limit,
+        }
+    }
+
+    /// Runs one registry call, retrying what is temporary. `Ok(Err(_))` is the
+    /// registry's own refusal (with its status code), for the caller to explain.
+    async fn call<T, F>(
+        &self,
+        what: &str,
+        op: impl Fn() -> F,
+    ) -> Result<Result<T, DanubeFailure>, SchemaError>
+    where
+        F: Future<Output = Result<T, danube_client::errors::DanubeError>>,
+    {
+        let result = retry(&self.policy, what, || async {
+            bounded(self.limit, op()).await.map_err(split)
+        })
+        .await;
+        match result {
+            Err(e) if e.retryable => Err(SchemaError::Unreachable(e.message)),
+            other => Ok(other),
+        }
+    }
+
+    /// Registers a schema file under its subject (a new version when it
+    /// changed); a refusal names the subject and what to do.
+    async fn register(
+        &self,
+        entry: &SchemaConfig,
+        file: &Path,
+        definition: Vec<u8>,
+        connector: &str,
+    ) -> Result<(), SchemaError> {
+        let schema_type = client_type(entry.schema_type);
+        let registered = self
+            .call("register_schema", || {
+                self.client
+                    .register_schema(entry.subject.clone())
+                    .with_type(schema_type)
+                    .with_schema_data(definition.clone())
+                    .with_created_by(connector.to_string())
+                    .execute()
+            })
+            .await?;
+        registered.map(drop).map_err(|e| {
+            let advice = match e.code {
+                Some(Code::FailedPrecondition) => {
+                    "make the schema compatible with the subject's latest version, register it under a new subject, or change the subject's compatibility mode in the registry"
+                }
+                _ => "check the schema file and the registry",
+            };
+            SchemaError::Refused(format!(
+                "schema subject '{}': the registry refused {} as its next version: {}; {advice}",
+                entry.subject,
+                file.display(),
+                e.message
+            ))
+        })
+    }
+
+    /// The version of `subject` that `strategy` selects.
+    async fn resolve(
+        &self,
+        subject: &str,
+        strategy: VersionStrategy,
+    ) -> Result<SchemaInfo, SchemaError> {
+        let latest = self
+            .call("get_latest_schema", || self.client.get_latest_schema(subject))
+            .await?
+            .map_err(|e| match e.code {
+                Some(Code::NotFound) => SchemaError::Refused(format!(
+                    "schema subject '{subject}' is not registered; register it, or set auto_register = true in its [[schemas]] entry"
+                )),
+                _ => SchemaError::Refused(format!("schema subject '{subject}': {}", e.message)),
+            })?;
+        match strategy {
+            VersionStrategy::Latest => Ok(latest),
+            VersionStrategy::Minimum(minimum) if latest.version < minimum => {
+                Err(SchemaError::Refused(format!(
+                    "schema subject '{subject}': the latest version is {}, older than version_strategy = {{ minimum = {minimum} }}; register a newer version or lower the minimum",
+                    latest.version
+                )))
+            }
+            VersionStrategy::Minimum(_) => Ok(latest),
+            VersionStrategy::Pinned(pinned) if pinned == latest.version => Ok(latest),
+            VersionStrategy::Pinned(pinned) => self
+                .version(latest.schema_id, pinned)
+                .await?
+                .map_err(|why| {
+                    SchemaError::Refused(format!(
+                        "schema subject '{subject}': version_strategy = {{ pinned = {pinned} }}, but {why} (the latest version is {}); pin a registered version",
+                        latest.version
+                    ))
+                }),
+        }
+    }
+
+    /// One version of a subject by the subject's id; `Ok(Err(why))` when the
+    /// registry has no such version.
+    async fn version(
+        &self,
+        schema_id: u64,
+        version: u32,
+    ) -> Result<Result<SchemaInfo, String>, SchemaError> {
+        let found = self
+            .call("get_schema", || {
+                self.client.get_schema_version(schema_id, Some(version))
+            })
+            .await?;
+        Ok(found.map_err(|e| match e.code {
+            Some(Code::NotFound) => {
+                format!("the registry has no version {version} of schema id {schema_id}")
+            }
+            _ => e.message,
+        }))
+    }
+}
+
+fn client_type(schema_type: SchemaType) -> ClientType {
+    match schema_type {
+        SchemaType::JsonSchema => ClientType::JsonSchema,
+        SchemaType::String => ClientType::String,
+        SchemaType::Bytes => ClientType::Bytes,
+        SchemaType::Number => ClientType::Number,
+        SchemaType::Avro => ClientType::Avro,
+        SchemaType::Protobuf => ClientType::Protobuf,
+    }
+}
+
+fn config_type_name(schema_type: SchemaType) -> &'static str {
+    client_type(schema_type).as_str()
+}
+
+/// The schema a source topic's producers attach, and its codec.
+#[derive(Debug)]
+pub struct TopicSchema {
+    pub reference: SchemaReference,
+    pub codec: Codec,
+}
+
+/// The schemas of a source's topics, keyed by topic.
+#[derive(Debug, Default)]
+pub struct SourceSchemas {
+    topics: HashMap<String, TopicSchema>,
+}
+
+impl SourceSchemas {
+    /// Registers (or, without `auto_register`, checks) every `[[schemas]]`
+    /// entry, then resolves the version each producer attaches: the entry's
+    /// for its topic, else the latest of the subject the connector named.
+    /// Payloads are checked against that version's definition, as the
+    /// registry holds it.
+    pub async fn prepare(
+        registry: &Registry,
+        config: &ConnectorConfig,
+        producers: &[ProducerConfig],
+    ) -> Result<SourceSchemas, SchemaError> {
+        let base = config.path.parent().unwrap_or(Path::new("."));
+        for entry in &config.host.schemas {
+            let file = base.join(&entry.schema_file);
+            let definition = std::fs::read(&file).map_err(|e| {
+                SchemaError::Refused(format!(
+                    "schema subject '{}': cannot read schema_file {}: {e}",
+                    entry.subject,
+                    file.display()
+                ))
+            })?;
+            Codec::new(config_type_name(entry.schema_type), &definition).map_err(|e| {
+                SchemaError::Refused(format!(
+                    "schema subject '{}': {} is {e}",
+                    entry.subject,
+                    file.display()
+                ))
+            })?;
+            if entry.auto_register {
+                registry
+                    .register(entry, &file, definition, &config.host.connector_name)
+                    .await?;
+            }
+        }
+
+        let mut topics = HashMap::new();
+        for producer in producers {
+            let entry = config
+                .host
+                .schemas
+                .iter()
+                .find(|s| s.topic == producer.topic);
+            let (subject, strategy) = match (entry, &producer.schema_subject) {
+                (Some(entry), named) => {
+                    if let Some(named) = named.as_ref().filter(|n| **n != entry.subject) {
+                        tracing::warn!(topic = %producer.topic, connector_subject = %named, subject = %entry.subject, "the [[schemas]] entry overrides the schema subject the connector named");
+                    }
+                    (entry.subject.clone(), entry.version_strategy)
+                }
+                (None, Some(named)) => (named.clone(), VersionStrategy::Latest),
+                (None, None) => continue,
+            };
+            let info = registry.resolve(&subject, strategy).await?;
+            let codec = Codec::new(&info.schema_type, &info.schema_definition).map_err(|e| {
+                SchemaError::Refused(format!(
+                    "schema subject '{subject}' version {}: {e}",
+                    info.version
+                ))
+            })?;
+            tracing::info!(topic = %producer.topic, subject = %subject, version = info.version, schema_type = %info.schema_type, "schema attached");
+            let version_ref = match strategy {
+                VersionStrategy::Latest => VersionRef::UseLatest(true),
+                VersionStrategy::Pinned(v) => VersionRef::PinnedVersion(v),
+                VersionStrategy::Minimum(v) => VersionRef::MinVersion(v),
+            };
+            let reference = SchemaReference {
+                subject,
+                version_ref: Some(version_ref),
+            };
+            topics.insert(producer.topic.clone(), TopicSchema { reference, codec });
+        }
+        for entry in &config.host.schemas {
+            if !producers.iter().any(|p| p.topic == entry.topic) {
+                tracing::warn!(topic = %entry.topic, subject = %entry.subject, "the connector does not publish to this [[schemas]] topic");
+            }
+        }
+        Ok(SourceSchemas { topics })
+    }
+
+    pub fn get(&self, topic: &str) -> Option<&TopicSchema> {
+        self.topics.get(topic)
+    }
+}
+
+/// A consumed message's schema: its subject and version, and its codec.
+#[derive(Debug)]
+pub struct MessageSchema {
+    pub reference: SchemaRef,
+    pub codec: Codec,
+}
+
+/// What a sink route makes of a consumed message.
+pub enum Verdict {
+    /// Hand it to the sink, with its schema and (for Avro) its payload as JSON.
+    Pass {
+        schema: Option<SchemaRef>,
+        decoded: Option<Vec<u8>>,
+    },
+    /// It cannot go to this sink: why.
+    Reject(String),
+}
+
+/// The schemas of consumed messages, looked up once per schema version.
+pub struct MessageSchemas {
+    registry: Registry,
+    /// By (schema id, version); `Err` when the registry has no such version.
+    known: HashMap<(u64, u32), Result<Arc<MessageSchema>, String>>,
+}
+
+impl MessageSchemas {
+    pub fn new(registry: Registry) -> MessageSchemas {
+        MessageSchemas {
+            registry,
+            known: HashMap::new(),
+        }
+    }
+
+    /// Checks a message against its route's expected subject and decodes its
+    /// payload for the sink.
+    pub async fn check(
+        &mut self,
+        schema_id: Option<u64>,
+        schema_version: Option<u32>,
+        payload: &[u8],
+        expected_subject: Option<&str>,
+    ) -> Result<Verdict, SchemaError> {
+        let schema = match schema_id {
+            None => None,
+            Some(id) => match self.lookup(id, schema_version).await? {
+                Ok(schema) => Some(schema),
+                Err(why) => return Ok(Verdict::Reject(why)),
+            },
+        };
+        let subject = schema.as_ref().map(|s| s.reference.subject.as_str());
+        if let Some(expected) = expected_subject
+            && subject != Some(expected)
+        {
+            return Ok(Verdict::Reject(match subject {
+                Some(subject) => format!(
+                    "the record's schema subject is '{subject}', the route expects '{expected}'"
+                ),
+                None => format!("the record has no schema, the route expects subject '{expected}'"),
+            }));
+        }
+        let Some(schema) = schema else {
+            return Ok(Verdict::Pass {
+                schema: None,
+                decoded: None,
+            });
+        };
+        Ok(match schema.codec.decode(payload) {
+            Ok(decoded) => Verdict::Pass {
+                schema: Some(schema.reference.clone()),
+                decoded,
+            },
+            Err(why) => Verdict::Reject(format!(
+                "schema subject '{}' version {}: {why}",
+                schema.reference.subject, schema.reference.version
+            )),
+        })
+    }
+
+    async fn lookup(
+        &mut self,
+        id: u64,
+        version: Option<u32>,
+    ) -> Result<Result<Arc<MessageSchema>, String>, SchemaError> {
+        if let Some(version) = version
+            && let Some(known) = self.known.get(&(id, version))
+        {
+            return Ok(known.clone());
+        }
+        let found = match version {
+            Some(version) => self.registry.version(id, version).await?,
+            None => self
+                .registry
+                .call("get_schema", || self.registry.client.get_schema_by_id(id))
+                .await?
+                .map_err(|e| e.message),
+        };
+        let schema = found.and_then(|info| {
+            let codec = Codec::new(&info.schema_type, &info.schema_definition).map_err(|e| {
+                format!(
+                    "schema subject '{}' version {}: {e}",
+                    info.subject, info.version
+                )
+            })?;
+            Ok(Arc::new(MessageSchema {
+                reference: SchemaRef {
+                    subject: info.subject,
+                    version: info.version,
+                },
+                codec,
+            }))
+        });
+        if let Some(version) = version {
+            self.known.insert((id, version), schema.clone());
+        }
+        Ok(schema)
+    }
+}

@@ -1,0 +1,418 @@
+//! Schemas through the real `danube-host` binary against the test broker:
+//! `[[schemas]]` registered at start with each version strategy, an
+//! incompatible schema stopping start-up, JSON-Schema-invalid source records
+//! dead-lettered, Avro from datagen-source to file-sink, and a sink route's
+//! expected subject.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Host, committed_seq, guest, wait_subscribed, wait_until_async, write_config};
+use danube_client::{DanubeClient, SchemaType};
+use danube_testkit::TestBroker;
+use serde_json::Value;
+
+/// Exit code of a configuration error (`danube-host --help`).
+const EXIT_CONFIG: i32 = 2;
+
+const EVENT_V1: &str =
+    r#"{"type":"object","properties":{"seq":{"type":"integer"}},"required":["seq"]}"#;
+const EVENT_V2: &str = r#"{"type":"object","properties":{"seq":{"type":"integer"},"topic":{"type":"string"}},"required":["seq"]}"#;
+
+async fn client(broker: &TestBroker) -> DanubeClient {
+    DanubeClient::builder()
+        .service_url(broker.url())
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn register(client: &DanubeClient, subject: &str, schema_type: SchemaType, definition: &str) {
+    client
+        .schema()
+        .register_schema(subject)
+        .with_type(schema_type)
+        .with_schema_data(definition.as_bytes().to_vec())
+        .execute()
+        .await
+        .unwrap();
+}
+
+/// A datagen-source configuration publishing `count` records to `topic`,
+/// with `schemas` (TOML) beside it.
+fn datagen_config(
+    dir: &Path,
+    broker: &TestBroker,
+    name: &str,
+    topic: &str,
+    count: u64,
+    schemas: &str,
+) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!("{name}.toml"),
+        &broker.url(),
+        name,
+        &format!(
+            "{schemas}\n[dead_letter]\ntopic = \"/default/{name}-dlq\"\n\n[datagen]\ntopics = [\"{topic}\"]\ncount = {count}\n"
+        ),
+    )
+}
+
+fn schema_entry(
+    topic: &str,
+    subject: &str,
+    schema_type: &str,
+    file: &str,
+    strategy: &str,
+) -> String {
+    format!(
+        "[[schemas]]\ntopic = \"{topic}\"\nsubject = \"{subject}\"\nschema_type = \"{schema_type}\"\nschema_file = \"{file}\"\nauto_register = true\nversion_strategy = {strategy}\n"
+    )
+}
+
+fn read_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("file-sink writes JSON lines"))
+        .collect()
+}
+
+/// Starts a file-sink named `name` on `topic` whose route expects
+/// `expected_subject`, and waits until it subscribed; returns it and the
+/// file it writes.
+async fn start_file_sink(
+    broker: &TestBroker,
+    dir: &Path,
+    name: &str,
+    topic: &str,
+    expected_subject: &str,
+) -> (Host, std::path::PathBuf) {
+    let out = dir.join("out");
+    let config = write_config(
+        dir,
+        &format!("{name}.toml"),
+        &broker.url(),
+        name,
+        &format!(
+            "[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{topic}\"]\nsubscription = \"{name}\"\nexpected_schema_subject = \"{expected_subject}\"\n",
+            out = out.display()
+        ),
+    );
+    let sink = Host::start(&guest("file-sink"), &config, &[]);
+    wait_subscribed(broker, &[topic.to_string()], name, &sink).await;
+    (sink, out.join("records.jsonl"))
+}
+
+/// Runs a datagen host until `topic` holds `count` messages, drains it, and
+/// returns the schema version every message carries.
+async fn published_version(
+    broker: &TestBroker,
+    module: &Path,
+    config: &Path,
+    topic: &str,
+    count: usize,
+) -> u32 {
+    let host = Host::start(module, config, &[]);
+    let all = wait_until_async(Duration::from_secs(60), || {
+        broker.messages(topic).len() >= count
+    })
+    .await;
+    assert!(
+        all,
+        "{} of {count} records published; log:\n{}",
+        broker.messages(topic).len(),
+        host.log()
+    );
+    assert!(host.terminate(Duration::from_secs(30)).success());
+    let versions: Vec<Option<u32>> = broker
+        .messages(topic)
+        .iter()
+        .map(|m| m.schema_version)
+        .collect();
+    assert!(versions.iter().all(|v| *v == versions[0]), "{versions:?}");
+    versions[0].expect("messages carry a schema version")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_version_strategy_attaches_its_version() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = client(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = guest("datagen-source");
+    // Version 1 exists; the file is version 2 and auto_register adds it.
+    register(&client, "events-value", SchemaType::JsonSchema, EVENT_V1).await;
+    std::fs::write(dir.path().join("event.json"), EVENT_V2).unwrap();
+
+    for (name, strategy, expected) in [
+        ("latest", "\"latest\"", 2),
+        ("pinned", "{ pinned = 1 }", 1),
+        ("minimum", "{ minimum = 2 }", 2),
+    ] {
+        let topic = format!("/default/strategy-{name}");
+        let schemas = schema_entry(
+            &topic,
+            "events-value",
+            "json_schema",
+            "event.json",
+            strategy,
+        );
+        let config = datagen_config(dir.path(), &broker, name, &topic, 5, &schemas);
+        let version = published_version(&broker, &module, &config, &topic, 5).await;
+        assert_eq!(version, expected, "version_strategy = {strategy}");
+    }
+    let versions = client.schema().list_versions("events-value").await.unwrap();
+    assert_eq!(
+        versions,
+        [1, 2],
+        "re-registering an identical file adds no version"
+    );
+
+    // A minimum the registry does not reach stops start-up, naming both.
+    let schemas = schema_entry(
+        "/default/strategy-min3",
+        "events-value",
+        "json_schema",
+        "event.json",
+        "{ minimum = 3 }",
+    );
+    let config = datagen_config(
+        dir.path(),
+        &broker,
+        "minimum3",
+        "/default/strategy-min3",
+        5,
+        &schemas,
+    );
+    let status = Host::start(&module, &config, &[]).wait(Duration::from_secs(60));
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+    assert_eq!(status.code(), Some(EXIT_CONFIG), "{log}");
+    assert!(
+        log.contains("'events-value'")
+            && log.contains("minimum = 3")
+            && log.contains("latest version is 2"),
+        "{log}"
+    );
+    assert!(broker.messages("/default/strategy-min3").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incompatible_schema_stops_start_up_naming_the_subject() {
+    let broker = TestBroker::start().await.unwrap();
+    let client = client(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    register(&client, "orders-value", SchemaType::JsonSchema, EVENT_V1).await;
+    // `seq` changes type: not backward compatible.
+    std::fs::write(
+        dir.path().join("orders.json"),
+        r#"{"type":"object","properties":{"seq":{"type":"string"}},"required":["seq"]}"#,
+    )
+    .unwrap();
+    let schemas = schema_entry(
+        "/default/orders",
+        "orders-value",
+        "json_schema",
+        "orders.json",
+        "\"latest\"",
+    );
+    let config = datagen_config(
+        dir.path(),
+        &broker,
+        "orders",
+        "/default/orders",
+        5,
+        &schemas,
+    );
+    let status = Host::start(&guest("datagen-source"), &config, &[]).wait(Duration::from_secs(60));
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+    assert_eq!(status.code(), Some(EXIT_CONFIG), "{log}");
+    let error = log
+        .lines()
+        .find(|l| l.starts_with("danube-host:"))
+        .unwrap_or_else(|| panic!("no error line:\n{log}"));
+    assert!(error.contains("schema subject 'orders-value'"), "{error}");
+    assert!(error.contains("field 'seq' changed type"), "{error}");
+    assert!(error.contains("make the schema compatible"), "{error}");
+    assert!(broker.messages("/default/orders").is_empty());
+    assert_eq!(
+        client.schema().list_versions("orders-value").await.unwrap(),
+        [1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_that_fail_their_json_schema_are_dead_lettered_and_committed() {
+    const COUNT: u64 = 40;
+    const TOPIC: &str = "/default/even";
+    let broker = TestBroker::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Only even sequence numbers are valid.
+    std::fs::write(
+        dir.path().join("even.json"),
+        r#"{"type":"object","properties":{"seq":{"type":"integer","multipleOf":2}},"required":["seq"]}"#,
+    )
+    .unwrap();
+    let schemas = schema_entry(
+        TOPIC,
+        "even-value",
+        "json_schema",
+        "even.json",
+        "\"latest\"",
+    );
+    let config = datagen_config(dir.path(), &broker, "even", TOPIC, COUNT, &schemas);
+    let dlq = "/default/even-dlq";
+    let host = Host::start(&guest("datagen-source"), &config, &[]);
+    let state_file = dir.path().join("state/even.state.json");
+    let done = wait_until_async(Duration::from_secs(60), || {
+        committed_seq(&state_file) == Some(COUNT - 1)
+    })
+    .await;
+    assert!(
+        done,
+        "last commit {:?}; log:\n{}",
+        committed_seq(&state_file),
+        host.log()
+    );
+    assert!(host.terminate(Duration::from_secs(30)).success());
+
+    let published = broker.messages(TOPIC);
+    let dead = broker.messages(dlq);
+    let seq = |payload: &[u8]| {
+        serde_json::from_slice::<Value>(payload).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut valid: Vec<u64> = published.iter().map(|m| seq(&m.payload)).collect();
+    let mut invalid: Vec<u64> = dead.iter().map(|m| seq(&m.payload)).collect();
+    valid.sort();
+    invalid.sort();
+    assert_eq!(valid, (0..COUNT).step_by(2).collect::<Vec<_>>());
+    assert_eq!(invalid, (1..COUNT).step_by(2).collect::<Vec<_>>());
+    for message in &dead {
+        let error = &message.attributes["dlq.error"];
+        assert!(
+            error.contains("does not match the JSON Schema") && error.contains("multiple of 2"),
+            "{error}"
+        );
+        assert_eq!(message.attributes["dlq.error_class"], "invalid_data");
+        assert_eq!(message.attributes["dlq.topic"], TOPIC);
+        assert_eq!(message.attributes["dlq.connector"], "even");
+        assert_eq!(
+            message.attributes["seq"],
+            seq(&message.payload).to_string(),
+            "the record's own attributes are kept"
+        );
+        assert_eq!(
+            message.schema_id, None,
+            "the dead-letter topic has no schema"
+        );
+    }
+    assert!(published.iter().all(|m| m.schema_version == Some(1)));
+}
+
+const EVENT_AVRO: &str = r#"{"type":"record","name":"Event","fields":[
+    {"name":"seq","type":"long"},
+    {"name":"key","type":["null","string"]},
+    {"name":"topic","type":"string"},
+    {"name":"pad","type":"string"}]}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn avro_records_round_trip_from_datagen_to_file_sink_as_json() {
+    const COUNT: u64 = 50;
+    const TOPIC: &str = "/default/avro";
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, out_file) =
+        start_file_sink(&broker, dir.path(), "avro-sink", TOPIC, "avro-events").await;
+
+    std::fs::write(dir.path().join("event.avsc"), EVENT_AVRO).unwrap();
+    let schemas = schema_entry(TOPIC, "avro-events", "avro", "event.avsc", "\"latest\"");
+    let source_config = datagen_config(dir.path(), &broker, "avro-source", TOPIC, COUNT, &schemas);
+    let source = Host::start(&guest("datagen-source"), &source_config, &[]);
+
+    let written = wait_until_async(Duration::from_secs(60), || {
+        read_lines(&out_file).len() as u64 >= COUNT
+    })
+    .await;
+    assert!(
+        written,
+        "{} written; source log:\n{}\nsink log:\n{}",
+        read_lines(&out_file).len(),
+        source.log(),
+        sink.log()
+    );
+    assert!(source.terminate(Duration::from_secs(30)).success());
+    assert!(sink.terminate(Duration::from_secs(30)).success());
+
+    // On the broker: Avro binary, not JSON.
+    for message in broker.messages(TOPIC) {
+        assert!(
+            serde_json::from_slice::<Value>(&message.payload).is_err(),
+            "{:?}",
+            message.payload
+        );
+        assert_eq!(message.schema_version, Some(1));
+    }
+    // In the sink: the records as JSON, with their schema.
+    let mut seqs: Vec<u64> = Vec::new();
+    for line in read_lines(&out_file) {
+        let payload = &line["payload"];
+        assert_eq!(payload["topic"], TOPIC, "{line}");
+        assert_eq!(payload["key"], Value::Null, "{line}");
+        assert_eq!(
+            line["schema"],
+            serde_json::json!({"subject": "avro-events", "version": 1})
+        );
+        seqs.push(payload["seq"].as_u64().expect("seq decoded as a number"));
+    }
+    seqs.sort();
+    assert_eq!(seqs, (0..COUNT).collect::<Vec<_>>());
+    assert!(broker.messages("/default/avro-sink-dlq").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_route_dead_letters_records_of_another_subject() {
+    const TOPIC: &str = "/default/routed";
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let client = client(&broker).await;
+    register(&client, "other-value", SchemaType::JsonSchema, EVENT_V1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, out_file) =
+        start_file_sink(&broker, dir.path(), "routed", TOPIC, "events-value").await;
+
+    let mut producer = client
+        .new_producer()
+        .with_topic(TOPIC)
+        .with_name("other")
+        .with_schema_subject("other-value")
+        .with_reliable_dispatch()
+        .build()
+        .unwrap();
+    producer.create().await.unwrap();
+    for seq in 0..3 {
+        producer
+            .send(format!(r#"{{"seq":{seq}}}"#).into_bytes(), None)
+            .await
+            .unwrap();
+    }
+    let dlq = "/default/routed-dlq";
+    let all = wait_until_async(Duration::from_secs(30), || broker.messages(dlq).len() >= 3).await;
+    assert!(all, "log:\n{}", sink.log());
+    assert!(sink.terminate(Duration::from_secs(30)).success());
+    for message in broker.messages(dlq) {
+        let error = &message.attributes["dlq.error"];
+        assert!(
+            error.contains("schema subject is 'other-value', the route expects 'events-value'"),
+            "{error}"
+        );
+    }
+    assert!(
+        read_lines(&out_file).is_empty(),
+        "nothing of another subject is written"
+    );
+}
