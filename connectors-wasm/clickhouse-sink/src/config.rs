@@ -1,6 +1,7 @@
 //! The `[clickhouse]` table and the checks `open` runs on it.
 
 use danube_connect_sdk::{ConnectorError, SubscriptionType};
+use danube_sink_mapping::{Column, Metadata};
 use serde::Deserialize;
 
 /// The `[clickhouse]` table.
@@ -47,63 +48,6 @@ pub struct Route {
     pub metadata: Metadata,
     #[serde(default)]
     pub columns: Vec<Column>,
-}
-
-/// Which columns receive the Danube metadata of each record; none by default.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Metadata {
-    /// The topic the record was read from (`String`).
-    pub topic: Option<String>,
-    /// The record's offset in its topic or partition (`UInt64`).
-    pub offset: Option<String>,
-    /// Publish time, milliseconds since the Unix epoch (`UInt64`).
-    pub publish_time: Option<String>,
-    /// The producer's name (`String`).
-    pub producer: Option<String>,
-}
-
-/// One column filled from the JSON payload.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Column {
-    pub column: String,
-    /// Dotted path into the payload: `a.b.c`.
-    pub path: String,
-    #[serde(rename = "type")]
-    pub kind: ColumnType,
-    /// A missing or null field is NULL (the column is `Nullable`) instead of
-    /// invalid data.
-    #[serde(default)]
-    pub nullable: bool,
-}
-
-/// The column types a payload field converts to (the names the PostgreSQL
-/// sink uses too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ColumnType {
-    Text,
-    Int,
-    Bigint,
-    Double,
-    Bool,
-    Timestamp,
-    Json,
-}
-
-impl ColumnType {
-    /// The ClickHouse type of the column.
-    pub fn clickhouse_type(self) -> &'static str {
-        match self {
-            Self::Text | Self::Json => "String",
-            Self::Int => "Int32",
-            Self::Bigint => "Int64",
-            Self::Double => "Float64",
-            Self::Bool => "UInt8",
-            Self::Timestamp => "DateTime",
-        }
-    }
 }
 
 fn default_url() -> String {
@@ -176,20 +120,6 @@ impl Config {
     }
 }
 
-impl Metadata {
-    /// The configured metadata columns with their ClickHouse types.
-    pub fn columns(&self) -> impl Iterator<Item = (&str, &'static str)> {
-        [
-            (&self.topic, "String"),
-            (&self.offset, "UInt64"),
-            (&self.publish_time, "UInt64"),
-            (&self.producer, "String"),
-        ]
-        .into_iter()
-        .filter_map(|(name, kind)| name.as_deref().map(|n| (n, kind)))
-    }
-}
-
 impl Route {
     fn check(&self) -> Result<(), ConnectorError> {
         let route = format!("route for `{}`", self.topic);
@@ -198,7 +128,7 @@ impl Route {
             .columns
             .iter()
             .map(|c| c.column.as_str())
-            .chain(self.metadata.columns().map(|(n, _)| n))
+            .chain(self.metadata.columns().map(|(_, n)| n))
             .collect();
         if names.is_empty() {
             return Err(ConnectorError::config(format!(
@@ -247,7 +177,7 @@ impl Route {
         }
         for name in key {
             let payload_column = self.columns.iter().find(|c| &c.column == name);
-            let known = payload_column.is_some() || self.metadata.columns().any(|(n, _)| n == name);
+            let known = payload_column.is_some() || self.metadata.columns().any(|(_, n)| n == name);
             if !known {
                 return Err(ConnectorError::config(format!(
                     "{route}: `dedup_key` names `{name}`, which is not one of its columns"

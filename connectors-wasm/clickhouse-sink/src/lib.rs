@@ -15,6 +15,8 @@ use danube_connect_sdk::{
 
 use client::{Client, Failure};
 use config::{Config, Route};
+use danube_sink_mapping::Dialect;
+use row::{ClickHouse, metadata_type};
 
 const CONFIG_EXAMPLE: &str = r#"[clickhouse]
 # ClickHouse's HTTP interface (env CLICKHOUSE_URL); grant it with [sandbox] allow.
@@ -68,7 +70,7 @@ impl Table {
             .columns
             .iter()
             .map(|c| {
-                let kind = c.kind.clickhouse_type();
+                let kind = ClickHouse::type_name(c.kind);
                 let kind = if c.nullable {
                     format!("Nullable({kind})")
                 } else {
@@ -76,7 +78,12 @@ impl Table {
                 };
                 (c.column.as_str(), kind)
             })
-            .chain(route.metadata.columns().map(|(n, k)| (n, k.to_string())))
+            .chain(
+                route
+                    .metadata
+                    .columns()
+                    .map(|(field, n)| (n, metadata_type(field).to_string())),
+            )
             .collect();
         let insert = format!(
             "INSERT INTO {name} ({}) FORMAT JSONEachRow",

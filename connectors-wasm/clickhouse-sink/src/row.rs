@@ -2,108 +2,99 @@
 //! column's type here, so a record that does not fit is reported alone
 //! instead of failing the whole insert.
 
-use chrono::DateTime;
 use danube_connect_sdk::{ConnectorError, SinkRecord};
+use danube_sink_mapping::{ColumnType, Dialect, MetaField, OffsetDateTime, rfc3339};
 use serde_json::{Map, Value};
 
-use crate::config::{ColumnType, Route};
+use crate::config::Route;
 
-/// The value at a dotted `path` (`a.b.c`) in `payload`, if every step exists.
-fn lookup<'a>(payload: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.')
-        .try_fold(payload, |value, key| value.get(key))
-}
+/// ClickHouse's names for the column types, and its reading of them.
+pub struct ClickHouse;
 
-/// `value` converted to what ClickHouse's JSONEachRow reads for `kind`, or
-/// why it does not fit.
-fn convert(value: &Value, kind: ColumnType) -> Result<Value, String> {
-    let mismatch = || format!("expected {}, got {value}", describe(kind));
-    match kind {
-        ColumnType::Text => value.as_str().map(Value::from).ok_or_else(mismatch),
-        ColumnType::Int => value
-            .as_i64()
-            .and_then(|n| i32::try_from(n).ok())
-            .map(Value::from)
-            .ok_or_else(mismatch),
-        ColumnType::Bigint => value.as_i64().map(Value::from).ok_or_else(mismatch),
-        ColumnType::Double => value.as_f64().map(Value::from).ok_or_else(mismatch),
-        ColumnType::Bool => value
-            .as_bool()
-            .map(|b| Value::from(u8::from(b)))
-            .ok_or_else(mismatch),
-        ColumnType::Timestamp => timestamp_seconds(value)
-            .and_then(|s| u32::try_from(s).ok())
-            .map(Value::from)
-            .ok_or_else(mismatch),
-        ColumnType::Json => Ok(Value::from(value.to_string())),
-    }
-}
+impl Dialect for ClickHouse {
+    const TEXT_ALLOWS_NUL: bool = true;
 
-/// Seconds since the Unix epoch of an RFC 3339 string or an integer.
-fn timestamp_seconds(value: &Value) -> Option<i64> {
-    match value {
-        Value::String(text) => DateTime::parse_from_rfc3339(text)
-            .ok()
-            .map(|t| t.timestamp()),
-        other => other.as_i64(),
-    }
-}
-
-/// What a column type accepts, for error messages.
-fn describe(kind: ColumnType) -> &'static str {
-    match kind {
-        ColumnType::Text => "a string",
-        ColumnType::Int => "an integer within Int32",
-        ColumnType::Bigint => "an integer within Int64",
-        ColumnType::Double => "a number",
-        ColumnType::Bool => "true or false",
-        ColumnType::Timestamp => {
-            "an RFC 3339 time or integer seconds since the epoch, between 1970 and 2106"
+    fn type_name(kind: ColumnType) -> &'static str {
+        match kind {
+            ColumnType::Text | ColumnType::Json => "String",
+            ColumnType::Int => "Int32",
+            ColumnType::Bigint => "Int64",
+            ColumnType::Double => "Float64",
+            ColumnType::Bool => "UInt8",
+            ColumnType::Timestamp => "DateTime",
         }
-        ColumnType::Json => "any JSON",
+    }
+
+    fn expects(kind: ColumnType) -> &'static str {
+        match kind {
+            ColumnType::Text => "a string",
+            ColumnType::Int => "an integer within Int32",
+            ColumnType::Bigint => "an integer within Int64",
+            ColumnType::Double => "a number",
+            ColumnType::Bool => "true or false",
+            ColumnType::Timestamp => {
+                "an RFC 3339 time or integer seconds since the epoch, between 1970 and 2106"
+            }
+            ColumnType::Json => "any JSON",
+        }
+    }
+
+    fn column_label(name: &str) -> String {
+        format!("`{name}`")
+    }
+
+    /// `DateTime` holds whole seconds since the epoch in 32 unsigned bits, so
+    /// an integer counts seconds, and only 1970 to 2106 fits.
+    fn timestamp(field: &Value) -> Option<OffsetDateTime> {
+        let time =
+            rfc3339(field).or_else(|| OffsetDateTime::from_unix_timestamp(field.as_i64()?).ok())?;
+        u32::try_from(time.unix_timestamp()).is_ok().then_some(time)
+    }
+}
+
+/// The ClickHouse type of a metadata column.
+pub fn metadata_type(field: MetaField) -> &'static str {
+    match field {
+        MetaField::Topic | MetaField::Producer => "String",
+        // Publish time: milliseconds since the Unix epoch.
+        MetaField::Offset | MetaField::PublishTime => "UInt64",
+    }
+}
+
+/// A converted value as JSONEachRow writes it for its ClickHouse type.
+fn json(value: danube_sink_mapping::Value) -> Value {
+    use danube_sink_mapping::Value as Typed;
+    match value {
+        Typed::Text(text) => Value::from(text),
+        Typed::Int(n) => Value::from(n),
+        Typed::Bigint(n) => Value::from(n),
+        Typed::Double(x) => Value::from(x),
+        Typed::Bool(b) => Value::from(u8::from(b)),
+        Typed::Timestamp(time) => Value::from(time.unix_timestamp()),
+        // `String` columns hold JSON as its text.
+        Typed::Json(json) => Value::from(json.to_string()),
     }
 }
 
 /// Appends `record` to `out` as one JSONEachRow line for `route`; on error
 /// `out` is left as it was.
 pub fn encode(route: &Route, record: &SinkRecord, out: &mut Vec<u8>) -> Result<(), ConnectorError> {
-    let payload: Value = if route.columns.is_empty() {
-        Value::Null
-    } else {
-        record.payload_json()?
-    };
+    let payload = danube_sink_mapping::payload(record, &route.columns)?;
     let mut object = Map::new();
     for column in &route.columns {
-        let value = match lookup(&payload, &column.path) {
-            None | Some(Value::Null) if column.nullable => Value::Null,
-            None | Some(Value::Null) => {
-                return Err(ConnectorError::invalid_data(format!(
-                    "column `{}`: field `{}` is missing or null (set `nullable = true` to allow it)",
-                    column.column, column.path
-                )));
-            }
-            Some(value) => convert(value, column.kind).map_err(|why| {
-                ConnectorError::invalid_data(format!(
-                    "column `{}` ({}): field `{}`: {why}",
-                    column.column,
-                    column.kind.clickhouse_type(),
-                    column.path
-                ))
-            })?,
-        };
+        let value = column
+            .value::<ClickHouse>(&payload)?
+            .map_or(Value::Null, json);
         object.insert(column.column.clone(), value);
     }
-    let metadata = &route.metadata;
-    let values = [
-        (&metadata.topic, Value::from(record.topic())),
-        (&metadata.offset, Value::from(record.offset())),
-        (&metadata.publish_time, Value::from(record.publish_time())),
-        (&metadata.producer, Value::from(record.producer())),
-    ];
-    for (name, value) in values {
-        if let Some(name) = name {
-            object.insert(name.clone(), value);
-        }
+    for (field, name) in route.metadata.columns() {
+        let value = match field {
+            MetaField::Topic => Value::from(record.topic()),
+            MetaField::Offset => Value::from(record.offset()),
+            MetaField::PublishTime => Value::from(record.publish_time()),
+            MetaField::Producer => Value::from(record.producer()),
+        };
+        object.insert(name.to_string(), value);
     }
     serde_json::to_writer(&mut *out, &object)
         .map_err(|e| ConnectorError::fatal(format!("encoding a row: {e}")))?;
@@ -117,43 +108,40 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn lookup_follows_dotted_paths() {
-        let v = json!({"a": {"b": {"c": 3}}, "x": 1});
-        assert_eq!(lookup(&v, "a.b.c"), Some(&json!(3)));
-        assert_eq!(lookup(&v, "x"), Some(&json!(1)));
-        assert_eq!(lookup(&v, "a.z"), None);
-        assert_eq!(lookup(&v, "x.y"), None);
+    fn values_take_their_clickhouse_form() {
+        let convert = |field: Value, kind: ColumnType| kind.convert::<ClickHouse>(&field).map(json);
+        assert_eq!(convert(json!(true), ColumnType::Bool), Ok(json!(1)));
+        assert_eq!(convert(json!(false), ColumnType::Bool), Ok(json!(0)));
+        assert_eq!(
+            convert(json!({"a": [1]}), ColumnType::Json),
+            Ok(json!(r#"{"a":[1]}"#))
+        );
+        assert_eq!(
+            convert(json!("a\u{0}b"), ColumnType::Text),
+            Ok(json!("a\u{0}b"))
+        );
     }
 
     #[test]
-    fn converts_each_type_and_refuses_what_does_not_fit() {
-        use ColumnType::*;
-        assert_eq!(convert(&json!("s"), Text), Ok(json!("s")));
-        assert!(convert(&json!(1), Text).is_err());
-        assert_eq!(convert(&json!(-5), Int), Ok(json!(-5)));
-        assert!(convert(&json!(3_000_000_000i64), Int).is_err());
-        assert!(convert(&json!(1.5), Int).is_err());
-        assert!(convert(&json!("7"), Int).is_err());
+    fn timestamps_are_seconds_from_1970_to_2106() {
+        let convert = |field: Value| {
+            ColumnType::Timestamp
+                .convert::<ClickHouse>(&field)
+                .map(json)
+        };
         assert_eq!(
-            convert(&json!(3_000_000_000i64), Bigint),
-            Ok(json!(3_000_000_000i64))
-        );
-        assert!(convert(&json!(u64::MAX), Bigint).is_err());
-        assert_eq!(convert(&json!(2), Double), Ok(json!(2.0)));
-        assert!(convert(&json!("2.0"), Double).is_err());
-        assert_eq!(convert(&json!(true), Bool), Ok(json!(1)));
-        assert_eq!(convert(&json!(false), Bool), Ok(json!(0)));
-        assert!(convert(&json!(1), Bool).is_err());
-        assert_eq!(
-            convert(&json!("2024-01-02T03:04:05+01:00"), Timestamp),
+            convert(json!("2024-01-02T03:04:05+01:00")),
             Ok(json!(1_704_161_045))
         );
-        assert_eq!(
-            convert(&json!(1_700_000_000), Timestamp),
-            Ok(json!(1_700_000_000))
+        assert_eq!(convert(json!(1_700_000_000)), Ok(json!(1_700_000_000)));
+        assert_eq!(convert(json!(u32::MAX)), Ok(json!(u32::MAX)));
+        assert!(convert(json!(u64::from(u32::MAX) + 1)).is_err());
+        assert!(convert(json!(-1)).is_err());
+        assert!(convert(json!("1969-12-31T23:59:59Z")).is_err());
+        assert!(
+            convert(json!("yesterday"))
+                .unwrap_err()
+                .contains("between 1970 and 2106")
         );
-        assert!(convert(&json!("yesterday"), Timestamp).is_err());
-        assert!(convert(&json!("1969-12-31T23:59:59Z"), Timestamp).is_err());
-        assert_eq!(convert(&json!({"a": [1]}), Json), Ok(json!(r#"{"a":[1]}"#)));
     }
 }

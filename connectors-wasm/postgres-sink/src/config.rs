@@ -8,7 +8,9 @@ use std::time::Duration;
 use danube_connect_sdk::{ConnectorError, ConsumerConfig, SubscriptionType};
 use serde::Deserialize;
 
-use crate::table::{Column, ColumnType, MetaField, Source, Table};
+use danube_sink_mapping::{MetaField, Metadata};
+
+use crate::table::{Column, Source, Table, metadata_type};
 
 pub const CONFIG_EXAMPLE: &str = r#"[postgres]
 # The server. Env: POSTGRES_HOST, POSTGRES_PORT. Grant it in [sandbox] allow.
@@ -155,31 +157,9 @@ pub struct RouteConfig {
     #[serde(default)]
     pub upsert_key: Option<Vec<String>>,
     #[serde(default)]
-    pub metadata: MetadataConfig,
+    pub metadata: Metadata,
     #[serde(default)]
-    pub columns: Vec<ColumnConfig>,
-}
-
-/// `metadata = { ... }`: the column each piece of Danube metadata goes to.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetadataConfig {
-    pub topic: Option<String>,
-    pub offset: Option<String>,
-    pub publish_time: Option<String>,
-    pub producer: Option<String>,
-}
-
-/// `[[postgres.routes.columns]]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ColumnConfig {
-    pub column: String,
-    pub path: String,
-    #[serde(rename = "type")]
-    pub column_type: ColumnType,
-    #[serde(default)]
-    pub nullable: bool,
+    pub columns: Vec<danube_sink_mapping::Column>,
 }
 
 /// Where and as whom to connect.
@@ -310,8 +290,7 @@ fn route(r: RouteConfig) -> Result<Route, String> {
 
     let mut columns = Vec::new();
     for (j, c) in r.columns.into_iter().enumerate() {
-        let path: Vec<String> = c.path.split('.').map(str::to_string).collect();
-        if path.iter().any(String::is_empty) {
+        if c.path.split('.').any(str::is_empty) {
             return Err(format!(
                 ".columns[{j}].path` = {:?}: a dotted path into the JSON payload, like \"reading.temp\"",
                 c.path
@@ -321,28 +300,20 @@ fn route(r: RouteConfig) -> Result<Route, String> {
             .map_err(|why| format!(".columns[{j}].column` = {:?}: {why}", c.column))?;
         columns.push(Column {
             name: c.column,
-            source: Source::Path(path),
-            column_type: c.column_type,
+            source: Source::Path(c.path),
+            column_type: c.kind,
             nullable: c.nullable,
         });
     }
-    let m = r.metadata;
-    for (field, name) in [
-        (MetaField::Topic, m.topic),
-        (MetaField::Offset, m.offset),
-        (MetaField::PublishTime, m.publish_time),
-        (MetaField::Producer, m.producer),
-    ] {
-        if let Some(name) = name {
-            check_identifier(&name)
-                .map_err(|why| format!(".metadata.{}` = {name:?}: {why}", field.key()))?;
-            columns.push(Column {
-                name,
-                column_type: field.column_type(),
-                source: Source::Meta(field),
-                nullable: false,
-            });
-        }
+    for (field, name) in r.metadata.columns() {
+        check_identifier(name)
+            .map_err(|why| format!(".metadata.{}` = {name:?}: {why}", field.key()))?;
+        columns.push(Column {
+            name: name.to_string(),
+            column_type: metadata_type(field),
+            source: Source::Meta(field),
+            nullable: false,
+        });
     }
     if columns.is_empty() {
         return Err(

@@ -196,7 +196,7 @@ impl Sink for PostgresSink {
             };
             match self.routes[r].table.row(record) {
                 Ok(row) => per_route[r].push((index, row)),
-                Err(why) => outcome.fail(index, ConnectorError::invalid_data(why)),
+                Err(e) => outcome.fail(index, e),
             }
         }
         for (r, rows) in per_route.into_iter().enumerate() {
