@@ -17,6 +17,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod harness;
 
 use std::time::{Duration, Instant};
 
@@ -32,20 +33,9 @@ struct Case {
 }
 
 fn main() {
-    // `cargo test --all-targets` runs benches without `--bench`: nothing to
-    // measure there.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("clickhouse_sink bench: skipped (run it with `cargo bench`)");
+    let Some((messages, runtime)) = harness::start("clickhouse_sink", "BENCH_MESSAGES") else {
         return;
-    }
-    let messages: u64 = std::env::var("BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    };
     let cases = [
         Case {
             max_unacked: 10,
@@ -70,17 +60,23 @@ fn main() {
         );
         rows.push(rate);
     }
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!();
-    println!(
-        "Danube test broker -> clickhouse-sink -> ClickHouse 18.16: {messages} JSON records, 12 columns, {cpus} CPUs"
+    harness::print_table(
+        &format!(
+            "Danube test broker -> clickhouse-sink -> ClickHouse 18.16: {messages} JSON records, 12 columns"
+        ),
+        &["broker max unacked", "batch_size", "rows/s"],
+        &cases
+            .iter()
+            .zip(rows)
+            .map(|(case, rate)| {
+                vec![
+                    case.max_unacked.to_string(),
+                    case.batch_size.to_string(),
+                    format!("{rate:.0}"),
+                ]
+            })
+            .collect::<Vec<_>>(),
     );
-    println!();
-    println!("| broker max unacked | batch_size | rows/s |");
-    println!("|---|---|---|");
-    for (case, rate) in cases.iter().zip(rows) {
-        println!("| {} | {} | {rate:.0} |", case.max_unacked, case.batch_size);
-    }
 }
 
 /// Rows per second for one case.

@@ -17,13 +17,15 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod harness;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::mosquitto::Mosquitto;
 use common::{Host, endpoint, guest, wait_until, write_config};
 use danube_testkit::TestBroker;
 
@@ -46,20 +48,10 @@ struct Row {
 }
 
 fn main() {
-    // `cargo test --all-targets` runs benches without `--bench`: nothing to
-    // measure there.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("mqtt_source bench: skipped (run it with `cargo bench`)");
+    let Some((count, runtime)) = harness::start("mqtt_source", "BENCH_MESSAGES") else {
         return;
-    }
-    let messages: usize = std::env::var("BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    };
+    let messages = count as usize;
     let cases = [
         Case {
             qos: 0,
@@ -87,32 +79,41 @@ fn main() {
         rows.push(row);
     }
 
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!();
-    println!(
-        "mosquitto -> mqtt-source -> Danube test broker: {messages} messages of {PAYLOAD_BYTES} bytes, one publisher, {cpus} CPUs"
+    harness::print_table(
+        &format!(
+            "mosquitto -> mqtt-source -> Danube test broker: {messages} messages of {PAYLOAD_BYTES} bytes, one publisher"
+        ),
+        &[
+            "QoS",
+            "mosquitto max_inflight_messages",
+            "published in",
+            "stored in",
+            "msg/s",
+            "stored",
+            "distinct",
+        ],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.case.qos.to_string(),
+                    r.case.inflight.to_string(),
+                    format!("{:.2} s", r.published.as_secs_f64()),
+                    format!("{:.2} s", r.stored.as_secs_f64()),
+                    format!("{:.0}", r.count as f64 / r.stored.as_secs_f64()),
+                    r.count.to_string(),
+                    r.distinct.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
     );
-    println!();
-    println!(
-        "| QoS | mosquitto max_inflight_messages | published in | stored in | msg/s | stored | distinct |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {:.2} s | {:.2} s | {:.0} | {} | {} |",
-            r.case.qos,
-            r.case.inflight,
-            r.published.as_secs_f64(),
-            r.stored.as_secs_f64(),
-            r.count as f64 / r.stored.as_secs_f64(),
-            r.count,
-            r.distinct
-        );
-    }
 }
 
 async fn run(index: usize, case: Case, messages: usize, module: &Path) -> Row {
-    let mqtt = Mosquitto::start(case.inflight);
+    let inflight = case.inflight;
+    let mqtt = Mosquitto::start_with(|_| {
+        format!("allow_anonymous true\nmax_inflight_messages {inflight}\n")
+    });
     let broker = TestBroker::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let name = format!("mqtt-bench-{index}");
@@ -266,59 +267,4 @@ fn publish(port: u16, qos: u8, lines: Vec<String>) -> (Child, Instant) {
 
 fn finish(mut child: Child) {
     assert!(child.wait().unwrap().success(), "mosquitto_pub failed");
-}
-
-/// A mosquitto on a free loopback port, stopped on drop.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    fn start(inflight: u32) -> Mosquitto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n\
-                 max_inflight_messages {inflight}\nuser root\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto runs (apt-get install mosquitto)");
-        assert!(
-            wait_until(Duration::from_secs(10), || TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
-            "mosquitto did not listen on {port}"
-        );
-        Mosquitto {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

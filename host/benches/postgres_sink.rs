@@ -24,6 +24,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod harness;
 
 use std::time::{Duration, Instant};
 
@@ -52,20 +53,9 @@ struct Row {
 }
 
 fn main() {
-    // `cargo test --all-targets` runs benches without `--bench`: nothing to
-    // measure there.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("postgres_sink bench: skipped (run it with `cargo bench`)");
+    let Some((records, runtime)) = harness::start("postgres_sink", "BENCH_RECORDS") else {
         return;
-    }
-    let records: u64 = std::env::var("BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    };
     let pg = Postgres::start(PASSWORD);
     let mut rows = Vec::new();
     let cases = [
@@ -93,30 +83,38 @@ fn main() {
         rows.push(row);
     }
 
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!();
-    println!(
-        "Danube test broker -> postgres-sink -> PostgreSQL 15: {records} records drained from a backlog, {cpus} CPUs"
+    harness::print_table(
+        &format!(
+            "Danube test broker -> postgres-sink -> PostgreSQL 15: {records} records drained from a backlog"
+        ),
+        &[
+            "max_unacked_messages",
+            "batch_size",
+            "produced in",
+            "written in",
+            "rows/s",
+            "rows",
+            "distinct keys",
+            "in process-batch",
+            "rows/s in the sink",
+        ],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.case.window.to_string(),
+                    r.case.batch_size.to_string(),
+                    format!("{:.2} s", r.produced.as_secs_f64()),
+                    format!("{:.2} s", r.written.as_secs_f64()),
+                    format!("{:.0}", r.rows as f64 / r.written.as_secs_f64()),
+                    r.rows.to_string(),
+                    r.distinct.to_string(),
+                    format!("{:.2} s", r.in_sink.as_secs_f64()),
+                    format!("{:.0}", r.rows as f64 / r.in_sink.as_secs_f64()),
+                ]
+            })
+            .collect::<Vec<_>>(),
     );
-    println!();
-    println!(
-        "| max_unacked_messages | batch_size | produced in | written in | rows/s | rows | distinct keys | in process-batch | rows/s in the sink |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {:.2} s | {:.2} s | {:.0} | {} | {} | {:.2} s | {:.0} |",
-            r.case.window,
-            r.case.batch_size,
-            r.produced.as_secs_f64(),
-            r.written.as_secs_f64(),
-            r.rows as f64 / r.written.as_secs_f64(),
-            r.rows,
-            r.distinct,
-            r.in_sink.as_secs_f64(),
-            r.rows as f64 / r.in_sink.as_secs_f64()
-        );
-    }
 }
 
 async fn run(index: usize, case: Case, records: u64, pg: &Postgres) -> Row {

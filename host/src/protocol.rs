@@ -466,6 +466,24 @@ mod tests {
         use proptest::prelude::*;
         use proptest::strategy::LazyJust;
 
+        /// Writes `messages` as frames and reads them back: each the same (as
+        /// its debug form shows it), then a clean end.
+        fn round_trip<T: Serialize + DeserializeOwned + std::fmt::Debug>(
+            messages: &[T],
+        ) -> Result<(), TestCaseError> {
+            let mut bytes = Vec::new();
+            for m in messages {
+                write_frame(&mut bytes, m).unwrap();
+            }
+            let mut input = bytes.as_slice();
+            for m in messages {
+                let back: T = read_frame(&mut input).unwrap().unwrap();
+                prop_assert_eq!(format!("{back:?}"), format!("{m:?}"));
+            }
+            prop_assert!(read_frame::<T>(&mut input).unwrap().is_none());
+            Ok(())
+        }
+
         /// Reads frames until the end or an error, as the worker and the
         /// supervisor do; returns how many were read.
         fn drain<T: DeserializeOwned>(bytes: &[u8]) -> usize {
@@ -745,30 +763,12 @@ mod tests {
 
             #[test]
             fn supervisor_frames_round_trip(messages in prop::collection::vec(to_worker(), 1..4)) {
-                let mut bytes = Vec::new();
-                for m in &messages {
-                    write_frame(&mut bytes, m).unwrap();
-                }
-                let mut input = bytes.as_slice();
-                for m in &messages {
-                    let back: ToWorker = read_frame(&mut input).unwrap().unwrap();
-                    prop_assert_eq!(format!("{back:?}"), format!("{m:?}"));
-                }
-                prop_assert!(read_frame::<ToWorker>(&mut input).unwrap().is_none());
+                round_trip(&messages)?;
             }
 
             #[test]
             fn worker_frames_round_trip(messages in prop::collection::vec(from_worker(), 1..4)) {
-                let mut bytes = Vec::new();
-                for m in &messages {
-                    write_frame(&mut bytes, m).unwrap();
-                }
-                let mut input = bytes.as_slice();
-                for m in &messages {
-                    let back: FromWorker = read_frame(&mut input).unwrap().unwrap();
-                    prop_assert_eq!(format!("{back:?}"), format!("{m:?}"));
-                }
-                prop_assert!(read_frame::<FromWorker>(&mut input).unwrap().is_none());
+                round_trip(&messages)?;
             }
         }
     }

@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Host, committed_seq, guest, kill_worker, wait_subscribed, wait_until_async, worker_pid,
-    write_config,
+    Host, committed_seq, guest, kill_worker, seqs_in_file, wait_subscribed, wait_until_async,
+    worker_pid, write_config,
 };
 use danube_testkit::{BrokerConfig, TestBroker};
 
@@ -27,21 +27,6 @@ fn seqs_in_broker(broker: &TestBroker, topic: &str) -> BTreeMap<u64, usize> {
     for m in broker.messages(topic) {
         let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
         *seen.entry(v["seq"].as_u64().unwrap()).or_default() += 1;
-    }
-    seen
-}
-
-/// Sequence numbers in the file-sink's output, with counts.
-fn seqs_in_file(out_file: &Path) -> HashMap<u64, usize> {
-    let mut seen = HashMap::new();
-    for line in std::fs::read_to_string(out_file)
-        .unwrap_or_default()
-        .lines()
-    {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        *seen
-            .entry(v["payload"]["seq"].as_u64().unwrap())
-            .or_default() += 1;
     }
     seen
 }
@@ -115,7 +100,7 @@ fn source_config(
     count: u64,
     rate: u64,
     processing: &str,
-) -> std::path::PathBuf {
+) -> PathBuf {
     write_config(
         dir,
         &format!("{name}.toml"),
@@ -127,45 +112,109 @@ fn source_config(
     )
 }
 
+/// A mid-flow source run: `MID_FLOW_COUNT` records at 2,000/s, batches of
+/// `MID_FLOW_BATCH`, at most `MID_FLOW_IN_FLIGHT` unacknowledged.
+const MID_FLOW_COUNT: u64 = 4_000;
+const MID_FLOW_IN_FLIGHT: u64 = 500;
+const MID_FLOW_BATCH: u64 = 100;
+
+/// A datagen source host on its own topic and state directory, to be stopped
+/// or killed mid-flow and started again.
+struct MidFlow {
+    broker: TestBroker,
+    topic: String,
+    config: PathBuf,
+    state_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl MidFlow {
+    /// Starts the source and lets it run until 1,500 records are stored.
+    async fn start(name: &str) -> (MidFlow, Host) {
+        let topic = format!("/default/{name}");
+        let broker = TestBroker::start().await.unwrap();
+        broker.create_topic(&topic, 0, true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = source_config(
+            dir.path(),
+            &broker,
+            name,
+            &topic,
+            MID_FLOW_COUNT,
+            2_000,
+            &format!("batch_size = {MID_FLOW_BATCH}\nmax_in_flight = {MID_FLOW_IN_FLIGHT}"),
+        );
+        let state_file = dir.path().join(format!("state/{name}.state.json"));
+        let host = Host::start(&guest("datagen-source"), &config, &[]);
+        assert!(
+            broker
+                .wait_for(Duration::from_secs(30), |b| b.messages(&topic).len()
+                    >= 1_500)
+                .await,
+            "log:\n{}",
+            host.log()
+        );
+        let run = MidFlow {
+            broker,
+            topic,
+            config,
+            state_file,
+            _dir: dir,
+        };
+        (run, host)
+    }
+
+    /// Starts the source again and checks that it resumes right after
+    /// `committed`, that every record reaches the broker, and that duplicates
+    /// stay within what can be in flight at a stop.
+    async fn resume_and_count(&self, committed: u64, how_stopped: &str) {
+        let (broker, topic, count) = (&self.broker, self.topic.as_str(), MID_FLOW_COUNT);
+        let second = Host::start(&guest("datagen-source"), &self.config, &[]);
+        assert!(
+            broker
+                .wait_for(Duration::from_secs(30), |b| seqs_in_broker(b, topic).len()
+                    as u64
+                    == count)
+                .await,
+            "{} of {count} distinct records; log:\n{}",
+            seqs_in_broker(broker, topic).len(),
+            second.log()
+        );
+        let resumed_at = format!("datagen starting at seq {}", committed + 1);
+        assert!(
+            second.log().contains(&resumed_at),
+            "no {resumed_at:?} in:\n{}",
+            second.log()
+        );
+        terminate(second).await;
+
+        let seen = seqs_in_broker(broker, topic);
+        let (missing, duplicates) = missing_and_duplicates(&seen, count);
+        println!(
+            "{how_stopped} and restart: {} records, {duplicates} duplicates",
+            seen.len()
+        );
+        assert!(missing.is_empty(), "missing: {missing:?}");
+        assert!(
+            duplicates as u64 <= MID_FLOW_IN_FLIGHT + MID_FLOW_BATCH,
+            "{duplicates} duplicates"
+        );
+    }
+}
+
 /// Stopped mid-flow (SIGTERM: drain, commit, exit 0) and started again with
 /// the same state directory, a source resumes after its last commit: no
 /// sequence number is missing from the topic, and a drained stop leaves
 /// nothing in flight to duplicate.
 #[tokio::test(flavor = "multi_thread")]
 async fn source_stopped_mid_flow_resumes_from_its_last_commit() {
-    const TOPIC: &str = "/default/resumed";
-    const COUNT: u64 = 4_000;
-    const MAX_IN_FLIGHT: u64 = 500;
-    const BATCH: u64 = 100;
-    let broker = TestBroker::start().await.unwrap();
-    broker.create_topic(TOPIC, 0, true).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = source_config(
-        dir.path(),
-        &broker,
-        "resumed",
-        TOPIC,
-        COUNT,
-        2_000,
-        &format!("batch_size = {BATCH}\nmax_in_flight = {MAX_IN_FLIGHT}"),
-    );
-    let state_file = dir.path().join("state/resumed.state.json");
-
-    let first = Host::start(&guest("datagen-source"), &config, &[]);
-    assert!(
-        broker
-            .wait_for(Duration::from_secs(30), |b| b.messages(TOPIC).len()
-                >= 1_500)
-            .await,
-        "log:\n{}",
-        first.log()
-    );
+    let (run, first) = MidFlow::start("resumed").await;
     terminate(first).await;
-    let stored_at_stop = broker.messages(TOPIC).len() as u64;
-    let committed = committed_seq(&state_file).expect("a commit before the stop");
+    let stored_at_stop = run.broker.messages(&run.topic).len() as u64;
+    let committed = committed_seq(&run.state_file).expect("a commit before the stop");
     println!("stopped with {stored_at_stop} records stored, committed seq {committed}");
     assert!(
-        stored_at_stop < COUNT,
+        stored_at_stop < MID_FLOW_COUNT,
         "the stop came too late to be mid-flow"
     );
     assert_eq!(
@@ -174,60 +223,7 @@ async fn source_stopped_mid_flow_resumes_from_its_last_commit() {
         "a drained stop commits everything the broker acknowledged"
     );
 
-    resume_and_count(
-        &broker,
-        &config,
-        TOPIC,
-        COUNT,
-        committed,
-        MAX_IN_FLIGHT + BATCH,
-        "SIGTERM",
-    )
-    .await;
-}
-
-/// Starts the source again on `config` and checks that it resumes right after
-/// `committed`, that every record reaches the broker, and that duplicates
-/// stay within `max_duplicates` (what can be in flight at a stop).
-async fn resume_and_count(
-    broker: &TestBroker,
-    config: &Path,
-    topic: &str,
-    count: u64,
-    committed: u64,
-    max_duplicates: u64,
-    how_stopped: &str,
-) {
-    let second = Host::start(&guest("datagen-source"), config, &[]);
-    assert!(
-        broker
-            .wait_for(Duration::from_secs(30), |b| seqs_in_broker(b, topic).len()
-                as u64
-                == count)
-            .await,
-        "{} of {count} distinct records; log:\n{}",
-        seqs_in_broker(broker, topic).len(),
-        second.log()
-    );
-    let resumed_at = format!("datagen starting at seq {}", committed + 1);
-    assert!(
-        second.log().contains(&resumed_at),
-        "no {resumed_at:?} in:\n{}",
-        second.log()
-    );
-    terminate(second).await;
-
-    let seen = seqs_in_broker(broker, topic);
-    let (missing, duplicates) = missing_and_duplicates(&seen, count);
-    println!(
-        "{how_stopped} and restart: {} records, {duplicates} duplicates",
-        seen.len()
-    );
-    assert!(missing.is_empty(), "missing: {missing:?}");
-    assert!(
-        duplicates as u64 <= max_duplicates,
-        "{duplicates} duplicates"
-    );
+    run.resume_and_count(committed, "SIGTERM").await;
 }
 
 /// Killed outright (SIGKILL of the host and so of its worker), a source
@@ -235,52 +231,17 @@ async fn resume_and_count(
 /// duplicates are at most the records that were in flight.
 #[tokio::test(flavor = "multi_thread")]
 async fn source_host_killed_mid_flow_resumes_with_duplicates_only_from_in_flight() {
-    const TOPIC: &str = "/default/killed";
-    const COUNT: u64 = 4_000;
-    const MAX_IN_FLIGHT: u64 = 500;
-    const BATCH: u64 = 100;
-    let broker = TestBroker::start().await.unwrap();
-    broker.create_topic(TOPIC, 0, true).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = source_config(
-        dir.path(),
-        &broker,
-        "killed",
-        TOPIC,
-        COUNT,
-        2_000,
-        &format!("batch_size = {BATCH}\nmax_in_flight = {MAX_IN_FLIGHT}"),
-    );
-    let state_file = dir.path().join("state/killed.state.json");
-
-    let first = Host::start(&guest("datagen-source"), &config, &[]);
-    assert!(
-        broker
-            .wait_for(Duration::from_secs(30), |b| b.messages(TOPIC).len()
-                >= 1_500)
-            .await,
-        "log:\n{}",
-        first.log()
-    );
+    let (run, first) = MidFlow::start("killed").await;
     // Dropping the handle SIGKILLs the host; the worker follows it
     // (PR_SET_PDEATHSIG).
     drop(first);
-    let committed = committed_seq(&state_file).expect("a commit before the kill");
+    let committed = committed_seq(&run.state_file).expect("a commit before the kill");
     println!(
         "killed with {} records stored, committed seq {committed}",
-        broker.messages(TOPIC).len()
+        run.broker.messages(&run.topic).len()
     );
 
-    resume_and_count(
-        &broker,
-        &config,
-        TOPIC,
-        COUNT,
-        committed,
-        MAX_IN_FLIGHT + BATCH,
-        "SIGKILL",
-    )
-    .await;
+    run.resume_and_count(committed, "SIGKILL").await;
 }
 
 /// The broker crashes and comes back, then stalls and resumes, while

@@ -29,6 +29,9 @@ const PANIC_MESSAGE: &str = "probe panics in open as asked";
 const FAST_RESTART: &str =
     "[retry]\nmax_retries = 1\nretry_backoff_ms = 50\nmax_backoff_ms = 100\n\n";
 
+/// A probe allocating 64 MiB under a 32 MiB cap.
+const OVER_MEMORY_MB: &str = "[sandbox]\nmemory_mb = 32\n\n[probe]\nalloc_mb = 64\n";
+
 /// What one run ended with.
 struct Ended {
     code: i32,
@@ -60,20 +63,30 @@ fn run_probe(dir: &Path, rest: &str, env: &[(&str, &str)]) -> Ended {
     }
 }
 
-#[test]
-fn panic_in_open_names_the_connector_and_the_panic_message() {
+/// Runs the probe with `rest` (as [`run_probe`]) and asserts that it ends
+/// with the fatal code and a final report holding every one of `phrases`.
+fn run_probe_to_fatal(rest: &str, phrases: &[&str]) -> Ended {
     let dir = tempfile::tempdir().unwrap();
-    let ended = run_probe(dir.path(), "[probe]\npanic_in_open = true\n", &[]);
+    let ended = run_probe(dir.path(), rest, &[]);
     assert_eq!(ended.code, FATAL, "log:\n{}", ended.log);
     let report = ended.report();
-    for phrase in [
-        "danube-host: connector probe:",
-        "open",
-        "the guest panicked",
-        PANIC_MESSAGE,
-    ] {
+    for phrase in phrases {
         assert!(report.contains(phrase), "missing {phrase:?} in: {report}");
     }
+    ended
+}
+
+#[test]
+fn panic_in_open_names_the_connector_and_the_panic_message() {
+    run_probe_to_fatal(
+        "[probe]\npanic_in_open = true\n",
+        &[
+            "danube-host: connector probe:",
+            "open",
+            "the guest panicked",
+            PANIC_MESSAGE,
+        ],
+    );
 }
 
 #[test]
@@ -100,21 +113,14 @@ fn guest_sees_none_of_the_hosts_environment() {
 
 #[test]
 fn endless_loop_in_open_is_stopped_by_the_call_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let ended = run_probe(
-        dir.path(),
+    let ended = run_probe_to_fatal(
         "[sandbox]\ncall_timeout_ms = 500\n\n[probe]\nloop_in_open = true\n",
-        &[],
+        &[
+            "danube-host: connector probe:",
+            "open",
+            "call_timeout_ms = 500",
+        ],
     );
-    assert_eq!(ended.code, FATAL, "log:\n{}", ended.log);
-    let report = ended.report();
-    for phrase in [
-        "danube-host: connector probe:",
-        "open",
-        "call_timeout_ms = 500",
-    ] {
-        assert!(report.contains(phrase), "missing {phrase:?} in: {report}");
-    }
     // It was the timeout that ended it: not sooner, and not much later.
     assert!(
         ended.elapsed >= Duration::from_millis(500),
@@ -130,34 +136,20 @@ fn endless_loop_in_open_is_stopped_by_the_call_timeout() {
 
 #[test]
 fn allocation_past_memory_mb_is_stopped_naming_the_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let ended = run_probe(
-        dir.path(),
-        "[sandbox]\nmemory_mb = 32\n\n[probe]\nalloc_mb = 64\n",
-        &[],
+    run_probe_to_fatal(
+        OVER_MEMORY_MB,
+        &["danube-host: connector probe:", "open", "memory_mb"],
     );
-    assert_eq!(ended.code, FATAL, "log:\n{}", ended.log);
-    let report = ended.report();
-    for phrase in ["danube-host: connector probe:", "open", "memory_mb"] {
-        assert!(report.contains(phrase), "missing {phrase:?} in: {report}");
-    }
 }
 
 #[test]
 fn allocation_past_memory_mb_is_stopped() {
     // The part of `allocation_past_memory_mb_is_stopped_naming_the_limit`
     // that holds today: the guest is stopped in `open` with a trap.
-    let dir = tempfile::tempdir().unwrap();
-    let ended = run_probe(
-        dir.path(),
-        "[sandbox]\nmemory_mb = 32\n\n[probe]\nalloc_mb = 64\n",
-        &[],
+    run_probe_to_fatal(
+        OVER_MEMORY_MB,
+        &["danube-host: connector probe:", "in open: the guest"],
     );
-    assert_eq!(ended.code, FATAL, "log:\n{}", ended.log);
-    let report = ended.report();
-    for phrase in ["danube-host: connector probe:", "in open: the guest"] {
-        assert!(report.contains(phrase), "missing {phrase:?} in: {report}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

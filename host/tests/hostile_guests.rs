@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::probe::{ProbeSink, final_report, numbers_on, produce, unused_url};
-use common::{Host, guest, wait_subscribed, wait_until_async, write_config};
+use common::{Host, granted_and_outside, guest, wait_subscribed, wait_until_async, write_config};
 use danube_testkit::TestBroker;
 use serde_json::Value;
 
@@ -198,13 +198,20 @@ fn connect_to_a_destination_not_allowed_is_denied() {
     let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let other_port = other.local_addr().unwrap().port();
 
+    // The probe's connect under `sandbox` (a `[sandbox]` table, or none):
+    // its report and the host's log.
+    let connect = |sandbox: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, report, log) = run_probe_open(
+            dir.path(),
+            &format!("{FAST_RETRY}{sandbox}[probe]\nconnect_to = \"{target}\"\n"),
+        );
+        assert_eq!(code, CONFIG, "log:\n{log}");
+        (report, log)
+    };
+
     // No [sandbox] allow at all: no network.
-    let dir = tempfile::tempdir().unwrap();
-    let (code, report, log) = run_probe_open(
-        dir.path(),
-        &format!("{FAST_RETRY}[probe]\nconnect_to = \"{target}\"\n"),
-    );
-    assert_eq!(code, CONFIG, "log:\n{log}");
+    let (report, _) = connect("");
     assert!(report.contains(&format!("connect {target}: ")), "{report}");
     assert!(
         !report.ends_with(": ok"),
@@ -214,14 +221,9 @@ fn connect_to_a_destination_not_allowed_is_denied() {
 
     // Another port of the same host allowed: this one is still denied, and
     // the host says so.
-    let dir = tempfile::tempdir().unwrap();
-    let (code, report, log) = run_probe_open(
-        dir.path(),
-        &format!(
-            "{FAST_RETRY}[sandbox]\nallow = [\"127.0.0.1:{other_port}\"]\n\n[probe]\nconnect_to = \"{target}\"\n"
-        ),
-    );
-    assert_eq!(code, CONFIG, "log:\n{log}");
+    let (report, log) = connect(&format!(
+        "[sandbox]\nallow = [\"127.0.0.1:{other_port}\"]\n\n"
+    ));
     assert!(report.contains(&format!("connect {target}: ")), "{report}");
     assert!(
         !report.ends_with(": ok"),
@@ -234,14 +236,7 @@ fn connect_to_a_destination_not_allowed_is_denied() {
     println!("other port allowed: {report}");
 
     // The control: allowed, the same connect succeeds.
-    let dir = tempfile::tempdir().unwrap();
-    let (code, report, log) = run_probe_open(
-        dir.path(),
-        &format!(
-            "{FAST_RETRY}[sandbox]\nallow = [\"127.0.0.1:{port}\"]\n\n[probe]\nconnect_to = \"{target}\"\n"
-        ),
-    );
-    assert_eq!(code, CONFIG, "log:\n{log}");
+    let (report, _) = connect(&format!("[sandbox]\nallow = [\"127.0.0.1:{port}\"]\n\n"));
     assert!(
         report.ends_with(&format!("connect {target}: ok")),
         "an allowed connect failed: {report}"
@@ -252,12 +247,7 @@ fn connect_to_a_destination_not_allowed_is_denied() {
 #[test]
 fn read_outside_the_granted_directory_is_denied() {
     let dir = tempfile::tempdir().unwrap();
-    let granted = dir.path().join("granted");
-    std::fs::create_dir_all(&granted).unwrap();
-    std::fs::write(granted.join("inside.txt"), "inside").unwrap();
-    // Readable by the host, beside the granted directory but not in it.
-    let outside = dir.path().join("outside.txt");
-    std::fs::write(&outside, "outside").unwrap();
+    let (granted, outside) = granted_and_outside(dir.path());
 
     for path in [
         outside.display().to_string(),

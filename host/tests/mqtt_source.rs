@@ -14,112 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::mosquitto::Mosquitto;
 use common::{Host, endpoint, guest, http_get, wait_until, wait_until_async, write_config};
 use danube_testkit::{StoredMessage, TestBroker};
-
-/// A mosquitto broker on a free loopback port, stopped on drop.
-struct Mosquitto {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-    /// Authentication lines of the configuration; anonymous when empty.
-    auth: String,
-}
-
-impl Mosquitto {
-    fn start() -> Mosquitto {
-        Mosquitto::start_with(|_| String::new())
-    }
-
-    /// Starts with the authentication lines `auth` returns, given the
-    /// broker's directory (for a password file).
-    fn start_with(auth: impl FnOnce(&Path) -> String) -> Mosquitto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let auth = auth(dir.path());
-        let mut m = Mosquitto {
-            child: None,
-            port,
-            dir,
-            auth,
-        };
-        m.spawn();
-        m
-    }
-
-    fn spawn(&mut self) {
-        let conf = self.dir.path().join("mosquitto.conf");
-        let data = self.dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        // Unlimited queue for offline persistent sessions: the default (1000)
-        // drops messages while the connector is down, which is what the
-        // restart test must not see.
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\n{auth}persistence true\npersistence_location {data}/\n\
-                 max_queued_messages 0\nlog_dest stderr\nuser root\n",
-                port = self.port,
-                auth = if self.auth.is_empty() {
-                    "allow_anonymous true\n"
-                } else {
-                    &self.auth
-                },
-                data = data.display()
-            ),
-        )
-        .unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("mosquitto.log"))
-            .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("mosquitto runs (apt-get install mosquitto)");
-        self.child = Some(child);
-        let up = wait_until(Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-        });
-        assert!(
-            up,
-            "mosquitto did not listen on {}; log:\n{}",
-            self.port,
-            self.log()
-        );
-    }
-
-    /// Stops the broker cleanly (SIGTERM saves its persistence file).
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// Starts `mosquitto_pub` publishing each line of `lines` as one message.
 fn publish(port: u16, topic: &str, qos: u8, lines: Vec<String>) -> Child {
@@ -212,6 +109,33 @@ fn module() -> PathBuf {
 
 fn config(dir: &Path, broker: &TestBroker, name: &str, rest: &str) -> PathBuf {
     write_config(dir, &format!("{name}.toml"), &broker.url(), name, rest)
+}
+
+/// The config of connector `name` reaching an MQTT broker on `port`: its
+/// `[sandbox]` grant, the `[mqtt]` table (`client_id = name`, then `keys`,
+/// each line ending in a newline) and `routes`.
+fn mqtt_config(
+    dir: &Path,
+    broker: &TestBroker,
+    port: u16,
+    name: &str,
+    keys: &str,
+    routes: &str,
+) -> PathBuf {
+    config(
+        dir,
+        broker,
+        name,
+        &format!(
+            "{}[mqtt]\nbroker_host = \"127.0.0.1\"\nbroker_port = {port}\nclient_id = \"{name}\"\n{keys}\n{routes}",
+            sandbox(port)
+        ),
+    )
+}
+
+/// One route: every `sensors/...` MQTT topic to the Danube `topic`.
+fn sensors_route(topic: &str) -> String {
+    format!("[[mqtt.routes]]\nfrom = \"sensors/#\"\nto = \"{topic}\"\n")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -318,18 +242,15 @@ async fn wildcard_routes_fan_out_to_topics_with_different_partition_counts() {
     let broker = TestBroker::start().await.unwrap();
     let mqtt = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
+    let cfg = mqtt_config(
         dir.path(),
         &broker,
+        mqtt.port,
         "mqtt-routes",
-        &format!(
-            "{}[mqtt]\nbroker_host = \"127.0.0.1\"\nbroker_port = {port}\nclient_id = \"mqtt-routes\"\n\n\
-             [[mqtt.routes]]\nfrom = \"sensors/+/temp\"\nto = \"/default/temps\"\npartitions = 3\n\n\
+        "",
+        "[[mqtt.routes]]\nfrom = \"sensors/+/temp\"\nto = \"/default/temps\"\npartitions = 3\n\n\
              [[mqtt.routes]]\nfrom = \"sensors/#\"\nto = \"/default/other\"\nqos = 0\n\n\
              [[mqtt.topic_mappings]]\nmqtt_topic = \"alerts/#\"\ndanube_topic = \"/default/alerts\"\nqos = \"ExactlyOnce\"\npartitions = 2\n",
-            sandbox(mqtt.port),
-            port = mqtt.port
-        ),
     );
     let host = Host::start(&module(), &cfg, &[]);
     wait_subscribed(&host, 1).await;
@@ -435,16 +356,13 @@ async fn a_host_killed_mid_flow_loses_nothing_with_a_persistent_session() {
     let broker = TestBroker::start().await.unwrap();
     let mqtt = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
+    let cfg = mqtt_config(
         dir.path(),
         &broker,
+        mqtt.port,
         "mqtt-kill",
-        &format!(
-            "{}[mqtt]\nbroker_host = \"127.0.0.1\"\nbroker_port = {port}\nclient_id = \"mqtt-kill\"\nclean_session = false\n\n\
-             [[mqtt.routes]]\nfrom = \"sensors/#\"\nto = \"{TOPIC}\"\npartitions = 2\n",
-            sandbox(mqtt.port),
-            port = mqtt.port
-        ),
+        "clean_session = false\n",
+        &format!("{}partitions = 2\n", sensors_route(TOPIC)),
     );
     let host = Host::start(&module(), &cfg, &[]);
     wait_subscribed(&host, 1).await;
@@ -520,16 +438,13 @@ async fn the_connector_reconnects_when_the_mqtt_broker_restarts() {
     let broker = TestBroker::start().await.unwrap();
     let mut mqtt = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
+    let cfg = mqtt_config(
         dir.path(),
         &broker,
+        mqtt.port,
         "mqtt-restart",
-        &format!(
-            "{}[mqtt]\nbroker_host = \"127.0.0.1\"\nbroker_port = {port}\nclient_id = \"mqtt-restart\"\nkeep_alive_secs = 5\n\n\
-             [[mqtt.routes]]\nfrom = \"sensors/#\"\nto = \"{TOPIC}\"\n",
-            sandbox(mqtt.port),
-            port = mqtt.port
-        ),
+        "keep_alive_secs = 5\n",
+        &sensors_route(TOPIC),
     );
     let host = Host::start(&module(), &cfg, &[]);
     wait_subscribed(&host, 1).await;
@@ -676,15 +591,13 @@ fn mosquitto_with_passwords() -> Mosquitto {
 
 /// The `[mqtt]` table of the secret tests: `auth` holds the credential keys.
 fn secret_config(dir: &Path, broker: &TestBroker, port: u16, name: &str, auth: &str) -> PathBuf {
-    config(
+    mqtt_config(
         dir,
         broker,
+        port,
         name,
-        &format!(
-            "{}[mqtt]\nbroker_host = \"127.0.0.1\"\nbroker_port = {port}\nclient_id = \"{name}\"\n{auth}\n\n\
-             [[mqtt.routes]]\nfrom = \"sensors/#\"\nto = \"/default/secret\"\n",
-            sandbox(port)
-        ),
+        &format!("{auth}\n"),
+        &sensors_route("/default/secret"),
     )
 }
 
@@ -741,7 +654,7 @@ async fn passwords_from_the_table_and_the_environment_never_show_in_logs_or_endp
     // and the refusal is logged, counted and reported by /health.
     mqtt.stop();
     password_file(
-        &mqtt.dir.path().join("passwd"),
+        &mqtt.dir().join("passwd"),
         &[("bridge", ROTATED_SECRET), ("envuser", ENV_SECRET)],
     );
     mqtt.spawn();
@@ -932,16 +845,13 @@ async fn messages_over_max_packet_size_are_dropped_with_a_log_line_and_the_flow_
     let broker = TestBroker::start().await.unwrap();
     let mqtt = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
+    let cfg = mqtt_config(
         dir.path(),
         &broker,
+        mqtt.port,
         "mqtt-sized",
-        &format!(
-            "{}[mqtt]\nbroker_host = \"127.0.0.1\"\nbroker_port = {port}\nclient_id = \"mqtt-sized\"\nmax_packet_size = 1024\n\n\
-             [[mqtt.routes]]\nfrom = \"sensors/#\"\nto = \"{TOPIC}\"\n",
-            sandbox(mqtt.port),
-            port = mqtt.port
-        ),
+        "max_packet_size = 1024\n",
+        &sensors_route(TOPIC),
     );
     let host = Host::start(&module(), &cfg, &[]);
     wait_subscribed(&host, 1).await;
@@ -1190,16 +1100,13 @@ async fn malformed_packets_cost_the_connection_not_the_connector() {
     let fake = FakeBroker::start(script);
     let broker = TestBroker::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
+    let cfg = mqtt_config(
         dir.path(),
         &broker,
+        fake.port,
         "mqtt-fake",
-        &format!(
-            "{}[mqtt]\nbroker_host = \"127.0.0.1\"\nbroker_port = {port}\nclient_id = \"mqtt-fake\"\nconnection_timeout_secs = 3\n\n\
-             [[mqtt.routes]]\nfrom = \"sensors/#\"\nto = \"{TOPIC}\"\n",
-            sandbox(fake.port),
-            port = fake.port
-        ),
+        "connection_timeout_secs = 3\n",
+        &sensors_route(TOPIC),
     );
     let host = Host::start(&module(), &cfg, &[]);
 
@@ -1374,7 +1281,7 @@ async fn tls_connections_verify_the_broker_and_carry_the_flow() {
     let broker = TestBroker::start().await.unwrap();
     let mqtt = mosquitto_with_tls();
     let certs = tempfile::tempdir().unwrap();
-    std::fs::copy(mqtt.dir.path().join("ca.pem"), certs.path().join("ca.pem")).unwrap();
+    std::fs::copy(mqtt.dir().join("ca.pem"), certs.path().join("ca.pem")).unwrap();
     make_ca(certs.path(), "rogue");
     let dir = tempfile::tempdir().unwrap();
     let tls_config = |name: &str, tls: &str| {
@@ -1398,7 +1305,7 @@ async fn tls_connections_verify_the_broker_and_carry_the_flow() {
     let host = Host::start(&module(), &cfg, &[]);
     wait_subscribed(&host, 1).await;
     let lines = (0..COUNT).map(|i| format!("tls:{i}")).collect();
-    let ca_arg = mqtt.dir.path().join("ca.pem").display().to_string();
+    let ca_arg = mqtt.dir().join("ca.pem").display().to_string();
     finish(vec![publish_with(
         mqtt.port,
         "sensors/a",

@@ -4,29 +4,13 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    Host, guest, kill_worker, wait_subscribed, wait_until_async, worker_pid, write_config,
+    Host, guest, kill_worker, seqs_in_file, wait_subscribed, wait_until_async, worker_pid,
+    write_config,
 };
 use danube_testkit::TestBroker;
-
-/// Sequence numbers in the sink's file, with how often each was written.
-fn written(out_file: &Path) -> HashMap<u64, usize> {
-    let mut seen = HashMap::new();
-    for line in std::fs::read_to_string(out_file)
-        .unwrap_or_default()
-        .lines()
-    {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        *seen
-            .entry(v["payload"]["seq"].as_u64().unwrap())
-            .or_default() += 1;
-    }
-    seen
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_workers_are_replaced_and_no_record_is_lost() {
@@ -66,11 +50,11 @@ async fn killed_workers_are_replaced_and_no_record_is_lost() {
     for (round, fraction) in [(0, 5), (1, 2)] {
         let threshold = COUNT as usize / fraction;
         assert!(
-            wait_until_async(Duration::from_secs(60), || written(&out_file).len()
+            wait_until_async(Duration::from_secs(60), || seqs_in_file(&out_file).len()
                 >= threshold)
             .await,
             "round {round}: stuck at {} records; sink log:\n{}\nsource log:\n{}",
-            written(&out_file).len(),
+            seqs_in_file(&out_file).len(),
             sink.log(),
             source.log()
         );
@@ -90,18 +74,19 @@ async fn killed_workers_are_replaced_and_no_record_is_lost() {
     }
 
     assert!(
-        wait_until_async(Duration::from_secs(90), || written(&out_file).len() as u64
+        wait_until_async(Duration::from_secs(90), || seqs_in_file(&out_file).len()
+            as u64
             == COUNT)
         .await,
         "{} of {COUNT} distinct records written; sink log:\n{}\nsource log:\n{}",
-        written(&out_file).len(),
+        seqs_in_file(&out_file).len(),
         sink.log(),
         source.log()
     );
     assert!(source.terminate(Duration::from_secs(30)).success());
     assert!(sink.terminate(Duration::from_secs(30)).success());
 
-    let seen = written(&out_file);
+    let seen = seqs_in_file(&out_file);
     assert!(
         (0..COUNT).all(|seq| seen.contains_key(&seq)),
         "a record is missing"

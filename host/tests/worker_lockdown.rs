@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::probe::{ProbeSink, final_report, unused_url};
-use common::{Host, guest, worker_pid, write_config};
+use common::{Host, granted_and_outside, guest, worker_pid, write_config};
 use danube_testkit::TestBroker;
 
 const CONFIG: i32 = 2;
@@ -133,11 +133,7 @@ fn a_denied_system_call_stops_the_worker_naming_the_call() {
 #[test]
 fn landlock_refuses_files_outside_the_granted_directories() {
     let dir = tempfile::tempdir().unwrap();
-    let granted = dir.path().join("granted");
-    std::fs::create_dir_all(&granted).unwrap();
-    std::fs::write(granted.join("inside.txt"), "inside").unwrap();
-    let outside = dir.path().join("outside.txt");
-    std::fs::write(&outside, "outside").unwrap();
+    let (granted, outside) = granted_and_outside(dir.path());
     let sandbox = format!("dirs = [\"{}\"]", granted.display());
 
     let read_line = |log: &str| {

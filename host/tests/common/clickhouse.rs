@@ -3,34 +3,25 @@
 //! with a password; stopped on drop. Also the connector configuration and
 //! payloads the ClickHouse tests and bench share.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use danube_testkit::{BrokerConfig, TestBroker};
 use serde_json::{Value, json};
 
-use super::{Host, guest, reliable_producer, wait_until, write_config};
+use super::server::{Server, free_port, read_log};
+use super::{Host, guest, reliable_producer, write_config};
 
 /// The user the server knows, and its password.
 pub const USER: &str = "danube";
 pub const PASSWORD: &str = "ch-test-Secret-7Q";
 
 pub struct ClickHouse {
-    child: Option<Child>,
+    server: Option<Server>,
     pub http_port: u16,
     dir: tempfile::TempDir,
     agent: ureq::Agent,
-}
-
-/// A loopback port nobody listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl ClickHouse {
@@ -77,7 +68,7 @@ impl ClickHouse {
             .build()
             .into();
         let mut server = ClickHouse {
-            child: None,
+            server: None,
             http_port,
             dir,
             agent,
@@ -97,35 +88,24 @@ impl ClickHouse {
 
     /// What the server logged.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+        read_log(&self.log_file())
     }
 
     /// Starts the server process (again) and waits for `/ping`.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_file())
-            .unwrap();
-        let child = Command::new("clickhouse-server")
-            .arg(format!(
-                "--config-file={}",
-                self.dir.path().join("config.xml").display()
-            ))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("clickhouse-server runs (apt-get install clickhouse-server)");
-        self.child = Some(child);
-        let up = wait_until(Duration::from_secs(60), || self.ping());
-        assert!(
-            up,
-            "ClickHouse did not answer /ping on {}; log:\n{}",
-            self.http_port,
-            self.log()
+        let server = Server::start(
+            "clickhouse-server",
+            Command::new("clickhouse-server")
+                .arg(format!(
+                    "--config-file={}",
+                    self.dir.path().join("config.xml").display()
+                ))
+                .current_dir(self.dir.path()),
+            &self.log_file(),
+            Duration::from_secs(60),
+            || self.ping(),
         );
+        self.server = Some(server);
     }
 
     fn ping(&self) -> bool {
@@ -137,10 +117,8 @@ impl ClickHouse {
 
     /// Stops the server (SIGTERM) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
+        if let Some(server) = self.server.take() {
+            server.stop(libc::SIGTERM);
         }
     }
 
@@ -173,15 +151,6 @@ impl ClickHouse {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
-    }
-}
-
-impl Drop for ClickHouse {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

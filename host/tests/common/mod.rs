@@ -3,8 +3,10 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod directory;
+pub mod mosquitto;
 pub mod postgres;
 pub mod probe;
+pub mod server;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -245,6 +247,33 @@ pub async fn reliable_producer(broker_url: &str, topic: &str) -> danube_client::
         .unwrap();
     producer.create().await.unwrap();
     producer
+}
+
+/// For tests of `[sandbox] dirs`: a directory `granted` under `dir` holding
+/// `inside.txt`, and `outside.txt` beside it (readable by the host, but not
+/// in the granted directory). Returns both paths.
+pub fn granted_and_outside(dir: &Path) -> (PathBuf, PathBuf) {
+    let granted = dir.join("granted");
+    std::fs::create_dir_all(&granted).unwrap();
+    std::fs::write(granted.join("inside.txt"), "inside").unwrap();
+    let outside = dir.join("outside.txt");
+    std::fs::write(&outside, "outside").unwrap();
+    (granted, outside)
+}
+
+/// Sequence numbers in the file-sink's output (datagen payloads), with counts.
+pub fn seqs_in_file(out_file: &Path) -> HashMap<u64, usize> {
+    let mut seen = HashMap::new();
+    for line in std::fs::read_to_string(out_file)
+        .unwrap_or_default()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        *seen
+            .entry(v["payload"]["seq"].as_u64().unwrap())
+            .or_default() += 1;
+    }
+    seen
 }
 
 /// The sequence number datagen-source last committed, from the host's state

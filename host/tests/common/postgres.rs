@@ -8,11 +8,13 @@
 //! as the superuser (trusted locally); the connector logs in over TCP with
 //! the password.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use super::server::{Server, free_port, read_log};
 
 /// Where Debian's postgresql-15 package puts the server binaries.
 const BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -93,18 +95,14 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     /// The user the server runs as: (uid, gid), or `None` to stay ourselves.
     owner: Option<(u32, u32)>,
-    child: Option<Child>,
+    server: Option<Server>,
 }
 
 impl Postgres {
     /// Initialises a cluster and starts it; `password` becomes the password
     /// of the `danube` user, which owns the `danube` database.
     pub fn start(password: &str) -> Postgres {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         // SAFETY: geteuid has no preconditions.
         let owner = (unsafe { libc::geteuid() } == 0).then(postgres_user);
@@ -117,7 +115,7 @@ impl Postgres {
             port,
             dir,
             owner,
-            child: None,
+            server: None,
         };
         let out = pg
             .command(&format!("{BIN}/initdb"))
@@ -164,35 +162,21 @@ impl Postgres {
     /// Starts the server on the existing data directory and waits until it
     /// answers queries.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("postgres.log"))
-            .unwrap();
-        let child = self
-            .command(&format!("{BIN}/postgres"))
-            .arg("-D")
-            .arg(self.data())
-            .args(["-p", &self.port.to_string(), "-k"])
-            .arg(self.dir.path())
-            // Durability across a crash of the machine is not under test;
-            // a clean stop still writes everything.
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("postgres runs");
-        self.child = Some(child);
-        let end = Instant::now() + Duration::from_secs(30);
-        while !self.answers() {
-            assert!(
-                Instant::now() < end,
-                "PostgreSQL did not come up on port {}; log:\n{}",
-                self.port,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let server = Server::start(
+            "PostgreSQL",
+            self.command(&format!("{BIN}/postgres"))
+                .arg("-D")
+                .arg(self.data())
+                .args(["-p", &self.port.to_string(), "-k"])
+                .arg(self.dir.path())
+                // Durability across a crash of the machine is not under test;
+                // a clean stop still writes everything.
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]),
+            &self.log_file(),
+            Duration::from_secs(30),
+            || self.answers(),
+        );
+        self.server = Some(server);
     }
 
     fn answers(&self) -> bool {
@@ -206,10 +190,8 @@ impl Postgres {
     /// Stops the server with a fast shutdown (SIGINT): sessions are cut,
     /// committed data stays.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            let _ = child.wait();
+        if let Some(server) = self.server.take() {
+            server.stop(libc::SIGINT);
         }
     }
 
@@ -266,8 +248,12 @@ impl Postgres {
         )
     }
 
+    fn log_file(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
+    }
+
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+        read_log(&self.log_file())
     }
 
     pub fn dir(&self) -> &Path {
@@ -277,11 +263,9 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Immediate shutdown (SIGQUIT): nothing is kept after a test.
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) };
-            let _ = child.wait();
+        // Immediate shutdown (SIGQUIT): nothing is kept after a test.
+        if let Some(server) = self.server.take() {
+            server.stop(libc::SIGQUIT);
         }
     }
 }
