@@ -2,8 +2,10 @@
 //! child process, and waiting on conditions with deadlines.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod clickhouse;
 pub mod directory;
 pub mod mosquitto;
+pub mod polyglot;
 pub mod postgres;
 pub mod probe;
 pub mod server;
@@ -14,9 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-pub mod clickhouse;
-pub mod polyglot;
 
 /// The workspace's target directory.
 pub fn target_dir() -> PathBuf {
