@@ -605,7 +605,7 @@ async fn hostile_guests_leave_their_neighbours_in_the_same_host_flowing() {
             .count()
     };
     assert!(
-        wait_until_async(DEADLINE, || trapped("process-batch") >= 2
+        wait_until_async(DEADLINE, || trapped("process_batch") >= 2
             && trapped("poll") >= 2)
         .await,
         "the looping guests were not stopped repeatedly; log:\n{}",

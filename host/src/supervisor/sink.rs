@@ -3,7 +3,7 @@
 //!
 //! A batch takes every message already received (up to `batch_size`) and is
 //! flushed when it is full, when it is `batch_timeout_ms` old, or when no
-//! message came for `linger_ms` (default 0: at once): reliable topics let only
+//! message came for `linger_ms` (0: at once): reliable topics let only
 //! a few unacked messages out per subscription, so waiting for more than is
 //! there would stall. Two batches are kept in flight so the worker round trip
 //! is hidden, and while both are busy the next one fills.
