@@ -2,9 +2,11 @@
 # Builds the host, the test broker and every connector component.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The dev profile optimises dependencies (wasmtime, tonic), so these are the
-# same binaries the tests use: one build serves both.
-cargo build -p danube-host -p danube-testkit
+# Built as `cargo test --workspace` builds them (the dev profile optimises
+# dependencies such as wasmtime and tonic): the host and the test broker the
+# quick start runs are the binaries the tests use, and dependencies are not
+# compiled a second time with the test build's features.
+cargo test --workspace --no-run
 # Every workspace member that is a connector (a cdylib) is built for wasm.
 guests=$(cargo metadata --no-deps --format-version 1 | python3 -c '
 import json, sys
