@@ -822,28 +822,32 @@ fn kubernetes_manifests_match_the_schemas() {
 // ---------------------------------------------------------------------------
 // The image's entrypoint, as a container runs it.
 
-/// A connector started the way the image starts it (the ENTRYPOINT's init,
-/// then danube-host) as PID 1 of a new PID namespace: it becomes ready,
-/// the image's health check (docker/healthcheck.sh) sees it, records flow,
-/// and SIGTERM to the init drains it to exit 0.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn image_entrypoint_runs_a_connector_as_pid_1_and_drains_on_sigterm() {
-    let broker = danube_testkit::TestBroker::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let topic = "/default/entrypoint";
+/// Runs datagen-source to `topic` as PID 1 of a new PID namespace, behind
+/// `init` (the image's init, or nothing); returns the child and its log file.
+fn datagen_as_pid_1(
+    broker: &danube_testkit::TestBroker,
+    dir: &Path,
+    name: &str,
+    topic: &str,
+    init: &[String],
+) -> (std::process::Child, PathBuf) {
     let config = write_config(
-        dir.path(),
+        dir,
         "datagen.toml",
         &broker.url(),
-        "entrypoint",
+        name,
         &format!("[datagen]\ntopics = [\"{topic}\"]\nrate = 200\n"),
     );
-    // What the ENTRYPOINT runs before danube-host (found on PATH, as there).
-    let (init, _) = host_entrypoint();
-    let log = dir.path().join("host.log");
-    let mut child = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--pid", "--fork"])
-        .args(&init)
+    let log = dir.join("host.log");
+    let child = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--pid",
+            "--fork",
+            "--kill-child",
+        ])
+        .args(init)
         .arg(host_bin())
         .args(["--log-format", "text", "--module"])
         .arg(guest("datagen-source"))
@@ -855,6 +859,21 @@ async fn image_entrypoint_runs_a_connector_as_pid_1_and_drains_on_sigterm() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("unshare runs");
+    (child, log)
+}
+
+/// A connector started the way the image starts it (the ENTRYPOINT's init,
+/// then danube-host) as PID 1 of a new PID namespace: it becomes ready,
+/// the image's health check (docker/healthcheck.sh) sees it, records flow,
+/// and SIGTERM to the init drains it to exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_entrypoint_runs_a_connector_as_pid_1_and_drains_on_sigterm() {
+    let broker = danube_testkit::TestBroker::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "/default/entrypoint";
+    // What the ENTRYPOINT runs before danube-host (found on PATH, as there).
+    let (init, _) = host_entrypoint();
+    let (mut child, log) = datagen_as_pid_1(&broker, dir.path(), "entrypoint", topic, &init);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let port = {
@@ -929,33 +948,7 @@ async fn danube_host_runs_as_pid_1_without_an_init() {
     let broker = danube_testkit::TestBroker::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let topic = "/default/pid-one";
-    let config = write_config(
-        dir.path(),
-        "datagen.toml",
-        &broker.url(),
-        "pid-one",
-        &format!("[datagen]\ntopics = [\"{topic}\"]\nrate = 200\n"),
-    );
-    let log = dir.path().join("host.log");
-    let mut child = Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--pid",
-            "--fork",
-            "--kill-child",
-        ])
-        .arg(host_bin())
-        .args(["--log-format", "text", "--module"])
-        .arg(guest("datagen-source"))
-        .arg("--config")
-        .arg(&config)
-        .env("XDG_CACHE_HOME", target_dir().join("test-module-cache"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("unshare runs");
+    let (mut child, log) = datagen_as_pid_1(&broker, dir.path(), "pid-one", topic, &[]);
     let flowed = broker
         .wait_for(Duration::from_secs(30), |b| b.messages(topic).len() >= 20)
         .await;
