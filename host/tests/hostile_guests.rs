@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::probe::{ProbeSink, final_report, numbers_on, produce, unused_url};
 use common::{Host, granted_and_outside, guest, wait_subscribed, wait_until_async, write_config};
 use danube_testkit::TestBroker;
-use serde_json::Value;
 
 const CONFIG: i32 = 2;
 const FATAL: i32 = 4;
@@ -40,15 +39,6 @@ fn run_probe_open(dir: &Path, rest: &str) -> (i32, String, String) {
     let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
     let report = final_report(&log).to_string();
     (status.code().unwrap_or(-1), report, log)
-}
-
-/// JSON lines of a file (missing file: none).
-fn json_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
 }
 
 /// A datagen-source → file-sink flow on a topic of its own, in two hosts of
@@ -183,7 +173,7 @@ async fn take_over(
         .await
         .unwrap();
     assert!(status.success(), "{log}");
-    json_lines(&out.join("records.jsonl"))
+    common::json_lines(&out.join("records.jsonl"))
         .iter()
         .map(|v| v["payload"]["i"].as_u64().unwrap())
         .collect()
@@ -612,7 +602,7 @@ async fn trap_on_poisoned_records(name: &str, count: u64, poisons: &[u64]) {
     // Nothing is left for a healthy sink taking over the subscription.
     let by_sink = take_over(&broker, dir.path(), &topic, &dlq, count).await;
 
-    let by_probe: Vec<u64> = json_lines(&probe_file)
+    let by_probe: Vec<u64> = common::json_lines(&probe_file)
         .iter()
         .map(|v| v["i"].as_u64().unwrap())
         .collect();

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use common::{
@@ -12,14 +11,6 @@ use common::{
 };
 use danube_testkit::TestBroker;
 use serde_json::Value;
-
-fn read_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("file-sink writes JSON lines"))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_records_flow_from_datagen_to_file_sink_exactly_once() {
@@ -76,13 +67,13 @@ async fn ten_thousand_records_flow_from_datagen_to_file_sink_exactly_once() {
                 "commit of seq {committed} while the broker holds only {in_broker} records"
             );
         }
-        read_lines(&out_file).len() as u64 >= COUNT
+        common::json_lines(&out_file).len() as u64 >= COUNT
     })
     .await;
     assert!(
         all_written,
         "only {} of {COUNT} records written; source log:\n{}\nsink log:\n{}",
-        read_lines(&out_file).len(),
+        common::json_lines(&out_file).len(),
         source.log(),
         sink.log()
     );
@@ -101,7 +92,7 @@ async fn ten_thousand_records_flow_from_datagen_to_file_sink_exactly_once() {
         "{sink_log}"
     );
 
-    let lines = read_lines(&out_file);
+    let lines = common::json_lines(&out_file);
     assert_eq!(
         lines.len() as u64,
         COUNT,
@@ -174,7 +165,8 @@ async fn an_invalid_record_is_dead_lettered_and_the_rest_of_its_batch_lands() {
 
     let out_file = out.join("records.jsonl");
     assert!(
-        wait_until_async(Duration::from_secs(30), || read_lines(&out_file).len()
+        wait_until_async(Duration::from_secs(30), || common::json_lines(&out_file)
+            .len()
             >= 19
             && broker.messages("/default/dlq").len() == 1
             && broker
@@ -182,12 +174,12 @@ async fn an_invalid_record_is_dead_lettered_and_the_rest_of_its_batch_lands() {
                 .is_some_and(|s| s.acked == 20))
         .await,
         "written {}, dead-lettered {}, sub {:?}; log:\n{}",
-        read_lines(&out_file).len(),
+        common::json_lines(&out_file).len(),
         broker.messages("/default/dlq").len(),
         broker.subscription(TOPIC, "s"),
         sink.log()
     );
-    let written: Vec<u64> = read_lines(&out_file)
+    let written: Vec<u64> = common::json_lines(&out_file)
         .iter()
         .map(|l| l["payload"]["i"].as_u64().unwrap())
         .collect();

@@ -73,14 +73,6 @@ fn schema_entry(
     )
 }
 
-fn read_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("file-sink writes JSON lines"))
-        .collect()
-}
-
 /// Starts a file-sink named `name` on `topic` whose route expects
 /// `expected_subject`, and waits until it subscribed; returns it and the
 /// file it writes.
@@ -335,13 +327,13 @@ async fn avro_records_round_trip_from_datagen_to_file_sink_as_json() {
     let source = Host::start(&guest("datagen-source"), &source_config, &[]);
 
     let written = wait_until_async(Duration::from_secs(60), || {
-        read_lines(&out_file).len() as u64 >= COUNT
+        common::json_lines(&out_file).len() as u64 >= COUNT
     })
     .await;
     assert!(
         written,
         "{} written; source log:\n{}\nsink log:\n{}",
-        read_lines(&out_file).len(),
+        common::json_lines(&out_file).len(),
         source.log(),
         sink.log()
     );
@@ -359,7 +351,7 @@ async fn avro_records_round_trip_from_datagen_to_file_sink_as_json() {
     }
     // In the sink: the records as JSON, with their schema.
     let mut seqs: Vec<u64> = Vec::new();
-    for line in read_lines(&out_file) {
+    for line in common::json_lines(&out_file) {
         let payload = &line["payload"];
         assert_eq!(payload["topic"], TOPIC, "{line}");
         assert_eq!(payload["key"], Value::Null, "{line}");
@@ -412,7 +404,7 @@ async fn a_sink_route_dead_letters_records_of_another_subject() {
         );
     }
     assert!(
-        read_lines(&out_file).is_empty(),
+        common::json_lines(&out_file).is_empty(),
         "nothing of another subject is written"
     );
 }

@@ -260,14 +260,19 @@ pub fn granted_and_outside(dir: &Path) -> (PathBuf, PathBuf) {
     (granted, outside)
 }
 
+/// The JSON lines of a file a file-sink writes (a missing file: none).
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("file-sink writes JSON lines"))
+        .collect()
+}
+
 /// Sequence numbers in the file-sink's output (datagen payloads), with counts.
 pub fn seqs_in_file(out_file: &Path) -> HashMap<u64, usize> {
     let mut seen = HashMap::new();
-    for line in std::fs::read_to_string(out_file)
-        .unwrap_or_default()
-        .lines()
-    {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    for v in json_lines(out_file) {
         *seen
             .entry(v["payload"]["seq"].as_u64().unwrap())
             .or_default() += 1;
