@@ -167,6 +167,35 @@ async fn ten_thousand_records_land_as_typed_rows() {
     assert!(host.terminate(Duration::from_secs(30)).success());
 }
 
+/// Waits until `dlq` holds one dead letter per `(seq, reason)` of
+/// `expected`, in that order, each invalid data whose `dlq.error` gives the
+/// reason.
+async fn expect_dead_letters(
+    broker: &TestBroker,
+    dlq: &str,
+    expected: &[(u64, &str)],
+    host: &Host,
+) {
+    let landed = broker
+        .wait_for(Duration::from_secs(30), |b| {
+            b.messages(dlq).len() == expected.len()
+        })
+        .await;
+    assert!(
+        landed,
+        "dead letters: {}; log:\n{}",
+        broker.messages(dlq).len(),
+        host.log()
+    );
+    for (message, (seq, why)) in broker.messages(dlq).iter().zip(expected) {
+        let payload: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(payload["seq"], json!(seq));
+        let error = &message.attributes["dlq.error"];
+        assert!(error.contains(why), "dlq.error for {seq}: {error}");
+        assert_eq!(message.attributes["dlq.error_class"], "invalid_data");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn records_of_the_wrong_type_go_to_the_dead_letter_topic() {
     const TOPIC: &str = "/default/typed-dlq";
@@ -199,24 +228,7 @@ async fn records_of_the_wrong_type_go_to_the_dead_letter_topic() {
     };
     systems.produce((0..50).map(payload)).await;
     wait_count(ch, "SELECT count() FROM typed FINAL", 47, &host).await;
-    let landed = broker
-        .wait_for(Duration::from_secs(30), |b| b.messages(DLQ).len() == 3)
-        .await;
-    assert!(
-        landed,
-        "dead letters: {}; log:\n{}",
-        broker.messages(DLQ).len(),
-        host.log()
-    );
-
-    let dead = broker.messages(DLQ);
-    for (message, (seq, why)) in dead.iter().zip(broken) {
-        let payload: Value = serde_json::from_slice(&message.payload).unwrap();
-        assert_eq!(payload["seq"], json!(seq));
-        let error = &message.attributes["dlq.error"];
-        assert!(error.contains(why), "dlq.error for {seq}: {error}");
-        assert_eq!(message.attributes["dlq.error_class"], "invalid_data");
-    }
+    expect_dead_letters(broker, DLQ, &broken, &host).await;
     let seqs: Vec<u64> = ch
         .query("SELECT seq FROM typed ORDER BY seq")
         .lines()
@@ -259,24 +271,8 @@ async fn rows_clickhouse_refuses_are_found_and_the_rest_written() {
         }))
         .await;
     wait_count(ch, "SELECT count() FROM codes FINAL", 38, &host).await;
-    let landed = broker
-        .wait_for(Duration::from_secs(30), |b| b.messages(DLQ).len() == 2)
-        .await;
-    assert!(
-        landed,
-        "dead letters: {}; log:\n{}",
-        broker.messages(DLQ).len(),
-        host.log()
-    );
-    for (message, seq) in broker.messages(DLQ).iter().zip(too_long) {
-        let payload: Value = serde_json::from_slice(&message.payload).unwrap();
-        assert_eq!(payload["seq"], json!(seq));
-        let error = &message.attributes["dlq.error"];
-        assert!(
-            error.contains("Too large value for FixedString(4)"),
-            "{error}"
-        );
-    }
+    let why = "Too large value for FixedString(4)";
+    expect_dead_letters(broker, DLQ, &too_long.map(|seq| (seq, why)), &host).await;
     assert_eq!(
         ch.count("SELECT count() FROM codes WHERE seq IN (7, 25)"),
         0
