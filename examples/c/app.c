@@ -68,6 +68,7 @@ bool exports_danube_connect_sink_connector_open(
     sink_string_dup(&ret->ptr[0].subscription, subscription);
     ret->ptr[0].subscription_type = DANUBE_CONNECT_TYPES_SUBSCRIPTION_TYPE_EXCLUSIVE;
     ret->ptr[0].expected_schema_subject.is_some = false;
+    ret->ptr[0].decode_avro = true;
     ok = true;
 done:
     free(topic);

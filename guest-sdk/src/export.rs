@@ -222,6 +222,7 @@ pub fn sink_open<T: Sink>(
                 SubscriptionType::KeyShared => sink_wit::SubscriptionType::KeyShared,
             },
             expected_schema_subject: c.expected_schema_subject,
+            decode_avro: c.decode_avro,
         })
         .collect())
 }

@@ -356,6 +356,9 @@ pub struct ConsumerConfig {
     /// If set, records whose schema subject differs go to the dead-letter
     /// topic instead of the sink.
     pub expected_schema_subject: Option<String>,
+    /// Payloads published with an Avro schema arrive as JSON (the default) or,
+    /// when false, as the Avro binary the broker holds.
+    pub decode_avro: bool,
 }
 
 impl ConsumerConfig {
@@ -366,6 +369,7 @@ impl ConsumerConfig {
             subscription: subscription.into(),
             subscription_type: SubscriptionType::Shared,
             expected_schema_subject: None,
+            decode_avro: true,
         }
     }
 
@@ -378,6 +382,13 @@ impl ConsumerConfig {
     /// Only records with this schema subject reach the sink.
     pub fn with_expected_schema_subject(mut self, subject: impl Into<String>) -> Self {
         self.expected_schema_subject = Some(subject.into());
+        self
+    }
+
+    /// Avro payloads arrive as the Avro binary they were published as, not
+    /// decoded to JSON: for sinks that store or forward Avro unchanged.
+    pub fn with_avro_bytes(mut self) -> Self {
+        self.decode_avro = false;
         self
     }
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Bumped on any change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Frames larger than this are refused: a corrupt length never makes a process
 /// allocate gigabytes.
@@ -360,6 +360,7 @@ pub struct ConsumerConfig {
     pub subscription: String,
     pub subscription_type: SubscriptionType,
     pub expected_schema_subject: Option<String>,
+    pub decode_avro: bool,
 }
 
 /// The error classes of the contract.

@@ -1,14 +1,15 @@
 //! Schemas through the real `danube-host` binary against the test broker:
 //! `[[schemas]]` registered at start with each version strategy, an
 //! incompatible schema stopping start-up, JSON-Schema-invalid source records
-//! dead-lettered, Avro from datagen-source to file-sink, and a sink route's
-//! expected subject.
+//! dead-lettered, Avro from datagen-source to file-sink (as JSON, or as
+//! published when the sink asks), and a sink route's expected subject.
 
 mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
+use base64::prelude::{BASE64_STANDARD, Engine};
 use common::{Host, committed_seq, guest, wait_subscribed, wait_until_async, write_config};
 use danube_client::{DanubeClient, SchemaType};
 use danube_testkit::TestBroker;
@@ -74,14 +75,15 @@ fn schema_entry(
 }
 
 /// Starts a file-sink named `name` on `topic` whose route expects
-/// `expected_subject`, and waits until it subscribed; returns it and the
-/// file it writes.
+/// `expected_subject`, with `file_keys` (TOML) added to its `[file]` table,
+/// and waits until it subscribed; returns it and the file it writes.
 async fn start_file_sink(
     broker: &TestBroker,
     dir: &Path,
     name: &str,
     topic: &str,
     expected_subject: &str,
+    file_keys: &str,
 ) -> (Host, std::path::PathBuf) {
     let out = dir.join("out");
     let config = write_config(
@@ -90,13 +92,13 @@ async fn start_file_sink(
         &broker.url(),
         name,
         &format!(
-            "[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{topic}\"]\nsubscription = \"{name}\"\nexpected_schema_subject = \"{expected_subject}\"\n",
+            "[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\nfile_name = \"{name}.jsonl\"\ntopics = [\"{topic}\"]\nsubscription = \"{name}\"\nexpected_schema_subject = \"{expected_subject}\"\n{file_keys}\n",
             out = out.display()
         ),
     );
     let sink = Host::start(&guest("file-sink"), &config, &[]);
     wait_subscribed(broker, &[topic.to_string()], name, &sink).await;
-    (sink, out.join("records.jsonl"))
+    (sink, out.join(format!("{name}.jsonl")))
 }
 
 /// Runs a datagen host until `topic` holds `count` messages, drains it, and
@@ -311,15 +313,26 @@ const EVENT_AVRO: &str = r#"{"type":"record","name":"Event","fields":[
     {"name":"topic","type":"string"},
     {"name":"pad","type":"string"}]}"#;
 
+/// Two sinks on one Avro topic: one reads the records as JSON (the default),
+/// the other asks for them as published and writes the Avro binary.
 #[tokio::test(flavor = "multi_thread")]
-async fn avro_records_round_trip_from_datagen_to_file_sink_as_json() {
+async fn avro_records_round_trip_from_datagen_to_file_sink_as_json_or_as_published() {
     const COUNT: u64 = 50;
     const TOPIC: &str = "/default/avro";
     let broker = TestBroker::start().await.unwrap();
     broker.create_topic(TOPIC, 0, true).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (sink, out_file) =
-        start_file_sink(&broker, dir.path(), "avro-sink", TOPIC, "avro-events").await;
+    let (json_sink, json_file) =
+        start_file_sink(&broker, dir.path(), "avro-json", TOPIC, "avro-events", "").await;
+    let (bytes_sink, bytes_file) = start_file_sink(
+        &broker,
+        dir.path(),
+        "avro-bytes",
+        TOPIC,
+        "avro-events",
+        "decode_avro = false",
+    )
+    .await;
 
     std::fs::write(dir.path().join("event.avsc"), EVENT_AVRO).unwrap();
     let schemas = schema_entry(TOPIC, "avro-events", "avro", "event.avsc", "\"latest\"");
@@ -327,21 +340,27 @@ async fn avro_records_round_trip_from_datagen_to_file_sink_as_json() {
     let source = Host::start(&guest("datagen-source"), &source_config, &[]);
 
     let written = wait_until_async(Duration::from_secs(60), || {
-        common::json_lines(&out_file).len() as u64 >= COUNT
+        [&json_file, &bytes_file]
+            .iter()
+            .all(|file| common::json_lines(file).len() as u64 >= COUNT)
     })
     .await;
     assert!(
         written,
-        "{} written; source log:\n{}\nsink log:\n{}",
-        common::json_lines(&out_file).len(),
+        "{} and {} written; source log:\n{}\nsink logs:\n{}\n{}",
+        common::json_lines(&json_file).len(),
+        common::json_lines(&bytes_file).len(),
         source.log(),
-        sink.log()
+        json_sink.log(),
+        bytes_sink.log()
     );
     assert!(source.terminate(Duration::from_secs(30)).success());
-    assert!(sink.terminate(Duration::from_secs(30)).success());
+    assert!(json_sink.terminate(Duration::from_secs(30)).success());
+    assert!(bytes_sink.terminate(Duration::from_secs(30)).success());
 
     // On the broker: Avro binary, not JSON.
-    for message in broker.messages(TOPIC) {
+    let published = broker.messages(TOPIC);
+    for message in &published {
         assert!(
             serde_json::from_slice::<Value>(&message.payload).is_err(),
             "{:?}",
@@ -349,9 +368,9 @@ async fn avro_records_round_trip_from_datagen_to_file_sink_as_json() {
         );
         assert_eq!(message.schema_version, Some(1));
     }
-    // In the sink: the records as JSON, with their schema.
+    // In the first sink: the records as JSON, with their schema.
     let mut seqs: Vec<u64> = Vec::new();
-    for line in common::json_lines(&out_file) {
+    for line in common::json_lines(&json_file) {
         let payload = &line["payload"];
         assert_eq!(payload["topic"], TOPIC, "{line}");
         assert_eq!(payload["key"], Value::Null, "{line}");
@@ -363,7 +382,30 @@ async fn avro_records_round_trip_from_datagen_to_file_sink_as_json() {
     }
     seqs.sort();
     assert_eq!(seqs, (0..COUNT).collect::<Vec<_>>());
-    assert!(broker.messages("/default/avro-sink-dlq").is_empty());
+    // In the second: each message's bytes exactly as the broker holds them
+    // (file-sink writes bytes that happen to be UTF-8 as a string, others in
+    // base64).
+    let mut offsets: Vec<u64> = Vec::new();
+    for line in common::json_lines(&bytes_file) {
+        let bytes = match (&line["payload"], &line["payload_base64"]) {
+            (Value::String(text), Value::Null) => text.as_bytes().to_vec(),
+            (Value::Null, Value::String(encoded)) => BASE64_STANDARD.decode(encoded).unwrap(),
+            _ => panic!("not the Avro bytes: {line}"),
+        };
+        let offset = line["offset"].as_u64().unwrap();
+        let message = published.iter().find(|m| m.offset == offset).unwrap();
+        assert_eq!(bytes, message.payload, "offset {offset}");
+        assert_eq!(
+            line["schema"],
+            serde_json::json!({"subject": "avro-events", "version": 1})
+        );
+        offsets.push(offset);
+    }
+    offsets.sort();
+    assert_eq!(offsets, (0..COUNT).collect::<Vec<_>>());
+    for sink in ["avro-json", "avro-bytes"] {
+        assert!(broker.messages(&format!("/default/{sink}-dlq")).is_empty());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -375,7 +417,7 @@ async fn a_sink_route_dead_letters_records_of_another_subject() {
     register(&client, "other-value", SchemaType::JsonSchema, EVENT_V1).await;
     let dir = tempfile::tempdir().unwrap();
     let (sink, out_file) =
-        start_file_sink(&broker, dir.path(), "routed", TOPIC, "events-value").await;
+        start_file_sink(&broker, dir.path(), "routed", TOPIC, "events-value", "").await;
 
     let mut producer = client
         .new_producer()

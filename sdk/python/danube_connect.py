@@ -56,10 +56,20 @@ def failure(index: int, error: types.ConnectorError) -> types.RecordFailure:
     return types.RecordFailure(index, error)
 
 
-def consumer(topic: str, subscription: str, shared: bool = False) -> types.ConsumerConfig:
-    """A subscription for `open` of a sink (exclusive unless `shared`)."""
+def consumer(
+    topic: str,
+    subscription: str,
+    shared: bool = False,
+    expected_schema_subject: Optional[str] = None,
+    avro_bytes: bool = False,
+) -> types.ConsumerConfig:
+    """A subscription for `open` of a sink (exclusive unless `shared`).
+
+    Only records of `expected_schema_subject` reach the sink, if given. Avro
+    payloads arrive decoded to JSON unless `avro_bytes`.
+    """
     kind = types.SubscriptionType.SHARED if shared else types.SubscriptionType.EXCLUSIVE
-    return types.ConsumerConfig(topic, subscription, kind, None)
+    return types.ConsumerConfig(topic, subscription, kind, expected_schema_subject, not avro_bytes)
 
 
 def producer(topic: str, partitions: int = 0, reliable: bool = True) -> types.ProducerConfig:

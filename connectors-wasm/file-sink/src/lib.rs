@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
+use base64::prelude::{BASE64_STANDARD, Engine};
 use danube_connect_sdk::{
     BatchOutcome, ConnectorError, ConnectorInfo, ConsumerConfig, Sink, SinkRecord,
     SubscriptionType, debug, info, metrics, warn,
@@ -25,6 +26,9 @@ subscription_type = "shared"
 # Only records published with this schema subject are written; the host
 # sends the others to the dead-letter topic.
 # expected_schema_subject = "events-value"
+# Avro payloads are written decoded to JSON; false writes the Avro binary as
+# published (base64, as `payload_base64`).
+# decode_avro = true
 # Testing aid: a record whose JSON payload has this field set to true is
 # reported as invalid data (and so goes to the dead-letter topic).
 # fail_on = "poison"
@@ -44,6 +48,8 @@ pub struct Config {
     pub subscription_type: SubscriptionType,
     #[serde(default)]
     pub expected_schema_subject: Option<String>,
+    #[serde(default = "default_decode_avro")]
+    pub decode_avro: bool,
     #[serde(default)]
     pub fail_on: Option<String>,
 }
@@ -54,6 +60,10 @@ fn default_file_name() -> String {
 
 fn default_subscription() -> String {
     "file-sink".to_string()
+}
+
+fn default_decode_avro() -> bool {
+    true
 }
 
 pub struct FileSink {
@@ -121,8 +131,8 @@ fn line(record: &SinkRecord, json: Option<Value>) -> Value {
             out.insert("payload".into(), text.into());
         }
         (None, Err(_)) => {
-            let text = String::from_utf8_lossy(record.payload()).into_owned();
-            out.insert("payload_text".into(), text.into());
+            let encoded = BASE64_STANDARD.encode(record.payload());
+            out.insert("payload_base64".into(), encoded.into());
         }
     }
     Value::Object(out)
@@ -193,8 +203,11 @@ impl Sink for FileSink {
             .topics
             .iter()
             .map(|t| {
-                let consumer = ConsumerConfig::new(t, &config.subscription)
+                let mut consumer = ConsumerConfig::new(t, &config.subscription)
                     .with_subscription_type(config.subscription_type);
+                if !config.decode_avro {
+                    consumer = consumer.with_avro_bytes();
+                }
                 match &config.expected_schema_subject {
                     Some(subject) => consumer.with_expected_schema_subject(subject),
                     None => consumer,
@@ -346,7 +359,7 @@ mod tests {
         assert_eq!(l[0]["attributes"]["x"], "y");
         assert_eq!(l[1]["payload"], "plain text");
         assert_eq!(l[1]["key"], Value::Null);
-        assert_eq!(l[2]["payload_text"], "\u{fffd}a");
+        assert_eq!(l[2]["payload_base64"], "/2E=");
         assert!(l[2].get("payload").is_none());
         sink.close();
         std::fs::remove_dir_all(dir).unwrap();

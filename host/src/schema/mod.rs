@@ -9,4 +9,4 @@ mod codec;
 mod registry;
 
 pub use codec::Codec;
-pub use registry::{MessageSchemas, Registry, SchemaError, SourceSchemas, Verdict};
+pub use registry::{MessageSchemas, Registry, SchemaError, SchemaRules, SourceSchemas, Verdict};

@@ -280,6 +280,17 @@ pub struct MessageSchema {
     pub codec: Codec,
 }
 
+/// What a sink route asks of the schemas of the messages it consumes.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaRules {
+    /// Messages of another subject (or none) are rejected.
+    pub expected_subject: Option<String>,
+    /// Avro payloads are handed over as JSON; otherwise as published, not
+    /// decoded (nor checked: the source side encoded them against their
+    /// schema).
+    pub decode_avro: bool,
+}
+
 /// What a sink route makes of a consumed message.
 pub enum Verdict {
     /// Hand it to the sink, with its schema and (for Avro) its payload as JSON.
@@ -306,14 +317,14 @@ impl MessageSchemas {
         }
     }
 
-    /// Checks a message against its route's expected subject and decodes its
-    /// payload for the sink.
+    /// Checks a message against its route's expected subject and, if the route
+    /// asks, decodes its payload for the sink.
     pub async fn check(
         &mut self,
         schema_id: Option<u64>,
         schema_version: Option<u32>,
         payload: &[u8],
-        expected_subject: Option<&str>,
+        rules: &SchemaRules,
     ) -> Result<Verdict, SchemaError> {
         let schema = match schema_id {
             None => None,
@@ -323,7 +334,7 @@ impl MessageSchemas {
             },
         };
         let subject = schema.as_ref().map(|s| s.reference.subject.as_str());
-        if let Some(expected) = expected_subject
+        if let Some(expected) = rules.expected_subject.as_deref()
             && subject != Some(expected)
         {
             return Ok(Verdict::Reject(match subject {
@@ -339,6 +350,12 @@ impl MessageSchemas {
                 decoded: None,
             });
         };
+        if !rules.decode_avro {
+            return Ok(Verdict::Pass {
+                schema: Some(schema.reference.clone()),
+                decoded: None,
+            });
+        }
         Ok(match schema.codec.decode(payload) {
             Ok(decoded) => Verdict::Pass {
                 schema: Some(schema.reference.clone()),

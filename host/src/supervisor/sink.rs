@@ -29,7 +29,7 @@ use crate::config::{ConnectorConfig, OnExhausted};
 use crate::protocol::{
     Call, CallOutcome, ConnectorError, ConsumerConfig, RecordFailure, SchemaRef, SinkRecord,
 };
-use crate::schema::{MessageSchemas, Registry, SchemaError, Verdict};
+use crate::schema::{MessageSchemas, Registry, SchemaError, SchemaRules, Verdict};
 
 /// Batches handed to the worker and not yet answered.
 const BATCHES_IN_FLIGHT: usize = 2;
@@ -61,9 +61,9 @@ pub struct SinkPipeline<'a> {
     ackers: Vec<mpsc::UnboundedSender<StreamMessage>>,
     consumer_tasks: Vec<tokio::task::JoinHandle<()>>,
     dead_letter: DeadLetter,
-    /// The schemas of consumed messages, and each consumer's expected subject.
+    /// The schemas of consumed messages, and what each consumer asks of them.
     schemas: MessageSchemas,
-    expected_subjects: Vec<Option<String>>,
+    schema_rules: Vec<SchemaRules>,
     policy: RetryPolicy,
     replay: VecDeque<Unsettled>,
     consuming: bool,
@@ -120,9 +120,12 @@ impl<'a> SinkPipeline<'a> {
                 limit,
             ),
             schemas: MessageSchemas::new(Registry::new(client, &policy, limit)),
-            expected_subjects: consumers
+            schema_rules: consumers
                 .iter()
-                .map(|c| c.expected_schema_subject.clone())
+                .map(|c| SchemaRules {
+                    expected_subject: c.expected_schema_subject.clone(),
+                    decode_avro: c.decode_avro,
+                })
                 .collect(),
             policy,
             replay: VecDeque::new(),
@@ -287,7 +290,7 @@ impl<'a> SinkPipeline<'a> {
                 message.schema_id,
                 message.schema_version,
                 &message.payload,
-                self.expected_subjects[delivery.consumer].as_deref(),
+                &self.schema_rules[delivery.consumer],
             )
             .await
             .map_err(|e| match e {

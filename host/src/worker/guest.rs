@@ -336,6 +336,7 @@ fn from_consumer_config(c: wit::ConsumerConfig) -> protocol::ConsumerConfig {
             wit::SubscriptionType::KeyShared => P::KeyShared,
         },
         expected_schema_subject: c.expected_schema_subject,
+        decode_avro: c.decode_avro,
     }
 }
 
