@@ -25,9 +25,8 @@ pub fn run(env: &Env) -> anyhow::Result<Table> {
         "Latency at a fixed rate",
         format!(
             "{seconds} s of {PAYLOAD} B records at each rate from one producer. Host: send → the \
-             probe sink's write, with the sink's defaults (`linger_ms` = 5: a batch is handed on \
-             once no message came for 5 ms; `batch_timeout_ms` = 1000). Raw: send → receive by \
-             a subscribed consumer."
+             probe sink's write, with the sink's defaults (`linger_ms` = 0: a batch is handed on \
+             as soon as nothing more is waiting). Raw: send → receive by a subscribed consumer."
         ),
         &["path", "rate", "p50", "p99", "max"],
     );

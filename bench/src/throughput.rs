@@ -93,8 +93,8 @@ pub fn sink(env: &Env, memory: &mut Memory) -> anyhow::Result<Table> {
              hands them to the probe guest, which discards them, and acknowledges each; the raw \
              client receives and acknowledges each. The broker lets 10 unacknowledged messages out \
              per subscription (Danube's default), so acknowledgement round trips set the pace; with \
-             `linger_ms` = 5 (the default) the host also waits for a message that cannot come \
-             before it hands on each window, with 0 it hands a batch on once nothing more is waiting."
+             `linger_ms` = 0 (the default) the host hands a batch on once nothing more is waiting, \
+             with 5 it also waits for a message that cannot come before it hands on each window."
         ),
         &[
             "payload",
@@ -119,14 +119,14 @@ pub fn sink(env: &Env, memory: &mut Memory) -> anyhow::Result<Table> {
                 format!("{size} B"),
                 format!(
                     "{linger_ms}{}",
-                    if linger_ms == 5 { " (default)" } else { "" }
+                    if linger_ms == 0 { " (default)" } else { "" }
                 ),
                 format!("{:.0}", flow.records_per_s),
                 mb_per_s(flow.records_per_s, size),
                 format!("{raw:.0}"),
                 ratio(flow.records_per_s, raw),
             ]);
-            if linger_ms == 5 {
+            if linger_ms == 0 {
                 memory.push((format!("sink, {size} B"), flow));
             }
         }

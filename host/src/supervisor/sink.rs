@@ -246,14 +246,23 @@ impl<'a> SinkPipeline<'a> {
                     }
                     Err(Stop::WorkerGone(why)) => {
                         // Keep this batch, the ones after it and the one
-                        // being filled, in order, for the next worker.
+                        // being filled, in order, for the next worker. Batches
+                        // in flight came from the front of the replay queue
+                        // (or after it, once it was empty), so they go back
+                        // to its front: replayed in another order, the next
+                        // worker would die on a batch not yet charged and
+                        // the restart budget run out before the culprit is
+                        // dead-lettered.
                         unsettled.crashes += 1;
-                        self.replay.push_back(unsettled);
+                        let mut requeued = vec![unsettled];
                         // Only the head batch was running (the worker takes
                         // calls one at a time): the ones behind it are not
                         // charged with the crash.
                         while let Some((later, _)) = in_flight.next().await {
-                            self.replay.push_back(later);
+                            requeued.push(later);
+                        }
+                        for unsettled in requeued.into_iter().rev() {
+                            self.replay.push_front(unsettled);
                         }
                         if !batch.is_empty() {
                             self.replay.push_back(Unsettled { deliveries: std::mem::take(&mut batch), crashes: 0 });
