@@ -498,3 +498,57 @@ fn config_messages_name_the_file_by_the_path_given() {
     let expected = format!("danube-host: {}: ", dir.path().join("bad.toml").display());
     assert!(line.starts_with(&expected), "{line}");
 }
+
+#[test]
+fn validate_reads_each_schema_file_and_names_the_one_that_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "good.json",
+        r#"{"type":"object","properties":{"seq":{"type":"integer"}}}"#,
+    );
+    write(dir.path(), "broken.avsc", r#"{"type":"record","name":"E""#);
+    let entry = |subject: &str, kind: &str, file: &str| {
+        format!(
+            "[[schemas]]\ntopic = \"/default/{subject}\"\nsubject = \"{subject}\"\nschema_type = \"{kind}\"\nschema_file = \"{file}\"\n"
+        )
+    };
+    let config = |entries: &[String]| {
+        write(
+            dir.path(),
+            "schemas.toml",
+            format!("{ROOT}\n{}\n[probe]\n", entries.concat()),
+        )
+    };
+    let good = entry("events", "json_schema", "good.json");
+
+    let out = validate(&guest("probe-connector"), &config(&[good.clone()]));
+    assert_eq!(out.code, OK, "{out:#?}");
+
+    let out = validate(
+        &guest("probe-connector"),
+        &config(&[good.clone(), entry("orders", "avro", "broken.avsc")]),
+    );
+    out.fails_with(
+        CONFIG,
+        &[
+            "schemas.toml",
+            "subject 'orders'",
+            "broken.avsc",
+            "not a valid Avro schema",
+        ],
+    );
+
+    let out = validate(
+        &guest("probe-connector"),
+        &config(&[good, entry("missing", "json_schema", "missing.json")]),
+    );
+    out.fails_with(
+        CONFIG,
+        &[
+            "subject 'missing'",
+            "cannot read schema_file",
+            "missing.json",
+        ],
+    );
+}

@@ -99,3 +99,65 @@ async fn killed_workers_are_replaced_and_no_record_is_lost() {
     let log = std::fs::read_to_string(dir.path().join("sink.log")).unwrap();
     assert!(log.contains("worker died; restarting it"), "{log}");
 }
+
+/// An upgrade in place replaces the `danube-host` file under a running host:
+/// a worker restarted after that still starts, and is the running version.
+/// The worker is killed while idle: it is replaced at once, not when the
+/// next record comes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_restarts_after_the_binary_on_disk_was_replaced() {
+    const TOPIC: &str = "/default/upgraded";
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let out_file = out.join("records.jsonl");
+    let binary = dir.path().join("danube-host");
+    std::fs::copy(common::host_bin(), &binary).unwrap();
+    let config = write_config(
+        dir.path(),
+        "sink.toml",
+        &broker.url(),
+        "upgraded-sink",
+        &format!(
+            "[retry]\nretry_backoff_ms = 50\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"s\"\n",
+            out = out.display()
+        ),
+    );
+    let sink = Host::start_binary(&binary, &guest("file-sink"), &config, &[]);
+    wait_subscribed(&broker, &[TOPIC.to_string()], "s", &sink).await;
+    let producer = common::reliable_producer(&broker.url(), TOPIC).await;
+    let send = async |seqs: std::ops::Range<u64>| {
+        for seq in seqs {
+            let payload = format!(r#"{{"seq":{seq}}}"#).into_bytes();
+            producer.send(payload, None).await.unwrap();
+        }
+    };
+    let written = |count: usize| seqs_in_file(&out_file).len() >= count;
+    send(0..10).await;
+    assert!(
+        wait_until_async(Duration::from_secs(30), || written(10)).await,
+        "log:\n{}",
+        sink.log()
+    );
+
+    // The file on disk goes; what takes its place is not a program.
+    std::fs::remove_file(&binary).unwrap();
+    std::fs::write(&binary, "#!/bin/false\n").unwrap();
+    let old = kill_worker(&sink).await;
+    assert!(
+        wait_until_async(Duration::from_secs(30), || {
+            worker_pid(sink.pid()).is_some_and(|p| p != old)
+        })
+        .await,
+        "no new worker; log:\n{}",
+        sink.log()
+    );
+    send(10..20).await;
+    assert!(
+        wait_until_async(Duration::from_secs(30), || written(20)).await,
+        "log:\n{}",
+        sink.log()
+    );
+    assert!(sink.terminate(Duration::from_secs(30)).success());
+}

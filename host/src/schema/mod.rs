@@ -9,4 +9,6 @@ mod codec;
 mod registry;
 
 pub use codec::Codec;
-pub use registry::{MessageSchemas, Registry, SchemaError, SchemaRules, SourceSchemas, Verdict};
+pub use registry::{
+    MessageSchemas, Registry, SchemaError, SchemaRules, SourceSchemas, Verdict, read_schema_file,
+};

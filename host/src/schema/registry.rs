@@ -3,7 +3,7 @@
 //! the schema of each consumed message.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,6 +183,32 @@ pub struct TopicSchema {
     pub codec: Codec,
 }
 
+/// Reads a `[[schemas]]` entry's `schema_file` (relative to the
+/// configuration file) and checks that it is a schema of its `schema_type`:
+/// the file's path and its bytes, or why not.
+pub fn read_schema_file(
+    config: &ConnectorConfig,
+    entry: &SchemaConfig,
+) -> Result<(PathBuf, Vec<u8>), String> {
+    let base = config.path.parent().unwrap_or(Path::new("."));
+    let file = base.join(&entry.schema_file);
+    let definition = std::fs::read(&file).map_err(|e| {
+        format!(
+            "schema subject '{}': cannot read schema_file {}: {e}",
+            entry.subject,
+            file.display()
+        )
+    })?;
+    Codec::new(config_type_name(entry.schema_type), &definition).map_err(|e| {
+        format!(
+            "schema subject '{}': {} is {e}",
+            entry.subject,
+            file.display()
+        )
+    })?;
+    Ok((file, definition))
+}
+
 /// The schemas of a source's topics, keyed by topic.
 #[derive(Debug, Default)]
 pub struct SourceSchemas {
@@ -200,23 +226,9 @@ impl SourceSchemas {
         config: &ConnectorConfig,
         producers: &[ProducerConfig],
     ) -> Result<SourceSchemas, SchemaError> {
-        let base = config.path.parent().unwrap_or(Path::new("."));
         for entry in &config.host.schemas {
-            let file = base.join(&entry.schema_file);
-            let definition = std::fs::read(&file).map_err(|e| {
-                SchemaError::Refused(format!(
-                    "schema subject '{}': cannot read schema_file {}: {e}",
-                    entry.subject,
-                    file.display()
-                ))
-            })?;
-            Codec::new(config_type_name(entry.schema_type), &definition).map_err(|e| {
-                SchemaError::Refused(format!(
-                    "schema subject '{}': {} is {e}",
-                    entry.subject,
-                    file.display()
-                ))
-            })?;
+            let (file, definition) =
+                read_schema_file(config, entry).map_err(SchemaError::Refused)?;
             if entry.auto_register {
                 registry
                     .register(entry, &file, definition, &config.host.connector_name)

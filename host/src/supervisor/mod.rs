@@ -334,6 +334,11 @@ pub async fn validate(
     config: &ConnectorConfig,
     log: &LogSettings,
 ) -> Result<ModuleInfo, Invalid> {
+    // What needs neither the guest nor the broker: the schema files.
+    for entry in &config.host.schemas {
+        crate::schema::read_schema_file(config, entry)
+            .map_err(|e| Invalid::Config(format!("{}: [[schemas]] {e}", config.path.display())))?;
+    }
     let worker = start_worker(module, Some(config), StateStore::in_memory(), log, None)
         .await
         .map_err(Invalid::Module)?;

@@ -239,6 +239,11 @@ impl<'a> SinkPipeline<'a> {
                     None => self.consuming = false,
                 },
                 _ = tokio::time::sleep_until(deadline), if !batch.is_empty() && in_flight.len() < BATCHES_IN_FLIGHT => {}
+                // With batches in flight their calls fail instead.
+                gone = worker.exited(), if in_flight.is_empty() => {
+                    self.keep_for_next_worker(&mut batch);
+                    return Err(Stop::WorkerGone(gone.to_string()));
+                }
                 Some((mut unsettled, result)) = in_flight.next(), if !in_flight.is_empty() => match result {
                     Ok(failures) => {
                         self.settle(unsettled.deliveries, failures).await?;
@@ -264,14 +269,23 @@ impl<'a> SinkPipeline<'a> {
                         for unsettled in requeued.into_iter().rev() {
                             self.replay.push_front(unsettled);
                         }
-                        if !batch.is_empty() {
-                            self.replay.push_back(Unsettled { deliveries: std::mem::take(&mut batch), crashes: 0 });
-                        }
+                        self.keep_for_next_worker(&mut batch);
                         return Err(Stop::WorkerGone(why));
                     }
                     Err(stop) => return Err(stop),
                 },
             }
+        }
+    }
+
+    /// Queues the batch being filled behind the ones to replay, for the next
+    /// worker.
+    fn keep_for_next_worker(&mut self, batch: &mut Vec<Delivery>) {
+        if !batch.is_empty() {
+            self.replay.push_back(Unsettled {
+                deliveries: std::mem::take(batch),
+                crashes: 0,
+            });
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::state_store::StateStore;
 use crate::observability::ConnectorMetrics;
@@ -44,6 +44,8 @@ pub struct Worker {
     /// Where call durations and guest errors are counted (none for
     /// `inspect` and `validate`).
     metrics: Option<ConnectorMetrics>,
+    /// Turns true when the worker's socket closes.
+    gone: watch::Receiver<bool>,
 }
 
 impl Worker {
@@ -54,11 +56,16 @@ impl Worker {
         state: StateStore,
         metrics: Option<ConnectorMetrics>,
     ) -> anyhow::Result<Worker> {
+        // The worker is this very binary, run through /proc/self/exe: that
+        // stays valid when the file on disk is replaced or deleted (an
+        // upgrade in place), so a restarted worker is always the
+        // supervisor's own version. `exe` names it in `ps` and in errors.
         let exe = std::env::current_exe().context("cannot find the danube-host binary")?;
         let watchdog = std::time::Duration::from_millis(init.limits.call_timeout_ms)
             + std::time::Duration::from_secs(5);
         let (ours, theirs) = UnixStream::pair().context("cannot create the worker socket")?;
-        let child = tokio::process::Command::new(&exe)
+        let child = tokio::process::Command::new("/proc/self/exe")
+            .arg0(&exe)
             .arg("worker")
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             .stdout(Stdio::null())
@@ -101,13 +108,17 @@ impl Worker {
                 let _ = writer.shutdown(std::net::Shutdown::Write);
             })?;
         let replies = pending.clone();
+        let (gone_tx, gone) = watch::channel(false);
         std::thread::Builder::new()
             .name("worker-reader".into())
             .spawn({
                 let metrics = metrics.clone();
                 // Its log lines name the connector too.
                 let span = tracing::Span::current();
-                move || span.in_scope(|| read_replies(reader, replies, state, metrics))
+                move || {
+                    span.in_scope(|| read_replies(reader, replies, state, metrics));
+                    gone_tx.send_replace(true);
+                }
             })?;
 
         Ok(Worker {
@@ -118,6 +129,7 @@ impl Worker {
             info,
             watchdog,
             metrics,
+            gone,
         })
     }
 
@@ -179,6 +191,14 @@ impl Worker {
                 )))
             }
         }
+    }
+
+    /// Resolves once the worker's socket has closed (the process exited or
+    /// was killed): an idle connector, with no call to fail, notices at once
+    /// rather than at its next call.
+    pub async fn exited(&self) -> WorkerGone {
+        let _ = self.gone.clone().wait_for(|gone| *gone).await;
+        WorkerGone::Exited("its socket is closed".into())
     }
 
     /// Closes the socket and waits for the process to end.

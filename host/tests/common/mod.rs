@@ -96,9 +96,14 @@ impl Host {
     /// Starts `danube-host run --module M --config C` with text logs captured
     /// to a file beside the configuration.
     pub fn start(module: &Path, config: &Path, env: &[(&str, &str)]) -> Host {
+        Host::start_binary(Path::new(host_bin()), module, config, env)
+    }
+
+    /// [`Host::start`] with the `danube-host` binary at `binary`.
+    pub fn start_binary(binary: &Path, module: &Path, config: &Path, env: &[(&str, &str)]) -> Host {
         let stderr_file = config.with_extension("log");
         let stderr = std::fs::File::create(&stderr_file).unwrap();
-        let mut command = Command::new(host_bin());
+        let mut command = Command::new(binary);
         command
             .args(["run", "--log-format", "text", "--module"])
             .arg(module)
