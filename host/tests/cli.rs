@@ -522,7 +522,10 @@ fn validate_reads_each_schema_file_and_names_the_one_that_is_wrong() {
     };
     let good = entry("events", "json_schema", "good.json");
 
-    let out = validate(&guest("probe-connector"), &config(&[good.clone()]));
+    let out = validate(
+        &guest("probe-connector"),
+        &config(std::slice::from_ref(&good)),
+    );
     assert_eq!(out.code, OK, "{out:#?}");
 
     let out = validate(
