@@ -145,14 +145,19 @@ async fn a_worker_restarts_after_the_binary_on_disk_was_replaced() {
     std::fs::remove_file(&binary).unwrap();
     std::fs::write(&binary, "#!/bin/false\n").unwrap();
     let old = kill_worker(&sink).await;
+    let mut new = None;
     assert!(
         wait_until_async(Duration::from_secs(30), || {
-            worker_pid(sink.pid()).is_some_and(|p| p != old)
+            new = worker_pid(sink.pid()).filter(|p| *p != old);
+            new.is_some()
         })
         .await,
         "no new worker; log:\n{}",
         sink.log()
     );
+    // Named for top and ps, though started through /proc/self/exe.
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", new.unwrap())).unwrap();
+    assert_eq!(comm.trim(), "danube-worker");
     send(10..20).await;
     assert!(
         wait_until_async(Duration::from_secs(30), || written(20)).await,
