@@ -360,24 +360,31 @@ impl ConnectorConfig {
 
     /// Applies `SECTION_KEY` environment overrides to the connector's table,
     /// e.g. `MQTT_PASSWORD` for `[mqtt] password`. Only keys the table has or
-    /// the connector documents (`documented`) are taken, so an unrelated
-    /// variable never becomes an unknown key.
+    /// the connector documents (`documented`, its example) are taken, so an
+    /// unrelated variable never becomes an unknown key. A key whose value in
+    /// the file, or else in the example, is a string takes the variable as
+    /// it is (a password `123456` stays text); other keys read it as TOML.
     pub fn apply_connector_env(
         &mut self,
-        documented: &BTreeSet<String>,
+        documented: &toml::Table,
         env: &dyn Fn(&str) -> Option<String>,
     ) {
         let Some(section) = &self.section else { return };
         let keys: BTreeSet<String> = self
             .connector
             .keys()
+            .chain(documented.keys())
             .cloned()
-            .chain(documented.iter().cloned())
             .collect();
         for key in keys {
             let var = format!("{section}_{key}").to_uppercase();
             if let Some(value) = env(&var) {
-                self.connector.insert(key, parse_env_value(&value));
+                let declared = self.connector.get(&key).or_else(|| documented.get(&key));
+                let value = match declared {
+                    Some(toml::Value::String(_)) => toml::Value::String(value),
+                    _ => parse_env_value(&value),
+                };
+                self.connector.insert(key, value);
             }
         }
     }
@@ -400,11 +407,11 @@ impl ConnectorConfig {
     }
 }
 
-/// The keys a documented configuration example declares: its root keys, or the
-/// keys of its single table (examples may be written with or without the
-/// `[section]` header), including optional keys shown commented out
-/// (`# key = value`).
-pub fn documented_keys(example: &str) -> BTreeSet<String> {
+/// The keys a documented configuration example declares, with their example
+/// values: its root keys, or the keys of its single table (examples may be
+/// written with or without the `[section]` header), including optional keys
+/// shown commented out (`# key = value`).
+pub fn documented_example(example: &str) -> toml::Table {
     let uncommented: String = example
         .lines()
         .map(|line| {
@@ -424,11 +431,11 @@ pub fn documented_keys(example: &str) -> BTreeSet<String> {
         .collect::<Vec<_>>()
         .join("\n");
     let Ok(table) = uncommented.parse::<toml::Table>() else {
-        return BTreeSet::new();
+        return toml::Table::new();
     };
-    match table.iter().next() {
-        Some((_, toml::Value::Table(inner))) if table.len() == 1 => inner.keys().cloned().collect(),
-        _ => table.keys().cloned().collect(),
+    match table.values().next() {
+        Some(toml::Value::Table(inner)) if table.len() == 1 => inner.clone(),
+        _ => table,
     }
 }
 
@@ -741,10 +748,11 @@ count = 3
 
     #[test]
     fn documented_keys_include_commented_optional_ones() {
-        let keys = documented_keys(
+        let example = documented_example(
             "[file]\npath = \"/x\"\n# A comment, not a key.\n# fail_on = \"poison\"\n",
         );
-        assert_eq!(keys.into_iter().collect::<Vec<_>>(), ["fail_on", "path"]);
+        assert_eq!(example.keys().collect::<Vec<_>>(), ["fail_on", "path"]);
+        assert_eq!(example["fail_on"].as_str(), Some("poison"));
     }
 
     #[test]
@@ -753,17 +761,24 @@ count = 3
             "DANUBE_SERVICE_URL" => Some("http://10.0.0.1:6650".to_string()),
             "DATAGEN_COUNT" => Some("7".to_string()),
             "DATAGEN_PASSWORD" => Some("s3cret".to_string()),
+            "DATAGEN_TOKEN" => Some("123456".to_string()),
+            "DATAGEN_PIN" => Some("0042".to_string()),
             "DATAGEN_UNRELATED" => Some("x".to_string()),
             _ => None,
         };
         let mut c = ConnectorConfig::parse(MINIMAL, Path::new("c.toml"), &env).unwrap();
         assert_eq!(c.host.danube_service_url, "http://10.0.0.1:6650");
+        c.connector
+            .insert("pin".into(), toml::Value::String("1".into()));
         c.apply_connector_env(
-            &documented_keys("[datagen]\ncount = 1\npassword = \"\""),
+            &documented_example("[datagen]\ncount = 1\npassword = \"\"\n# token = \"t\""),
             &env,
         );
         assert_eq!(c.connector["count"].as_integer(), Some(7));
         assert_eq!(c.connector["password"].as_str(), Some("s3cret"));
+        // Digits stay text where the example or the file has text.
+        assert_eq!(c.connector["token"].as_str(), Some("123456"));
+        assert_eq!(c.connector["pin"].as_str(), Some("0042"));
         assert!(!c.connector.contains_key("unrelated"));
     }
 
@@ -964,7 +979,7 @@ count = 3
                     let _ = config.dead_letter_topic();
                     let _ = config.state_file();
                     let _ = config.host.metrics_addr();
-                    let documented = documented_keys(text);
+                    let documented = documented_example(text);
                     config.apply_connector_env(&documented, &env);
                 }
                 Err(e) => {
@@ -1014,8 +1029,8 @@ count = 3
             }
 
             #[test]
-            fn documented_keys_never_panic(text in prop_oneof![document(true), "\\PC{0,200}"]) {
-                let _ = documented_keys(&text);
+            fn documented_example_never_panics(text in prop_oneof![document(true), "\\PC{0,200}"]) {
+                let _ = documented_example(&text);
             }
         }
 

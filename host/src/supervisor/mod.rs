@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::{ConnectorConfig, documented_keys};
+use crate::config::{ConnectorConfig, documented_example};
 use crate::observability::{ConnectorMetrics, Observability, ServerHandle, Status};
 use crate::protocol::{
     CallOutcome, ConnectorError, ModuleInfo, NetRule, Opened, PROTOCOL_VERSION, SandboxLimits,
@@ -344,16 +344,19 @@ pub async fn validate(
         .map_err(Invalid::Module)?;
     let info = worker.info().clone();
     worker.shutdown().await;
-    let documented = documented_keys(&info.config_example);
+    let documented = documented_example(&info.config_example);
     if let Some(section) = &config.section
         && !documented.is_empty()
-        && let Some(unknown) = config.connector.keys().find(|k| !documented.contains(*k))
+        && let Some(unknown) = config
+            .connector
+            .keys()
+            .find(|k| !documented.contains_key(*k))
     {
-        let hint = match crate::config::nearest(unknown, documented.iter().map(String::as_str)) {
+        let hint = match crate::config::nearest(unknown, documented.keys().map(String::as_str)) {
             Some(near) => format!("did you mean `{section}.{near}`?"),
             None => format!(
                 "it documents: {}",
-                documented.iter().cloned().collect::<Vec<_>>().join(", ")
+                documented.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         };
         return Err(Invalid::Config(format!(
@@ -413,7 +416,7 @@ async fn supervise_workers(
         .map_err(|e| Failure::new(exit::MODULE, format!("{e:#}")))?;
     let info = first.info().clone();
     tracing::info!(module = %module.display(), world = %info.world, guest = %info.name, guest_version = %info.version, "module loaded");
-    config.apply_connector_env(&documented_keys(&info.config_example), &|k| {
+    config.apply_connector_env(&documented_example(&info.config_example), &|k| {
         std::env::var(k).ok()
     });
     let config = config;
