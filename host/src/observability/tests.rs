@@ -275,72 +275,54 @@ async fn observability_metrics_scrape_matches_what_was_recorded() {
     let received = "connector_messages_received_total";
     let sent = "connector_messages_sent_total";
     let errors = "connector_errors_total";
-    assert_eq!(s.types[received], "counter");
-    assert_eq!(
-        s.value(received, &[("connector", "src"), ("topic", "/default/a")]),
-        15.0
-    );
-    assert_eq!(
-        s.value(
-            received,
-            &[("connector", "src"), ("topic", "/default/other")]
-        ),
-        0.0
-    );
-    assert_eq!(
-        s.value(received, &[("connector", "snk"), ("topic", "/default/b")]),
-        7.0
-    );
-    assert_eq!(
-        s.value(sent, &[("connector", "src"), ("topic", "/default/a")]),
-        13.0
-    );
-    assert_eq!(
-        s.value(sent, &[("connector", "snk"), ("topic", "/default/b")]),
-        6.0
-    );
-    assert_eq!(
-        s.value(errors, &[("connector", "src"), ("class", "retryable")]),
-        2.0
-    );
-    assert_eq!(
-        s.value(errors, &[("connector", "src"), ("class", "fatal")]),
-        1.0
-    );
-    assert_eq!(
-        s.value(errors, &[("connector", "src"), ("class", "invalid_data")]),
-        0.0
-    );
-    assert_eq!(
-        s.value(errors, &[("connector", "src"), ("class", "config")]),
-        0.0
-    );
-    assert_eq!(
-        s.value(errors, &[("connector", "snk"), ("class", "invalid_data")]),
-        1.0
-    );
-    assert_eq!(
-        s.value(errors, &[("connector", "snk"), ("class", "retryable")]),
-        0.0
-    );
     let dlq = "connector_dead_lettered_total";
-    assert_eq!(s.types[dlq], "counter");
-    assert_eq!(
-        s.value(dlq, &[("connector", "snk"), ("topic", "/default/b")]),
-        1.0
-    );
     let retries = "connector_retries_total";
-    assert_eq!(
-        s.value(
-            retries,
-            &[("connector", "snk"), ("operation", "process_batch")]
+    for counter in [received, sent, errors, dlq, retries] {
+        assert_eq!(s.types[counter], "counter", "{counter}");
+    }
+    let expected = [
+        (
+            received,
+            [("connector", "src"), ("topic", "/default/a")],
+            15.0,
         ),
-        2.0
-    );
-    assert_eq!(
-        s.value(retries, &[("connector", "snk"), ("operation", "ack")]),
-        1.0
-    );
+        (
+            received,
+            [("connector", "src"), ("topic", "/default/other")],
+            0.0,
+        ),
+        (
+            received,
+            [("connector", "snk"), ("topic", "/default/b")],
+            7.0,
+        ),
+        (sent, [("connector", "src"), ("topic", "/default/a")], 13.0),
+        (sent, [("connector", "snk"), ("topic", "/default/b")], 6.0),
+        (errors, [("connector", "src"), ("class", "retryable")], 2.0),
+        (errors, [("connector", "src"), ("class", "fatal")], 1.0),
+        (
+            errors,
+            [("connector", "src"), ("class", "invalid_data")],
+            0.0,
+        ),
+        (errors, [("connector", "src"), ("class", "config")], 0.0),
+        (
+            errors,
+            [("connector", "snk"), ("class", "invalid_data")],
+            1.0,
+        ),
+        (errors, [("connector", "snk"), ("class", "retryable")], 0.0),
+        (dlq, [("connector", "snk"), ("topic", "/default/b")], 1.0),
+        (
+            retries,
+            [("connector", "snk"), ("operation", "process_batch")],
+            2.0,
+        ),
+        (retries, [("connector", "snk"), ("operation", "ack")], 1.0),
+    ];
+    for (metric, labels, value) in expected {
+        assert_eq!(s.value(metric, &labels), value, "{metric} {labels:?}");
+    }
     let restarts = "connector_worker_restarts_total";
     assert_eq!(s.value(restarts, &[("connector", "snk")]), 2.0);
     assert_eq!(s.value(restarts, &[("connector", "src")]), 0.0);
