@@ -257,6 +257,11 @@ async fn connectors_added_replaced_and_removed_while_records_flow_lose_nothing()
     keeps_flowing("audit sink", &host, 200, || written_seqs(&audit_file).len()).await;
     std::fs::remove_file(layout.mods.join("audit.wasm")).unwrap();
     gone_from_health(&host, "audit").await;
+    let metrics = http_get(&endpoint(&host).unwrap(), "/metrics").1;
+    assert!(
+        !metrics.contains("connector=\"audit\"") && metrics.contains("connector=\"sink\""),
+        "a removed connector's series stay, or the others went:\n{metrics}"
+    );
     let unsubscribed = wait_until_async(DEADLINE, || {
         broker
             .subscription(TOPIC, "audit")

@@ -463,34 +463,34 @@ async fn fifty_thousand_records_survive_repeated_worker_kills() {
     );
 }
 
-/// After the broker came back and acknowledgements went through again, a sink
-/// reports itself healthy.
-#[tokio::test(flavor = "multi_thread")]
-async fn sink_health_recovers_after_a_broker_restart() {
-    const TOPIC: &str = "/default/recovering";
+/// A sink on a flowing topic meets `fault`, which returns once it is over:
+/// records must flow again and the sink report itself healthy. Returns the
+/// sink's log.
+async fn sink_recovers_from(name: &str, fault: impl AsyncFnOnce(&TestBroker, &Host)) -> String {
+    let topic = format!("/default/{name}");
     let broker = TestBroker::start().await.unwrap();
-    broker.create_topic(TOPIC, 0, true).unwrap();
+    broker.create_topic(&topic, 0, true).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let sink_config = write_config(
         dir.path(),
         "sink.toml",
         &broker.url(),
-        "recovering-sink",
+        &format!("{name}-sink"),
         &format!(
-            "{PATIENT_RETRY}[processing]\npublish_timeout_ms = 1000\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"s\"\n",
+            "{PATIENT_RETRY}[processing]\npublish_timeout_ms = 1000\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{topic}\"]\nsubscription = \"s\"\n",
             out = out.display()
         ),
     );
     let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
-    wait_subscribed(&broker, &[TOPIC.to_string()], "s", &sink).await;
+    wait_subscribed(&broker, std::slice::from_ref(&topic), "s", &sink).await;
     let source = Host::start(
         &guest("datagen-source"),
         &source_config(
             dir.path(),
             &broker,
-            "recovering-source",
-            TOPIC,
+            &format!("{name}-source"),
+            &topic,
             0,
             500,
             "publish_timeout_ms = 1000",
@@ -499,13 +499,7 @@ async fn sink_health_recovers_after_a_broker_restart() {
     );
     let out_file = out.join("records.jsonl");
     assert!(wait_until_async(Duration::from_secs(30), || line_count(&out_file) > 200).await);
-    broker.stop().await;
-    assert!(
-        wait_until_async(Duration::from_secs(20), || health(&sink) == "degraded").await,
-        "the sink stayed {} with the broker down",
-        health(&sink)
-    );
-    broker.restart().await.unwrap();
+    fault(&broker, &sink).await;
     let before = line_count(&out_file);
     assert!(
         wait_until_async(Duration::from_secs(30), || line_count(&out_file)
@@ -520,6 +514,41 @@ async fn sink_health_recovers_after_a_broker_restart() {
         health(&sink),
         sink.log()
     );
+    let log = sink.log();
     terminate(source).await;
     terminate(sink).await;
+    log
+}
+
+/// After the broker came back and acknowledgements went through again, a sink
+/// reports itself healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn sink_health_recovers_after_a_broker_restart() {
+    sink_recovers_from("restarted", async |broker, sink| {
+        broker.stop().await;
+        assert!(
+            wait_until_async(Duration::from_secs(20), || health(sink) == "degraded").await,
+            "the sink stayed {} with the broker down",
+            health(sink)
+        );
+        broker.restart().await.unwrap();
+    })
+    .await;
+}
+
+/// danube-client gives up a message stream on some errors (one the broker
+/// refuses, one cancelled by a restart): the sink subscribes again, as often
+/// as it takes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_subscribes_again_when_the_client_gives_up_its_stream() {
+    const REFUSALS: usize = 3;
+    let log = sink_recovers_from("refused", async |broker, _| {
+        broker.refuse_receives(REFUSALS, tonic::Code::PermissionDenied);
+        broker.drop_connections();
+    })
+    .await;
+    let renewals = log
+        .matches("the client ended the message stream; subscribing again")
+        .count();
+    assert!(renewals >= REFUSALS, "{renewals} renewals; log:\n{log}");
 }

@@ -722,7 +722,7 @@ async fn refused_and_mistyped_passwords_stop_the_connector_without_showing_them(
     let mqtt = mosquitto_with_passwords();
     let dir = tempfile::tempdir().unwrap();
     // (name, credential keys, MQTT_PASSWORD, what the error must say): the
-    // first two are refused by the broker, the others by the connector's
+    // first three are refused by the broker, the others by the connector's
     // configuration checks.
     let cases: [(&str, String, Option<String>, &[&str]); 6] = [
         (
@@ -738,15 +738,16 @@ async fn refused_and_mistyped_passwords_stop_the_connector_without_showing_them(
             &["refused the connection"],
         ),
         (
+            // A text key takes the variable as text, brackets and all.
+            "brackets-from-env",
+            "username = \"bridge\"".to_string(),
+            Some(format!("[\"{WRONG_ENV_SECRET}\"]")),
+            &["refused the connection"],
+        ),
+        (
             "table-instead-of-string",
             format!("username = \"bridge\"\npassword = {{ value = \"{WRONG_SECRET}\" }}"),
             None,
-            &["password"],
-        ),
-        (
-            "array-from-env",
-            "username = \"bridge\"".to_string(),
-            Some(format!("[\"{WRONG_ENV_SECRET}\"]")),
             &["password"],
         ),
         (

@@ -30,6 +30,8 @@ pub(crate) struct Core {
     paused: watch::Sender<bool>,
     /// Wakes the timer task when an earlier deadline appears.
     timer: Notify,
+    /// `ReceiveMessages` calls still to refuse, and with what.
+    refused_receives: Mutex<Option<(usize, tonic::Code)>>,
 }
 
 impl Core {
@@ -49,6 +51,7 @@ impl Core {
             changes: watch::Sender::new(0),
             paused: watch::Sender::new(false),
             timer: Notify::new(),
+            refused_receives: Mutex::new(None),
         }
     }
 
@@ -84,6 +87,28 @@ impl Core {
 
     pub(crate) fn set_paused(&self, paused: bool) {
         self.paused.send_replace(paused);
+    }
+
+    pub(crate) fn refuse_receives(&self, count: usize, code: tonic::Code) {
+        *self
+            .refused_receives
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = (count > 0).then_some((count, code));
+    }
+
+    /// Takes one refusal, if any are left: the status to fail the call with.
+    pub(crate) fn next_refused_receive(&self) -> Option<tonic::Status> {
+        let mut refused = self
+            .refused_receives
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (left, code) = refused.as_mut()?;
+        let status = tonic::Status::new(*code, "refused by the test broker");
+        *left -= 1;
+        if *left == 0 {
+            *refused = None;
+        }
+        Some(status)
     }
 
     /// Returns once the broker is not paused; RPCs call it first.

@@ -177,6 +177,14 @@ impl TestBroker {
         self.connections.close_all();
     }
 
+    /// The next `count` `ReceiveMessages` calls (a consumer opening its
+    /// message stream) fail with `code`, as a broker refusing streams would:
+    /// with [`drop_connections`](Self::drop_connections), the way to see what
+    /// a client does when its stream cannot be opened again.
+    pub fn refuse_receives(&self, count: usize, code: tonic::Code) {
+        self.core.refuse_receives(count, code);
+    }
+
     /// While paused, every RPC waits (it does not fail) until unpaused.
     /// Streams already open stay open.
     pub fn set_paused(&self, paused: bool) {

@@ -123,6 +123,24 @@ impl GuestMetrics {
         }
     }
 
+    /// Removes every series of the connector `name`.
+    pub fn forget(&self, name: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (series_name, values) in state.series.remove(name).unwrap_or_default() {
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            let _ = match state
+                .families
+                .get(family_key(&series_name))
+                .map(|f| &f.kind)
+            {
+                Some(Kind::Counter(c)) => c.remove_label_values(&values),
+                Some(Kind::Gauge(g)) => g.remove_label_values(&values),
+                None => Ok(()),
+            };
+        }
+        state.warned.retain(|(connector, _)| connector != name);
+    }
+
     fn apply(
         &self,
         state: &mut State,

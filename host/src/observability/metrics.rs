@@ -1,9 +1,11 @@
 //! The host's own metrics, in one registry shared with the guests' metrics and
 //! the process collector.
 
+use std::collections::HashMap;
+
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-    core::Collector,
 };
 
 /// Error classes of the connector contract, exported at 0 from the start so
@@ -168,6 +170,20 @@ impl HostMetrics {
         }
     }
 
+    /// Removes every series of the connector `name`.
+    pub fn forget(&self, name: &str) {
+        remove_connector(&self.received, name);
+        remove_connector(&self.sent, name);
+        remove_connector(&self.errors, name);
+        remove_connector(&self.call_duration, name);
+        remove_connector(&self.batch_size, name);
+        remove_connector(&self.in_flight, name);
+        remove_connector(&self.dead_lettered, name);
+        remove_connector(&self.restarts, name);
+        remove_connector(&self.retries, name);
+        remove_connector(&self.memory, name);
+    }
+
     /// The Prometheus text exposition of the registry.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -175,5 +191,22 @@ impl HostMetrics {
             tracing::warn!(error = %e, "cannot encode metrics");
         }
         out
+    }
+}
+
+/// Removes the series of `vec` whose `connector` label is `name`, whatever
+/// its other labels.
+fn remove_connector<T: MetricVecBuilder>(vec: &MetricVec<T>, name: &str) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|pair| (pair.name(), pair.value()))
+                .collect();
+            if labels.get("connector") == Some(&name) {
+                let _ = vec.remove(&labels);
+            }
+        }
     }
 }

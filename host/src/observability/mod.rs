@@ -109,10 +109,14 @@ impl Observability {
         }
     }
 
-    /// Drops a connector that no longer runs from `/health` and `/ready`
-    /// (its metric series stay, as counters should).
+    /// Drops a connector that no longer runs from `/health`, `/ready` and
+    /// `/metrics`, so that a directory whose connectors come and go does not
+    /// export their series for ever. Started again under the same name, its
+    /// counters start again from 0, as after a restart.
     pub fn forget(&self, name: &str) {
         self.inner.health.remove(name);
+        self.inner.metrics.forget(name);
+        self.inner.guest.forget(name);
     }
 
     /// Binds `addr` and serves `/metrics`, `/health` and `/ready` until the

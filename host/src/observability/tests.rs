@@ -63,6 +63,13 @@ fn dechunk(mut body: &str) -> String {
 
 type Labels = BTreeMap<String, String>;
 
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// A Prometheus text exposition (format 0.0.4), parsed strictly: every
 /// sample belongs to a family declared by `# TYPE` before it, no sample twice,
 /// no stray lines.
@@ -195,11 +202,8 @@ fn parse(text: &str) -> Scrape {
 }
 
 impl Scrape {
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let key: Labels = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    fn value(&self, name: &str, pairs: &[(&str, &str)]) -> f64 {
+        let key = labels(pairs);
         match self.samples.get(&(name.to_string(), key.clone())) {
             Some(v) => *v,
             None => panic!(
@@ -696,4 +700,68 @@ async fn observability_bind_errors_name_the_address_and_stop_frees_it() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(gone, "dropped handle stops the server");
+}
+
+#[tokio::test]
+async fn observability_a_forgotten_connector_leaves_no_series_and_starts_again_at_zero() {
+    let obs = Observability::new();
+    let server = obs.serve(local()).await.unwrap();
+    let (gone, kept) = (obs.connector("gone"), obs.connector("kept"));
+    for c in [&gone, &kept] {
+        c.received("/default/t", 3);
+        c.sent("/default/t", 2);
+        c.error("retryable");
+        c.retry("ack");
+        c.observe_call("poll", Duration::from_millis(1));
+        c.batch_size(3);
+        c.guest_metric(counter("rows", 4, &[("table", "t")]));
+        c.guest_metric(gauge("depth", 1.0, &[]));
+    }
+    let series_of = |s: &Scrape, connector: &str| {
+        s.samples
+            .keys()
+            .filter(|(_, labels)| {
+                labels
+                    .iter()
+                    .any(|(k, v)| k == "connector" && v == connector)
+            })
+            .count()
+    };
+    let before = scrape(server.local_addr()).await;
+    let kept_series = series_of(&before, "kept");
+    assert_eq!(series_of(&before, "gone"), kept_series);
+
+    obs.forget("gone");
+    let after = scrape(server.local_addr()).await;
+    assert_eq!(
+        series_of(&after, "gone"),
+        0,
+        "a forgotten connector's series"
+    );
+    assert_eq!(series_of(&after, "kept"), kept_series);
+    let rows = [("connector", "kept"), ("table", "t")];
+    assert_eq!(after.value("connector_guest_rows_total", &rows), 4.0);
+
+    // Back under the same name: its series again, from 0.
+    let again = obs.connector("gone");
+    again.guest_metric(counter("rows", 1, &[("table", "t")]));
+    let s = scrape(server.local_addr()).await;
+    let received = [("connector", "gone"), ("topic", "/default/t")];
+    assert!(
+        !s.samples.contains_key(&(
+            "connector_messages_received_total".to_string(),
+            labels(&received)
+        )),
+        "no topic series before a record"
+    );
+    assert_eq!(
+        s.value(
+            "connector_errors_total",
+            &[("connector", "gone"), ("class", "retryable")]
+        ),
+        0.0
+    );
+    let rows = [("connector", "gone"), ("table", "t")];
+    assert_eq!(s.value("connector_guest_rows_total", &rows), 1.0);
+    server.stop().await;
 }

@@ -93,15 +93,21 @@ impl<'a> SinkPipeline<'a> {
                 .map_err(|e| Stop::Fatal(e.message))?;
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
             ackers.push(ack_tx);
+            let subscription = Subscription {
+                client: client.clone(),
+                name,
+                config: consumer_config.clone(),
+                policy: policy.clone(),
+                limit,
+            };
             consumer_tasks.push(tokio::spawn(
                 consume(
                     consumer,
+                    subscription,
                     index,
                     deliveries_tx.clone(),
                     ack_rx,
                     shutdown.clone(),
-                    limit,
-                    policy.clone(),
                 )
                 .in_current_span(),
             ));
@@ -536,22 +542,80 @@ fn to_sink_record(delivery: &Delivery, redelivery_count: u32) -> SinkRecord {
     }
 }
 
+/// A consumer task's link to the broker: what it needs to subscribe again,
+/// and how it retries.
+struct Subscription {
+    client: DanubeClient,
+    /// The consumer's name.
+    name: String,
+    config: ConsumerConfig,
+    policy: RetryPolicy,
+    /// Bound on one call to the broker.
+    limit: Duration,
+}
+
+impl Subscription {
+    /// Closes `consumer` and puts a new subscription in its place, retrying
+    /// with backoff until it works (the connector degraded meanwhile): its
+    /// message stream, or `None` once `shutdown` turns true.
+    async fn renew(
+        &self,
+        consumer: &mut danube_client::Consumer,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<mpsc::Receiver<StreamMessage>> {
+        let (policy, limit) = (&self.policy, self.limit);
+        consumer.close().await;
+        loop {
+            let attempt = async {
+                let mut consumer =
+                    danube::subscribe(&self.client, &self.name, &self.config, policy, limit)
+                        .await?;
+                let messages = danube::bounded(limit, consumer.receive()).await?;
+                Ok::<_, DanubeFailure>((consumer, messages))
+            };
+            let why = tokio::select! {
+                renewed = attempt => match renewed {
+                    Ok((renewed, messages)) => {
+                        tracing::info!(topic = %self.config.topic, subscription = %self.config.subscription, "subscribed again");
+                        policy.note_recovered();
+                        *consumer = renewed;
+                        return Some(messages);
+                    }
+                    Err(e) => e,
+                },
+                _ = shutdown.wait_for(|stop| *stop) => return None,
+            };
+            policy.note_retry("subscribe", &why);
+            let pause = Duration::from_millis(policy.config.max_backoff_ms);
+            tracing::warn!(error = %why, retry_in_ms = pause.as_millis() as u64, "cannot subscribe again; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return None,
+            }
+        }
+    }
+}
+
 /// Owns one consumer: forwards its messages and performs the acknowledgements
-/// the pipeline asks for, until the pipeline stops.
+/// the pipeline asks for, until the pipeline stops. When the client ends the
+/// message stream on its own (it gives up on some broker errors, such as a
+/// stream cancelled by a broker restart), it subscribes again: otherwise the
+/// sink would wait for ever, looking healthy.
 async fn consume(
     mut consumer: danube_client::Consumer,
+    subscription: Subscription,
     index: usize,
     deliveries: mpsc::Sender<Delivery>,
     mut acks: mpsc::UnboundedReceiver<StreamMessage>,
     mut shutdown: watch::Receiver<bool>,
-    limit: Duration,
-    policy: RetryPolicy,
 ) {
-    let mut messages = match consumer.receive().await {
+    let (policy, limit) = (&subscription.policy, subscription.limit);
+    let mut messages = match danube::bounded(limit, consumer.receive()).await {
         Ok(rx) => Some(rx),
         Err(e) => {
-            tracing::error!(error = %DanubeFailure::from(e), "cannot start receiving");
-            None
+            tracing::warn!(error = %e, "cannot start receiving; subscribing again");
+            policy.note_retry("receive", &e);
+            subscription.renew(&mut consumer, &mut shutdown).await
         }
     };
     loop {
@@ -595,7 +659,14 @@ async fn consume(
                         messages = None;
                     }
                 }
-                None => messages = None,
+                None => {
+                    messages = None;
+                    if !*shutdown.borrow() {
+                        tracing::warn!(topic = %subscription.config.topic, subscription = %subscription.config.subscription, "the client ended the message stream; subscribing again");
+                        policy.note_retry("receive", &"the message stream ended");
+                        messages = subscription.renew(&mut consumer, &mut shutdown).await;
+                    }
+                }
             },
         }
     }

@@ -75,6 +75,9 @@ impl ConsumerService for BrokerService {
         request: Request<ReceiveRequest>,
     ) -> Result<Response<MessageStream>, Status> {
         self.core.wait_unpaused().await;
+        if let Some(refused) = self.core.next_refused_receive() {
+            return Err(refused);
+        }
         let consumer_id = request.into_inner().consumer_id;
         let (epoch, deliveries) = self.core.update(|state| state.topics.attach(consumer_id))?;
         Ok(Response::new(MessageStream {
