@@ -261,8 +261,8 @@ async fn hosts_ride_out_a_broker_restart_and_a_pause() {
         &broker.url(),
         "weathered-sink",
         &format!(
-            "{PATIENT_RETRY}[processing]\nbatch_size = 100\npublish_timeout_ms = 1000\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"s\"\n",
-            out = out.display()
+            "{PATIENT_RETRY}[processing]\nbatch_size = 100\npublish_timeout_ms = 1000\n\n{file_sink}",
+            file_sink = common::file_sink_tables(&out, TOPIC, "s")
         ),
     );
     let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
@@ -379,8 +379,8 @@ async fn fifty_thousand_records_survive_repeated_worker_kills() {
         &broker.url(),
         "battered-sink",
         &format!(
-            "{PATIENT_RETRY}[processing]\nbatch_size = {BATCH}\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"s\"\n",
-            out = out.display()
+            "{PATIENT_RETRY}[processing]\nbatch_size = {BATCH}\n\n{file_sink}",
+            file_sink = common::file_sink_tables(&out, TOPIC, "s")
         ),
     );
     let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
@@ -478,8 +478,8 @@ async fn sink_recovers_from(name: &str, fault: impl AsyncFnOnce(&TestBroker, &Ho
         &broker.url(),
         &format!("{name}-sink"),
         &format!(
-            "{PATIENT_RETRY}[processing]\npublish_timeout_ms = 1000\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{topic}\"]\nsubscription = \"s\"\n",
-            out = out.display()
+            "{PATIENT_RETRY}[processing]\npublish_timeout_ms = 1000\n\n{file_sink}",
+            file_sink = common::file_sink_tables(&out, &topic, "s")
         ),
     );
     let sink = Host::start(&guest("file-sink"), &sink_config, &[]);

@@ -62,8 +62,8 @@ impl Bystander {
             &broker.url(),
             "bystander-sink",
             &format!(
-                "[processing]\nbatch_size = 100\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"bystander\"\n",
-                out = out.display()
+                "[processing]\nbatch_size = 100\n\n{file_sink}",
+                file_sink = common::file_sink_tables(&out, TOPIC, "bystander")
             ),
         );
         let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
@@ -143,8 +143,8 @@ async fn take_over(
         &broker.url(),
         "healthy",
         &format!(
-            "[processing]\nbatch_size = 5\n\n[dead_letter]\ntopic = \"{dlq}\"\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{topic}\"]\nsubscription = \"probe\"\nfail_on = \"poison\"\n",
-            out = out.display()
+            "[processing]\nbatch_size = 5\n\n[dead_letter]\ntopic = \"{dlq}\"\n\n{file_sink}fail_on = \"poison\"\n",
+            file_sink = common::file_sink_tables(&out, topic, "probe")
         ),
     );
     let sink = Host::start(&guest("file-sink"), &config, &[]);

@@ -55,8 +55,8 @@ async fn metrics_count_what_moved_and_trace_ids_reach_the_guest() {
         &broker.url(),
         "observed-sink",
         &format!(
-            "[processing]\nbatch_size = 10\nlinger_ms = 50\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"s\"\nfail_on = \"poison\"\n",
-            out = out.display()
+            "[processing]\nbatch_size = 10\nlinger_ms = 50\n\n{file_sink}fail_on = \"poison\"\n",
+            file_sink = common::file_sink_tables(&out, TOPIC, "s")
         ),
     );
     let sink = Host::start(&guest("file-sink"), &config, &[("LOG_LEVEL", "debug")]);

@@ -28,8 +28,8 @@ async fn ten_thousand_records_flow_from_datagen_to_file_sink_exactly_once() {
         &broker.url(),
         "e2e-sink",
         &format!(
-            "[processing]\nbatch_size = 200\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"e2e\"\n",
-            out = out.display()
+            "[processing]\nbatch_size = 200\n\n{file_sink}",
+            file_sink = common::file_sink_tables(&out, TOPIC, "e2e")
         ),
     );
     let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
@@ -146,8 +146,8 @@ async fn an_invalid_record_is_dead_lettered_and_the_rest_of_its_batch_lands() {
         &broker.url(),
         "dlq-sink",
         &format!(
-            "[processing]\nbatch_size = 50\nbatch_timeout_ms = 200\nlinger_ms = 100\n\n[dead_letter]\ntopic = \"/default/dlq\"\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"s\"\nfail_on = \"poison\"\n",
-            out = out.display()
+            "[processing]\nbatch_size = 50\nbatch_timeout_ms = 200\nlinger_ms = 100\n\n[dead_letter]\ntopic = \"/default/dlq\"\n\n{file_sink}fail_on = \"poison\"\n",
+            file_sink = common::file_sink_tables(&out, TOPIC, "s")
         ),
     );
     let sink = Host::start(&guest("file-sink"), &sink_config, &[]);

@@ -92,8 +92,8 @@ async fn start_file_sink(
         &broker.url(),
         name,
         &format!(
-            "[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\nfile_name = \"{name}.jsonl\"\ntopics = [\"{topic}\"]\nsubscription = \"{name}\"\nexpected_schema_subject = \"{expected_subject}\"\n{file_keys}\n",
-            out = out.display()
+            "{file_sink}file_name = \"{name}.jsonl\"\nexpected_schema_subject = \"{expected_subject}\"\n{file_keys}\n",
+            file_sink = common::file_sink_tables(&out, topic, name)
         ),
     );
     let sink = Host::start(&guest("file-sink"), &config, &[]);

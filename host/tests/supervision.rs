@@ -28,8 +28,8 @@ async fn killed_workers_are_replaced_and_no_record_is_lost() {
         &broker.url(),
         "supervised-sink",
         &format!(
-            "[retry]\nretry_backoff_ms = 50\n\n[processing]\nbatch_size = 100\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"s\"\n",
-            out = out.display()
+            "[retry]\nretry_backoff_ms = 50\n\n[processing]\nbatch_size = 100\n\n{file_sink}",
+            file_sink = common::file_sink_tables(&out, TOPIC, "s")
         ),
     );
     let sink = Host::start(&guest("file-sink"), &sink_config, &[]);
@@ -120,8 +120,8 @@ async fn a_worker_restarts_after_the_binary_on_disk_was_replaced() {
         &broker.url(),
         "upgraded-sink",
         &format!(
-            "[retry]\nretry_backoff_ms = 50\n\n[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{TOPIC}\"]\nsubscription = \"s\"\n",
-            out = out.display()
+            "[retry]\nretry_backoff_ms = 50\n\n{file_sink}",
+            file_sink = common::file_sink_tables(&out, TOPIC, "s")
         ),
     );
     let sink = Host::start_binary(&binary, &guest("file-sink"), &config, &[]);

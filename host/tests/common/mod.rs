@@ -349,3 +349,13 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// The `[sandbox]` and `[file]` tables of a file-sink writing into `out`
+/// what it consumes from `topic` as `subscription`; more `[file]` keys may
+/// follow.
+pub fn file_sink_tables(out: &Path, topic: &str, subscription: &str) -> String {
+    format!(
+        "[sandbox]\ndirs = [\"{out}\"]\n\n[file]\npath = \"{out}\"\ntopics = [\"{topic}\"]\nsubscription = \"{subscription}\"\n",
+        out = out.display()
+    )
+}
