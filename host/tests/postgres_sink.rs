@@ -8,7 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::postgres::{self, KEYED, Postgres, reading};
+use common::postgres::{self, KEYED, Postgres, ServerTls, reading};
+use common::tls::make_ca;
 use common::{
     Host, guest, kill_worker, reliable_producer, wait_subscribed, wait_until_async, write_config,
 };
@@ -28,9 +29,13 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Setup {
+        Setup::with(ServerTls::Off).await
+    }
+
+    async fn with(tls: ServerTls) -> Setup {
         Setup {
             broker: TestBroker::start().await.unwrap(),
-            pg: Postgres::start(PASSWORD),
+            pg: Postgres::start_with(PASSWORD, tls),
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -40,13 +45,27 @@ impl Setup {
     /// with the route keys `keys`.
     fn config(&self, name: &str, tables: &str, topic: &str, table: &str, keys: &str) -> PathBuf {
         let routes = postgres::route(topic, SUBSCRIPTION, table, keys);
-        let text = format!("{tables}{}", self.pg.sink_config(&routes));
+        let text = format!("{tables}{}", self.pg.sink_config("", &routes));
+        self.write(name, &text)
+    }
+
+    /// The configuration of connector `name` writing readings from `topic`
+    /// into `tls_readings` with the `[postgres]` TLS keys `tls`; the sandbox may
+    /// read the certificate directory `certs`.
+    fn tls_config(&self, name: &str, certs: &Path, tls: &str, topic: &str) -> PathBuf {
+        let routes = postgres::route(topic, SUBSCRIPTION, "tls_readings", KEYED);
+        let sandbox = format!("dirs = [\"{}\"]\n", certs.display());
+        let text = self.pg.sink_config(&sandbox, &format!("{tls}\n\n{routes}"));
+        self.write(name, &text)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
         write_config(
             self.dir.path(),
             &format!("{name}.toml"),
             &self.broker.url(),
             name,
-            &text,
+            text,
         )
     }
 
@@ -78,6 +97,16 @@ async fn produce(broker_url: String, topic: &str, payloads: Vec<serde_json::Valu
             .await
             .unwrap();
     }
+}
+
+/// Waits for `host`, run with `cfg`, to stop by itself; returns its exit
+/// code and log.
+async fn exit_of(host: Host, cfg: &Path) -> (Option<i32>, String) {
+    let status = tokio::task::spawn_blocking(move || host.wait(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+    (status.code(), log)
 }
 
 fn readings(range: std::ops::Range<u64>, version: u32) -> Vec<serde_json::Value> {
@@ -334,12 +363,8 @@ async fn a_wrong_password_stops_the_connector_naming_authentication() {
     const WRONG: &str = "wrong-Pass-4242";
     let setup = Setup::new().await;
     let cfg = setup.config("pg-auth", "", "/default/auth", "auth", KEYED);
-    let host = start(&cfg, WRONG);
-    let status = tokio::task::spawn_blocking(move || host.wait(Duration::from_secs(60)))
-        .await
-        .unwrap();
-    let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
-    assert_eq!(status.code(), Some(4), "exit code; log:\n{log}");
+    let (code, log) = exit_of(start(&cfg, WRONG), &cfg).await;
+    assert_eq!(code, Some(4), "exit code; log:\n{log}");
     assert!(
         log.contains("authentication to PostgreSQL at 127.0.0.1")
             && log.contains("password authentication failed for user \"danube\""),
@@ -347,4 +372,117 @@ async fn a_wrong_password_stops_the_connector_naming_authentication() {
     );
     assert!(!log.contains(WRONG), "the password reached the log:\n{log}");
     assert!(setup.pg.log().contains("password authentication failed"));
+}
+
+/// A copy of the server's CA in a directory for the sandbox, with a CA the
+/// server's certificate is not signed by (`rogue.pem`).
+fn certificates(pg: &Postgres) -> tempfile::TempDir {
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::copy(pg.dir().join("ca.pem"), certs.path().join("ca.pem")).unwrap();
+    make_ca(certs.path(), "rogue");
+    certs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_verify_full_writes_rows_and_bad_certificates_stop_the_connector() {
+    const N: u64 = 500;
+    const TOPIC: &str = "/default/tls";
+    let setup = Setup::with(ServerTls::Required).await;
+    let certs = certificates(&setup.pg);
+    let ca = |file: &str| format!("ca_file = \"{}\"", certs.path().join(file).display());
+
+    // The server's certificate checks out against its CA and 127.0.0.1.
+    let tls = format!("sslmode = \"verify-full\"\n{}", ca("ca.pem"));
+    let cfg = setup.tls_config("pg-tls", certs.path(), &tls, TOPIC);
+    let host = setup.run(&cfg, TOPIC).await;
+    produce(setup.broker.url(), TOPIC, readings(0..N, 1)).await;
+    let landed = setup.pg.wait_count(
+        "SELECT count(*) FROM tls_readings",
+        N as i64,
+        Duration::from_secs(60),
+    );
+    assert_eq!(landed, N as i64, "rows; host log:\n{}", host.log());
+    assert_eq!(
+        setup.pg.count(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE ssl AND application_name = 'danube-postgres-sink'"
+        ),
+        1,
+        "the sink's session is encrypted"
+    );
+    assert_eq!(host.terminate(Duration::from_secs(30)).code(), Some(0));
+
+    // A certificate that does not match stops the connector at start with a
+    // configuration error (exit code 2) naming the reason; so does a plain
+    // connection to a server that takes only TLS, as a refused login (4).
+    for (name, tls, code, reason) in [
+        (
+            "pg-tls-name",
+            format!(
+                "sslmode = \"verify-full\"\n{}\ntls_server_name = \"db.example.com\"",
+                ca("ca.pem")
+            ),
+            2,
+            "not valid for name",
+        ),
+        (
+            "pg-tls-rogue",
+            format!("sslmode = \"verify-full\"\n{}", ca("rogue.pem")),
+            2,
+            "UnknownIssuer",
+        ),
+        (
+            "pg-tls-disable",
+            String::new(),
+            4,
+            "no encryption (SQLSTATE 28000); if the server accepts only TLS connections, set sslmode",
+        ),
+    ] {
+        let cfg = setup.tls_config(name, certs.path(), &tls, TOPIC);
+        let (exit, log) = exit_of(start(&cfg, PASSWORD), &cfg).await;
+        assert_eq!(exit, Some(code), "{name}: exit code; log:\n{log}");
+        assert!(
+            log.contains(reason),
+            "{name}: no {reason:?} in the log:\n{log}"
+        );
+    }
+
+    // `require` encrypts without checking the certificate (libpq's meaning):
+    // a name the certificate does not carry is accepted.
+    let tls = "sslmode = \"require\"\ntls_server_name = \"db.example.com\"";
+    let cfg = setup.tls_config("pg-tls-require", certs.path(), tls, "/default/tls-require");
+    let host = setup.run(&cfg, "/default/tls-require").await;
+    produce(
+        setup.broker.url(),
+        "/default/tls-require",
+        readings(N..N + 10, 1),
+    )
+    .await;
+    let landed = setup.pg.wait_count(
+        "SELECT count(*) FROM tls_readings",
+        N as i64 + 10,
+        Duration::from_secs(60),
+    );
+    assert_eq!(landed, N as i64 + 10, "rows; host log:\n{}", host.log());
+    assert_eq!(host.terminate(Duration::from_secs(30)).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_required_by_the_sink_but_not_offered_stops_it_saying_so() {
+    let setup = Setup::new().await;
+    let certs = tempfile::tempdir().unwrap();
+    let cfg = setup.tls_config(
+        "pg-no-tls",
+        certs.path(),
+        "sslmode = \"require\"",
+        "/default/t",
+    );
+    let (code, log) = exit_of(start(&cfg, PASSWORD), &cfg).await;
+    assert_eq!(code, Some(2), "a configuration error; log:\n{log}");
+    assert!(
+        log.contains(
+            "the server does not accept TLS; set sslmode = disable or enable ssl on the server"
+        ),
+        "log:\n{log}"
+    );
 }
