@@ -119,7 +119,9 @@ impl Client {
                 "ClickHouse at {}: TLS handshake failed: {failure}; check `ca_file` and the host in `url`",
                 self.url
             )),
-            None => ConnectorError::retryable(format!("ClickHouse at {} unreachable: {e}", self.url)),
+            None => {
+                ConnectorError::retryable(format!("ClickHouse at {} unreachable: {e}", self.url))
+            }
         }
     }
 }

@@ -8,8 +8,8 @@ use danube_connect_sdk::{ConnectorError, ProducerConfig};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use danube_connector_tls::{Tls, TlsFiles, Verify};
 use crate::topic;
+use danube_connector_tls::{Tls, TlsFiles, Verify};
 
 pub const CONFIG_EXAMPLE: &str = r#"[mqtt]
 # The MQTT broker (MQTT 3.1.1 over TCP, or TLS with use_tls). Env: MQTT_BROKER_HOST, MQTT_BROKER_PORT.

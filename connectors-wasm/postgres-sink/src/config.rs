@@ -589,6 +589,40 @@ mod tests {
     }
 
     #[test]
+    fn sslmode_decides_tls_and_refuses_keys_it_would_ignore() {
+        let with = |keys: &str| {
+            settings(&format!(
+                r#"{{{keys}"routes": [{{"topic": "/d/t", "table": "t", "upsert_key": ["id"], {COLUMNS}}}]}}"#
+            ))
+        };
+        assert!(with("").unwrap().server.tls.is_none());
+        let tls = with(r#""host": "db.example.com", "sslmode": "verify-full", "#)
+            .unwrap()
+            .server
+            .tls
+            .expect("verify-full loads TLS");
+        assert_eq!(tls.server_name.to_str(), "db.example.com");
+        assert!(
+            with(r#""sslmode": "require", "#)
+                .unwrap()
+                .server
+                .tls
+                .is_some()
+        );
+        let e = with(r#""ca_file": "/ca.pem", "#).unwrap_err().to_string();
+        assert!(
+            e.contains("`ca_file` is set but `sslmode` is \"disable\""),
+            "{e}"
+        );
+        let e = with(r#""sslmode": "prefer", "#).unwrap_err().to_string();
+        assert!(e.contains("sslmode") && e.contains("verify-full"), "{e}");
+        let e = with(r#""sslmode": "verify-ca", "ca_file": "/nonexistent/ca.pem", "#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`ca_file` /nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
     fn routes_take_their_topic_and_its_partitions() {
         let s = settings(&format!(
             r#"{{"routes": [{{"topic": "/d/t", "table": "t", "upsert_key": ["id"], {COLUMNS}}}]}}"#

@@ -66,9 +66,10 @@ fn error(server: &Server, e: &PgError, table: Option<&Table>) -> ConnectorError 
         )),
         PgError::Auth(m) => authentication(server, m),
         PgError::Encoding(m) => ConnectorError::fatal(format!("PostgreSQL{on}: {m}")),
-        PgError::Tls(m) => {
-            ConnectorError::config(format!("PostgreSQL at {}:{}: {m}", server.host, server.port))
-        }
+        PgError::Tls(m) => ConnectorError::config(format!(
+            "PostgreSQL at {}:{}: {m}",
+            server.host, server.port
+        )),
         PgError::Server(db) => match db.class() {
             // No pg_hba.conf line matches (28000): with `hostssl` lines
             // only, a plain connection is refused this way.

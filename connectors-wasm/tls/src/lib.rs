@@ -143,9 +143,8 @@ impl Tls {
                 .map_err(|e| format!("`client_cert_file`/`client_key_file`: {e}"))?,
         };
         let name = files.server_name.unwrap_or(host);
-        let server_name = ServerName::try_from(name.to_string()).map_err(|_| {
-            format!("`tls_server_name` {name:?} is not a DNS name or IP address")
-        })?;
+        let server_name = ServerName::try_from(name.to_string())
+            .map_err(|_| format!("`tls_server_name` {name:?} is not a DNS name or IP address"))?;
         Ok(Tls {
             config: Arc::new(config),
             server_name,
@@ -306,5 +305,74 @@ impl Write for Transport {
             Transport::Plain(s) => s.flush(),
             Transport::Tls(s) => s.flush(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that exists and holds no PEM object.
+    const NOT_PEM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+
+    fn error(files: TlsFiles<'_>) -> String {
+        Tls::load(&files, "db.example.com", Verify::Full).unwrap_err()
+    }
+
+    #[test]
+    fn refusals_name_the_key_and_the_file() {
+        let missing = error(TlsFiles {
+            ca_file: Some(Path::new("/nonexistent/ca.pem")),
+            ..TlsFiles::default()
+        });
+        assert!(
+            missing.starts_with("`ca_file` /nonexistent/ca.pem: ")
+                && missing.contains("[sandbox] dirs"),
+            "{missing}"
+        );
+        let empty = error(TlsFiles {
+            client_cert_file: Some(Path::new(NOT_PEM)),
+            client_key_file: Some(Path::new(NOT_PEM)),
+            ..TlsFiles::default()
+        });
+        assert_eq!(
+            empty,
+            format!("`client_cert_file` {NOT_PEM}: no certificate in it")
+        );
+        let alone = error(TlsFiles {
+            client_key_file: Some(Path::new(NOT_PEM)),
+            ..TlsFiles::default()
+        });
+        assert!(alone.contains("go together"), "{alone}");
+        let name = Tls::load(&TlsFiles::default(), "not a name", Verify::Full).unwrap_err();
+        assert!(
+            name.starts_with("`tls_server_name` \"not a name\""),
+            "{name}"
+        );
+    }
+
+    #[test]
+    fn the_server_name_is_the_host_unless_tls_server_name_says_otherwise() {
+        for verify in [Verify::Full, Verify::Chain, Verify::Nothing] {
+            let tls = Tls::load(&TlsFiles::default(), "127.0.0.1", verify).unwrap();
+            assert_eq!(tls.server_name.to_str(), "127.0.0.1");
+        }
+        let files = TlsFiles {
+            server_name: Some("db.example.com"),
+            ..TlsFiles::default()
+        };
+        let tls = Tls::load(&files, "127.0.0.1", Verify::Full).unwrap();
+        assert_eq!(tls.server_name.to_str(), "db.example.com");
+    }
+
+    #[test]
+    fn the_first_key_set_is_named() {
+        assert_eq!(TlsFiles::default().first_set(), None);
+        let files = TlsFiles {
+            client_key_file: Some(Path::new("k.pem")),
+            server_name: Some("x"),
+            ..TlsFiles::default()
+        };
+        assert_eq!(files.first_set(), Some("client_key_file"));
     }
 }
