@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::postgres::{self, KEYED, Postgres, ServerTls, reading};
+use common::postgres::{self, CERT_USER, KEYED, Postgres, ServerTls, USER, reading};
 use common::tls::make_ca;
 use common::{
     Host, guest, kill_worker, reliable_producer, wait_subscribed, wait_until_async, write_config,
@@ -49,13 +49,16 @@ impl Setup {
         self.write(name, &text)
     }
 
-    /// The configuration of connector `name` writing readings from `topic`
-    /// into `tls_readings` with the `[postgres]` TLS keys `tls`; the sandbox may
-    /// read the certificate directory `certs`.
-    fn tls_config(&self, name: &str, certs: &Path, tls: &str, topic: &str) -> PathBuf {
-        let routes = postgres::route(topic, SUBSCRIPTION, "tls_readings", KEYED);
+    /// The configuration of connector `name` logging in as `user` and
+    /// writing readings from `/default/TABLE` into `table`, with the
+    /// `[postgres]` TLS keys `tls`; the sandbox may read the certificate
+    /// directory `certs`.
+    fn tls_config(&self, name: &str, user: &str, certs: &Path, tls: &str, table: &str) -> PathBuf {
+        let routes = postgres::route(&format!("/default/{table}"), SUBSCRIPTION, table, KEYED);
         let sandbox = format!("dirs = [\"{}\"]\n", certs.display());
-        let text = self.pg.sink_config(&sandbox, &format!("{tls}\n\n{routes}"));
+        let text = self
+            .pg
+            .sink_config_as(user, &sandbox, &format!("{tls}\n\n{routes}"));
         self.write(name, &text)
     }
 
@@ -374,34 +377,54 @@ async fn a_wrong_password_stops_the_connector_naming_authentication() {
     assert!(setup.pg.log().contains("password authentication failed"));
 }
 
-/// A copy of the server's CA in a directory for the sandbox, with a CA the
-/// server's certificate is not signed by (`rogue.pem`).
+/// A directory for the sandbox with copies of the server's CA and of the
+/// client certificate of [`CERT_USER`], and a CA the server's certificate is
+/// not signed by (`rogue.pem`).
 fn certificates(pg: &Postgres) -> tempfile::TempDir {
     let certs = tempfile::tempdir().unwrap();
-    std::fs::copy(pg.dir().join("ca.pem"), certs.path().join("ca.pem")).unwrap();
+    for file in [
+        "ca.pem".to_string(),
+        format!("{CERT_USER}.pem"),
+        format!("{CERT_USER}.key"),
+    ] {
+        std::fs::copy(pg.dir().join(&file), certs.path().join(&file)).unwrap();
+    }
     make_ca(certs.path(), "rogue");
     certs
+}
+
+/// Produces `n` readings to `/default/TABLE` and waits until `table` holds
+/// them; fails with the host's log.
+async fn assert_rows_arrive(setup: &Setup, table: &str, n: u64, host: &Host) {
+    produce(
+        setup.broker.url(),
+        &format!("/default/{table}"),
+        readings(0..n, 1),
+    )
+    .await;
+    let sql = format!("SELECT count(*) FROM {table}");
+    let landed = setup.pg.wait_count(&sql, n as i64, Duration::from_secs(60));
+    assert_eq!(
+        landed,
+        n as i64,
+        "rows in {table}; host log:\n{}",
+        host.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tls_verify_full_writes_rows_and_bad_certificates_stop_the_connector() {
     const N: u64 = 500;
-    const TOPIC: &str = "/default/tls";
     let setup = Setup::with(ServerTls::Required).await;
     let certs = certificates(&setup.pg);
-    let ca = |file: &str| format!("ca_file = \"{}\"", certs.path().join(file).display());
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let ca = |name: &str| format!("ca_file = \"{}\"", file(name));
+    let verify_full = format!("sslmode = \"verify-full\"\n{}", ca("ca.pem"));
 
     // The server's certificate checks out against its CA and 127.0.0.1.
-    let tls = format!("sslmode = \"verify-full\"\n{}", ca("ca.pem"));
-    let cfg = setup.tls_config("pg-tls", certs.path(), &tls, TOPIC);
-    let host = setup.run(&cfg, TOPIC).await;
-    produce(setup.broker.url(), TOPIC, readings(0..N, 1)).await;
-    let landed = setup.pg.wait_count(
-        "SELECT count(*) FROM tls_readings",
-        N as i64,
-        Duration::from_secs(60),
-    );
-    assert_eq!(landed, N as i64, "rows; host log:\n{}", host.log());
+    let cfg = setup.tls_config("pg-tls", USER, certs.path(), &verify_full, "tls_full");
+    let host = setup.run(&cfg, "/default/tls_full").await;
+    assert_rows_arrive(&setup, "tls_full", N, &host).await;
     assert_eq!(
         setup.pg.count(
             "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
@@ -412,16 +435,50 @@ async fn tls_verify_full_writes_rows_and_bad_certificates_stop_the_connector() {
     );
     assert_eq!(host.terminate(Duration::from_secs(30)).code(), Some(0));
 
+    // `require` encrypts without checking the certificate (libpq's meaning):
+    // a name the certificate does not carry is accepted.
+    let require = "sslmode = \"require\"\ntls_server_name = \"db.example.com\"";
+    let cfg = setup.tls_config("pg-tls-require", USER, certs.path(), require, "tls_require");
+    let host = setup.run(&cfg, "/default/tls_require").await;
+    assert_rows_arrive(&setup, "tls_require", 10, &host).await;
+    assert_eq!(host.terminate(Duration::from_secs(30)).code(), Some(0));
+
+    // A user pg_hba.conf authenticates by client certificate logs in with
+    // `client_cert_file` and `client_key_file`, and no password.
+    let client = format!(
+        "{verify_full}\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"",
+        file(&format!("{CERT_USER}.pem")),
+        file(&format!("{CERT_USER}.key"))
+    );
+    let cfg = setup.tls_config("pg-tls-cert", CERT_USER, certs.path(), &client, "tls_cert");
+    setup
+        .broker
+        .create_topic("/default/tls_cert", 0, true)
+        .unwrap();
+    let host = Host::start(&guest("postgres-sink"), &cfg, &[]);
+    wait_subscribed(
+        &setup.broker,
+        &["/default/tls_cert".into()],
+        SUBSCRIPTION,
+        &host,
+    )
+    .await;
+    assert_rows_arrive(&setup, "tls_cert", 10, &host).await;
+    assert_eq!(
+        setup
+            .pg
+            .query("SELECT tableowner FROM pg_tables WHERE tablename = 'tls_cert'"),
+        CERT_USER
+    );
+    assert_eq!(host.terminate(Duration::from_secs(30)).code(), Some(0));
+
     // A certificate that does not match stops the connector at start with a
     // configuration error (exit code 2) naming the reason; so does a plain
     // connection to a server that takes only TLS, as a refused login (4).
     for (name, tls, code, reason) in [
         (
             "pg-tls-name",
-            format!(
-                "sslmode = \"verify-full\"\n{}\ntls_server_name = \"db.example.com\"",
-                ca("ca.pem")
-            ),
+            format!("{verify_full}\ntls_server_name = \"db.example.com\""),
             2,
             "not valid for name",
         ),
@@ -438,7 +495,7 @@ async fn tls_verify_full_writes_rows_and_bad_certificates_stop_the_connector() {
             "no encryption (SQLSTATE 28000); if the server accepts only TLS connections, set sslmode",
         ),
     ] {
-        let cfg = setup.tls_config(name, certs.path(), &tls, TOPIC);
+        let cfg = setup.tls_config(name, USER, certs.path(), &tls, "tls_refused");
         let (exit, log) = exit_of(start(&cfg, PASSWORD), &cfg).await;
         assert_eq!(exit, Some(code), "{name}: exit code; log:\n{log}");
         assert!(
@@ -446,37 +503,14 @@ async fn tls_verify_full_writes_rows_and_bad_certificates_stop_the_connector() {
             "{name}: no {reason:?} in the log:\n{log}"
         );
     }
-
-    // `require` encrypts without checking the certificate (libpq's meaning):
-    // a name the certificate does not carry is accepted.
-    let tls = "sslmode = \"require\"\ntls_server_name = \"db.example.com\"";
-    let cfg = setup.tls_config("pg-tls-require", certs.path(), tls, "/default/tls-require");
-    let host = setup.run(&cfg, "/default/tls-require").await;
-    produce(
-        setup.broker.url(),
-        "/default/tls-require",
-        readings(N..N + 10, 1),
-    )
-    .await;
-    let landed = setup.pg.wait_count(
-        "SELECT count(*) FROM tls_readings",
-        N as i64 + 10,
-        Duration::from_secs(60),
-    );
-    assert_eq!(landed, N as i64 + 10, "rows; host log:\n{}", host.log());
-    assert_eq!(host.terminate(Duration::from_secs(30)).code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tls_required_by_the_sink_but_not_offered_stops_it_saying_so() {
     let setup = Setup::new().await;
     let certs = tempfile::tempdir().unwrap();
-    let cfg = setup.tls_config(
-        "pg-no-tls",
-        certs.path(),
-        "sslmode = \"require\"",
-        "/default/t",
-    );
+    let require = "sslmode = \"require\"";
+    let cfg = setup.tls_config("pg-no-tls", USER, certs.path(), require, "t");
     let (code, log) = exit_of(start(&cfg, PASSWORD), &cfg).await;
     assert_eq!(code, Some(2), "a configuration error; log:\n{log}");
     assert!(

@@ -16,11 +16,14 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::server::{Server, free_port, read_log};
-use super::tls::make_server_certificate;
+use super::tls::{make_client_certificate, make_server_certificate};
 
 /// Where Debian's postgresql-15 package puts the server binaries.
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 pub const USER: &str = "danube";
+/// With [`ServerTls::Required`]: a user that logs in with a client
+/// certificate (`CERT_USER.pem`, `CERT_USER.key` in [`Postgres::dir`]).
+pub const CERT_USER: &str = "danube_cert";
 pub const DATABASE: &str = "danube";
 
 /// The columns of the tests' tables of readings (see [`reading`]): every
@@ -97,7 +100,8 @@ pub fn route(topic: &str, subscription: &str, table: &str, extra: &str) -> Strin
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum ServerTls {
     Off,
-    /// `ssl = on`; pg_hba.conf takes TCP logins only over TLS (`hostssl`).
+    /// `ssl = on`; pg_hba.conf takes TCP logins only over TLS (`hostssl`),
+    /// [`CERT_USER`]'s by client certificate.
     Required,
 }
 
@@ -161,6 +165,10 @@ impl Postgres {
             "postgres",
             &format!("CREATE DATABASE {DATABASE} OWNER {USER}"),
         );
+        if tls == ServerTls::Required {
+            pg.superuser("postgres", &format!("CREATE ROLE {CERT_USER} LOGIN"));
+            pg.query(&format!("GRANT CREATE ON SCHEMA public TO {CERT_USER}"));
+        }
         pg
     }
 
@@ -168,6 +176,7 @@ impl Postgres {
     fn require_tls(&self) {
         let dir = self.dir.path();
         make_server_certificate(dir);
+        make_client_certificate(dir, CERT_USER);
         // The server reads its key only if it owns it and no one else can.
         let key = dir.join("server.key");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -177,13 +186,17 @@ impl Postgres {
         let conf = self.data().join("postgresql.conf");
         let mut settings = std::fs::read_to_string(&conf).unwrap();
         settings += &format!(
-            "\nssl = on\nssl_cert_file = '{d}/server.pem'\nssl_key_file = '{d}/server.key'\n",
+            "\nssl = on\nssl_cert_file = '{d}/server.pem'\nssl_key_file = '{d}/server.key'\n\
+             ssl_ca_file = '{d}/ca.pem'\n",
             d = dir.display()
         );
         std::fs::write(&conf, settings).unwrap();
         std::fs::write(
             self.data().join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+            format!(
+                "local all all trust\nhostssl all {CERT_USER} 127.0.0.1/32 cert\n\
+                 hostssl all all 127.0.0.1/32 scram-sha-256\n"
+            ),
         )
         .unwrap();
     }
@@ -285,9 +298,14 @@ impl Postgres {
     /// with more `[postgres]` keys). The password is left to the
     /// environment, as in a deployment.
     pub fn sink_config(&self, sandbox: &str, routes: &str) -> String {
+        self.sink_config_as(USER, sandbox, routes)
+    }
+
+    /// [`Postgres::sink_config`] logging in as `user`.
+    pub fn sink_config_as(&self, user: &str, sandbox: &str, routes: &str) -> String {
         format!(
             "[sandbox]\nallow = [\"127.0.0.1:{port}\"]\n{sandbox}\n[postgres]\nhost = \"127.0.0.1\"\nport = {port}\n\
-             database = \"{DATABASE}\"\nuser = \"{USER}\"\n\n{routes}",
+             database = \"{DATABASE}\"\nuser = \"{user}\"\n\n{routes}",
             port = self.port
         )
     }

@@ -18,27 +18,37 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` making a new P-256 key, unencrypted, into `key`; `args`
+/// say what to make with it (a self-signed certificate or a request).
+fn new_key(dir: &Path, key: &str, args: &[&str]) {
+    let new_key = [
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+    ];
+    openssl(dir, &[&new_key[..], args].concat());
+}
+
 /// A CA (`NAME.pem`, `NAME.key`) in `dir`.
 pub fn make_ca(dir: &Path, name: &str) {
     let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
-    openssl(
+    let subject = format!("/CN={name}");
+    new_key(
         dir,
+        &key,
         &[
-            "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
             "-out",
             &cert,
             "-days",
             "2",
             "-subj",
-            &format!("/CN={name}"),
+            &subject,
             "-addext",
             "basicConstraints=critical,CA:TRUE",
             "-addext",
@@ -51,46 +61,50 @@ pub fn make_ca(dir: &Path, name: &str) {
 /// by it (`server.pem`, `server.key`), in `dir`.
 pub fn make_server_certificate(dir: &Path) {
     make_ca(dir, "ca");
-    openssl(
+    signed(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(
-        dir.join("server.ext"),
+        "server",
+        "127.0.0.1",
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
+    );
+}
+
+/// A client certificate for the user `name` (its common name), signed by
+/// the CA `ca.pem` in `dir`: `NAME.pem`, `NAME.key`.
+pub fn make_client_certificate(dir: &Path, name: &str) {
+    signed(dir, name, name, "extendedKeyUsage=clientAuth\n");
+}
+
+/// `NAME.pem` and `NAME.key` in `dir`: a certificate for `common_name` with
+/// the extensions `extensions`, signed by the CA `ca.pem`.
+fn signed(dir: &Path, name: &str, common_name: &str, extensions: &str) {
+    let (key, csr, ext, cert) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.ext"),
+        format!("{name}.pem"),
+    );
+    let subject = format!("/CN={common_name}");
+    new_key(dir, &key, &["-out", &csr, "-subj", &subject]);
+    std::fs::write(dir.join(&ext), extensions).unwrap();
     openssl(
         dir,
         &[
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-out",
-            "server.pem",
+            &cert,
             "-days",
             "2",
             "-extfile",
-            "server.ext",
+            &ext,
         ],
     );
 }
