@@ -103,9 +103,7 @@ impl Client {
             Err(classify(status, &text))
         }
     }
-}
 
-impl Client {
     /// A request that got no answer: a certificate the TLS handshake refused
     /// is for the configuration to fix; anything else may pass.
     fn unreachable(&self, e: &ureq::Error) -> ConnectorError {

@@ -1,7 +1,8 @@
 //! One PostgreSQL connection over a blocking `std::net::TcpStream`, or TLS
 //! over it: start-up, password authentication (SCRAM-SHA-256, MD5,
-//! cleartext) and the statements the sink runs. Messages are encoded and decoded by
-//! `postgres-protocol`; this module only moves them and reads the answers.
+//! cleartext) and the statements the sink runs. Messages are encoded and
+//! decoded by `postgres-protocol`; this module only moves them and reads the
+//! answers.
 
 use std::fmt;
 use std::io::{self, Read, Write};

@@ -142,9 +142,16 @@ impl Tls {
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("`client_cert_file`/`client_key_file`: {e}"))?,
         };
-        let name = files.server_name.unwrap_or(host);
-        let server_name = ServerName::try_from(name.to_string())
-            .map_err(|_| format!("`tls_server_name` {name:?} is not a DNS name or IP address"))?;
+        let (key, name) = match files.server_name {
+            Some(name) => ("`tls_server_name`", name),
+            None => ("the host", host),
+        };
+        let server_name = ServerName::try_from(name.to_string()).map_err(|_| {
+            format!(
+                "{key} {name:?} is not a DNS name or IP address, so no certificate can match it; \
+                 set `tls_server_name`"
+            )
+        })?;
         Ok(Tls {
             config: Arc::new(config),
             server_name,
@@ -344,11 +351,17 @@ mod tests {
             ..TlsFiles::default()
         });
         assert!(alone.contains("go together"), "{alone}");
-        let name = Tls::load(&TlsFiles::default(), "not a name", Verify::Full).unwrap_err();
+        let host = Tls::load(&TlsFiles::default(), "not a name", Verify::Full).unwrap_err();
         assert!(
-            name.starts_with("`tls_server_name` \"not a name\""),
-            "{name}"
+            host.starts_with("the host \"not a name\" is not a DNS name"),
+            "{host}"
         );
+        let files = TlsFiles {
+            server_name: Some("a/b"),
+            ..TlsFiles::default()
+        };
+        let name = Tls::load(&files, "127.0.0.1", Verify::Full).unwrap_err();
+        assert!(name.starts_with("`tls_server_name` \"a/b\""), "{name}");
     }
 
     #[test]
