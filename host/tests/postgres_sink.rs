@@ -435,13 +435,27 @@ async fn tls_verify_full_writes_rows_and_bad_certificates_stop_the_connector() {
     );
     assert_eq!(host.terminate(Duration::from_secs(30)).code(), Some(0));
 
-    // `require` encrypts without checking the certificate (libpq's meaning):
-    // a name the certificate does not carry is accepted.
-    let require = "sslmode = \"require\"\ntls_server_name = \"db.example.com\"";
-    let cfg = setup.tls_config("pg-tls-require", USER, certs.path(), require, "tls_require");
-    let host = setup.run(&cfg, "/default/tls_require").await;
-    assert_rows_arrive(&setup, "tls_require", 10, &host).await;
-    assert_eq!(host.terminate(Duration::from_secs(30)).code(), Some(0));
+    // `require` encrypts without checking the certificate, `verify-ca`
+    // checks its chain only (libpq's meanings): a name the certificate does
+    // not carry is accepted by both.
+    let other_name = "tls_server_name = \"db.example.com\"";
+    for (name, tls, table) in [
+        (
+            "pg-tls-require",
+            format!("sslmode = \"require\"\n{other_name}"),
+            "tls_require",
+        ),
+        (
+            "pg-tls-verify-ca",
+            format!("sslmode = \"verify-ca\"\n{}\n{other_name}", ca("ca.pem")),
+            "tls_verify_ca",
+        ),
+    ] {
+        let cfg = setup.tls_config(name, USER, certs.path(), &tls, table);
+        let host = setup.run(&cfg, &format!("/default/{table}")).await;
+        assert_rows_arrive(&setup, table, 10, &host).await;
+        assert_eq!(host.terminate(Duration::from_secs(30)).code(), Some(0));
+    }
 
     // A user pg_hba.conf authenticates by client certificate logs in with
     // `client_cert_file` and `client_key_file`, and no password.
@@ -485,6 +499,19 @@ async fn tls_verify_full_writes_rows_and_bad_certificates_stop_the_connector() {
         (
             "pg-tls-rogue",
             format!("sslmode = \"verify-full\"\n{}", ca("rogue.pem")),
+            2,
+            "UnknownIssuer",
+        ),
+        (
+            "pg-tls-verify-ca-rogue",
+            format!("sslmode = \"verify-ca\"\n{}", ca("rogue.pem")),
+            2,
+            "UnknownIssuer",
+        ),
+        // As libpq: `require` with a CA file checks the chain.
+        (
+            "pg-tls-require-rogue",
+            format!("sslmode = \"require\"\n{}", ca("rogue.pem")),
             2,
             "UnknownIssuer",
         ),
