@@ -137,7 +137,7 @@ async fn run(index: usize, case: Case, records: u64, pg: &Postgres) -> Row {
         &name,
         &format!(
             "[processing]\nbatch_size = {batch_size}\n\n{}",
-            pg.sink_config(&routes)
+            pg.sink_config("", &routes)
         ),
     );
     let env = [("POSTGRES_PASSWORD", PASSWORD)];

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::clickhouse::{
-    ClickHouse, PASSWORD, broker, produce, reading, route, sink_config, start_host,
+    ClickHouse, PASSWORD, broker, https_sink_config, produce, reading, route, sink_config,
+    start_host,
 };
+use common::tls::make_ca;
 use common::{Host, guest, wait_subscribed, wait_until_async};
 use danube_testkit::TestBroker;
 use serde_json::{Value, json};
@@ -26,8 +28,13 @@ struct Systems {
 
 impl Systems {
     async fn start(topic: &'static str) -> Systems {
+        Systems::start_with(topic, false).await
+    }
+
+    /// [`Systems::start`], with an HTTPS port on the ClickHouse when `https`.
+    async fn start_with(topic: &'static str, https: bool) -> Systems {
         Systems {
-            ch: ClickHouse::start(),
+            ch: ClickHouse::start_with(https),
             broker: broker(topic, 1000).await,
             topic,
             dir: tempfile::tempdir().unwrap(),
@@ -374,5 +381,43 @@ async fn a_wrong_password_stops_the_host_naming_authentication() {
             .ch
             .count("SELECT count() FROM system.tables WHERE name = 'auth'"),
         0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_verifies_the_server_and_carries_the_rows() {
+    const N: u64 = 500;
+    const TOPIC: &str = "/default/https";
+    let systems = Systems::start_with(TOPIC, true).await;
+    let ch = &systems.ch;
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::copy(ch.dir().join("ca.pem"), certs.path().join("ca.pem")).unwrap();
+    make_ca(certs.path(), "rogue");
+    let config = |name: &str, ca: &str| {
+        let routes = format!(
+            "ca_file = \"{}\"\n\n{}",
+            certs.path().join(ca).display(),
+            route(TOPIC, "ch", "https_readings")
+        );
+        let dir = systems.dir.path();
+        https_sink_config(dir, &systems.broker, name, ch, certs.path(), &routes)
+    };
+
+    // The server's certificate checks out against its CA and 127.0.0.1.
+    let host = start_host(&config("ch-https", "ca.pem"));
+    wait_subscribed(&systems.broker, &[TOPIC.to_string()], "ch", &host).await;
+    systems.produce((0..N).map(reading)).await;
+    wait_count(ch, "SELECT count() FROM https_readings FINAL", N, &host).await;
+    assert!(host.terminate(Duration::from_secs(30)).success());
+
+    // A CA that did not sign it stops the connector at start with a
+    // configuration error (exit code 2) naming the reason.
+    let cfg = config("ch-https-rogue", "rogue.pem");
+    let status = start_host(&cfg).wait(Duration::from_secs(60));
+    let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+    assert_eq!(status.code(), Some(2), "exit code; log:\n{log}");
+    assert!(
+        log.contains("TLS handshake failed") && log.contains("UnknownIssuer"),
+        "log:\n{log}"
     );
 }

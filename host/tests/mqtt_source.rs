@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::mosquitto::Mosquitto;
+use common::tls::{make_ca, make_server_certificate};
 use common::{Host, endpoint, guest, http_get, wait_until, wait_until_async, write_config};
 use danube_testkit::{StoredMessage, TestBroker};
 
@@ -1178,96 +1179,11 @@ async fn malformed_packets_cost_the_connection_not_the_connector() {
 // TLS
 // ---------------------------------------------------------------------------
 
-/// Runs `openssl` with `args` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`NAME.pem`, `NAME.key`) in `dir`.
-fn make_ca(dir: &Path, name: &str) {
-    let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
-}
-
 /// A mosquitto whose listener speaks only TLS, with a server certificate for
 /// 127.0.0.1 signed by the CA `ca.pem` in its directory.
 fn mosquitto_with_tls() -> Mosquitto {
     Mosquitto::start_with(|dir| {
-        make_ca(dir, "ca");
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        );
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
-        );
+        make_server_certificate(dir);
         format!(
             "allow_anonymous true\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
             d = dir.display()

@@ -8,7 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::postgres::{self, KEYED, Postgres, reading};
+use common::postgres::{self, CERT_USER, KEYED, Postgres, ServerTls, USER, reading};
+use common::tls::make_ca;
 use common::{
     Host, guest, kill_worker, reliable_producer, wait_subscribed, wait_until_async, write_config,
 };
@@ -28,9 +29,13 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Setup {
+        Setup::with(ServerTls::Off).await
+    }
+
+    async fn with(tls: ServerTls) -> Setup {
         Setup {
             broker: TestBroker::start().await.unwrap(),
-            pg: Postgres::start(PASSWORD),
+            pg: Postgres::start_with(PASSWORD, tls),
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -40,13 +45,30 @@ impl Setup {
     /// with the route keys `keys`.
     fn config(&self, name: &str, tables: &str, topic: &str, table: &str, keys: &str) -> PathBuf {
         let routes = postgres::route(topic, SUBSCRIPTION, table, keys);
-        let text = format!("{tables}{}", self.pg.sink_config(&routes));
+        let text = format!("{tables}{}", self.pg.sink_config("", &routes));
+        self.write(name, &text)
+    }
+
+    /// The configuration of connector `name` logging in as `user` and
+    /// writing readings from `/default/TABLE` into `table`, with the
+    /// `[postgres]` TLS keys `tls`; the sandbox may read the certificate
+    /// directory `certs`.
+    fn tls_config(&self, name: &str, user: &str, certs: &Path, tls: &str, table: &str) -> PathBuf {
+        let routes = postgres::route(&format!("/default/{table}"), SUBSCRIPTION, table, KEYED);
+        let sandbox = format!("dirs = [\"{}\"]\n", certs.display());
+        let text = self
+            .pg
+            .sink_config_as(user, &sandbox, &format!("{tls}\n\n{routes}"));
+        self.write(name, &text)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
         write_config(
             self.dir.path(),
             &format!("{name}.toml"),
             &self.broker.url(),
             name,
-            &text,
+            text,
         )
     }
 
@@ -78,6 +100,16 @@ async fn produce(broker_url: String, topic: &str, payloads: Vec<serde_json::Valu
             .await
             .unwrap();
     }
+}
+
+/// Waits for `host`, run with `cfg`, to stop by itself; returns its exit
+/// code and log.
+async fn exit_of(host: Host, cfg: &Path) -> (Option<i32>, String) {
+    let status = tokio::task::spawn_blocking(move || host.wait(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+    (status.code(), log)
 }
 
 fn readings(range: std::ops::Range<u64>, version: u32) -> Vec<serde_json::Value> {
@@ -334,12 +366,8 @@ async fn a_wrong_password_stops_the_connector_naming_authentication() {
     const WRONG: &str = "wrong-Pass-4242";
     let setup = Setup::new().await;
     let cfg = setup.config("pg-auth", "", "/default/auth", "auth", KEYED);
-    let host = start(&cfg, WRONG);
-    let status = tokio::task::spawn_blocking(move || host.wait(Duration::from_secs(60)))
-        .await
-        .unwrap();
-    let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
-    assert_eq!(status.code(), Some(4), "exit code; log:\n{log}");
+    let (code, log) = exit_of(start(&cfg, WRONG), &cfg).await;
+    assert_eq!(code, Some(4), "exit code; log:\n{log}");
     assert!(
         log.contains("authentication to PostgreSQL at 127.0.0.1")
             && log.contains("password authentication failed for user \"danube\""),
@@ -347,4 +375,175 @@ async fn a_wrong_password_stops_the_connector_naming_authentication() {
     );
     assert!(!log.contains(WRONG), "the password reached the log:\n{log}");
     assert!(setup.pg.log().contains("password authentication failed"));
+}
+
+/// A directory for the sandbox with copies of the server's CA and of the
+/// client certificate of [`CERT_USER`], and a CA the server's certificate is
+/// not signed by (`rogue.pem`).
+fn certificates(pg: &Postgres) -> tempfile::TempDir {
+    let certs = tempfile::tempdir().unwrap();
+    for file in [
+        "ca.pem".to_string(),
+        format!("{CERT_USER}.pem"),
+        format!("{CERT_USER}.key"),
+    ] {
+        std::fs::copy(pg.dir().join(&file), certs.path().join(&file)).unwrap();
+    }
+    make_ca(certs.path(), "rogue");
+    certs
+}
+
+/// Produces `n` readings to `/default/TABLE` and waits until `table` holds
+/// them; fails with the host's log.
+async fn assert_rows_arrive(setup: &Setup, table: &str, n: u64, host: &Host) {
+    produce(
+        setup.broker.url(),
+        &format!("/default/{table}"),
+        readings(0..n, 1),
+    )
+    .await;
+    let sql = format!("SELECT count(*) FROM {table}");
+    let landed = setup.pg.wait_count(&sql, n as i64, Duration::from_secs(60));
+    assert_eq!(
+        landed,
+        n as i64,
+        "rows in {table}; host log:\n{}",
+        host.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_verify_full_writes_rows_and_bad_certificates_stop_the_connector() {
+    const N: u64 = 500;
+    let setup = Setup::with(ServerTls::Required).await;
+    let certs = certificates(&setup.pg);
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let ca = |name: &str| format!("ca_file = \"{}\"", file(name));
+    let verify_full = format!("sslmode = \"verify-full\"\n{}", ca("ca.pem"));
+
+    // The server's certificate checks out against its CA and 127.0.0.1.
+    let cfg = setup.tls_config("pg-tls", USER, certs.path(), &verify_full, "tls_full");
+    let host = setup.run(&cfg, "/default/tls_full").await;
+    assert_rows_arrive(&setup, "tls_full", N, &host).await;
+    assert_eq!(
+        setup.pg.count(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE ssl AND application_name = 'danube-postgres-sink'"
+        ),
+        1,
+        "the sink's session is encrypted"
+    );
+    assert_eq!(host.terminate(Duration::from_secs(30)).code(), Some(0));
+
+    // `require` encrypts without checking the certificate, `verify-ca`
+    // checks its chain only (libpq's meanings): a name the certificate does
+    // not carry is accepted by both.
+    let other_name = "tls_server_name = \"db.example.com\"";
+    for (name, tls, table) in [
+        (
+            "pg-tls-require",
+            format!("sslmode = \"require\"\n{other_name}"),
+            "tls_require",
+        ),
+        (
+            "pg-tls-verify-ca",
+            format!("sslmode = \"verify-ca\"\n{}\n{other_name}", ca("ca.pem")),
+            "tls_verify_ca",
+        ),
+    ] {
+        let cfg = setup.tls_config(name, USER, certs.path(), &tls, table);
+        let host = setup.run(&cfg, &format!("/default/{table}")).await;
+        assert_rows_arrive(&setup, table, 10, &host).await;
+        assert_eq!(host.terminate(Duration::from_secs(30)).code(), Some(0));
+    }
+
+    // A user pg_hba.conf authenticates by client certificate logs in with
+    // `client_cert_file` and `client_key_file`, and no password.
+    let client = format!(
+        "{verify_full}\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"",
+        file(&format!("{CERT_USER}.pem")),
+        file(&format!("{CERT_USER}.key"))
+    );
+    let cfg = setup.tls_config("pg-tls-cert", CERT_USER, certs.path(), &client, "tls_cert");
+    setup
+        .broker
+        .create_topic("/default/tls_cert", 0, true)
+        .unwrap();
+    let host = Host::start(&guest("postgres-sink"), &cfg, &[]);
+    wait_subscribed(
+        &setup.broker,
+        &["/default/tls_cert".into()],
+        SUBSCRIPTION,
+        &host,
+    )
+    .await;
+    assert_rows_arrive(&setup, "tls_cert", 10, &host).await;
+    assert_eq!(
+        setup
+            .pg
+            .query("SELECT tableowner FROM pg_tables WHERE tablename = 'tls_cert'"),
+        CERT_USER
+    );
+    assert_eq!(host.terminate(Duration::from_secs(30)).code(), Some(0));
+
+    // A certificate that does not match stops the connector at start with a
+    // configuration error (exit code 2) naming the reason; so does a plain
+    // connection to a server that takes only TLS, as a refused login (4).
+    for (name, tls, code, reason) in [
+        (
+            "pg-tls-name",
+            format!("{verify_full}\ntls_server_name = \"db.example.com\""),
+            2,
+            "not valid for name",
+        ),
+        (
+            "pg-tls-rogue",
+            format!("sslmode = \"verify-full\"\n{}", ca("rogue.pem")),
+            2,
+            "UnknownIssuer",
+        ),
+        (
+            "pg-tls-verify-ca-rogue",
+            format!("sslmode = \"verify-ca\"\n{}", ca("rogue.pem")),
+            2,
+            "UnknownIssuer",
+        ),
+        // As libpq: `require` with a CA file checks the chain.
+        (
+            "pg-tls-require-rogue",
+            format!("sslmode = \"require\"\n{}", ca("rogue.pem")),
+            2,
+            "UnknownIssuer",
+        ),
+        (
+            "pg-tls-disable",
+            String::new(),
+            4,
+            "no encryption (SQLSTATE 28000); if the server accepts only TLS connections, set sslmode",
+        ),
+    ] {
+        let cfg = setup.tls_config(name, USER, certs.path(), &tls, "tls_refused");
+        let (exit, log) = exit_of(start(&cfg, PASSWORD), &cfg).await;
+        assert_eq!(exit, Some(code), "{name}: exit code; log:\n{log}");
+        assert!(
+            log.contains(reason),
+            "{name}: no {reason:?} in the log:\n{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_required_by_the_sink_but_not_offered_stops_it_saying_so() {
+    let setup = Setup::new().await;
+    let certs = tempfile::tempdir().unwrap();
+    let require = "sslmode = \"require\"";
+    let cfg = setup.tls_config("pg-no-tls", USER, certs.path(), require, "t");
+    let (code, log) = exit_of(start(&cfg, PASSWORD), &cfg).await;
+    assert_eq!(code, Some(2), "a configuration error; log:\n{log}");
+    assert!(
+        log.contains(
+            "the server does not accept TLS; set sslmode = disable or enable ssl on the server"
+        ),
+        "log:\n{log}"
+    );
 }

@@ -1,6 +1,9 @@
 //! The `[clickhouse]` table and the checks `open` runs on it.
 
+use std::path::PathBuf;
+
 use danube_connect_sdk::{ConnectorError, SubscriptionType};
+use danube_connector_tls::TlsFiles;
 use danube_sink_mapping::{Column, Metadata};
 use serde::Deserialize;
 
@@ -8,7 +11,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// ClickHouse's HTTP interface, `http://host:port`.
+    /// ClickHouse's HTTP interface, `http://host:port` or `https://host:port`.
     #[serde(default = "default_url")]
     pub url: String,
     #[serde(default = "default_database")]
@@ -18,6 +21,14 @@ pub struct Config {
     /// Sent as `X-ClickHouse-Key`; never logged.
     #[serde(default)]
     pub password: String,
+    /// For `https://`: a PEM CA bundle trusted instead of the built-in roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// For `https://`: a client certificate and its key.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
     /// Bound on each step of a request: sending it, waiting for the answer,
@@ -95,9 +106,15 @@ pub fn check_identifier(what: &str, name: &str) -> Result<(), ConnectorError> {
 impl Config {
     /// Checks what serde cannot: names, the URL, one route per topic.
     pub fn check(&self) -> Result<(), ConnectorError> {
-        if !self.url.starts_with("http://") {
+        if self.url.starts_with("http://") {
+            if let Some(key) = self.tls_files().first_set() {
+                return Err(ConnectorError::config(format!(
+                    "`{key}` is set but `url` is http://: use https:// or remove `{key}`"
+                )));
+            }
+        } else if !self.url.starts_with("https://") {
             return Err(ConnectorError::config(format!(
-                "`url` must start with http:// (TLS is not supported; put a TLS proxy in front), not `{}`",
+                "`url` must start with http:// or https://, not `{}`",
                 self.url
             )));
         }
@@ -117,6 +134,19 @@ impl Config {
             route.check()?;
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The TLS keys, for an `https://` URL.
+    pub fn tls_files(&self) -> TlsFiles<'_> {
+        TlsFiles {
+            ca_file: self.ca_file.as_deref(),
+            client_cert_file: self.client_cert_file.as_deref(),
+            client_key_file: self.client_key_file.as_deref(),
+            // ureq verifies the host of `url`.
+            server_name: None,
+        }
     }
 }
 

@@ -19,12 +19,19 @@ use danube_sink_mapping::Dialect;
 use row::{ClickHouse, metadata_type};
 
 const CONFIG_EXAMPLE: &str = r#"[clickhouse]
-# ClickHouse's HTTP interface (env CLICKHOUSE_URL); grant it with [sandbox] allow.
+# ClickHouse's HTTP interface, http:// or https:// (env CLICKHOUSE_URL); grant
+# it with [sandbox] allow.
 url = "http://127.0.0.1:8123"
 database = "default"
 user = "default"
 # Env CLICKHOUSE_PASSWORD; sent as the X-ClickHouse-Key header, never logged.
 password = ""
+# For https://: a PEM CA bundle trusted instead of the built-in Mozilla roots,
+# in a directory granted with [sandbox] dirs; and a client certificate, if
+# the server asks for one.
+# ca_file = "/etc/danube/clickhouse/ca.pem"
+# client_cert_file = "/etc/danube/clickhouse/client.pem"
+# client_key_file = "/etc/danube/clickhouse/client.key"
 connect_timeout_secs = 10
 # Bound on each step of a request: sending it, waiting for and reading the answer.
 request_timeout_secs = 60
@@ -224,7 +231,7 @@ impl Sink for ClickHouseSink {
 
     fn open(config: Config) -> Result<(Self, Vec<ConsumerConfig>), ConnectorError> {
         config.check()?;
-        let client = Client::new(&config);
+        let client = Client::new(&config)?;
         let consumers = config
             .routes
             .iter()
@@ -414,9 +421,15 @@ mod tests {
         assert!(check(r#"{"routes": []}"#).contains("at least one"));
         assert!(
             check(&format!(
-                r#"{{"url": "https://x", "routes": [{{"topic": "/a/b", "table": "t", {cols}}}]}}"#
+                r#"{{"url": "ftp://x", "routes": [{{"topic": "/a/b", "table": "t", {cols}}}]}}"#
             ))
-            .contains("http://")
+            .contains("http:// or https://")
+        );
+        assert!(
+            check(&format!(
+                r#"{{"ca_file": "/ca.pem", "routes": [{{"topic": "/a/b", "table": "t", {cols}}}]}}"#
+            ))
+            .contains("`ca_file` is set but `url` is http://")
         );
         assert!(
             check(&format!(

@@ -8,8 +8,8 @@ use danube_connect_sdk::{ConnectorError, ProducerConfig};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use crate::tls::{Tls, TlsFiles};
 use crate::topic;
+use danube_connector_tls::{Tls, TlsFiles, Verify};
 
 pub const CONFIG_EXAMPLE: &str = r#"[mqtt]
 # The MQTT broker (MQTT 3.1.1 over TCP, or TLS with use_tls). Env: MQTT_BROKER_HOST, MQTT_BROKER_PORT.
@@ -446,30 +446,23 @@ impl Config {
     /// Loads the TLS settings when `use_tls`; TLS keys without it are refused
     /// rather than silently ignored.
     fn tls(&self) -> Result<Option<Tls>, ConnectorError> {
+        let files = TlsFiles {
+            ca_file: self.ca_file.as_deref(),
+            client_cert_file: self.client_cert_file.as_deref(),
+            client_key_file: self.client_key_file.as_deref(),
+            server_name: self.tls_server_name.as_deref(),
+        };
         if !self.use_tls {
-            let stray = [
-                ("ca_file", self.ca_file.is_some()),
-                ("client_cert_file", self.client_cert_file.is_some()),
-                ("client_key_file", self.client_key_file.is_some()),
-                ("tls_server_name", self.tls_server_name.is_some()),
-            ];
-            return match stray.iter().find(|(_, set)| *set) {
-                Some((key, _)) => Err(ConnectorError::config(format!(
+            return match files.first_set() {
+                Some(key) => Err(ConnectorError::config(format!(
                     "`{key}` is set but `use_tls` is false: set use_tls = true (env MQTT_USE_TLS) or remove `{key}`"
                 ))),
                 None => Ok(None),
             };
         }
-        let files = TlsFiles {
-            ca_file: self.ca_file.as_deref(),
-            client_cert_file: self.client_cert_file.as_deref(),
-            client_key_file: self.client_key_file.as_deref(),
-            server_name: self
-                .tls_server_name
-                .as_deref()
-                .unwrap_or(self.broker_host.trim()),
-        };
-        Tls::load(&files).map(Some).map_err(ConnectorError::config)
+        Tls::load(&files, self.broker_host.trim(), Verify::Full)
+            .map(Some)
+            .map_err(ConnectorError::config)
     }
 }
 

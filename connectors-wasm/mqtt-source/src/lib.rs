@@ -10,7 +10,6 @@
 
 mod config;
 mod session;
-mod tls;
 mod topic;
 
 use std::collections::VecDeque;

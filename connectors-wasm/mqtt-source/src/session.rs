@@ -16,7 +16,7 @@ use mqttrs::{
 };
 
 use crate::config::{Qos, Settings};
-use crate::tls::Transport;
+use danube_connector_tls::{Transport, tls_failure};
 
 /// A PUBLISH received from the broker.
 #[derive(Debug)]
@@ -147,10 +147,9 @@ impl Conn {
             None => Transport::Plain(stream),
             Some(tls) => {
                 stream.set_read_timeout(Some(timeout)).map_err(io)?;
-                Transport::tls(tls, stream).map_err(|e| match e.kind() {
-                    // Certificate and protocol failures come back as InvalidData.
-                    io::ErrorKind::InvalidData => ConnectError::Tls(e.to_string()),
-                    _ => ConnectError::Io(format!("TLS handshake: {e}")),
+                Transport::tls(tls, stream).map_err(|e| match tls_failure(&e) {
+                    Some(failure) => ConnectError::Tls(failure.to_string()),
+                    None => ConnectError::Io(format!("TLS handshake: {e}")),
                 })?
             }
         };

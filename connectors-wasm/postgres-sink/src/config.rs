@@ -3,9 +3,11 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use danube_connect_sdk::{ConnectorError, ConsumerConfig, SubscriptionType};
+use danube_connector_tls::{Tls, TlsFiles, Verify};
 use serde::Deserialize;
 
 use danube_sink_mapping::{MetaField, Metadata};
@@ -19,8 +21,20 @@ port = 5432
 database = "danube"
 user = "danube"
 # Env: POSTGRES_PASSWORD. Never logged. SCRAM-SHA-256, MD5 and cleartext
-# password authentication are supported; TLS is not.
+# password authentication are supported.
 password = ""
+# TLS. Env: POSTGRES_SSLMODE. disable (default) | require (encrypted; with
+# ca_file the chain is also verified) | verify-ca (chain) | verify-full (chain
+# and host name: use this for a server across a network you do not own).
+sslmode = "disable"
+# PEM CA bundle to trust instead of the built-in Mozilla roots; the file must
+# be in a directory granted with [sandbox] dirs.
+# ca_file = "/etc/danube/postgres/ca.pem"
+# Client certificate and key, for `cert` authentication in pg_hba.conf.
+# client_cert_file = "/etc/danube/postgres/client.pem"
+# client_key_file = "/etc/danube/postgres/client.key"
+# The name the server's certificate must carry, when it is not `host`.
+# tls_server_name = "db.example.com"
 # Bound on one TCP connect plus the authentication exchange.
 connect_timeout_secs = 10
 # Bound on waiting for the server's answer to one statement; keep it below
@@ -112,12 +126,38 @@ pub struct Config {
     pub user: String,
     #[serde(default)]
     pub password: Password,
+    #[serde(default)]
+    pub sslmode: SslMode,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
     #[serde(default = "default_query_timeout")]
     pub query_timeout_secs: u64,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+/// `sslmode`, with libpq's meaning. libpq's default, `prefer` (and `allow`),
+/// falls back to a plain connection without saying so, so neither is
+/// offered: a connection is encrypted exactly when the configuration says.
+/// `disable` is the default because TLS needs certificates the sandbox must
+/// be granted; a server that requires TLS refuses a plain connection with a
+/// message pointing here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    #[default]
+    Disable,
+    Require,
+    VerifyCa,
+    VerifyFull,
 }
 
 fn default_host() -> String {
@@ -170,6 +210,8 @@ pub struct Server {
     pub database: String,
     pub user: String,
     pub password: Password,
+    /// Set unless `sslmode = "disable"`: the loaded client configuration.
+    pub tls: Option<Tls>,
     pub connect_timeout: Duration,
     pub query_timeout: Duration,
 }
@@ -238,6 +280,7 @@ impl Config {
                 )));
             }
         }
+        let tls = self.tls()?;
         if self.routes.is_empty() {
             return Err(ConnectorError::config(
                 "no routes: add a [[postgres.routes]] table with `topic`, `table` and [[postgres.routes.columns]]",
@@ -262,11 +305,40 @@ impl Config {
                 database: self.database,
                 user: self.user,
                 password: self.password,
+                tls,
                 connect_timeout: Duration::from_secs(self.connect_timeout_secs),
                 query_timeout: Duration::from_secs(self.query_timeout_secs),
             },
             routes,
         })
+    }
+
+    /// Loads the TLS settings `sslmode` asks for; TLS keys with
+    /// `sslmode = "disable"` are refused rather than silently ignored.
+    fn tls(&self) -> Result<Option<Tls>, ConnectorError> {
+        let files = TlsFiles {
+            ca_file: self.ca_file.as_deref(),
+            client_cert_file: self.client_cert_file.as_deref(),
+            client_key_file: self.client_key_file.as_deref(),
+            server_name: self.tls_server_name.as_deref(),
+        };
+        let verify = match self.sslmode {
+            SslMode::Disable => {
+                return match files.first_set() {
+                    Some(key) => Err(ConnectorError::config(format!(
+                        "`{key}` is set but `sslmode` is \"disable\": set sslmode (env POSTGRES_SSLMODE) or remove `{key}`"
+                    ))),
+                    None => Ok(None),
+                };
+            }
+            // As libpq: `require` with a CA file verifies the chain.
+            SslMode::Require if self.ca_file.is_none() => Verify::Nothing,
+            SslMode::Require | SslMode::VerifyCa => Verify::Chain,
+            SslMode::VerifyFull => Verify::Full,
+        };
+        Tls::load(&files, self.host.trim(), verify)
+            .map(Some)
+            .map_err(ConnectorError::config)
     }
 }
 
@@ -514,6 +586,40 @@ mod tests {
         .unwrap();
         assert_eq!(s.server.password.0, "1234");
         assert!(!format!("{s:?}").contains("1234"));
+    }
+
+    #[test]
+    fn sslmode_decides_tls_and_refuses_keys_it_would_ignore() {
+        let with = |keys: &str| {
+            settings(&format!(
+                r#"{{{keys}"routes": [{{"topic": "/d/t", "table": "t", "upsert_key": ["id"], {COLUMNS}}}]}}"#
+            ))
+        };
+        assert!(with("").unwrap().server.tls.is_none());
+        let tls = with(r#""host": "db.example.com", "sslmode": "verify-full", "#)
+            .unwrap()
+            .server
+            .tls
+            .expect("verify-full loads TLS");
+        assert_eq!(tls.server_name.to_str(), "db.example.com");
+        assert!(
+            with(r#""sslmode": "require", "#)
+                .unwrap()
+                .server
+                .tls
+                .is_some()
+        );
+        let e = with(r#""ca_file": "/ca.pem", "#).unwrap_err().to_string();
+        assert!(
+            e.contains("`ca_file` is set but `sslmode` is \"disable\""),
+            "{e}"
+        );
+        let e = with(r#""sslmode": "prefer", "#).unwrap_err().to_string();
+        assert!(e.contains("sslmode") && e.contains("verify-full"), "{e}");
+        let e = with(r#""sslmode": "verify-ca", "ca_file": "/nonexistent/ca.pem", "#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`ca_file` /nonexistent/ca.pem"), "{e}");
     }
 
     #[test]

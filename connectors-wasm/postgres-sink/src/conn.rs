@@ -1,13 +1,15 @@
-//! One PostgreSQL connection over a blocking `std::net::TcpStream`:
-//! start-up, password authentication (SCRAM-SHA-256, MD5, cleartext) and the
-//! statements the sink runs. Messages are encoded and decoded by
-//! `postgres-protocol`; this module only moves them and reads the answers.
+//! One PostgreSQL connection over a blocking `std::net::TcpStream`, or TLS
+//! over it: start-up, password authentication (SCRAM-SHA-256, MD5,
+//! cleartext) and the statements the sink runs. Messages are encoded and
+//! decoded by `postgres-protocol`; this module only moves them and reads the
+//! answers.
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 
 use bytes::{BufMut, BytesMut};
+use danube_connector_tls::{Tls, Transport, tls_failure};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::Oid;
 use postgres_protocol::authentication::md5_hash;
@@ -31,12 +33,17 @@ pub enum PgError {
     /// A message or parameter could not be encoded: a limit of the protocol
     /// was passed, and trying again will not help.
     Encoding(String),
+    /// TLS could not be set up: the server does not offer it, or its
+    /// certificate was refused. The configuration or the server must change.
+    Tls(String),
 }
 
 impl fmt::Display for PgError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PgError::Connection(m) | PgError::Auth(m) | PgError::Encoding(m) => f.write_str(m),
+            PgError::Connection(m) | PgError::Auth(m) | PgError::Encoding(m) | PgError::Tls(m) => {
+                f.write_str(m)
+            }
             PgError::Server(e) => e.fmt(f),
         }
     }
@@ -129,7 +136,7 @@ fn garbled(e: io::Error) -> PgError {
 
 /// A connected, authenticated session, idle between statements.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     /// Bytes read from the server and not yet parsed.
     buf: BytesMut,
     /// Messages to send, encoded.
@@ -166,17 +173,20 @@ impl Connection {
         stream
             .set_write_timeout(Some(server.connect_timeout))
             .map_err(io)?;
+        let stream = match &server.tls {
+            None => Transport::Plain(stream),
+            Some(tls) => start_tls(tls, stream)?,
+        };
         let mut conn = Connection {
             stream,
             buf: BytesMut::with_capacity(8192),
             out: BytesMut::with_capacity(8192),
         };
         conn.start_up(server)?;
-        conn.stream
-            .set_read_timeout(Some(server.query_timeout))
+        let tcp = conn.stream.tcp();
+        tcp.set_read_timeout(Some(server.query_timeout))
             .map_err(io)?;
-        conn.stream
-            .set_write_timeout(Some(server.query_timeout))
+        tcp.set_write_timeout(Some(server.query_timeout))
             .map_err(io)?;
         Ok(conn)
     }
@@ -334,7 +344,11 @@ impl Connection {
     }
 
     fn send(&mut self) -> Result<(), PgError> {
-        let result = self.stream.write_all(&self.out);
+        // A TLS stream holds what it has not sent until flushed.
+        let result = self
+            .stream
+            .write_all(&self.out)
+            .and_then(|()| self.stream.flush());
         self.out.clear();
         result.map_err(|e| lost("sending to the server", &e))
     }
@@ -370,7 +384,33 @@ impl Connection {
     pub fn terminate(mut self) {
         frontend::terminate(&mut self.out);
         let _ = self.send();
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.stream.shutdown();
+    }
+}
+
+/// Asks the server for TLS (`SSLRequest`) and runs the handshake over the
+/// same socket.
+fn start_tls(tls: &Tls, mut tcp: TcpStream) -> Result<Transport, PgError> {
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    let mut answer = [0u8];
+    tcp.write_all(&request)
+        .and_then(|()| tcp.read_exact(&mut answer))
+        .map_err(|e| lost("asking the server for TLS", &e))?;
+    match answer[0] {
+        b'S' => Transport::tls(tls, tcp).map_err(|e| match tls_failure(&e) {
+            Some(failure) => PgError::Tls(format!(
+                "TLS handshake failed: {failure}; check `sslmode`, `ca_file` and `tls_server_name`"
+            )),
+            None => lost("during the TLS handshake", &e),
+        }),
+        b'N' => Err(PgError::Tls(
+            "the server does not accept TLS; set sslmode = disable or enable ssl on the server"
+                .into(),
+        )),
+        other => Err(PgError::Connection(format!(
+            "unexpected answer {other:#04x} to the TLS request"
+        ))),
     }
 }
 

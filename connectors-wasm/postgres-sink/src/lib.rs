@@ -66,7 +66,21 @@ fn error(server: &Server, e: &PgError, table: Option<&Table>) -> ConnectorError 
         )),
         PgError::Auth(m) => authentication(server, m),
         PgError::Encoding(m) => ConnectorError::fatal(format!("PostgreSQL{on}: {m}")),
+        PgError::Tls(m) => ConnectorError::config(format!(
+            "PostgreSQL at {}:{}: {m}",
+            server.host, server.port
+        )),
         PgError::Server(db) => match db.class() {
+            // No pg_hba.conf line matches (28000): with `hostssl` lines
+            // only, a plain connection is refused this way.
+            ErrorClass::Authentication if db.code == "28000" && server.tls.is_none() => {
+                authentication(
+                    server,
+                    &format!(
+                        "{db}; if the server accepts only TLS connections, set sslmode = verify-full (or require)"
+                    ),
+                )
+            }
             ErrorClass::Authentication => authentication(server, &db.to_string()),
             ErrorClass::Transient => {
                 ConnectorError::retryable(format!("PostgreSQL is not available{on}: {db}"))

@@ -1,6 +1,6 @@
 //! A real ClickHouse server (Debian's `clickhouse-server`) on free loopback
 //! ports, with its own data directory and a `users.xml` holding one user
-//! with a password; stopped on drop. Also the connector configuration and
+//! with a password, and optionally an HTTPS port; stopped on drop. Also the connector configuration and
 //! payloads the ClickHouse tests and bench share.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use danube_testkit::{BrokerConfig, TestBroker};
 use serde_json::{Value, json};
 
 use super::server::{Server, free_port, read_log};
+use super::tls::make_server_certificate;
 use super::{Host, guest, reliable_producer, write_config};
 
 /// The user the server knows, and its password.
@@ -20,6 +21,8 @@ pub const PASSWORD: &str = "ch-test-Secret-7Q";
 pub struct ClickHouse {
     server: Option<Server>,
     pub http_port: u16,
+    /// Set when started with HTTPS.
+    pub https_port: Option<u16>,
     dir: tempfile::TempDir,
     agent: ureq::Agent,
 }
@@ -27,12 +30,36 @@ pub struct ClickHouse {
 impl ClickHouse {
     /// Starts a server and waits for it to answer `/ping`.
     pub fn start() -> ClickHouse {
+        ClickHouse::start_with(false)
+    }
+
+    /// [`ClickHouse::start`]; with `https`, also an HTTPS port with a
+    /// certificate for 127.0.0.1 signed by the CA `ca.pem` in
+    /// [`ClickHouse::dir`].
+    pub fn start_with(https: bool) -> ClickHouse {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let (http_port, tcp_port) = loop {
-            let (a, b) = (free_port(), free_port());
-            if a != b {
-                break (a, b);
+        let mut ports = Vec::new();
+        while ports.len() < 3 {
+            let port = free_port();
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let (http_port, tcp_port) = (ports[0], ports[1]);
+        let https_port = https.then_some(ports[2]);
+        let https_config = match https_port {
+            None => String::new(),
+            Some(port) => {
+                make_server_certificate(root);
+                format!(
+                    "<https_port>{port}</https_port>\n  <openSSL><server>\
+                     <certificateFile>{root}/server.pem</certificateFile>\
+                     <privateKeyFile>{root}/server.key</privateKeyFile>\
+                     <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile>\
+                     <disableProtocols>sslv2,sslv3</disableProtocols></server></openSSL>\n  ",
+                    root = root.display()
+                )
             }
         };
         std::fs::write(
@@ -51,7 +78,7 @@ impl ClickHouse {
             format!(
                 "<?xml version=\"1.0\"?>\n<yandex>\n  \
                  <logger><level>warning</level><console>1</console></logger>\n  \
-                 <http_port>{http_port}</http_port>\n  <tcp_port>{tcp_port}</tcp_port>\n  \
+                 <http_port>{http_port}</http_port>\n  <tcp_port>{tcp_port}</tcp_port>\n  {https_config}\
                  <listen_host>127.0.0.1</listen_host>\n  \
                  <path>{root}/data/</path>\n  <tmp_path>{root}/tmp/</tmp_path>\n  \
                  <users_config>{root}/users.xml</users_config>\n  \
@@ -70,6 +97,7 @@ impl ClickHouse {
         let mut server = ClickHouse {
             server: None,
             http_port,
+            https_port,
             dir,
             agent,
         };
@@ -80,6 +108,17 @@ impl ClickHouse {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// `https://127.0.0.1:PORT`, for a server started with HTTPS.
+    pub fn https_url(&self) -> String {
+        let port = self.https_port.expect("the server was started with HTTPS");
+        format!("https://127.0.0.1:{port}")
+    }
+
+    /// Its directory, where the certificates are.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     fn log_file(&self) -> PathBuf {
@@ -208,18 +247,32 @@ pub fn sink_config(
     ch: &ClickHouse,
     routes: &str,
 ) -> PathBuf {
-    write_config(
-        dir,
-        &format!("{name}.toml"),
-        &broker.url(),
-        name,
-        &format!(
-            "[retry]\nmax_retries = 100\nretry_backoff_ms = 100\nmax_backoff_ms = 1000\n\n\
-             [sandbox]\nallow = [\"127.0.0.1:{port}\"]\n\n\
-             [clickhouse]\nurl = \"{url}\"\nuser = \"{USER}\"\nconnect_timeout_secs = 2\nrequest_timeout_secs = 20\n\n{routes}",
-            port = ch.http_port,
-            url = ch.url(),
-        ),
+    let text = config_text(&ch.url(), ch.http_port, "", routes);
+    write_config(dir, &format!("{name}.toml"), &broker.url(), name, &text)
+}
+
+/// [`sink_config`] for the server's HTTPS port, with the sandbox granted the
+/// certificate directory `certs`; `routes` may start with more
+/// `[clickhouse]` keys (`ca_file`).
+pub fn https_sink_config(
+    dir: &Path,
+    broker: &TestBroker,
+    name: &str,
+    ch: &ClickHouse,
+    certs: &Path,
+    routes: &str,
+) -> PathBuf {
+    let port = ch.https_port.expect("the server was started with HTTPS");
+    let sandbox = format!("dirs = [\"{}\"]\n", certs.display());
+    let text = config_text(&ch.https_url(), port, &sandbox, routes);
+    write_config(dir, &format!("{name}.toml"), &broker.url(), name, &text)
+}
+
+fn config_text(url: &str, port: u16, sandbox: &str, routes: &str) -> String {
+    format!(
+        "[retry]\nmax_retries = 100\nretry_backoff_ms = 100\nmax_backoff_ms = 1000\n\n\
+         [sandbox]\nallow = [\"127.0.0.1:{port}\"]\n{sandbox}\n\
+         [clickhouse]\nurl = \"{url}\"\nuser = \"{USER}\"\nconnect_timeout_secs = 2\nrequest_timeout_secs = 20\n\n{routes}"
     )
 }
 

@@ -9,6 +9,7 @@ pub mod polyglot;
 pub mod postgres;
 pub mod probe;
 pub mod server;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::Read;

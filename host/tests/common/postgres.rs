@@ -9,16 +9,21 @@
 //! the password.
 
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::server::{Server, free_port, read_log};
+use super::tls::{make_client_certificate, make_server_certificate};
 
 /// Where Debian's postgresql-15 package puts the server binaries.
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 pub const USER: &str = "danube";
+/// With [`ServerTls::Required`]: a user that logs in with a client
+/// certificate (`CERT_USER.pem`, `CERT_USER.key` in [`Postgres::dir`]).
+pub const CERT_USER: &str = "danube_cert";
 pub const DATABASE: &str = "danube";
 
 /// The columns of the tests' tables of readings (see [`reading`]): every
@@ -90,6 +95,16 @@ pub fn route(topic: &str, subscription: &str, table: &str, extra: &str) -> Strin
     )
 }
 
+/// Whether the server speaks TLS, with a certificate for 127.0.0.1 signed by
+/// the CA `ca.pem` in its directory (see [`Postgres::dir`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ServerTls {
+    Off,
+    /// `ssl = on`; pg_hba.conf takes TCP logins only over TLS (`hostssl`),
+    /// [`CERT_USER`]'s by client certificate.
+    Required,
+}
+
 pub struct Postgres {
     pub port: u16,
     dir: tempfile::TempDir,
@@ -102,6 +117,11 @@ impl Postgres {
     /// Initialises a cluster and starts it; `password` becomes the password
     /// of the `danube` user, which owns the `danube` database.
     pub fn start(password: &str) -> Postgres {
+        Postgres::start_with(password, ServerTls::Off)
+    }
+
+    /// [`Postgres::start`], speaking TLS as `tls` says.
+    pub fn start_with(password: &str, tls: ServerTls) -> Postgres {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         // SAFETY: geteuid has no preconditions.
@@ -133,6 +153,9 @@ impl Postgres {
             .output()
             .expect("initdb runs (apt-get install postgresql-15)");
         check("initdb", &out);
+        if tls == ServerTls::Required {
+            pg.require_tls();
+        }
         pg.spawn();
         pg.superuser(
             "postgres",
@@ -142,7 +165,40 @@ impl Postgres {
             "postgres",
             &format!("CREATE DATABASE {DATABASE} OWNER {USER}"),
         );
+        if tls == ServerTls::Required {
+            pg.superuser("postgres", &format!("CREATE ROLE {CERT_USER} LOGIN"));
+            pg.query(&format!("GRANT CREATE ON SCHEMA public TO {CERT_USER}"));
+        }
         pg
+    }
+
+    /// Makes the certificates, turns TLS on and restricts TCP logins to it.
+    fn require_tls(&self) {
+        let dir = self.dir.path();
+        make_server_certificate(dir);
+        make_client_certificate(dir, CERT_USER);
+        // The server reads its key only if it owns it and no one else can.
+        let key = dir.join("server.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(&key, Some(uid), Some(gid)).unwrap();
+        }
+        let conf = self.data().join("postgresql.conf");
+        let mut settings = std::fs::read_to_string(&conf).unwrap();
+        settings += &format!(
+            "\nssl = on\nssl_cert_file = '{d}/server.pem'\nssl_key_file = '{d}/server.key'\n\
+             ssl_ca_file = '{d}/ca.pem'\n",
+            d = dir.display()
+        );
+        std::fs::write(&conf, settings).unwrap();
+        std::fs::write(
+            self.data().join("pg_hba.conf"),
+            format!(
+                "local all all trust\nhostssl all {CERT_USER} 127.0.0.1/32 cert\n\
+                 hostssl all all 127.0.0.1/32 scram-sha-256\n"
+            ),
+        )
+        .unwrap();
     }
 
     fn data(&self) -> PathBuf {
@@ -237,13 +293,19 @@ impl Postgres {
             .expect("psql runs (apt-get install postgresql-client-15)")
     }
 
-    /// The sandbox grant and the `[postgres]` table for this server, then
-    /// `routes`. The password is left to the environment, as in a
-    /// deployment.
-    pub fn sink_config(&self, routes: &str) -> String {
+    /// The sandbox grant (plus the `[sandbox]` lines `sandbox`) and the
+    /// `[postgres]` table for this server, then `routes` (which may start
+    /// with more `[postgres]` keys). The password is left to the
+    /// environment, as in a deployment.
+    pub fn sink_config(&self, sandbox: &str, routes: &str) -> String {
+        self.sink_config_as(USER, sandbox, routes)
+    }
+
+    /// [`Postgres::sink_config`] logging in as `user`.
+    pub fn sink_config_as(&self, user: &str, sandbox: &str, routes: &str) -> String {
         format!(
-            "[sandbox]\nallow = [\"127.0.0.1:{port}\"]\n\n[postgres]\nhost = \"127.0.0.1\"\nport = {port}\n\
-             database = \"{DATABASE}\"\nuser = \"{USER}\"\n\n{routes}",
+            "[sandbox]\nallow = [\"127.0.0.1:{port}\"]\n{sandbox}\n[postgres]\nhost = \"127.0.0.1\"\nport = {port}\n\
+             database = \"{DATABASE}\"\nuser = \"{user}\"\n\n{routes}",
             port = self.port
         )
     }
