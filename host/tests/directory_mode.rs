@@ -80,7 +80,7 @@ fn datagen_config(topic: &str, extra: &str) -> String {
 fn file_sink_config(out: &Path, topic: &str, subscription: &str, batch_size: u32) -> String {
     format!(
         "[processing]\nbatch_size = {batch_size}\n\n{file_sink}",
-        file_sink = common::file_sink_tables(&out, topic, subscription)
+        file_sink = common::file_sink_tables(out, topic, subscription)
     )
 }
 
