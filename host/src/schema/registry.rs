@@ -293,7 +293,7 @@ pub struct MessageSchema {
 }
 
 /// What a sink route asks of the schemas of the messages it consumes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SchemaRules {
     /// Messages of another subject (or none) are rejected.
     pub expected_subject: Option<String>,

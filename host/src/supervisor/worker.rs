@@ -32,6 +32,13 @@ pub enum WorkerGone {
     Exited(String),
 }
 
+impl WorkerGone {
+    /// The worker's socket is closed: it exited, or was killed.
+    fn socket_closed() -> WorkerGone {
+        WorkerGone::Exited("its socket is closed".into())
+    }
+}
+
 pub struct Worker {
     child: tokio::process::Child,
     outbox: mpsc::UnboundedSender<ToWorker>,
@@ -168,14 +175,14 @@ impl Worker {
             .as_mut()
         {
             Some(pending) => pending.insert(id, tx),
-            None => return Err(WorkerGone::Exited("its socket is closed".into())),
+            None => return Err(WorkerGone::socket_closed()),
         };
         if self
             .outbox
             .send(ToWorker::Call { id, trace_id, call })
             .is_err()
         {
-            return Err(WorkerGone::Exited("its socket is closed".into()));
+            return Err(WorkerGone::socket_closed());
         }
         match tokio::time::timeout(self.watchdog, rx).await {
             Ok(reply) => reply.map_err(|_| WorkerGone::Exited("it closed its socket".into())),
@@ -198,7 +205,7 @@ impl Worker {
     /// rather than at its next call.
     pub async fn exited(&self) -> WorkerGone {
         let _ = self.gone.clone().wait_for(|gone| *gone).await;
-        WorkerGone::Exited("its socket is closed".into())
+        WorkerGone::socket_closed()
     }
 
     /// Closes the socket and waits for the process to end.
