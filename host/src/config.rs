@@ -2,7 +2,8 @@
 //!
 //! One TOML file per connector, compatible with danube-connect's core settings:
 //! root keys `danube_service_url` and `connector_name`, the tables `[retry]` and
-//! `[processing]`, the host's own `[sandbox]`, `[state]` and `[dead_letter]`,
+//! `[processing]`, the host's own `[sandbox]`, `[state]`, `[dead_letter]`,
+//! `[metrics]` and `[broker]`,
 //! the topics' schemas in `[[schemas]]`, and exactly one more table that belongs to the connector (`[mqtt]`,
 //! `[datagen]`, ...) and is handed to the guest as JSON.
 //!
@@ -45,6 +46,7 @@ pub struct HostConfig {
     pub state: StateConfig,
     pub dead_letter: DeadLetterConfig,
     pub metrics: MetricsConfig,
+    pub broker: BrokerConfig,
     pub schemas: Vec<SchemaConfig>,
 }
 
@@ -200,6 +202,41 @@ impl Default for StateConfig {
 pub struct DeadLetterConfig {
     /// Default: `/default/<connector_name>-dlq`.
     pub topic: Option<String>,
+}
+
+/// `[broker]`: what the host may ask of the Danube broker beyond producing
+/// and consuming, and how closely a sink watches its subscriptions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct BrokerConfig {
+    /// The broker's admin API (its `--admin-addr`, port 50051 by default),
+    /// e.g. `http://danube-broker:50051`. Given, the host creates the
+    /// namespaces its topics need; not given, a missing namespace stops the
+    /// connector naming it and how to create it.
+    pub admin_url: Option<String>,
+    /// The broker's Prometheus exporter (its `--prom-exporter`, port 9040 by
+    /// default), e.g. `http://danube-broker:9040/metrics`. Given, a sink
+    /// reads its subscriptions' lag there and reports one the broker stopped
+    /// feeding, also on shared subscriptions.
+    pub metrics_url: Option<String>,
+    /// A subscription whose messages the broker holds back this long (nothing
+    /// received, nothing in hand, the broker reporting a lag) is reported
+    /// stalled.
+    pub stall_timeout_ms: u64,
+    /// How often a sink looks for partitions of its topics created since it
+    /// subscribed, and reads the broker's metrics.
+    pub check_interval_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            admin_url: None,
+            metrics_url: None,
+            stall_timeout_ms: 30_000,
+            check_interval_ms: 5_000,
+        }
+    }
 }
 
 /// `[metrics]`: where `/metrics`, `/health` and `/ready` are served.
@@ -474,6 +511,8 @@ fn known_keys() -> BTreeSet<String> {
     out.insert("sandbox.fuel".into());
     out.insert("dead_letter.topic".into());
     out.insert("metrics.port".into());
+    out.insert("broker.admin_url".into());
+    out.insert("broker.metrics_url".into());
     let schema = SchemaConfig {
         topic: String::new(),
         subject: String::new(),
@@ -882,6 +921,7 @@ count = 3
                     "state",
                     "dead_letter",
                     "metrics",
+                    "broker",
                     "schemas",
                     "datagen",
                     "mqtt",

@@ -29,6 +29,51 @@ pub struct ConnectorHealth {
     pub since: String,
     #[serde(skip)]
     pub ready: bool,
+    /// What the pipeline last said (`running`, `retrying ...`); `status` and
+    /// `detail` add the conditions to it.
+    #[serde(skip)]
+    own: (Status, String),
+    /// Lasting states raised and cleared by name (a topic waited for, a
+    /// stalled subscription), which the pipeline's own updates do not
+    /// overwrite: "subscribed to /a" must not hide "waiting for /b".
+    #[serde(skip)]
+    conditions: BTreeMap<String, (Status, String)>,
+}
+
+impl ConnectorHealth {
+    fn new(status: Status, detail: String) -> ConnectorHealth {
+        ConnectorHealth {
+            status,
+            detail: detail.clone(),
+            since: now_rfc3339(),
+            ready: false,
+            own: (status, detail),
+            conditions: BTreeMap::new(),
+        }
+    }
+
+    /// Derives `status` (the worst of the pipeline's and the conditions')
+    /// and `detail` (the conditions' details, worst first, after the
+    /// pipeline's when it is not healthy) after a change.
+    fn settle(&mut self, name: &str) {
+        let mut parts: Vec<&(Status, String)> = self.conditions.values().collect();
+        parts.sort_by_key(|(status, _)| std::cmp::Reverse(*status));
+        let status = parts
+            .first()
+            .map_or(self.own.0, |(s, _)| (*s).max(self.own.0));
+        let mut details: Vec<&str> = Vec::new();
+        if self.own.0 != Status::Healthy || parts.is_empty() {
+            details.push(&self.own.1);
+        }
+        details.extend(parts.iter().map(|(_, d)| d.as_str()));
+        let detail = details.join("; ");
+        if self.status != status {
+            tracing::info!(connector = name, from = ?self.status, to = ?status, detail = %detail, "health changed");
+            self.status = status;
+            self.since = now_rfc3339();
+        }
+        self.detail = detail;
+    }
 }
 
 /// The `/health` document.
@@ -53,34 +98,36 @@ impl Board {
     pub fn register(&self, name: &str) {
         self.lock()
             .entry(name.to_string())
-            .or_insert_with(|| ConnectorHealth {
-                status: Status::Healthy,
-                detail: "starting".into(),
-                since: now_rfc3339(),
-                ready: false,
-            });
+            .or_insert_with(|| ConnectorHealth::new(Status::Healthy, "starting".into()));
     }
 
     pub fn remove(&self, name: &str) {
         self.lock().remove(name);
     }
 
+    /// The pipeline's own state of the connector.
     pub fn set(&self, name: &str, status: Status, detail: String) {
         let mut connectors = self.lock();
         let entry = connectors
             .entry(name.to_string())
-            .or_insert_with(|| ConnectorHealth {
-                status,
-                detail: String::new(),
-                since: now_rfc3339(),
-                ready: false,
-            });
-        if entry.status != status {
-            tracing::info!(connector = name, from = ?entry.status, to = ?status, detail = %detail, "health changed");
-            entry.status = status;
-            entry.since = now_rfc3339();
+            .or_insert_with(|| ConnectorHealth::new(status, String::new()));
+        entry.own = (status, detail);
+        entry.settle(name);
+    }
+
+    /// Raises (`Some`) or clears (`None`) the condition `key` of a connector.
+    pub fn set_condition(&self, name: &str, key: &str, state: Option<(Status, String)>) {
+        let mut connectors = self.lock();
+        let Some(entry) = connectors.get_mut(name) else {
+            return;
+        };
+        let changed = match state {
+            Some(state) => entry.conditions.insert(key.to_string(), state.clone()) != Some(state),
+            None => entry.conditions.remove(key).is_some(),
+        };
+        if changed {
+            entry.settle(name);
         }
-        entry.detail = detail;
     }
 
     pub fn set_ready(&self, name: &str, ready: bool) {

@@ -244,6 +244,20 @@ impl ConnectorMetrics {
         self.inner.health.set(&self.name, status, detail.into());
     }
 
+    /// Raises a lasting condition on `/health` under `key` (a topic waited
+    /// for, a stalled subscription) until [`clear_condition`](Self::clear_condition):
+    /// the connector's status is the worst of its conditions and of
+    /// [`set_health`](Self::set_health)'s, and its detail lists them all.
+    pub fn raise_condition(&self, key: &str, status: Status, detail: impl Into<String>) {
+        self.inner
+            .health
+            .set_condition(&self.name, key, Some((status, detail.into())));
+    }
+
+    pub fn clear_condition(&self, key: &str) {
+        self.inner.health.set_condition(&self.name, key, None);
+    }
+
     /// Whether the connector opened and its producers or consumers exist.
     pub fn set_ready(&self, ready: bool) {
         self.inner.health.set_ready(&self.name, ready);

@@ -495,6 +495,44 @@ fn observability_since_changes_only_with_the_status() {
 }
 
 #[test]
+fn observability_conditions_outlast_the_pipelines_updates_until_cleared() {
+    let board = health::Board::default();
+    board.register("c");
+    board.set_condition(
+        "c",
+        "topic /default/b",
+        Some((Status::Degraded, "waiting for topic /default/b".into())),
+    );
+    // The pipeline recovering elsewhere does not hide the condition.
+    board.set("c", Status::Healthy, "running".into());
+    let c = board.report().connectors["c"].clone();
+    assert_eq!(
+        (c.status, c.detail.as_str()),
+        (Status::Degraded, "waiting for topic /default/b")
+    );
+
+    // The worst condition comes first and sets the status; the pipeline's
+    // own detail shows while it is not healthy.
+    board.set_condition("c", "stall", Some((Status::Unhealthy, "stalled".into())));
+    board.set("c", Status::Degraded, "publish failed, retrying".into());
+    let c = board.report().connectors["c"].clone();
+    assert_eq!(c.status, Status::Unhealthy);
+    assert_eq!(
+        c.detail,
+        "publish failed, retrying; stalled; waiting for topic /default/b"
+    );
+
+    board.set_condition("c", "stall", None);
+    board.set_condition("c", "topic /default/b", None);
+    board.set("c", Status::Healthy, "running".into());
+    let c = board.report().connectors["c"].clone();
+    assert_eq!((c.status, c.detail.as_str()), (Status::Healthy, "running"));
+    // Conditions of a connector not (or no longer) known are ignored.
+    board.set_condition("gone", "x", Some((Status::Unhealthy, "x".into())));
+    assert!(!board.report().connectors.contains_key("gone"));
+}
+
+#[test]
 fn observability_rfc3339_dates() {
     assert_eq!(health::rfc3339(0), "1970-01-01T00:00:00Z");
     assert_eq!(health::rfc3339(951_782_400), "2000-02-29T00:00:00Z");

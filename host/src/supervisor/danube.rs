@@ -24,6 +24,65 @@ pub struct DanubeFailure {
     pub retryable: bool,
     /// The broker's status code, when it answered.
     pub code: Option<tonic::Code>,
+    /// What does not exist on the broker, when that is why it failed.
+    pub absent: Option<Absent>,
+}
+
+impl DanubeFailure {
+    /// The broker refused the request as asked (a bad name, a subscription
+    /// held by another consumer, a mismatched topic): asking again cannot
+    /// succeed until someone changes a configuration.
+    pub fn refused(&self) -> bool {
+        use tonic::Code;
+        matches!(
+            self.code,
+            Some(
+                Code::InvalidArgument
+                    | Code::PermissionDenied
+                    | Code::FailedPrecondition
+                    | Code::Unauthenticated
+                    | Code::AlreadyExists
+            )
+        )
+    }
+}
+
+/// Something a topic needs that the broker does not have (yet). Neither is an
+/// outage: a topic appears when a producer creates it, a namespace when an
+/// operator (or the host, given admin access) does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Absent {
+    Topic,
+    Namespace(String),
+}
+
+impl Absent {
+    /// Reads the broker's and the client's wording: the client reports a
+    /// topic without partitions as "No topics found for '/ns/t'", the
+    /// broker a subscribe to a missing topic as NotFound "Unable to find the
+    /// topic", and a producer in a missing namespace as Unavailable "Unable
+    /// to find the namespace NS, ...".
+    fn of(e: &DanubeError) -> Option<Absent> {
+        match e {
+            DanubeError::Unrecoverable(m) if m.starts_with("No topics found") => {
+                Some(Absent::Topic)
+            }
+            DanubeError::FromStatus(status) => {
+                let message = status.message();
+                if let Some(rest) = message.strip_prefix("Unable to find the namespace ") {
+                    let name = rest.split([',', ' ']).next().unwrap_or(rest);
+                    Some(Absent::Namespace(name.to_string()))
+                } else if status.code() == tonic::Code::NotFound
+                    && message.starts_with("Unable to find the topic")
+                {
+                    Some(Absent::Topic)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<DanubeError> for DanubeFailure {
@@ -56,6 +115,7 @@ impl From<DanubeError> for DanubeFailure {
             message,
             retryable,
             code,
+            absent: Absent::of(&e),
         }
     }
 }
@@ -71,6 +131,7 @@ pub async fn bounded<T>(
             message: format!("no answer from the broker within {} ms", limit.as_millis()),
             retryable: true,
             code: None,
+            absent: None,
         }),
     }
 }
@@ -91,9 +152,13 @@ pub async fn connect(
 }
 
 /// Creates a producer as `config` says, attaching `schema` to its messages,
-/// retrying temporary failures.
+/// retrying temporary failures. A namespace the broker does not have is
+/// created through `admin_url` when the operator gave the host the admin
+/// API, and otherwise stops the producer with what to do: the broker
+/// answers it as Unavailable, which retrying would never mend.
 pub async fn create_producer(
     client: &DanubeClient,
+    admin_url: Option<&str>,
     name: &str,
     config: &ProducerConfig,
     schema: Option<&SchemaReference>,
@@ -117,8 +182,28 @@ pub async fn create_producer(
         let mut producer = builder
             .build()
             .map_err(|e| (DanubeFailure::from(e), false))?;
-        bounded(limit, producer.create()).await.map_err(split)?;
-        Ok(producer)
+        match bounded(limit, producer.create()).await {
+            Ok(_) => Ok(producer),
+            Err(DanubeFailure {
+                absent: Some(Absent::Namespace(namespace)),
+                ..
+            }) => Err(match admin_url {
+                Some(admin_url) => match create_namespace(admin_url, &namespace, limit).await {
+                    Ok(()) => {
+                        tracing::info!(namespace = %namespace, admin_url, "created the namespace on the broker");
+                        (namespace_failure(format!("the namespace `{namespace}` was just created")), true)
+                    }
+                    Err(e) => (namespace_failure(format!("the namespace `{namespace}` does not exist and creating it through {admin_url} failed: {e}")), true),
+                },
+                None => (
+                    namespace_failure(format!(
+                        "the namespace `{namespace}` does not exist on the broker: create it (danube-admin-cli namespaces create {namespace}, or the broker's bootstrap_namespaces), or give the host the broker's admin API ([broker] admin_url) to create it"
+                    )),
+                    false,
+                ),
+            }),
+            Err(e) => Err(split(e)),
+        }
     })
     .await
     .map_err(|e| DanubeFailure {
@@ -128,6 +213,67 @@ pub async fn create_producer(
         ),
         ..e
     })
+}
+
+fn namespace_failure(message: String) -> DanubeFailure {
+    DanubeFailure {
+        message,
+        retryable: false,
+        code: Some(tonic::Code::Unavailable),
+        absent: None,
+    }
+}
+
+/// Creates `namespace` through the broker's admin API. One that exists
+/// already counts as created (another host may have been first).
+pub async fn create_namespace(
+    admin_url: &str,
+    namespace: &str,
+    limit: Duration,
+) -> Result<(), String> {
+    use danube_core::admin_proto::NamespaceRequest;
+    use danube_core::admin_proto::namespace_admin_client::NamespaceAdminClient;
+    let call = async {
+        let mut admin = NamespaceAdminClient::connect(admin_url.to_string())
+            .await
+            .map_err(|e| format!("cannot reach it: {e}"))?;
+        match admin
+            .create_namespace(NamespaceRequest {
+                name: namespace.to_string(),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.message().contains("already exists") => Ok(()),
+            Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+        }
+    };
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} ms", limit.as_millis())))
+}
+
+/// The topics a consumer of `topic` would subscribe to: `topic` itself, or
+/// its partitions `topic-part-N`; empty when neither exists yet.
+pub async fn partitions(
+    client: &DanubeClient,
+    topic: &str,
+    limit: Duration,
+) -> Result<Vec<String>, DanubeFailure> {
+    use danube_core::proto::TopicLookupRequest;
+    use danube_core::proto::discovery_client::DiscoveryClient;
+    let call = async {
+        let channel = client.get_service_channel().await?;
+        let response = DiscoveryClient::new(channel)
+            .topic_partitions(TopicLookupRequest {
+                request_id: 0,
+                topic: topic.to_string(),
+            })
+            .await
+            .map_err(DanubeError::FromStatus)?;
+        Ok(response.into_inner().partitions)
+    };
+    bounded(limit, call).await
 }
 
 /// Publishes one message, retrying temporary failures.
@@ -151,13 +297,13 @@ pub async fn publish(
     .await
 }
 
-/// Subscribes as `config` says, retrying while the broker is unreachable or
-/// the topic does not exist yet (a sink may start before its source).
+/// Subscribes as `config` says: one attempt. A topic that does not exist
+/// yet fails with [`Absent::Topic`], which the caller waits out (a sink may
+/// start before its source).
 pub async fn subscribe(
     client: &DanubeClient,
     consumer_name: &str,
     config: &ConsumerConfig,
-    policy: &RetryPolicy,
     limit: Duration,
 ) -> Result<Consumer, DanubeFailure> {
     let sub_type = match config.subscription_type {
@@ -166,29 +312,15 @@ pub async fn subscribe(
         SubscriptionType::Failover => SubType::FailOver,
         SubscriptionType::KeyShared => SubType::KeyShared,
     };
-    retry(policy, "subscribe", || async {
-        let mut consumer = client
-            .new_consumer()
-            .with_topic(config.topic.clone())
-            .with_consumer_name(consumer_name.to_string())
-            .with_subscription(config.subscription.clone())
-            .with_subscription_type(sub_type.clone())
-            .build()
-            .map_err(|e| (DanubeFailure::from(e), false))?;
-        match bounded(limit, consumer.subscribe()).await {
-            Ok(()) => Ok(consumer),
-            Err(e) if e.message.starts_with("NotFound") => Err((e, true)),
-            Err(e) => Err(split(e)),
-        }
-    })
-    .await
-    .map_err(|e| DanubeFailure {
-        message: format!(
-            "cannot subscribe to {} as {}: {}",
-            config.topic, config.subscription, e.message
-        ),
-        ..e
-    })
+    let mut consumer = client
+        .new_consumer()
+        .with_topic(config.topic.clone())
+        .with_consumer_name(consumer_name.to_string())
+        .with_subscription(config.subscription.clone())
+        .with_subscription_type(sub_type)
+        .build()?;
+    bounded(limit, consumer.subscribe()).await?;
+    Ok(consumer)
 }
 
 /// An error and whether to retry it, as [`retry`] takes it.

@@ -11,6 +11,7 @@ use tokio::sync::OnceCell;
 
 use super::danube::{self, DanubeFailure};
 use super::retry::RetryPolicy;
+use crate::config::ConnectorConfig;
 use crate::protocol::{ConnectorError, SourceRecord};
 
 /// A record on its way to the dead-letter topic.
@@ -56,6 +57,7 @@ impl<'r> Rejected<'r> {
 pub struct DeadLetter {
     pub topic: String,
     connector: String,
+    admin_url: Option<String>,
     producer: OnceCell<Producer>,
     client: DanubeClient,
     policy: RetryPolicy,
@@ -65,14 +67,14 @@ pub struct DeadLetter {
 impl DeadLetter {
     pub fn new(
         client: &DanubeClient,
-        topic: String,
-        connector: &str,
+        config: &ConnectorConfig,
         policy: &RetryPolicy,
         limit: Duration,
     ) -> DeadLetter {
         DeadLetter {
-            topic,
-            connector: connector.to_string(),
+            topic: config.dead_letter_topic(),
+            connector: config.host.connector_name.clone(),
+            admin_url: config.host.broker.admin_url.clone(),
             producer: OnceCell::new(),
             client: client.clone(),
             policy: policy.clone(),
@@ -103,6 +105,7 @@ impl DeadLetter {
                 );
                 danube::create_producer(
                     &self.client,
+                    self.admin_url.as_deref(),
                     &name,
                     &config,
                     None,

@@ -41,6 +41,15 @@ impl Backoff {
         ))
     }
 
+    /// The next delay, staying near the ceiling once [`next_delay`](Self::next_delay)
+    /// would give up: for what is waited for rather than given up on.
+    pub fn next_wait(&mut self) -> Duration {
+        self.next_delay().unwrap_or_else(|| {
+            let ceiling = self.config.max_backoff_ms.max(1);
+            Duration::from_millis(rand::rng().random_range(ceiling.div_ceil(2)..=ceiling))
+        })
+    }
+
     pub fn attempts(&self) -> u32 {
         self.attempt
     }
@@ -123,5 +132,9 @@ mod tests {
         assert!((100..=200).contains(&delays[1]));
         assert!((150..=300).contains(&delays[2]));
         assert!((150..=300).contains(&delays[3]));
+        // Waiting goes on at the ceiling.
+        for _ in 0..3 {
+            assert!((150..=300).contains(&(b.next_wait().as_millis() as u64)));
+        }
     }
 }

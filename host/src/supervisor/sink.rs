@@ -18,14 +18,16 @@ use danube_core::message::StreamMessage;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::danube::{self, DanubeFailure};
+use super::danube::{self, Absent, DanubeFailure};
 use super::dead_letter::{DeadLetter, Rejected};
 use super::retry::RetryPolicy;
 use super::worker::Worker;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::{ConnectorConfig, OnExhausted};
+use crate::observability::Status;
 use crate::protocol::{
     Call, CallOutcome, ConnectorError, ConsumerConfig, RecordFailure, SchemaRef, SinkRecord,
 };
@@ -60,6 +62,10 @@ pub struct SinkPipeline<'a> {
     deliveries: mpsc::Receiver<Delivery>,
     ackers: Vec<mpsc::UnboundedSender<StreamMessage>>,
     consumer_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// What consumer tasks could not mend (a subscription the broker refuses).
+    failures: mpsc::UnboundedReceiver<Stop>,
+    /// Tells consumer tasks still waiting for their topic to give up.
+    ended: CancellationToken,
     dead_letter: DeadLetter,
     /// The schemas of consumed messages, and what each consumer asks of them.
     schemas: MessageSchemas,
@@ -72,7 +78,8 @@ pub struct SinkPipeline<'a> {
 }
 
 impl<'a> SinkPipeline<'a> {
-    /// Subscribes to every topic the connector asked for.
+    /// Starts a consumer task for every topic the connector asked for; each
+    /// subscribes as soon as its topic exists.
     pub async fn start(
         client: &'a DanubeClient,
         config: &'a ConnectorConfig,
@@ -84,47 +91,44 @@ impl<'a> SinkPipeline<'a> {
         let limit = Duration::from_millis(host.processing.publish_timeout_ms);
         let batch_size = host.processing.batch_size as usize;
         let (deliveries_tx, deliveries) = mpsc::channel::<Delivery>(batch_size * BATCHES_IN_FLIGHT);
+        let (failures_tx, failures) = mpsc::unbounded_channel();
+        let ended = CancellationToken::new();
         let mut ackers = Vec::new();
         let mut consumer_tasks = Vec::new();
         for (index, consumer_config) in consumers.iter().enumerate() {
-            let name = format!("{}-{index}", host.connector_name);
-            let consumer = danube::subscribe(client, &name, consumer_config, &policy, limit)
-                .await
-                .map_err(|e| Stop::Fatal(e.message))?;
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
             ackers.push(ack_tx);
             let subscription = Subscription {
                 client: client.clone(),
-                name,
+                name: format!("{}-{index}", host.connector_name),
                 config: consumer_config.clone(),
                 policy: policy.clone(),
                 limit,
+                check_interval: Duration::from_millis(host.broker.check_interval_ms.max(1)),
             };
+            // Subscribing happens in the task: a topic that does not exist
+            // yet is waited for there, while the others flow.
             consumer_tasks.push(tokio::spawn(
                 consume(
-                    consumer,
                     subscription,
                     index,
                     deliveries_tx.clone(),
                     ack_rx,
                     shutdown.clone(),
+                    ended.clone(),
+                    failures_tx.clone(),
                 )
                 .in_current_span(),
             ));
-            tracing::info!(topic = %consumer_config.topic, subscription = %consumer_config.subscription, "subscribed");
         }
         Ok(SinkPipeline {
             config,
             deliveries,
             ackers,
             consumer_tasks,
-            dead_letter: DeadLetter::new(
-                client,
-                config.dead_letter_topic(),
-                &host.connector_name,
-                &policy,
-                limit,
-            ),
+            failures,
+            ended,
+            dead_letter: DeadLetter::new(client, config, &policy, limit),
             schemas: MessageSchemas::new(Registry::new(client, &policy, limit)),
             schema_rules: consumers
                 .iter()
@@ -245,6 +249,7 @@ impl<'a> SinkPipeline<'a> {
                     None => self.consuming = false,
                 },
                 _ = tokio::time::sleep_until(deadline), if !batch.is_empty() && in_flight.len() < BATCHES_IN_FLIGHT => {}
+                Some(stop) = self.failures.recv() => return Err(stop),
                 // With batches in flight their calls fail instead.
                 gone = worker.exited(), if in_flight.is_empty() => {
                     self.keep_for_next_worker(&mut batch);
@@ -302,6 +307,7 @@ impl<'a> SinkPipeline<'a> {
 
     /// Stops the consumers once every acknowledgement was sent.
     pub async fn finish(self) {
+        self.ended.cancel();
         drop(self.ackers);
         for task in self.consumer_tasks {
             let _ = task.await;
@@ -542,7 +548,7 @@ fn to_sink_record(delivery: &Delivery, redelivery_count: u32) -> SinkRecord {
     }
 }
 
-/// A consumer task's link to the broker: what it needs to subscribe again,
+/// A consumer task's link to the broker: what it needs to subscribe (again),
 /// and how it retries.
 struct Subscription {
     client: DanubeClient,
@@ -552,123 +558,251 @@ struct Subscription {
     policy: RetryPolicy,
     /// Bound on one call to the broker.
     limit: Duration,
+    /// How often to look for partitions created since subscribing.
+    check_interval: Duration,
+}
+
+/// An open subscription: the client's consumer, its message stream, and the
+/// topics it covers (the topic itself, or its partitions).
+struct Subscribed {
+    consumer: danube_client::Consumer,
+    messages: mpsc::Receiver<StreamMessage>,
+    topics: Vec<String>,
 }
 
 impl Subscription {
-    /// Closes `consumer` and puts a new subscription in its place, retrying
-    /// with backoff until it works (the connector degraded meanwhile): its
-    /// message stream, or `None` once `shutdown` turns true.
-    async fn renew(
-        &self,
-        consumer: &mut danube_client::Consumer,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Option<mpsc::Receiver<StreamMessage>> {
-        let (policy, limit) = (&self.policy, self.limit);
-        consumer.close().await;
+    /// Its condition on `/health` while it cannot consume.
+    fn condition(&self) -> String {
+        format!(
+            "subscription {} to {}",
+            self.config.subscription, self.config.topic
+        )
+    }
+
+    /// Subscribes and opens the message stream, waiting as long as it takes
+    /// for the topic to exist (a sink may start before its source; a producer
+    /// creates the topic) and for the broker to answer, with backoff and the
+    /// reason on `/health` meanwhile. `None` once `stop` fires; an error only
+    /// for what waiting cannot mend (a topic name or subscription the broker
+    /// refuses): an outage, even one the client calls unrecoverable, is
+    /// waited out.
+    async fn open(&self, stop: &mut Stopping) -> Result<Option<Subscribed>, DanubeFailure> {
+        let (topic, subscription) = (&self.config.topic, &self.config.subscription);
+        let mut backoff = self.policy.backoff();
         loop {
             let attempt = async {
+                let topics = danube::partitions(&self.client, topic, self.limit).await?;
+                if topics.is_empty() {
+                    return Err(DanubeFailure {
+                        message: format!("the topic {topic} does not exist"),
+                        retryable: true,
+                        code: None,
+                        absent: Some(Absent::Topic),
+                    });
+                }
                 let mut consumer =
-                    danube::subscribe(&self.client, &self.name, &self.config, policy, limit)
-                        .await?;
-                let messages = danube::bounded(limit, consumer.receive()).await?;
-                Ok::<_, DanubeFailure>((consumer, messages))
+                    danube::subscribe(&self.client, &self.name, &self.config, self.limit).await?;
+                let messages = danube::bounded(self.limit, consumer.receive()).await?;
+                Ok(Subscribed {
+                    consumer,
+                    messages,
+                    topics,
+                })
             };
-            let why = tokio::select! {
-                renewed = attempt => match renewed {
-                    Ok((renewed, messages)) => {
-                        tracing::info!(topic = %self.config.topic, subscription = %self.config.subscription, "subscribed again");
-                        policy.note_recovered();
-                        *consumer = renewed;
-                        return Some(messages);
+            let failure = tokio::select! {
+                opened = attempt => match opened {
+                    Ok(subscribed) => {
+                        let metrics = &self.policy.metrics;
+                        metrics.clear_condition(&self.condition());
+                        tracing::info!(%topic, %subscription, topics = ?subscribed.topics, "subscribed");
+                        return Ok(Some(subscribed));
                     }
-                    Err(e) => e,
+                    Err(failure) => failure,
                 },
-                _ = shutdown.wait_for(|stop| *stop) => return None,
+                _ = stop.fired() => return Ok(None),
             };
-            policy.note_retry("subscribe", &why);
-            let pause = Duration::from_millis(policy.config.max_backoff_ms);
-            tracing::warn!(error = %why, retry_in_ms = pause.as_millis() as u64, "cannot subscribe again; retrying");
+            let detail = match failure.absent {
+                Some(Absent::Topic) => format!(
+                    "waiting for topic {topic}: it does not exist yet; subscription {subscription} starts when a producer creates it"
+                ),
+                _ if failure.refused() => return Err(failure),
+                _ => format!("cannot subscribe to {topic} as {subscription}, retrying: {failure}"),
+            };
+            let wait = backoff.next_wait();
+            if backoff.attempts() == 1 {
+                tracing::warn!(retry_in_ms = wait.as_millis() as u64, "{detail}");
+            } else {
+                tracing::debug!(retry_in_ms = wait.as_millis() as u64, "{detail}");
+            }
+            self.policy.metrics.retry("subscribe");
+            self.policy
+                .metrics
+                .raise_condition(&self.condition(), Status::Degraded, detail);
             tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return None,
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.fired() => return Ok(None),
+            }
+        }
+    }
+
+    /// Whether the broker now has partitions of the topic that `subscribed`
+    /// does not cover: the client looks them up only when subscribing.
+    async fn grew(&self, subscribed: &Subscribed) -> bool {
+        match danube::partitions(&self.client, &self.config.topic, self.limit).await {
+            Ok(now) => {
+                let new: Vec<&String> = now
+                    .iter()
+                    .filter(|t| !subscribed.topics.contains(t))
+                    .collect();
+                if !new.is_empty() {
+                    tracing::info!(topic = %self.config.topic, new = ?new, "the topic has partitions created since subscribing; subscribing again to consume them");
+                }
+                !new.is_empty()
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot look up the topic's partitions");
+                false
             }
         }
     }
 }
 
-/// Owns one consumer: forwards its messages and performs the acknowledgements
-/// the pipeline asks for, until the pipeline stops. When the client ends the
-/// message stream on its own (it gives up on some broker errors, such as a
-/// stream cancelled by a broker restart), it subscribes again: otherwise the
-/// sink would wait for ever, looking healthy.
+/// What ends a consumer task's waiting: a drain, or the pipeline finishing.
+struct Stopping {
+    shutdown: watch::Receiver<bool>,
+    ended: CancellationToken,
+}
+
+impl Stopping {
+    async fn fired(&mut self) {
+        tokio::select! {
+            _ = self.shutdown.wait_for(|stop| *stop) => {}
+            _ = self.ended.cancelled() => {}
+        }
+    }
+
+    /// Resolves once a drain was asked for.
+    async fn draining(&mut self) {
+        // The guard `wait_for` returns must not be held across an await.
+        let _ = self.shutdown.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Owns one consumer: subscribes (waiting for the topic), forwards its
+/// messages and performs the acknowledgements the pipeline asks for, until
+/// the pipeline stops. It subscribes again when the client ends the message
+/// stream on its own (it gives up on some broker errors, such as a stream
+/// cancelled by a broker restart: the sink would otherwise wait for ever,
+/// looking healthy) and when the topic gained partitions.
 async fn consume(
-    mut consumer: danube_client::Consumer,
     subscription: Subscription,
     index: usize,
     deliveries: mpsc::Sender<Delivery>,
     mut acks: mpsc::UnboundedReceiver<StreamMessage>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    ended: CancellationToken,
+    failures: mpsc::UnboundedSender<Stop>,
 ) {
     let (policy, limit) = (&subscription.policy, subscription.limit);
-    let mut messages = match danube::bounded(limit, consumer.receive()).await {
-        Ok(rx) => Some(rx),
+    let mut stop = Stopping { shutdown, ended };
+    let mut live = match subscription.open(&mut stop).await {
+        Ok(Some(subscribed)) => subscribed,
+        Ok(None) => return,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot start receiving; subscribing again");
-            policy.note_retry("receive", &e);
-            subscription.renew(&mut consumer, &mut shutdown).await
+            let _ = failures.send(Stop::Fatal(format!(
+                "cannot subscribe to {} as {}: {e}",
+                subscription.config.topic, subscription.config.subscription
+            )));
+            return;
         }
     };
+    // Taking messages ends on a drain; acknowledging goes on until the
+    // pipeline drops the ack channel.
+    let mut taking = true;
+    let mut checks = tokio::time::interval(subscription.check_interval);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    checks.reset();
     loop {
-        tokio::select! {
+        // Why to subscribe again, if the stream must be renewed.
+        let renew: Option<&str> = tokio::select! {
             biased;
             ack = acks.recv() => match ack {
                 Some(message) => {
-                    let mut backoff = policy.backoff();
-                    loop {
-                        match danube::bounded(limit, consumer.ack(&message)).await {
-                            Ok(()) => {
-                                if backoff.attempts() > 0 {
-                                    policy.note_recovered();
-                                }
-                                break;
-                            }
-                            Err(e) => match backoff.next_delay().filter(|_| e.retryable) {
-                                Some(delay) => {
-                                    policy.note_retry("ack", &e);
-                                    tokio::time::sleep(delay).await;
-                                }
-                                None => {
-                                    tracing::warn!(error = %e, offset = message.msg_id.topic_offset, "ack failed; the broker will deliver the message again");
-                                    break;
-                                }
-                            },
-                        }
-                    }
+                    acknowledge(&mut live.consumer, &message, policy, limit).await;
+                    None
                 }
                 None => break,
             },
-            _ = shutdown.changed(), if messages.is_some() => {
-                // Stop taking messages; keep acknowledging until the pipeline
-                // drops the ack channel.
-                messages = None;
+            _ = stop.draining(), if taking => {
+                taking = false;
+                None
             }
-            message = async { messages.as_mut().expect("guarded").recv().await }, if messages.is_some() => match message {
+            message = live.messages.recv(), if taking => match message {
                 Some(message) => {
                     policy.metrics.received(&message.msg_id.topic_name, 1);
                     if deliveries.send(Delivery { consumer: index, message, schema: None, decoded: None }).await.is_err() {
-                        messages = None;
+                        taking = false;
                     }
+                    None
+                }
+                None => Some("the client ended the message stream"),
+            },
+            _ = checks.tick(), if taking => subscription.grew(&live).await.then_some("new partitions"),
+        };
+        let Some(why) = renew else { continue };
+        if why != "new partitions" {
+            tracing::warn!(topic = %subscription.config.topic, subscription = %subscription.config.subscription, "{why}; subscribing again");
+            policy.note_retry("receive", &why);
+        }
+        live.consumer.close().await;
+        match subscription.open(&mut stop).await {
+            Ok(Some(renewed)) => {
+                policy.note_recovered();
+                live = renewed;
+            }
+            // Draining: what was delivered is still acknowledged.
+            Ok(None) => taking = false,
+            Err(e) => {
+                // The broker refuses the subscription it accepted before:
+                // nothing more comes; what is in hand is still acknowledged.
+                let _ = failures.send(Stop::Fatal(format!(
+                    "cannot subscribe again to {} as {}: {e}",
+                    subscription.config.topic, subscription.config.subscription
+                )));
+                taking = false;
+            }
+        }
+    }
+    live.consumer.close().await;
+}
+
+/// Acknowledges one message, retrying temporary failures; one that cannot
+/// be acknowledged is delivered again by the broker.
+async fn acknowledge(
+    consumer: &mut danube_client::Consumer,
+    message: &StreamMessage,
+    policy: &RetryPolicy,
+    limit: Duration,
+) {
+    let mut backoff = policy.backoff();
+    loop {
+        match danube::bounded(limit, consumer.ack(message)).await {
+            Ok(()) => {
+                if backoff.attempts() > 0 {
+                    policy.note_recovered();
+                }
+                return;
+            }
+            Err(e) => match backoff.next_delay().filter(|_| e.retryable) {
+                Some(delay) => {
+                    policy.note_retry("ack", &e);
+                    tokio::time::sleep(delay).await;
                 }
                 None => {
-                    messages = None;
-                    if !*shutdown.borrow() {
-                        tracing::warn!(topic = %subscription.config.topic, subscription = %subscription.config.subscription, "the client ended the message stream; subscribing again");
-                        policy.note_retry("receive", &"the message stream ended");
-                        messages = subscription.renew(&mut consumer, &mut shutdown).await;
-                    }
+                    tracing::warn!(error = %e, offset = message.msg_id.topic_offset, "ack failed; the broker will deliver the message again");
+                    return;
                 }
             },
         }
     }
-    consumer.close().await;
 }

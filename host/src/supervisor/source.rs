@@ -92,13 +92,7 @@ impl<'a> SourcePipeline<'a> {
             &published_tx,
         )
         .await?;
-        let dead_letter = Arc::new(DeadLetter::new(
-            client,
-            config.dead_letter_topic(),
-            &config.host.connector_name,
-            &policy,
-            limit,
-        ));
+        let dead_letter = Arc::new(DeadLetter::new(client, config, &policy, limit));
         for p in &producers {
             // Series exist from the start, at 0.
             policy.metrics.received(&p.topic, 0);
@@ -352,10 +346,17 @@ async fn start_lanes(
                 sanitize(&producer_config.topic)
             );
             let schema = schemas.get(&producer_config.topic).map(|s| &s.reference);
-            let producer =
-                danube::create_producer(client, &name, producer_config, schema, policy, limit)
-                    .await
-                    .map_err(|e| Stop::Fatal(e.message))?;
+            let producer = danube::create_producer(
+                client,
+                host.broker.admin_url.as_deref(),
+                &name,
+                producer_config,
+                schema,
+                policy,
+                limit,
+            )
+            .await
+            .map_err(|e| Stop::Fatal(e.message))?;
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(
                 lane(

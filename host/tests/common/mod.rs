@@ -351,6 +351,32 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The host's `/health` document and its HTTP status, once it serves one.
+pub fn health(host: &Host) -> Option<(u16, serde_json::Value)> {
+    let addr = endpoint(host)?;
+    std::net::TcpStream::connect(&addr).ok()?;
+    let (status, body) = http_get(&addr, "/health");
+    Some((status, serde_json::from_str(&body).ok()?))
+}
+
+/// Waits until the host's `/health` document satisfies `condition`; panics
+/// with the last document and the host's log if it does not in `deadline`.
+pub async fn wait_health(
+    host: &Host,
+    deadline: Duration,
+    what: &str,
+    condition: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = None;
+    let met = wait_until_async(deadline, || {
+        last = health(host).map(|(_, doc)| doc);
+        last.as_ref().is_some_and(&condition)
+    })
+    .await;
+    assert!(met, "{what}: /health was {last:?}; log:\n{}", host.log());
+    last.unwrap()
+}
+
 /// The `[sandbox]` and `[file]` tables of a file-sink writing into `out`
 /// what it consumes from `topic` as `subscription`; more `[file]` keys may
 /// follow.
