@@ -155,9 +155,19 @@ async fn a_worker_restarts_after_the_binary_on_disk_was_replaced() {
         "no new worker; log:\n{}",
         sink.log()
     );
-    // Named for top and ps, though started through /proc/self/exe.
-    let comm = std::fs::read_to_string(format!("/proc/{}/comm", new.unwrap())).unwrap();
-    assert_eq!(comm.trim(), "danube-worker");
+    // Named for top and ps, though started through /proc/self/exe. It names
+    // itself: until then (between fork and exec, and just after exec) the
+    // child shows as the host's thread, then as `exe`.
+    let comm_file = format!("/proc/{}/comm", new.unwrap());
+    let mut comm = String::new();
+    assert!(
+        wait_until_async(Duration::from_secs(10), || {
+            comm = std::fs::read_to_string(&comm_file).unwrap_or_default();
+            comm.trim() == "danube-worker"
+        })
+        .await,
+        "the new worker is called {comm:?}"
+    );
     send(10..20).await;
     assert!(
         wait_until_async(Duration::from_secs(30), || written(20)).await,
