@@ -1,14 +1,16 @@
 //! Fault injection: worker processes killed mid-flow are replaced, and the
 //! records are counted — nothing missing, duplicates only from batches in
-//! flight.
+//! flight. And the other way round: signals meant for the host (a terminal's
+//! Ctrl-C, a service manager's stop) leave its worker alone, so that the host
+//! can drain.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{
-    Host, guest, kill_worker, seqs_in_file, wait_subscribed, wait_until_async, worker_pid,
-    write_config,
+    Host, committed_seq, guest, kill_worker, seqs_in_file, wait_subscribed, wait_until_async,
+    worker_pid, write_config,
 };
 use danube_testkit::TestBroker;
 
@@ -155,9 +157,19 @@ async fn a_worker_restarts_after_the_binary_on_disk_was_replaced() {
         "no new worker; log:\n{}",
         sink.log()
     );
-    // Named for top and ps, though started through /proc/self/exe.
-    let comm = std::fs::read_to_string(format!("/proc/{}/comm", new.unwrap())).unwrap();
-    assert_eq!(comm.trim(), "danube-worker");
+    // Named for top and ps, though started through /proc/self/exe. It names
+    // itself: until then (between fork and exec, and just after exec) the
+    // child shows as the host's thread, then as `exe`.
+    let comm_file = format!("/proc/{}/comm", new.unwrap());
+    let mut comm = String::new();
+    assert!(
+        wait_until_async(Duration::from_secs(10), || {
+            comm = std::fs::read_to_string(&comm_file).unwrap_or_default();
+            comm.trim() == "danube-worker"
+        })
+        .await,
+        "the new worker is called {comm:?}"
+    );
     send(10..20).await;
     assert!(
         wait_until_async(Duration::from_secs(30), || written(20)).await,
@@ -165,4 +177,143 @@ async fn a_worker_restarts_after_the_binary_on_disk_was_replaced() {
         sink.log()
     );
     assert!(sink.terminate(Duration::from_secs(30)).success());
+}
+
+/// How a stop signal reaches a host and its worker.
+#[derive(Clone, Copy)]
+enum Delivery {
+    /// To the host's process group: Ctrl-C in a terminal, `timeout`,
+    /// `tini -g`.
+    Group,
+    /// To each of its processes, the worker first: systemd's default
+    /// `KillMode=control-group`, which signals every process in the unit's
+    /// cgroup whatever its process group.
+    EveryProcess,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_to_the_hosts_process_group_drains_and_exits_0() {
+    stopped_by_a_signal("group-term", libc::SIGTERM, Delivery::Group).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_to_the_hosts_process_group_drains_and_exits_0() {
+    stopped_by_a_signal("group-int", libc::SIGINT, Delivery::Group).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_to_every_process_of_the_host_drains_and_exits_0() {
+    stopped_by_a_signal("every-term", libc::SIGTERM, Delivery::EveryProcess).await;
+}
+
+/// A datagen source, its host leading a process group of its own, stopped
+/// mid-flow by `signal`: the worker ignores the signals meant for the host and
+/// sits in a process group of its own, so the host drains through it and exits
+/// 0, with no worker death or restart, and the last commit covers every
+/// record the broker stored.
+async fn stopped_by_a_signal(name: &str, signal: i32, delivery: Delivery) {
+    let topic = format!("/default/{name}");
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(&topic, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("{name}.toml"),
+        &broker.url(),
+        name,
+        &format!(
+            "[processing]\nbatch_size = 100\nmax_in_flight = 500\n\n[datagen]\ntopics = [\"{topic}\"]\nrate = 2000\n"
+        ),
+    );
+    let state_file = dir.path().join(format!("state/{name}.state.json"));
+    let log_file = config.with_extension("log");
+    let host = Host::start_group_leader(&guest("datagen-source"), &config, &[]);
+    assert!(
+        broker
+            .wait_for(Duration::from_secs(30), |b| b.messages(&topic).len()
+                >= 1_000)
+            .await
+            && wait_until_async(Duration::from_secs(10), || committed_seq(&state_file)
+                .is_some())
+            .await,
+        "not flowing; log:\n{}",
+        host.log()
+    );
+
+    let worker = worker_pid(host.pid()).expect("the host has a worker");
+    let ignored = ignored_signals(worker);
+    for (number, signal) in [
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        // In the terminal's background, it must not stop on writing logs.
+        (libc::SIGTTOU, "SIGTTOU"),
+    ] {
+        assert!(
+            ignored & 1 << (number - 1) != 0,
+            "the worker does not ignore {signal} (SigIgn {ignored:#x})"
+        );
+    }
+    assert_eq!(process_group(host.pid()), host.pid());
+    assert_ne!(
+        process_group(worker),
+        host.pid(),
+        "the worker is in the host's process group"
+    );
+
+    match delivery {
+        Delivery::Group => host.signal_group(signal),
+        Delivery::EveryProcess => {
+            // SAFETY: kill(2) on processes this test started.
+            unsafe {
+                libc::kill(worker, signal);
+                libc::kill(host.pid(), signal);
+            }
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || host.wait(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(status.success(), "exit {status:?}; log:\n{log}");
+    for sign in [
+        "worker died",
+        "restarting",
+        "worker socket failed",
+        "worker process exited",
+    ] {
+        assert!(!log.contains(sign), "{sign:?} in the log:\n{log}");
+    }
+    assert!(log.contains("stopped cleanly"), "{log}");
+    let stored = broker.messages(&topic).len() as u64;
+    assert_eq!(
+        committed_seq(&state_file).map(|c| c + 1),
+        Some(stored),
+        "a drained stop commits everything the broker stored; log:\n{log}"
+    );
+}
+
+/// The signals a process ignores: `SigIgn` in /proc/PID/status, bit N-1 for
+/// signal N.
+fn ignored_signals(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .expect("a SigIgn line");
+    u64::from_str_radix(mask.trim(), 16).unwrap()
+}
+
+/// A process's process group: field 5 of /proc/PID/stat, counted after the
+/// command name (which may hold spaces and parentheses).
+fn process_group(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, after_name) = stat.rsplit_once(')').unwrap();
+    after_name
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
 }

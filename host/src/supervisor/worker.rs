@@ -71,7 +71,8 @@ impl Worker {
         let watchdog = std::time::Duration::from_millis(init.limits.call_timeout_ms)
             + std::time::Duration::from_secs(5);
         let (ours, theirs) = UnixStream::pair().context("cannot create the worker socket")?;
-        let child = tokio::process::Command::new("/proc/self/exe")
+        let mut command = tokio::process::Command::new("/proc/self/exe");
+        command
             .arg0(&exe)
             .arg("worker")
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
@@ -79,6 +80,18 @@ impl Worker {
             .stderr(Stdio::inherit())
             .env_clear()
             .kill_on_drop(true)
+            // A process group of its own, so that what is sent to the host's
+            // group (a terminal's Ctrl-C, `timeout`, `tini -g`) reaches the
+            // supervisor alone, which drains through the worker and then
+            // closes its socket.
+            .process_group(0);
+        // The signals meant for the host are ignored from before exec, so the
+        // worker never has a moment in which one would kill it: a service
+        // manager signals every process of the host, whatever its group.
+        // SAFETY: the function only calls signal(2), which is
+        // async-signal-safe, as the child of a fork must be.
+        unsafe { command.pre_exec(crate::worker::ignore_host_signals) };
+        let child = command
             .spawn()
             .with_context(|| format!("cannot start the worker process {}", exe.display()))?;
 

@@ -3,7 +3,8 @@
 //! in a process that can do little more than the guest was allowed to.
 //!
 //! Two steps. [`harden_process`] runs first thing: die with the supervisor,
-//! never gain privileges, never dump core. [`lock_down`] runs once the module
+//! never gain privileges, never dump core, ignore the signals meant for the
+//! host ([`ignore_host_signals`]). [`lock_down`] runs once the module
 //! is loaded (the cache read or written, the granted directories opened) and
 //! before the guest runs any code: resource limits, a Landlock ruleset that
 //! leaves only the granted directories and allowed TCP ports, and a seccomp
@@ -30,8 +31,11 @@ use crate::protocol::{FromWorker, SandboxLimits, SelfTest, write_frame};
 
 /// Hardening that applies from the worker's first instruction: die with the
 /// supervisor, never gain privileges, never dump core (the guest's memory may
-/// hold credentials).
+/// hold credentials), ignore the signals meant for the host.
 pub fn harden_process() {
+    // The supervisor has ignored them already, before exec; this keeps a
+    // worker started some other way the same.
+    let _ = ignore_host_signals();
     // SAFETY: prctl with these options only changes this process's own flags.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -42,6 +46,35 @@ pub fn harden_process() {
     // end of the socket, its only peer: the next read sees EOF and the worker
     // exits. (Comparing the parent's pid with 1 would be wrong: the host is
     // pid 1 itself as a container's entrypoint.)
+}
+
+/// The signals that stop the host, which the worker ignores: sent to the
+/// host's process group (Ctrl-C in a terminal, `timeout`, `tini -g`) or to
+/// every process in its cgroup (systemd's default `KillMode=control-group`),
+/// they would kill the worker mid-drain. It stops when the supervisor closes
+/// its socket, and dies with it (`PR_SET_PDEATHSIG`); SIGKILL cannot be
+/// ignored. And SIGTTOU: in a process group of its own the worker is in the
+/// terminal's background, where (with `stty tostop`) writing its logs to the
+/// terminal would stop it.
+const HOST_SIGNALS: [libc::c_int; 5] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGTTOU,
+];
+
+/// Ignores [`HOST_SIGNALS`]. An ignored signal stays ignored across exec, so
+/// the supervisor calls this in the child between fork and exec: it only
+/// calls signal(2), which is async-signal-safe, and allocates nothing.
+pub fn ignore_host_signals() -> std::io::Result<()> {
+    for signal in HOST_SIGNALS {
+        // SAFETY: ignoring a signal installs no handler code.
+        if unsafe { libc::signal(signal, libc::SIG_IGN) } == libc::SIG_ERR {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Confines the worker for the rest of its life. `supervisor` is the socket

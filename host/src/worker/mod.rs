@@ -28,7 +28,7 @@ use crate::protocol::{
 };
 pub use engine::default_cache_dir;
 use guest::Guest;
-pub use hardening::describe_denied_syscall;
+pub use hardening::{describe_denied_syscall, ignore_host_signals};
 use sandbox::GuestOutput;
 use state::{GuestState, MemoryLimiter};
 

@@ -102,6 +102,25 @@ impl Host {
 
     /// [`Host::start`] with the `danube-host` binary at `binary`.
     pub fn start_binary(binary: &Path, module: &Path, config: &Path, env: &[(&str, &str)]) -> Host {
+        Host::spawn(binary, module, config, env, false)
+    }
+
+    /// [`Host::start`] as the leader of a process group of its own, as a
+    /// shell starts a job (or `timeout` and `tini -g` their child): then
+    /// [`Host::signal_group`] reaches it and whatever else is in its group,
+    /// as Ctrl-C in a terminal does.
+    pub fn start_group_leader(module: &Path, config: &Path, env: &[(&str, &str)]) -> Host {
+        Host::spawn(Path::new(host_bin()), module, config, env, true)
+    }
+
+    fn spawn(
+        binary: &Path,
+        module: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+        group_leader: bool,
+    ) -> Host {
+        use std::os::unix::process::CommandExt;
         let stderr_file = config.with_extension("log");
         let stderr = std::fs::File::create(&stderr_file).unwrap();
         let mut command = Command::new(binary);
@@ -117,6 +136,9 @@ impl Host {
         for (k, v) in env {
             command.env(k, v);
         }
+        if group_leader {
+            command.process_group(0);
+        }
         Host {
             child: Some(command.spawn().expect("danube-host starts")),
             stderr_file,
@@ -125,6 +147,13 @@ impl Host {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Sends `signal` to the host's process group (see
+    /// [`Host::start_group_leader`]).
+    pub fn signal_group(&self, signal: i32) {
+        // SAFETY: kill(2) on the process group this test's child leads.
+        unsafe { libc::kill(-self.pid(), signal) };
     }
 
     /// What the host logged so far.
