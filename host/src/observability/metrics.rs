@@ -35,6 +35,8 @@ pub struct HostMetrics {
     pub restarts: IntCounterVec,
     pub retries: IntCounterVec,
     pub memory: IntGaugeVec,
+    pub broker_skipped: IntCounterVec,
+    pub stalled: IntGaugeVec,
 }
 
 /// The series of one connector that have no other label.
@@ -43,6 +45,7 @@ pub struct ConnectorSeries {
     pub in_flight: prometheus::IntGauge,
     pub restarts: prometheus::IntCounter,
     pub memory: prometheus::IntGauge,
+    pub stalled: prometheus::IntGauge,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -152,6 +155,18 @@ impl HostMetrics {
                 "Linear memory of the connector's WebAssembly instance.",
                 &["connector"],
             ),
+            broker_skipped: counter(
+                &r,
+                "connector_broker_skipped_total",
+                "Sink: offsets of a topic the broker skipped for the connector's subscription (never delivered), by topic.",
+                &["connector", "topic"],
+            ),
+            stalled: gauge(
+                &r,
+                "connector_stalled_subscriptions",
+                "Sink: topics (partitions) the broker reports behind that deliver nothing.",
+                &["connector"],
+            ),
             registry: r,
         }
     }
@@ -167,6 +182,7 @@ impl HostMetrics {
             in_flight: self.in_flight.with_label_values(&[name]),
             restarts: self.restarts.with_label_values(&[name]),
             memory: self.memory.with_label_values(&[name]),
+            stalled: self.stalled.with_label_values(&[name]),
         }
     }
 
@@ -182,6 +198,8 @@ impl HostMetrics {
         remove_connector(&self.restarts, name);
         remove_connector(&self.retries, name);
         remove_connector(&self.memory, name);
+        remove_connector(&self.broker_skipped, name);
+        remove_connector(&self.stalled, name);
     }
 
     /// The Prometheus text exposition of the registry.

@@ -22,6 +22,8 @@
 //! | `connector_worker_restarts_total` | counter | `connector` |
 //! | `connector_retries_total` | counter | `connector`, `operation` |
 //! | `connector_memory_bytes` | gauge | `connector` |
+//! | `connector_broker_skipped_total` | counter | `connector`, `topic` |
+//! | `connector_stalled_subscriptions` | gauge | `connector` |
 //! | `connector_guest_<name>` | counter or gauge | `connector` + the guest's |
 //! | `process_*` | counters, gauges | none: CPU, memory, file descriptors, threads of the process (Linux) |
 //!
@@ -223,6 +225,20 @@ impl ConnectorMetrics {
         self.fixed
             .in_flight
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sink: offsets of `topic` the broker skipped for the subscription.
+    pub fn broker_skipped(&self, topic: &str, n: u64) {
+        self.inner
+            .metrics
+            .broker_skipped
+            .with_label_values(&[&self.name, topic])
+            .inc_by(n);
+    }
+
+    /// Sink: one more (`+1`) or one fewer (`-1`) stalled partition.
+    pub fn add_stalled(&self, change: i64) {
+        self.fixed.stalled.add(change);
     }
 
     /// The guest's linear memory.

@@ -4,6 +4,7 @@
 
 pub(crate) mod danube;
 mod dead_letter;
+mod delivery_watch;
 mod fleet;
 pub(crate) mod retry;
 mod sink;

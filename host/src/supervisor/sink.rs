@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use super::danube::{self, Absent, DanubeFailure};
 use super::dead_letter::{DeadLetter, Rejected};
+use super::delivery_watch::Watcher;
 use super::retry::RetryPolicy;
 use super::worker::Worker;
 use super::{Stop, new_trace_id, outcome_error};
@@ -106,16 +107,25 @@ impl<'a> SinkPipeline<'a> {
                 limit,
                 check_interval: Duration::from_millis(host.broker.check_interval_ms.max(1)),
             };
+            let watcher = Watcher::new(
+                &consumer_config.subscription,
+                &host.broker,
+                limit,
+                policy.metrics.clone(),
+            );
             // Subscribing happens in the task: a topic that does not exist
             // yet is waited for there, while the others flow.
             consumer_tasks.push(tokio::spawn(
                 consume(
                     subscription,
+                    watcher,
                     index,
                     deliveries_tx.clone(),
                     ack_rx,
-                    shutdown.clone(),
-                    ended.clone(),
+                    Stopping {
+                        shutdown: shutdown.clone(),
+                        ended: ended.clone(),
+                    },
                     failures_tx.clone(),
                 )
                 .in_current_span(),
@@ -568,7 +578,15 @@ struct Subscribed {
     consumer: danube_client::Consumer,
     messages: mpsc::Receiver<StreamMessage>,
     topics: Vec<String>,
+    /// The topic did not exist when the consumer first looked.
+    waited: bool,
 }
+
+/// How often a sink looks whether the topic it waits for exists: the
+/// messages published between its creation and the subscription are not
+/// delivered to the sink (a new subscription starts at the latest message),
+/// so the wait ends as soon as the broker has it; a lookup is one small call.
+const TOPIC_POLL: Duration = Duration::from_millis(200);
 
 impl Subscription {
     /// Its condition on `/health` while it cannot consume.
@@ -589,6 +607,7 @@ impl Subscription {
     async fn open(&self, stop: &mut Stopping) -> Result<Option<Subscribed>, DanubeFailure> {
         let (topic, subscription) = (&self.config.topic, &self.config.subscription);
         let mut backoff = self.policy.backoff();
+        let mut waited = false;
         loop {
             let attempt = async {
                 let topics = danube::partitions(&self.client, topic, self.limit).await?;
@@ -607,6 +626,7 @@ impl Subscription {
                     consumer,
                     messages,
                     topics,
+                    waited,
                 })
             };
             let failure = tokio::select! {
@@ -621,19 +641,26 @@ impl Subscription {
                 },
                 _ = stop.fired() => return Ok(None),
             };
-            let detail = match failure.absent {
-                Some(Absent::Topic) => format!(
-                    "waiting for topic {topic}: it does not exist yet; subscription {subscription} starts when a producer creates it"
+            let (detail, wait) = match failure.absent {
+                Some(Absent::Topic) => (
+                    format!(
+                        "waiting for topic {topic}: it does not exist yet; subscription {subscription} starts when a producer creates it"
+                    ),
+                    TOPIC_POLL,
                 ),
                 _ if failure.refused() => return Err(failure),
-                _ => format!("cannot subscribe to {topic} as {subscription}, retrying: {failure}"),
+                _ => (
+                    format!("cannot subscribe to {topic} as {subscription}, retrying: {failure}"),
+                    backoff.next_wait(),
+                ),
             };
-            let wait = backoff.next_wait();
-            if backoff.attempts() == 1 {
+            // Said once; the condition on /health stays while it lasts.
+            if !waited {
                 tracing::warn!(retry_in_ms = wait.as_millis() as u64, "{detail}");
             } else {
                 tracing::debug!(retry_in_ms = wait.as_millis() as u64, "{detail}");
             }
+            waited |= failure.absent == Some(Absent::Topic);
             self.policy.metrics.retry("subscribe");
             self.policy
                 .metrics
@@ -696,15 +723,14 @@ impl Stopping {
 /// looking healthy) and when the topic gained partitions.
 async fn consume(
     subscription: Subscription,
+    mut watcher: Watcher,
     index: usize,
     deliveries: mpsc::Sender<Delivery>,
     mut acks: mpsc::UnboundedReceiver<StreamMessage>,
-    shutdown: watch::Receiver<bool>,
-    ended: CancellationToken,
+    mut stop: Stopping,
     failures: mpsc::UnboundedSender<Stop>,
 ) {
     let (policy, limit) = (&subscription.policy, subscription.limit);
-    let mut stop = Stopping { shutdown, ended };
     let mut live = match subscription.open(&mut stop).await {
         Ok(Some(subscribed)) => subscribed,
         Ok(None) => return,
@@ -716,6 +742,9 @@ async fn consume(
             return;
         }
     };
+    watcher
+        .deliveries
+        .cover(&live.topics, live.waited, std::time::Instant::now());
     // Taking messages ends on a drain; acknowledging goes on until the
     // pipeline drops the ack channel.
     let mut taking = true;
@@ -724,11 +753,12 @@ async fn consume(
     checks.reset();
     loop {
         // Why to subscribe again, if the stream must be renewed.
-        let renew: Option<&str> = tokio::select! {
+        let renew: Option<Renew> = tokio::select! {
             biased;
             ack = acks.recv() => match ack {
                 Some(message) => {
                     acknowledge(&mut live.consumer, &message, policy, limit).await;
+                    watcher.deliveries.settled(&message.msg_id.topic_name);
                     None
                 }
                 None => break,
@@ -739,26 +769,46 @@ async fn consume(
             }
             message = live.messages.recv(), if taking => match message {
                 Some(message) => {
-                    policy.metrics.received(&message.msg_id.topic_name, 1);
+                    let topic = &message.msg_id.topic_name;
+                    policy.metrics.received(topic, 1);
+                    watcher.arrived(topic);
+                    if let Some(gap) = watcher.deliveries.delivered(topic, message.msg_id.topic_offset, std::time::Instant::now()) {
+                        watcher.gap(gap).await;
+                    }
                     if deliveries.send(Delivery { consumer: index, message, schema: None, decoded: None }).await.is_err() {
                         taking = false;
                     }
                     None
                 }
-                None => Some("the client ended the message stream"),
+                None => Some(Renew::StreamEnded),
             },
-            _ = checks.tick(), if taking => subscription.grew(&live).await.then_some("new partitions"),
+            _ = checks.tick(), if taking => {
+                if subscription.grew(&live).await {
+                    Some(Renew::NewPartitions)
+                } else if watcher.check().await {
+                    Some(Renew::Stalled)
+                } else {
+                    None
+                }
+            }
         };
         let Some(why) = renew else { continue };
-        if why != "new partitions" {
-            tracing::warn!(topic = %subscription.config.topic, subscription = %subscription.config.subscription, "{why}; subscribing again");
-            policy.note_retry("receive", &why);
+        if why == Renew::StreamEnded {
+            tracing::warn!(topic = %subscription.config.topic, subscription = %subscription.config.subscription, "the client ended the message stream; subscribing again");
+            policy.note_retry("receive", &"the message stream ended");
         }
         live.consumer.close().await;
         match subscription.open(&mut stop).await {
             Ok(Some(renewed)) => {
-                policy.note_recovered();
+                if why == Renew::StreamEnded {
+                    policy.note_recovered();
+                }
                 live = renewed;
+                // Partitions created since are watched from their start.
+                let created = why == Renew::NewPartitions || live.waited;
+                watcher
+                    .deliveries
+                    .cover(&live.topics, created, std::time::Instant::now());
             }
             // Draining: what was delivered is still acknowledged.
             Ok(None) => taking = false,
@@ -774,6 +824,17 @@ async fn consume(
         }
     }
     live.consumer.close().await;
+}
+
+/// Why a consumer subscribes again.
+#[derive(Debug, PartialEq, Eq)]
+enum Renew {
+    /// The client ended the message stream on its own.
+    StreamEnded,
+    /// The topic gained partitions the consumer does not cover.
+    NewPartitions,
+    /// The broker holds messages back: a new consumer may get them.
+    Stalled,
 }
 
 /// Acknowledges one message, retrying temporary failures; one that cannot
