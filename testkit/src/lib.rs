@@ -122,7 +122,9 @@ impl TestBroker {
 
     /// Creates a topic ahead of any producer, as an administrator would, so
     /// that consumers can subscribe before the first message is published.
-    /// `partitions` > 1 creates `<topic>-part-0..N-1`.
+    /// `partitions` > 1 creates `<topic>-part-0..N-1`. Fails as the admin
+    /// API's `CreateTopic` does: for a topic that exists, or a namespace that
+    /// does not.
     pub fn create_topic(
         &self,
         topic: &str,
@@ -136,11 +138,15 @@ impl TestBroker {
         } else {
             vec![topic.to_owned()]
         };
-        self.core.update(|state| {
-            names
-                .iter()
-                .try_for_each(|name| state.topics.create_topic(name, reliable).map(drop))
-        })
+        self.core
+            .update(|state| state.topics.create_topics(&names, reliable))
+    }
+
+    /// Creates a namespace, as the admin API's `CreateNamespace` does. A
+    /// fresh broker has `default` and `system`.
+    pub fn create_namespace(&self, name: &str) -> Result<(), tonic::Status> {
+        self.core
+            .update(|state| state.topics.create_namespace(name))
     }
 
     /// The URL to give `DanubeClient::builder().service_url(..)`.
