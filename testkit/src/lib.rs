@@ -4,6 +4,9 @@
 //! **For tests and development only.** Nothing is persisted, nothing is
 //! authenticated, and the whole state sits behind one lock.
 //!
+//! The real broker is the reference: [`RealBroker`] runs it for tests, and
+//! [`on_both_brokers!`] runs one scenario against a [`Broker`] of each kind.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use std::time::Duration;
@@ -20,9 +23,12 @@
 //! ```
 
 mod broker;
+mod harness;
+mod real;
 mod schema;
 mod server;
 mod services;
+mod tap;
 mod topics;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -34,7 +40,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Core;
+pub use crate::harness::{Broker, BrokerKind, wait_until};
+pub use crate::real::RealBroker;
 use crate::server::Connections;
+pub use crate::tap::{Tap, TapMessage};
 pub use crate::topics::{StoredMessage, SubscriptionStats};
 
 /// Settings of a [`TestBroker`]; the defaults match the real broker's.
