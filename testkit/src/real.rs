@@ -40,6 +40,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// from its log and the start retried on new ports.
 const START_ATTEMPTS: usize = 5;
 
+/// Bounds one round of readiness probes.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What the broker logs when one of its listeners cannot bind.
 const ADDR_IN_USE: &str = "Address already in use";
 
@@ -52,7 +55,7 @@ const LOG_TAIL_LINES: usize = 40;
 #[derive(Debug)]
 pub struct RealBroker {
     process: Child,
-    /// `None` only once the directory has been kept after a panic.
+    /// `None` once kept for a post-mortem.
     dir: Option<TempDir>,
     log_path: PathBuf,
     client: SocketAddr,
@@ -126,12 +129,14 @@ impl RealBroker {
                 return Ok(Started::PortClash(broker.log_tail()));
             }
             if let Some(status) = broker.process.try_wait()? {
-                bail!(
-                    "danube-broker exited with {status} before it was ready; log:\n{}",
-                    broker.log_tail()
-                );
+                bail!(broker.post_mortem(&format!(
+                    "danube-broker exited with {status} before it was ready"
+                )));
             }
-            if broker.answers().await {
+            // Bounded: a port taken by something that accepts and stays
+            // silent must not hang the start.
+            let answered = tokio::time::timeout(PROBE_TIMEOUT, broker.answers()).await;
+            if answered.unwrap_or(false) {
                 // A listener that failed to bind is logged at once, so a clash
                 // is visible by now: the endpoints that answered are ours.
                 if broker.log().contains(ADDR_IN_USE) {
@@ -140,10 +145,9 @@ impl RealBroker {
                 return Ok(Started::Ready(broker));
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "danube-broker was not ready within {START_TIMEOUT:?}; log:\n{}",
-                    broker.log_tail()
-                );
+                bail!(broker.post_mortem(&format!(
+                    "danube-broker was not ready within {START_TIMEOUT:?}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -204,11 +208,20 @@ impl RealBroker {
         let lines: Vec<&str> = log.lines().collect();
         let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
         format!(
-            "--- {} (last {} lines) ---\n{}",
-            self.log_path.display(),
+            "--- danube-broker log, last {} lines ---\n{}",
             tail.len(),
             tail.join("\n")
         )
+    }
+
+    /// Keeps the directory (data and full log) for a post-mortem and says
+    /// what happened, where the directory is, and how the log ends.
+    fn post_mortem(&mut self, what: &str) -> String {
+        let kept = match self.dir.take() {
+            Some(dir) => format!("its directory is kept at {}", dir.keep().display()),
+            None => format!("its log is {}", self.log_path.display()),
+        };
+        format!("{what}; {kept}\n{}", self.log_tail())
     }
 }
 
@@ -224,16 +237,9 @@ impl Drop for RealBroker {
         // data is never reused: kill it, and reap it so no zombie is left.
         let _ = self.process.kill();
         let _ = self.process.wait();
-        if std::thread::panicking()
-            && let Some(dir) = self.dir.take()
-        {
-            let kept = dir.keep();
-            eprintln!(
-                "danube-broker at {} (a test failed); its directory is kept at {}\n{}",
-                self.url(),
-                kept.display(),
-                self.log_tail()
-            );
+        if std::thread::panicking() {
+            let what = format!("danube-broker at {} (a test failed)", self.url());
+            eprintln!("{}", self.post_mortem(&what));
         }
     }
 }
