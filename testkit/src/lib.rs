@@ -4,6 +4,9 @@
 //! **For tests and development only.** Nothing is persisted, nothing is
 //! authenticated, and the whole state sits behind one lock.
 //!
+//! The real broker is the reference: [`RealBroker`] runs it for tests, and
+//! [`on_both_brokers!`] runs one scenario against a [`Broker`] of each kind.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use std::time::Duration;
@@ -20,9 +23,12 @@
 //! ```
 
 mod broker;
+mod harness;
+mod real;
 mod schema;
 mod server;
 mod services;
+mod tap;
 mod topics;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -34,7 +40,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Core;
+pub use crate::harness::{Broker, BrokerKind, wait_until};
+pub use crate::real::RealBroker;
 use crate::server::Connections;
+pub use crate::tap::{Tap, TapMessage};
 pub use crate::topics::{StoredMessage, SubscriptionStats};
 
 /// Settings of a [`TestBroker`]; the defaults match the real broker's.
@@ -122,7 +131,9 @@ impl TestBroker {
 
     /// Creates a topic ahead of any producer, as an administrator would, so
     /// that consumers can subscribe before the first message is published.
-    /// `partitions` > 1 creates `<topic>-part-0..N-1`.
+    /// `partitions` > 1 creates `<topic>-part-0..N-1`. Fails as the admin
+    /// API's `CreateTopic` does: for a topic that exists, or a namespace that
+    /// does not.
     pub fn create_topic(
         &self,
         topic: &str,
@@ -136,11 +147,15 @@ impl TestBroker {
         } else {
             vec![topic.to_owned()]
         };
-        self.core.update(|state| {
-            names
-                .iter()
-                .try_for_each(|name| state.topics.create_topic(name, reliable).map(drop))
-        })
+        self.core
+            .update(|state| state.topics.create_topics(&names, reliable))
+    }
+
+    /// Creates a namespace, as the admin API's `CreateNamespace` does. A
+    /// fresh broker has `default` and `system`.
+    pub fn create_namespace(&self, name: &str) -> Result<(), tonic::Status> {
+        self.core
+            .update(|state| state.topics.create_namespace(name))
     }
 
     /// The URL to give `DanubeClient::builder().service_url(..)`.

@@ -270,11 +270,13 @@ impl SchemaRegistry {
             }
             let errors =
                 subject.incompatibilities(schema_type, &request.schema_definition, subject.mode)?;
+            // `Internal`, worded as the real broker answers (the mode in its
+            // Rust spelling included), so that callers match what they meet.
             if !errors.is_empty() {
-                return Err(Status::failed_precondition(format!(
-                    "The schema is not {} compatible with subject '{}': {}",
-                    subject.mode.as_str(),
+                return Err(Status::internal(format!(
+                    "Failed to register schema: Schema is not compatible with subject '{}' (mode: {:?}): {}",
                     request.subject,
+                    subject.mode,
                     errors.join("; ")
                 )));
             }
@@ -494,7 +496,7 @@ mod tests {
         .expect("v1");
         let dropped = register(&mut registry, r#"{"properties":{"id":{"type":"integer"}}}"#)
             .expect_err("dropped field");
-        assert_eq!(dropped.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(dropped.code(), tonic::Code::Internal);
         assert!(
             dropped.message().contains("'name' was removed"),
             "{}",
@@ -504,10 +506,7 @@ mod tests {
             &mut registry,
             r#"{"properties":{"id":{"type":"string"},"name":{"type":"string"}}}"#,
         );
-        assert_eq!(
-            retyped.expect_err("retyped").code(),
-            tonic::Code::FailedPrecondition
-        );
+        assert_eq!(retyped.expect_err("retyped").code(), tonic::Code::Internal);
         let garbage = register(&mut registry, "not json").expect_err("not json");
         assert_eq!(garbage.code(), tonic::Code::InvalidArgument);
     }

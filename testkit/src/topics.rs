@@ -64,6 +64,8 @@ pub(crate) struct Topics {
     limits: Limits,
     /// The URL put in `msg_id.broker_addr` of delivered messages.
     broker_url: String,
+    /// Topics can only be created in these.
+    namespaces: BTreeSet<String>,
     topics: BTreeMap<String, Topic>,
     producers: HashMap<u64, ProducerInfo>,
     /// Consumer id -> (topic, subscription) where the consumer lives.
@@ -162,18 +164,22 @@ struct Ctx<'a> {
     now: Instant,
 }
 
+/// The namespaces a fresh real broker has.
+const INITIAL_NAMESPACES: [&str; 2] = ["default", "system"];
+
+/// A namespace name, or one part of a topic name: letters, digits, `_`, `-`.
+fn is_name(part: &str) -> bool {
+    !part.is_empty()
+        && part
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+}
+
 /// Checks the real broker's topic format: `/namespace/name`, each part made
 /// of letters, digits, `_` and `-`.
 pub(crate) fn validate_topic_name(name: &str) -> Result<(), Status> {
     let mut parts = name.split('/');
-    let valid = parts.next() == Some("")
-        && parts.clone().count() == 2
-        && parts.all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
-        });
+    let valid = parts.next() == Some("") && parts.clone().count() == 2 && parts.all(is_name);
     if valid {
         Ok(())
     } else {
@@ -188,6 +194,7 @@ impl Topics {
         Topics {
             limits,
             broker_url,
+            namespaces: INITIAL_NAMESPACES.map(str::to_owned).into(),
             topics: BTreeMap::new(),
             producers: HashMap::new(),
             consumers: HashMap::new(),
@@ -238,25 +245,88 @@ impl Topics {
         Ok(parts.into_iter().map(|(_, name)| name.clone()).collect())
     }
 
-    /// Registers a producer, creating the topic on first use. A producer
-    /// reconnecting with the same name on the same topic gets its old id back.
-    /// Creates `topic_name` with a dispatch strategy, or checks that an
-    /// existing topic has the same one.
-    pub(crate) fn create_topic(
-        &mut self,
-        topic_name: &str,
-        reliable: bool,
-    ) -> Result<&mut Topic, Status> {
-        validate_topic_name(topic_name)?;
+    /// Adds a namespace, answering as the real broker's `CreateNamespace`.
+    pub(crate) fn create_namespace(&mut self, name: &str) -> Result<(), Status> {
+        if !is_name(name) {
+            return Err(Status::invalid_argument(format!(
+                "The namespace name '{name}' is invalid: use letters, digits, '_' and '-'"
+            )));
+        }
+        if !self.namespaces.insert(name.to_owned()) {
+            return Err(Status::not_found(format!(
+                "Unable to create the namespace {name} due to Namespace {name} already exists."
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn namespaces(&self) -> Vec<String> {
+        self.namespaces.iter().cloned().collect()
+    }
+
+    /// Creates topics as the admin API's `CreateTopic` and
+    /// `CreatePartitionedTopic` do: in order, stopping at the first failure
+    /// (the topics created before it stay), which is reported wrapped in
+    /// `NotFound` as the real broker does.
+    pub(crate) fn create_topics(&mut self, names: &[String], reliable: bool) -> Result<(), Status> {
+        names.iter().try_for_each(|name| {
+            self.create_topic(name, reliable)
+                .map(drop)
+                .map_err(|status| {
+                    Status::not_found(format!("Unable to create the topic {name} due to {status}"))
+                })
+        })
+    }
+
+    /// Creates a new topic with the checks of the real broker, in its order:
+    /// the name's format, the namespace, the name being free, and no plain
+    /// topic beside partitions of the same base name (or the reverse).
+    fn create_topic(&mut self, name: &str, reliable: bool) -> Result<&mut Topic, Status> {
+        validate_topic_name(name)?;
+        let namespace = name.split('/').nth(1).unwrap_or_default();
+        if !self.namespaces.contains(namespace) {
+            return Err(Status::unavailable(format!(
+                "Unable to find the namespace {namespace}, the topic can be created only for an exisiting namespace"
+            )));
+        }
+        if self.topics.contains_key(name) {
+            return Err(Status::already_exists(format!(
+                "Topic '{name}' already exists"
+            )));
+        }
+        // As in the real broker, any name containing "-part-" is a partition.
+        if let Some((base, _)) = name.rsplit_once("-part-") {
+            if self.topics.contains_key(base) {
+                return Err(Status::already_exists(format!(
+                    "Cannot create partitioned topic '{name}': a non-partitioned topic '{base}' already exists. Delete the non-partitioned topic first."
+                )));
+            }
+        } else {
+            let partitions = self.partitions(name)?.len();
+            if partitions > 0 {
+                return Err(Status::already_exists(format!(
+                    "Cannot create topic '{name}': partitioned topics with this base name already exist (found {partitions} partitions). Delete the partitioned topics first."
+                )));
+            }
+        }
+        Ok(self.topics.entry(name.to_owned()).or_insert(Topic {
+            reliable,
+            records: Vec::new(),
+            subscriptions: BTreeMap::new(),
+            schema_subject: None,
+        }))
+    }
+
+    /// The topic a producer publishes to: an existing one must have the
+    /// producer's dispatch strategy; a missing one is created.
+    fn producer_topic(&mut self, name: &str, reliable: bool) -> Result<&mut Topic, Status> {
+        if !self.topics.contains_key(name) {
+            return self.create_topic(name, reliable);
+        }
         let topic = self
             .topics
-            .entry(topic_name.to_owned())
-            .or_insert_with(|| Topic {
-                reliable,
-                records: Vec::new(),
-                subscriptions: BTreeMap::new(),
-                schema_subject: None,
-            });
+            .get_mut(name)
+            .ok_or_else(|| Status::internal(format!("The topic {name} vanished")))?;
         if topic.reliable != reliable {
             return Err(Status::failed_precondition(
                 "Producer requested dispatch strategy does not match topic strategy",
@@ -265,6 +335,8 @@ impl Topics {
         Ok(topic)
     }
 
+    /// Registers a producer, creating the topic on first use. A producer
+    /// reconnecting with the same name on the same topic gets its old id back.
     pub(crate) fn create_producer(
         &mut self,
         request: &proto::ProducerRequest,
@@ -296,7 +368,7 @@ impl Topics {
             )));
         }
 
-        let topic = self.create_topic(topic_name, reliable)?;
+        let topic = self.producer_topic(topic_name, reliable)?;
         if let Some(subject) = subject {
             match &topic.schema_subject {
                 Some(existing) if existing != subject => {
@@ -610,6 +682,19 @@ impl Topics {
         self.topics.get(topic).map_or_else(Vec::new, |t| {
             t.records.iter().map(|r| r.message.clone()).collect()
         })
+    }
+
+    /// The subscriptions of a topic, by name; none for an unknown topic.
+    pub(crate) fn subscription_names(&self, topic: &str) -> Vec<String> {
+        self.topics
+            .get(topic)
+            .map_or_else(Vec::new, |t| t.subscriptions.keys().cloned().collect())
+    }
+
+    /// Whether a topic is reliable and the schema subject bound to it.
+    pub(crate) fn dispatch_and_subject(&self, topic: &str) -> Option<(bool, Option<&str>)> {
+        let topic = self.topics.get(topic)?;
+        Some((topic.reliable, topic.schema_subject.as_deref()))
     }
 
     pub(crate) fn subscription_stats(&self, topic: &str, name: &str) -> Option<SubscriptionStats> {

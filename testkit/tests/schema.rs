@@ -55,10 +55,16 @@ async fn subjects_version_and_check_compatibility() {
         "{:?}",
         check.errors
     );
+    // Refused as the real broker refuses it: `Internal`, naming subject and mode.
     let error = register(V3).await.expect_err("incompatible");
-    assert_eq!(
-        error.extract_status().map(|s| s.code()),
-        Some(Code::FailedPrecondition)
+    let status = error.extract_status().expect("a status from the broker");
+    assert_eq!(status.code(), Code::Internal);
+    assert!(
+        status
+            .message()
+            .contains("not compatible with subject 'orders' (mode: Backward)"),
+        "{}",
+        status.message()
     );
     schemas
         .set_compatibility_mode("orders", CompatibilityMode::None)

@@ -242,20 +242,50 @@ pub fn write_config(
     path
 }
 
-/// Waits until every one of `topics` has a consumer connected on
-/// `subscription` (a sink subscribed), or panics with the host's log.
+/// A broker a test can ask whether a subscription is in place.
+pub trait Subscriptions {
+    /// Whether `subscription` is ready on `topic` (one partition).
+    async fn subscribed(&self, topic: &str, subscription: &str) -> bool;
+}
+
+/// On the test broker: a consumer has its message stream open.
+impl Subscriptions for danube_testkit::TestBroker {
+    async fn subscribed(&self, topic: &str, subscription: &str) -> bool {
+        self.subscription(topic, subscription)
+            .is_some_and(|s| s.consumers > 0)
+    }
+}
+
+/// On the real broker, which cannot be asked about consumers: the admin API
+/// lists the subscription, so it exists and takes messages published from
+/// now on.
+impl Subscriptions for danube_testkit::Broker {
+    async fn subscribed(&self, topic: &str, subscription: &str) -> bool {
+        match self.as_test() {
+            Some(broker) => broker.subscribed(topic, subscription).await,
+            None => self
+                .subscriptions(topic)
+                .await
+                .is_ok_and(|listed| listed.iter().any(|s| s == subscription)),
+        }
+    }
+}
+
+/// Waits until `subscription` is in place on every one of `topics` (a sink
+/// subscribed), or panics with the host's log.
 pub async fn wait_subscribed(
-    broker: &danube_testkit::TestBroker,
+    broker: &impl Subscriptions,
     topics: &[String],
     subscription: &str,
     host: &Host,
 ) {
-    let subscribed = wait_until_async(Duration::from_secs(30), || {
-        topics.iter().all(|t| {
-            broker
-                .subscription(t, subscription)
-                .is_some_and(|s| s.consumers > 0)
-        })
+    let subscribed = danube_testkit::wait_until(Duration::from_secs(30), || async {
+        for topic in topics {
+            if !broker.subscribed(topic, subscription).await {
+                return false;
+            }
+        }
+        true
     })
     .await;
     assert!(
@@ -296,10 +326,13 @@ pub fn granted_and_outside(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// The JSON lines of a file a file-sink writes (a missing file: none).
+/// Read while the sink writes, the file may end in half a line: only lines
+/// with their newline count.
 pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
-        .lines()
+        .split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
         .map(|l| serde_json::from_str(l).expect("file-sink writes JSON lines"))
         .collect()
 }

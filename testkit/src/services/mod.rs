@@ -1,6 +1,7 @@
 //! The gRPC services danube-client calls, one module per service. Each RPC
 //! waits while the broker is paused, then applies itself to the shared core.
 
+mod admin;
 mod consumer;
 mod discovery;
 mod health;
@@ -9,6 +10,9 @@ mod schema_registry;
 
 use std::sync::Arc;
 
+use danube_core::admin_proto::broker_admin_server::BrokerAdminServer;
+use danube_core::admin_proto::namespace_admin_server::NamespaceAdminServer;
+use danube_core::admin_proto::topic_admin_server::TopicAdminServer;
 use danube_core::proto::consumer_service_server::ConsumerServiceServer;
 use danube_core::proto::danube_schema::schema_registry_server::SchemaRegistryServer;
 use danube_core::proto::discovery_server::DiscoveryServer;
@@ -24,7 +28,8 @@ pub(crate) struct BrokerService {
     core: Arc<Core>,
 }
 
-/// All services, ready to be served on a connection.
+/// All services, ready to be served on a connection: the admin services
+/// share the client port.
 pub(crate) fn routes(core: Arc<Core>) -> Routes {
     let service = BrokerService { core };
     // Payloads somewhat over the limit must reach the handler, which refuses
@@ -42,5 +47,8 @@ pub(crate) fn routes(core: Arc<Core>) -> Routes {
         )
         .add_service(ConsumerServiceServer::new(service.clone()))
         .add_service(HealthCheckServer::new(service.clone()))
-        .add_service(SchemaRegistryServer::new(service))
+        .add_service(SchemaRegistryServer::new(service.clone()))
+        .add_service(BrokerAdminServer::new(service.clone()))
+        .add_service(NamespaceAdminServer::new(service.clone()))
+        .add_service(TopicAdminServer::new(service))
 }
