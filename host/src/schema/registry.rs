@@ -88,11 +88,13 @@ impl Registry {
             })
             .await?;
         registered.map(drop).map_err(|e| {
-            let advice = match e.code {
-                Some(Code::FailedPrecondition) => {
-                    "make the schema compatible with the subject's latest version, register it under a new subject, or change the subject's compatibility mode in the registry"
-                }
-                _ => "check the schema file and the registry",
+            // Danube answers Internal "... is not compatible with subject".
+            let incompatible = e.code == Some(Code::FailedPrecondition)
+                || e.message.contains("is not compatible with subject");
+            let advice = if incompatible {
+                "make the schema compatible with the subject's latest version, register it under a new subject, or change the subject's compatibility mode in the registry"
+            } else {
+                "check the schema file and the registry"
             };
             SchemaError::Refused(format!(
                 "schema subject '{}': the registry refused {} as its next version: {}; {advice}",
