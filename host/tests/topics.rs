@@ -1,44 +1,55 @@
-//! Topics and namespaces the broker does not have (yet): a sink started
-//! before its topic waits for it, degraded with the reason, and picks up
-//! partitions created after it subscribed.
+//! What the broker does not have, or does not deliver, run against the test
+//! broker and the real one: a sink started before its topic waits for it,
+//! degraded with the reason, and picks up partitions created after it
+//! subscribed; a namespace that does not exist stops a source naming it, or
+//! is created given the admin API; a burst the sink cannot keep up with ends
+//! with every record written or with the connector unhealthy and the reason.
 
 mod common;
 
+use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 
-use common::{Host, guest, reliable_producer, wait_health, write_config};
-use danube_testkit::TestBroker;
+use common::{Host, guest, health, reliable_producer, wait_health, wait_subscribed, write_config};
+use danube_testkit::{Broker, BrokerKind, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A file-sink on `topic` that looks for its topic often, so the tests need
-/// not wait for the default backoff.
-fn sink(dir: &std::path::Path, broker: &TestBroker, topic: &str) -> Host {
-    let out = dir.join("out");
+/// A file-sink named `name` writing `topic` into `dir/out`, looking for its
+/// topic and partitions often so the tests need not wait for the defaults,
+/// reading the broker's exporter where there is one; `extra` is added to
+/// `[broker]`.
+fn sink(dir: &Path, broker: &Broker, name: &str, topic: &str, extra: &str) -> Host {
+    let metrics_url = broker
+        .metrics_url()
+        .map(|url| format!("metrics_url = \"{url}\"\n"))
+        .unwrap_or_default();
     let config = write_config(
         dir,
-        "sink.toml",
+        &format!("{name}.toml"),
         &broker.url(),
-        "waiting-sink",
+        name,
         &format!(
-            "[retry]\nretry_backoff_ms = 50\nmax_backoff_ms = 300\n\n[broker]\ncheck_interval_ms = 200\n\n{}",
-            common::file_sink_tables(&out, topic, "s")
+            "[retry]\nretry_backoff_ms = 50\nmax_backoff_ms = 300\n\n[broker]\ncheck_interval_ms = 200\n{metrics_url}{extra}\n{}",
+            common::file_sink_tables(&dir.join("out"), topic, "s")
         ),
     );
     Host::start(&guest("file-sink"), &config, &[])
 }
 
-fn status(doc: &serde_json::Value) -> (&str, &str) {
-    let c = &doc["connectors"]["waiting-sink"];
+/// A connector's (status, detail) in a `/health` document.
+fn status<'a>(doc: &'a serde_json::Value, connector: &str) -> (&'a str, &'a str) {
+    let c = &doc["connectors"][connector];
     (
         c["status"].as_str().unwrap_or(""),
         c["detail"].as_str().unwrap_or(""),
     )
 }
 
-/// Publishes `seqs` as `{"seq": n}` through a new reliable producer.
-async fn publish(broker: &TestBroker, topic: &str, seqs: std::ops::Range<u64>) {
-    let producer = reliable_producer(&broker.url(), topic).await;
+/// Publishes `{"seq": n}` for each of `seqs` through a new reliable producer.
+async fn publish(url: &str, topic: &str, seqs: impl IntoIterator<Item = u64>) {
+    let producer = reliable_producer(url, topic).await;
     for seq in seqs {
         producer
             .send(format!("{{\"seq\":{seq}}}").into_bytes(), None)
@@ -47,90 +58,246 @@ async fn publish(broker: &TestBroker, topic: &str, seqs: std::ops::Range<u64>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_sink_started_before_its_topic_waits_for_it_then_consumes() {
-    const TOPIC: &str = "/default/later";
-    let broker = TestBroker::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let host = sink(dir.path(), &broker, TOPIC);
-
-    let doc = wait_health(&host, DEADLINE, "the sink says it waits for its topic", |doc| {
-        status(doc) == (
-            "degraded",
-            "waiting for topic /default/later: it does not exist yet; subscription s starts when a producer creates it",
-        )
-    })
-    .await;
-    assert_eq!(doc["status"], "degraded");
-    assert!(host.log().contains("waiting for topic /default/later"));
-
-    // A producer creates the topic; the sink subscribes, healthy again.
-    let producer = reliable_producer(&broker.url(), TOPIC).await;
-    wait_health(
-        &host,
-        DEADLINE,
-        "the sink subscribes once the topic exists",
-        |doc| status(doc) == ("healthy", "running"),
-    )
-    .await;
-    common::wait_subscribed(&broker, &[TOPIC.to_string()], "s", &host).await;
-    for seq in 0..50u64 {
-        producer
-            .send(format!("{{\"seq\":{seq}}}").into_bytes(), None)
-            .await
-            .unwrap();
-    }
-    let out = dir.path().join("out/records.jsonl");
-    assert!(
-        common::wait_until_async(DEADLINE, || common::json_lines(&out).len() >= 50).await,
-        "only {} of 50 written; log:\n{}",
-        common::json_lines(&out).len(),
-        host.log()
-    );
-    let seqs: Vec<u64> = common::json_lines(&out)
+/// The sequence numbers in a file-sink's output, in the order written.
+fn written(dir: &Path) -> Vec<u64> {
+    common::json_lines(&dir.join("out/records.jsonl"))
         .iter()
-        .map(|l| l["payload"]["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, (0..50).collect::<Vec<_>>());
-    assert!(host.terminate(DEADLINE).success());
+        .map(|l| l["payload"]["seq"].as_u64().expect("seq in payload"))
+        .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn partitions_created_after_the_sink_subscribed_are_consumed_too() {
-    const TOPIC: &str = "/default/growing";
-    let broker = TestBroker::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // Only the first partition exists when the sink starts.
-    broker
-        .create_topic(&format!("{TOPIC}-part-0"), 0, true)
-        .unwrap();
-    let host = sink(dir.path(), &broker, TOPIC);
-    let partitions: Vec<String> = (0..3).map(|p| format!("{TOPIC}-part-{p}")).collect();
-    common::wait_subscribed(&broker, &partitions[..1], "s", &host).await;
+/// The sum of every sample of the metric `name` in Prometheus text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
 
-    for partition in &partitions[1..] {
-        broker.create_topic(partition, 0, true).unwrap();
-    }
-    // The sink subscribes again, now to all three.
-    common::wait_subscribed(&broker, &partitions, "s", &host).await;
-    for (p, partition) in partitions.iter().enumerate() {
-        let first = p as u64 * 100;
-        publish(&broker, partition, first..first + 20).await;
-    }
-    let out = dir.path().join("out/records.jsonl");
+async fn wait_written(dir: &Path, count: usize, host: &Host) {
+    let all = wait_until(DEADLINE, || async { written(dir).len() >= count }).await;
     assert!(
-        common::wait_until_async(DEADLINE, || common::json_lines(&out).len() >= 60).await,
-        "only {} of 60 written; log:\n{}",
-        common::json_lines(&out).len(),
+        all,
+        "only {} of {count} written; /health {:?}; log:\n{}",
+        written(dir).len(),
+        health(host),
         host.log()
     );
-    let mut seqs: Vec<u64> = common::json_lines(&out)
-        .iter()
-        .map(|l| l["payload"]["seq"].as_u64().unwrap())
-        .collect();
-    seqs.sort();
-    let expected: Vec<u64> = [0..20, 100..120, 200..220].into_iter().flatten().collect();
-    assert_eq!(seqs, expected, "every record of every partition, once");
-    assert!(host.log().contains("partitions created since subscribing"));
-    assert!(host.terminate(DEADLINE).success());
+}
+
+danube_testkit::on_both_brokers! {
+    async fn a_sink_started_before_its_topic_waits_for_it_then_consumes(broker: Broker) {
+        const TOPIC: &str = "/default/later";
+        let dir = tempfile::tempdir().unwrap();
+        let host = sink(dir.path(), &broker, "waiting-sink", TOPIC, "");
+
+        let doc = wait_health(&host, DEADLINE, "the sink says it waits for its topic", |doc| {
+            status(doc, "waiting-sink") == (
+                "degraded",
+                "waiting for topic /default/later: it does not exist yet; subscription s starts when a producer creates it",
+            )
+        })
+        .await;
+        assert_eq!(doc["status"], "degraded");
+        assert!(host.log().contains("waiting for topic /default/later"));
+
+        // A producer creates the topic; the sink subscribes, healthy again.
+        let producer = reliable_producer(&broker.url(), TOPIC).await;
+        wait_health(&host, DEADLINE, "the sink subscribes once the topic exists", |doc| {
+            status(doc, "waiting-sink") == ("healthy", "running")
+        })
+        .await;
+        wait_subscribed(&broker, &[TOPIC.to_string()], "s", &host).await;
+        for seq in 0..50u64 {
+            producer
+                .send(format!("{{\"seq\":{seq}}}").into_bytes(), None)
+                .await
+                .unwrap();
+        }
+        wait_written(dir.path(), 50, &host).await;
+        assert_eq!(written(dir.path()), (0..50).collect::<Vec<_>>());
+        assert!(host.terminate(DEADLINE).success());
+    }
+
+    async fn partitions_created_after_the_sink_subscribed_are_consumed_too(broker: Broker) {
+        const TOPIC: &str = "/default/growing";
+        let dir = tempfile::tempdir().unwrap();
+        let partitions: Vec<String> = (0..3).map(|p| format!("{TOPIC}-part-{p}")).collect();
+        // Only the first partition exists when the sink starts.
+        broker.create_topic(&partitions[0], 0, true).await.unwrap();
+        let host = sink(dir.path(), &broker, "growing-sink", TOPIC, "");
+        wait_subscribed(&broker, &partitions[..1], "s", &host).await;
+
+        for partition in &partitions[1..] {
+            broker.create_topic(partition, 0, true).await.unwrap();
+        }
+        // The sink subscribes again, now to all three.
+        wait_subscribed(&broker, &partitions, "s", &host).await;
+        let logged = wait_until(DEADLINE, || async {
+            host.log().lines().filter(|l| l.contains(" subscribed ")).count() >= 2
+        })
+        .await;
+        assert!(logged, "the sink did not subscribe again; log:\n{}", host.log());
+        for (p, partition) in partitions.iter().enumerate() {
+            let first = p as u64 * 100;
+            publish(&broker.url(), partition, first..first + 20).await;
+        }
+        wait_written(dir.path(), 60, &host).await;
+        let mut seqs = written(dir.path());
+        seqs.sort();
+        let expected: Vec<u64> = [0..20, 100..120, 200..220].into_iter().flatten().collect();
+        assert_eq!(seqs, expected, "every record of every partition, once");
+        assert!(host.log().contains("partitions created since subscribing"));
+        assert!(host.terminate(DEADLINE).success());
+    }
+
+    async fn a_namespace_that_does_not_exist_stops_a_source_naming_it(broker: Broker) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(
+            dir.path(),
+            "source.toml",
+            &broker.url(),
+            "iot-source",
+            "[datagen]\ntopics = [\"/iot/sensors\"]\ncount = 10\n",
+        );
+        let host = Host::start(&guest("datagen-source"), &config, &[]);
+        let code = host.wait(DEADLINE).code();
+        let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+        assert_eq!(code, Some(4), "log:\n{log}");
+        let last = log.lines().last().unwrap_or_default();
+        for phrase in [
+            "cannot create a producer on /iot/sensors",
+            "the namespace `iot` does not exist on the broker",
+            "namespaces create iot",
+            "[broker] admin_url",
+        ] {
+            assert!(last.contains(phrase), "{phrase:?} missing from the last line {last:?}");
+        }
+    }
+
+    async fn given_the_admin_api_a_source_creates_its_namespace(broker: Broker) {
+        const TOPIC: &str = "/fleet/positions";
+        let dir = tempfile::tempdir().unwrap();
+        // The sink waits for the topic, which the source creates.
+        let sink = sink(dir.path(), &broker, "fleet-sink", TOPIC, "");
+        wait_health(&sink, DEADLINE, "the sink waits", |doc| {
+            status(doc, "fleet-sink").1.starts_with("waiting for topic")
+        })
+        .await;
+        let config = write_config(
+            dir.path(),
+            "source.toml",
+            &broker.url(),
+            "fleet-source",
+            &format!(
+                "[broker]\nadmin_url = \"{}\"\n\n[datagen]\ntopics = [\"{TOPIC}\"]\ncount = 200\nrate = 100\n",
+                broker.admin_url()
+            ),
+        );
+        let source = Host::start(&guest("datagen-source"), &config, &[]);
+        let created = wait_until(DEADLINE, || async {
+            source.log().contains("created the namespace on the broker")
+        })
+        .await;
+        assert!(created, "log:\n{}", source.log());
+        wait_written(dir.path(), 1, &sink).await;
+        // Records published before the sink's subscription existed are
+        // reported, not hidden; everything after arrives.
+        wait_until(DEADLINE, || async { written(dir.path()).contains(&199) }).await;
+        // Records without a key take the producer lanes round robin, so
+        // they arrive in any order; each once.
+        let mut seqs = written(dir.path());
+        seqs.sort();
+        let first = seqs[0];
+        assert_eq!(
+            seqs,
+            (first..200).collect::<Vec<_>>(),
+            "from the first on, each once; log:\n{}",
+            sink.log()
+        );
+        if first > 0 {
+            let doc = health(&sink).unwrap().1;
+            let (_, detail) = status(&doc, "fleet-sink");
+            assert!(
+                detail.contains("were published before subscription s existed"),
+                "{first} records missed but not reported: {detail}; log:\n{}",
+                sink.log()
+            );
+        }
+        assert!(source.terminate(DEADLINE).success());
+        assert!(sink.terminate(DEADLINE).success());
+    }
+
+    async fn a_burst_faster_than_the_sink_ends_written_or_reported(broker: Broker) {
+        const COUNT: u64 = 20_000;
+        const TOPIC: &str = "/default/burst";
+        const STALL_TIMEOUT_S: u64 = 10;
+        let dir = tempfile::tempdir().unwrap();
+        broker.create_topic(TOPIC, 3, true).await.unwrap();
+        let partitions: Vec<String> = (0..3).map(|p| format!("{TOPIC}-part-{p}")).collect();
+        let host = sink(
+            dir.path(),
+            &broker,
+            "burst-sink",
+            TOPIC,
+            &format!("stall_timeout_ms = {}\n", STALL_TIMEOUT_S * 1000),
+        );
+        wait_subscribed(&broker, &partitions, "s", &host).await;
+        let config = write_config(
+            dir.path(),
+            "source.toml",
+            &broker.url(),
+            "burst-source",
+            &format!(
+                "[datagen]\ntopics = [\"{TOPIC}\"]\npartitions = 3\ncount = {COUNT}\nkeys = 16\npayload_size = 256\n"
+            ),
+        );
+        let source = Host::start(&guest("datagen-source"), &config, &[]);
+
+        // Every record is written, or what is missing is reported: skipped
+        // offsets counted, or the subscription reported stalled. Nothing
+        // waits longer than the stall reports take (two timeouts, with one
+        // subscription renewed in between) after the flow stops.
+        let skipped = || {
+            common::endpoint(&host).map_or(0.0, |addr| {
+                metric_sum(&common::http_get(&addr, "/metrics").1, "connector_broker_skipped_total")
+            }) as u64
+        };
+        let distinct = || written(dir.path()).into_iter().collect::<HashSet<_>>().len() as u64;
+        let stalled = || {
+            health(&host).is_some_and(|(_, doc)| {
+                let (status, detail) = status(&doc, "burst-sink");
+                status == "unhealthy" && detail.contains("is stalled")
+            })
+        };
+        let settled = wait_until(Duration::from_secs(180), || async {
+            let (written, skipped) = (distinct(), skipped());
+            written == COUNT || written + skipped == COUNT || stalled()
+        })
+        .await;
+        let (written, skipped) = (distinct(), skipped());
+        let doc = health(&host).map(|(_, doc)| doc);
+        assert!(
+            settled,
+            "{written} written and {skipped} reported skipped of {COUNT}, and no stall reported; /health {doc:?}; log:\n{}",
+            host.log()
+        );
+        if written < COUNT {
+            // Only the real broker drops messages.
+            assert_eq!(broker.kind(), BrokerKind::Real, "{written} of {COUNT} on the test broker");
+            let doc = doc.unwrap();
+            let (status, detail) = status(&doc, "burst-sink");
+            assert_eq!(status, "unhealthy", "{detail}");
+            assert!(
+                detail.contains("the broker skipped offsets") || detail.contains("is stalled"),
+                "{detail}"
+            );
+            eprintln!("the real broker delivered {written} of {COUNT}; skipped and reported: {skipped}; /health: {detail}");
+        } else {
+            let doc = doc.unwrap();
+            assert_eq!(status(&doc, "burst-sink"), ("healthy", "running"));
+        }
+        assert!(source.terminate(DEADLINE).success());
+        assert!(host.terminate(DEADLINE).success());
+    }
 }

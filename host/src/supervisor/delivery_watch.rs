@@ -220,10 +220,15 @@ impl Watcher {
     /// look at when the host cannot tell (degraded). Skipped offsets of a
     /// subscription shared with other consumers are theirs.
     pub async fn gap(&mut self, gap: Gap) {
-        let figures = self
-            .figures()
-            .await
-            .map(|f| f.get(&gap.topic).copied().unwrap_or_default());
+        // Missed at start-up whatever the broker's figures say (they may not
+        // list a subscription this young yet).
+        let figures = match gap.before_subscribing {
+            true => None,
+            false => self
+                .figures()
+                .await
+                .map(|f| f.get(&gap.topic).copied().unwrap_or_default()),
+        };
         let certain = match figures {
             Some(SubscriptionFigures { lag: None, .. }) => {
                 tracing::debug!(topic = %gap.topic, first = gap.first, last = gap.last, "offsets skipped on a topic without reliable dispatch");
