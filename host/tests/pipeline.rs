@@ -46,7 +46,8 @@ danube_testkit::on_both_brokers! {
             &broker.url(),
             "e2e-sink",
             &format!(
-                "[processing]\nbatch_size = 200\n\n{file_sink}",
+                "[processing]\nbatch_size = 200\n\n[broker]\nmetrics_url = \"{metrics}\"\n\n{file_sink}",
+                metrics = broker.metrics_url(),
                 file_sink = common::file_sink_tables(&out, TOPIC, "e2e")
             ),
         );
@@ -90,8 +91,9 @@ danube_testkit::on_both_brokers! {
         .await;
         assert!(
             all_written,
-            "only {} of {COUNT} records written; source log:\n{}\nsink log:\n{}",
+            "only {} of {COUNT} records written; the sink's /health: {:?}; source log:\n{}\nsink log:\n{}",
             common::json_lines(&out_file).len(),
+            common::health(&sink),
             source.log(),
             sink.log()
         );

@@ -18,20 +18,16 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A file-sink named `name` writing `topic` into `dir/out`, looking for its
 /// topic and partitions often so the tests need not wait for the defaults,
-/// reading the broker's exporter where there is one; `extra` is added to
-/// `[broker]`.
+/// reading the broker's exporter; `extra` is added to `[broker]`.
 fn sink(dir: &Path, broker: &Broker, name: &str, topic: &str, extra: &str) -> Host {
-    let metrics_url = broker
-        .metrics_url()
-        .map(|url| format!("metrics_url = \"{url}\"\n"))
-        .unwrap_or_default();
     let config = write_config(
         dir,
         &format!("{name}.toml"),
         &broker.url(),
         name,
         &format!(
-            "[retry]\nretry_backoff_ms = 50\nmax_backoff_ms = 300\n\n[broker]\ncheck_interval_ms = 200\n{metrics_url}{extra}\n{}",
+            "[retry]\nretry_backoff_ms = 50\nmax_backoff_ms = 300\n\n[broker]\ncheck_interval_ms = 200\nmetrics_url = \"{}\"\n{extra}\n{}",
+            broker.metrics_url(),
             common::file_sink_tables(&dir.join("out"), topic, "s")
         ),
     );
@@ -300,4 +296,53 @@ danube_testkit::on_both_brokers! {
         assert!(source.terminate(DEADLINE).success());
         assert!(host.terminate(DEADLINE).success());
     }
+}
+
+/// danube-client ends one partition's message stream for good on an error
+/// it does not retry while the other partitions go on, so the stream the
+/// sink reads stays open and nothing reports it. The broker's figures do:
+/// the partition is behind and delivers nothing, so the sink subscribes
+/// again and it flows. (Only the test broker refuses a stream on demand.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_the_client_stopped_receiving_is_noticed_and_subscribed_again() {
+    const TOPIC: &str = "/default/halted";
+    let broker = Broker::start(BrokerKind::Test).await.unwrap();
+    let test_broker = broker.as_test().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    broker.create_topic(TOPIC, 3, true).await.unwrap();
+    let partitions: Vec<String> = (0..3).map(|p| format!("{TOPIC}-part-{p}")).collect();
+    let host = sink(
+        dir.path(),
+        &broker,
+        "halted-sink",
+        TOPIC,
+        "stall_timeout_ms = 2000\n",
+    );
+    wait_subscribed(&broker, &partitions, "s", &host).await;
+
+    // Every stream is cut; the first to open again is refused with a code
+    // the client gives up on.
+    test_broker.refuse_receives(1, tonic::Code::Internal);
+    test_broker.drop_connections();
+    for (p, partition) in partitions.iter().enumerate() {
+        let first = p as u64 * 100;
+        publish(&broker.url(), partition, first..first + 30).await;
+    }
+    wait_written(dir.path(), 90, &host).await;
+    let mut seqs = written(dir.path());
+    seqs.sort();
+    seqs.dedup();
+    let expected: Vec<u64> = [0..30, 100..130, 200..230].into_iter().flatten().collect();
+    assert_eq!(seqs, expected);
+    let log = host.log();
+    assert!(
+        log.contains("is stalled: the broker reports") && log.contains("subscribing again"),
+        "the halted partition came back without a stall reported; log:\n{log}"
+    );
+    // The stall ended with the partition's first message.
+    wait_health(&host, DEADLINE, "healthy once the partition flows", |doc| {
+        status(doc, "halted-sink") == ("healthy", "running")
+    })
+    .await;
+    assert!(host.terminate(DEADLINE).success());
 }

@@ -72,11 +72,11 @@ impl Broker {
         }
     }
 
-    /// The Prometheus page; the test broker has none.
-    pub fn metrics_url(&self) -> Option<String> {
+    /// The broker's Prometheus page.
+    pub fn metrics_url(&self) -> String {
         match self {
-            Broker::Test(_) => None,
-            Broker::Real(broker) => Some(broker.metrics_url()),
+            Broker::Test(broker) => broker.metrics_url(),
+            Broker::Real(broker) => broker.metrics_url(),
         }
     }
 

@@ -23,6 +23,7 @@
 //! ```
 
 mod broker;
+mod exporter;
 mod harness;
 mod real;
 mod schema;
@@ -76,6 +77,8 @@ impl Default for BrokerConfig {
 pub struct TestBroker {
     core: Arc<Core>,
     addr: SocketAddr,
+    /// Where the Prometheus page is served.
+    metrics_addr: SocketAddr,
     routes: tonic::service::Routes,
     connections: Arc<Connections>,
     /// The accept loop while serving, `None` while stopped.
@@ -106,11 +109,13 @@ impl TestBroker {
             let stop = shutdown.clone();
             async move { core.run_timer(stop).await }
         });
+        let metrics_addr = exporter::serve(Arc::clone(&core), addr, shutdown.child_token()).await?;
         let broker = TestBroker {
             routes: services::routes(Arc::clone(&core)),
             connections: Arc::new(Connections::new(shutdown.clone())),
             core,
             addr,
+            metrics_addr,
             listening: Mutex::new(None),
             shutdown,
         };
@@ -161,6 +166,15 @@ impl TestBroker {
     /// The URL to give `DanubeClient::builder().service_url(..)`.
     pub fn url(&self) -> String {
         self.core.url.clone()
+    }
+
+    /// The broker's Prometheus page, under the real broker's metric names:
+    /// `danube_subscription_lag_messages` (reliable subscriptions: messages
+    /// not acknowledged yet), `danube_subscription_active_consumers` and
+    /// `danube_topic_messages_in_total`. It keeps serving while the broker
+    /// is stopped.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics_addr)
     }
 
     /// Stops serving as a crashed broker would: the port refuses connections

@@ -709,6 +709,47 @@ impl Topics {
         })
     }
 
+    /// The figures the real broker's Prometheus exporter publishes per topic
+    /// and subscription, under its names: messages in, active consumers, and
+    /// for reliable subscriptions the messages not acknowledged yet
+    /// (`danube_subscription_lag_messages`; undispatched, in flight or
+    /// waiting for redelivery).
+    pub(crate) fn exposition(&self) -> String {
+        let mut lag = String::new();
+        let mut consumers = String::new();
+        let mut messages_in = String::new();
+        for (name, topic) in &self.topics {
+            let topic_label = escape_label(name);
+            messages_in.push_str(&format!(
+                "danube_topic_messages_in_total{{topic=\"{topic_label}\"}} {}\n",
+                topic.records.len()
+            ));
+            for (subscription, s) in &topic.subscriptions {
+                let labels = format!(
+                    "topic=\"{topic_label}\",subscription=\"{}\"",
+                    escape_label(subscription)
+                );
+                let active = s.consumers.values().filter(|c| c.stream.is_some()).count();
+                consumers.push_str(&format!(
+                    "danube_subscription_active_consumers{{{labels}}} {active}\n"
+                ));
+                if topic.reliable {
+                    let undispatched = (topic.records.len() as u64).saturating_sub(s.cursor);
+                    let held = s.in_flight.len() + s.redeliver.len() + s.delayed.len();
+                    lag.push_str(&format!(
+                        "danube_subscription_lag_messages{{{labels}}} {}\n",
+                        undispatched + held as u64
+                    ));
+                }
+            }
+        }
+        format!(
+            "# TYPE danube_topic_messages_in_total counter\n{messages_in}\
+             # TYPE danube_subscription_active_consumers gauge\n{consumers}\
+             # TYPE danube_subscription_lag_messages gauge\n{lag}"
+        )
+    }
+
     fn consumer_location(&self, consumer_id: u64) -> Result<(String, String), Status> {
         self.consumers.get(&consumer_id).cloned().ok_or_else(|| {
             Status::not_found(format!(
@@ -980,6 +1021,14 @@ fn fnv1a(key: &str) -> u64 {
     key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
