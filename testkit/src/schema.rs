@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, btree_map::Entry};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use danube_core::proto::danube_schema as proto;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tonic::Status;
 
@@ -162,6 +162,25 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A definition as Danube's registry answers it: not the bytes as
+/// registered but its own JSON form of the definition,
+/// `{"Avro":{"raw_schema":"...","fingerprint":"..."}}`, `{"JsonSchema":{..}}`,
+/// `{"Protobuf":{..}}`, or `"String"`, `"Number"`, `"Bytes"`.
+fn envelope(schema_type: &str, definition: &[u8], fingerprint: &str) -> Vec<u8> {
+    let raw = String::from_utf8_lossy(definition);
+    let form = match schema_type {
+        "avro" => json!({"Avro": {"raw_schema": raw, "fingerprint": fingerprint}}),
+        "json_schema" => json!({"JsonSchema": {"raw_schema": raw, "fingerprint": fingerprint}}),
+        "protobuf" => {
+            json!({"Protobuf": {"raw_proto": raw, "message_name": "", "fingerprint": fingerprint}})
+        }
+        "string" => json!("String"),
+        "number" => json!("Number"),
+        _ => json!("Bytes"),
+    };
+    serde_json::to_vec(&form).expect("a JSON value serializes")
+}
+
 impl Subject {
     fn latest(&self) -> Result<&Version, Status> {
         self.versions
@@ -175,7 +194,11 @@ impl Subject {
             version: version.version,
             subject: subject.to_owned(),
             schema_type: self.schema_type.clone(),
-            schema_definition: version.definition.clone(),
+            schema_definition: envelope(
+                &self.schema_type,
+                &version.definition,
+                &version.fingerprint,
+            ),
             description: version.description.clone(),
             created_at: version.created_at,
             created_by: version.created_by.clone(),

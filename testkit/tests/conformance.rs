@@ -295,6 +295,12 @@ danube_testkit::on_both_brokers! {
             status.message()
         );
         assert_eq!(schemas.list_versions("orders-value").await.unwrap(), [1, 2]);
+
+        // A definition comes back in the registry's own JSON form, the
+        // schema as registered inside.
+        let stored = schemas.get_latest_schema("orders-value").await.unwrap().schema_definition;
+        let form: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(form["JsonSchema"]["raw_schema"], V2, "{form}");
     }
 
     async fn a_subscription_is_listed_and_described(broker: Broker) {

@@ -58,6 +58,24 @@ impl Codec {
         }
     }
 
+    /// The codec of a definition the registry returned. Danube's registry
+    /// does not answer the bytes as registered but its own JSON form of the
+    /// definition (`{"Avro":{"raw_schema":"...","fingerprint":"..."}}`,
+    /// `{"JsonSchema":{..}}`, `"String"`); the schema is inside it.
+    pub fn registered(schema_type: &str, stored: &[u8]) -> Result<Codec, String> {
+        let wrapped = serde_json::from_slice::<Json>(stored)
+            .ok()
+            .and_then(|form| {
+                let object = form.as_object().filter(|o| o.len() == 1)?;
+                let inner = object.get("Avro").or_else(|| object.get("JsonSchema"))?;
+                inner.get("raw_schema")?.as_str().map(str::to_owned)
+            });
+        match wrapped {
+            Some(raw) => Codec::new(schema_type, raw.as_bytes()),
+            None => Codec::new(schema_type, stored),
+        }
+    }
+
     fn type_name(&self) -> &'static str {
         match self {
             Codec::Bytes => "bytes",
@@ -181,6 +199,34 @@ mod tests {
             "{missing}"
         );
         assert!(c.encode(b"not json").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn the_registrys_own_form_of_a_definition_is_unwrapped() {
+        let avro = r#"{"type":"record","name":"r","fields":[{"name":"id","type":"long"}]}"#;
+        let stored = serde_json::to_vec(
+            &serde_json::json!({"Avro": {"raw_schema": avro, "fingerprint": "f"}}),
+        )
+        .unwrap();
+        let registered = Codec::registered("avro", &stored).unwrap();
+        assert_eq!(
+            registered.encode(br#"{"id": 7}"#).unwrap(),
+            codec("avro", avro).encode(br#"{"id": 7}"#).unwrap()
+        );
+        let json_schema = r#"{"type":"object","required":["id"]}"#;
+        let stored = serde_json::to_vec(
+            &serde_json::json!({"JsonSchema": {"raw_schema": json_schema, "fingerprint": "f"}}),
+        )
+        .unwrap();
+        let checked = Codec::registered("json_schema", &stored).unwrap();
+        assert!(checked.encode(br#"{"id": 1}"#).is_ok());
+        assert!(
+            checked.encode(br#"{"other": 1}"#).is_err(),
+            "the inner schema is the one checked"
+        );
+        // Definitions as registered, and the unit forms, pass as they are.
+        assert!(Codec::registered("avro", avro.as_bytes()).is_ok());
+        assert!(Codec::registered("string", br#""String""#).is_ok());
     }
 
     #[test]

@@ -256,12 +256,13 @@ impl SourceSchemas {
                 (None, None) => continue,
             };
             let info = registry.resolve(&subject, strategy).await?;
-            let codec = Codec::new(&info.schema_type, &info.schema_definition).map_err(|e| {
-                SchemaError::Refused(format!(
-                    "schema subject '{subject}' version {}: {e}",
-                    info.version
-                ))
-            })?;
+            let codec =
+                Codec::registered(&info.schema_type, &info.schema_definition).map_err(|e| {
+                    SchemaError::Refused(format!(
+                        "schema subject '{subject}' version {}: {e}",
+                        info.version
+                    ))
+                })?;
             tracing::info!(topic = %producer.topic, subject = %subject, version = info.version, schema_type = %info.schema_type, "schema attached");
             let version_ref = match strategy {
                 VersionStrategy::Latest => VersionRef::UseLatest(true),
@@ -401,12 +402,13 @@ impl MessageSchemas {
                 .map_err(|e| e.message),
         };
         let schema = found.and_then(|info| {
-            let codec = Codec::new(&info.schema_type, &info.schema_definition).map_err(|e| {
-                format!(
-                    "schema subject '{}' version {}: {e}",
-                    info.subject, info.version
-                )
-            })?;
+            let codec =
+                Codec::registered(&info.schema_type, &info.schema_definition).map_err(|e| {
+                    format!(
+                        "schema subject '{}' version {}: {e}",
+                        info.subject, info.version
+                    )
+                })?;
             Ok(Arc::new(MessageSchema {
                 reference: SchemaRef {
                     subject: info.subject,
