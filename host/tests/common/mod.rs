@@ -8,6 +8,7 @@ pub mod mosquitto;
 pub mod polyglot;
 pub mod postgres;
 pub mod probe;
+pub mod recorder;
 pub mod server;
 pub mod tls;
 
