@@ -1,13 +1,36 @@
 #!/usr/bin/env bash
 # Sets everything up and runs a real pipeline end to end:
-#   datagen-source -> danube-host -> Danube (the in-memory test broker)
-#   -> danube-host -> file-sink -> a JSON-lines file
-# then prints what flowed. Usage: ./quickstart.sh [RECORDS]
+#   datagen-source -> danube-host -> Danube -> danube-host -> file-sink
+#   -> a JSON-lines file
+# then prints what flowed. Usage: ./quickstart.sh [--real-broker|--test-broker] [RECORDS]
+# Danube is the real broker when DANUBE_BROKER_BIN names its binary (or with
+# --real-broker, which needs it), otherwise danube-testkit, the in-memory
+# test broker; --test-broker picks the test broker either way.
 # (KEEP_WORKDIR=1 keeps the configurations, logs and output for a look.)
 set -euo pipefail
 cd "$(dirname "$0")"
-records=${1:-1000}
+broker_kind=test
+[[ -n "${DANUBE_BROKER_BIN:-}" ]] && broker_kind=real
+records=1000
+for arg in "$@"; do
+    case $arg in
+    --real-broker) broker_kind=real ;;
+    --test-broker) broker_kind=test ;;
+    [0-9]*) records=$arg ;;
+    *)
+        echo "usage: $0 [--real-broker|--test-broker] [RECORDS]" >&2
+        exit 2
+        ;;
+    esac
+done
+if [[ $broker_kind == real && ! -x "${DANUBE_BROKER_BIN:-}" ]]; then
+    echo "quickstart: --real-broker needs DANUBE_BROKER_BIN, the path of a danube-broker" \
+        "binary (v0.15.1: docker cp it out of ghcr.io/danube-messaging/danube-broker, or" \
+        "build it from danube-messaging/danube; README, \"Testing against the real broker\")" >&2
+    exit 2
+fi
 topic=/default/quickstart
+partitions=3
 
 scripts/setup.sh
 scripts/build.sh
@@ -34,12 +57,109 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
     done
 }
 
-echo "== starting the test broker (in memory, for development only)"
-target/debug/danube-testkit --port 0 --topic "$topic:3" >"$work/broker.url" 2>"$work/broker.log" &
-pids+=($!)
-wait_for 10 "the broker" test -s "$work/broker.url"
-url=$(head -n1 "$work/broker.url")
-echo "   $url"
+# free_ports N: N free loopback ports, bound together so that they differ.
+free_ports() {
+    python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+' "$1"
+}
+
+# broker_ready PORT...: the broker runs and every port accepts a TCP connection.
+broker_ready() {
+    if ! kill -0 "$broker" 2>/dev/null; then
+        echo "quickstart: the broker exited; its log:" >&2
+        tail -n 20 "$work/broker.log" >&2
+        exit 1
+    fi
+    answers "$@"
+}
+
+# answers PORT...: every port accepts a TCP connection.
+answers() {
+    local port
+    for port in "$@"; do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || return 1
+    done
+}
+
+# create_partitioned_topic ADMIN_ADDR TOPIC PARTITIONS: the admin API's
+# CreatePartitionedTopic with reliable dispatch, spoken by curl as gRPC over
+# HTTP/2: a 5-byte frame header, then the protobuf message written out by
+# hand (field 1 base_name, 2 partitions, 4 dispatch_strategy = Reliable).
+create_partitioned_topic() {
+    local addr=$1 name=$2 n=$3
+    local len=$((2 + ${#name} + 4))
+    ((${#name} < 128 && n < 128)) || return 1
+    {
+        printf '\x00\x00\x00\x00'
+        printf "\\x$(printf %02x "$len")"
+        printf '\x0a'
+        printf "\\x$(printf %02x "${#name}")"
+        printf '%s' "$name"
+        printf '\x10'
+        printf "\\x$(printf %02x "$n")"
+        printf '\x20\x01'
+    } >"$work/create-topic.bin"
+    curl -sS --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
+        --data-binary @"$work/create-topic.bin" -D "$work/create-topic.headers" -o /dev/null \
+        "http://$addr/danube_admin.TopicAdmin/CreatePartitionedTopic" &&
+        grep -qi '^grpc-status: 0' "$work/create-topic.headers"
+}
+
+broker_table=
+rate=0 # records/s, 0: as fast as the broker takes them
+pace=
+if [[ $broker_kind == real ]]; then
+    broker_name="the real Danube broker ($DANUBE_BROKER_BIN)"
+    echo "== starting $broker_name, standalone, on a fresh data directory"
+    for attempt in 1 2 3 4 5; do
+        read -r port admin raft prom < <(free_ports 4)
+        rm -rf "$work/broker-data"
+        NO_COLOR=1 "$DANUBE_BROKER_BIN" --mode standalone --data-dir "$work/broker-data" \
+            --broker-addr "127.0.0.1:$port" --admin-addr "127.0.0.1:$admin" \
+            --raft-addr "127.0.0.1:$raft" --prom-exporter "127.0.0.1:$prom" \
+            >"$work/broker.log" 2>&1 &
+        broker=$!
+        pids+=($broker)
+        # Ready when its client, admin and metrics ports answer. A port taken
+        # in between by another process shows in its log: then new ports.
+        wait_for 30 "the broker" broker_ready "$port" "$admin" "$prom"
+        if grep -q "Address already in use" "$work/broker.log"; then
+            kill "$broker" 2>/dev/null || true
+            wait "$broker" 2>/dev/null || true
+            continue
+        fi
+        break
+    done
+    url=http://127.0.0.1:$port
+    echo "   $url (admin 127.0.0.1:$admin, metrics http://127.0.0.1:$prom/metrics)"
+    # The sink subscribes before the first record, and Danube starts a new
+    # subscription at the latest message: the topic must exist first.
+    if ! create_partitioned_topic "127.0.0.1:$admin" "$topic" "$partitions"; then
+        echo "quickstart: creating $topic through the admin API failed:" >&2
+        cat "$work/create-topic.headers" >&2 || true
+        exit 1
+    fi
+    echo "   created $topic with $partitions partitions (admin API)"
+    # The sink reports on /health any messages the broker skips.
+    broker_table=$'[broker]\n'"metrics_url = \"http://127.0.0.1:$prom/metrics\""
+    # The real broker drops messages of a reliable subscription that falls
+    # 256 behind its producers: the source keeps to a rate the sink sustains.
+    rate=500
+    pace=", $rate/s"
+else
+    broker_name="danube-testkit, the in-memory test broker (for development only)"
+    echo "== starting $broker_name"
+    target/debug/danube-testkit --port 0 --topic "$topic:$partitions" >"$work/broker.url" 2>"$work/broker.log" &
+    pids+=($!)
+    wait_for 10 "the broker" test -s "$work/broker.url"
+    url=$(head -n1 "$work/broker.url")
+    echo "   $url"
+fi
 
 mkdir -p "$work/out"
 cat >"$work/sink.toml" <<TOML
@@ -59,6 +179,8 @@ dir = "$work/state"
 path = "$work/out"
 topics = ["$topic"]
 subscription = "quickstart"
+
+$broker_table
 TOML
 cat >"$work/source.toml" <<TOML
 danube_service_url = "$url"
@@ -72,10 +194,11 @@ port = 0
 
 [datagen]
 topics = ["$topic"]
-partitions = 3
+partitions = $partitions
 keys = 8
 count = $records
 payload_size = 64
+rate = $rate
 TOML
 
 echo "== starting file-sink (consumes $topic, writes $work/out/records.jsonl)"
@@ -85,7 +208,7 @@ sink=$!
 pids+=($sink)
 wait_for 30 "the sink to subscribe" grep -qs "subscribed" "$work/sink.log"
 
-echo "== starting datagen-source ($records records over 3 partitions, 8 keys)"
+echo "== starting datagen-source ($records records over $partitions partitions, 8 keys$pace)"
 target/debug/danube-host --log-format text \
     --module target/wasm32-wasip2/release/datagen_source.wasm --config "$work/source.toml" 2>"$work/source.log" &
 source=$!
@@ -93,7 +216,7 @@ pids+=($source)
 
 lines() { [[ -f "$work/out/records.jsonl" ]] && wc -l <"$work/out/records.jsonl" || echo 0; }
 all_written() { test "$(lines)" -ge "$records"; }
-wait_for 120 "$records records in the sink" all_written
+wait_for $((120 + (rate > 0 ? records / rate : 0))) "$records records in the sink" all_written
 
 echo "== draining both connectors (SIGTERM)"
 kill -TERM "$source" "$sink"
@@ -102,8 +225,9 @@ wait "$source" && wait "$sink"
 out="$work/out/records.jsonl"
 distinct=$(grep -o '"seq":[0-9][0-9]*' "$out" | sort -u | wc -l)
 echo
+echo "broker: $broker_name"
 echo "records written by file-sink: $(lines)  (distinct sequence numbers: $distinct)"
-for p in 0 1 2; do
+for ((p = 0; p < partitions; p++)); do
     echo "  from $topic-part-$p: $(grep -c "\"topic\":\"$topic-part-$p\"" "$out")"
 done
 echo "source's committed position (state store): $(cat "$work/state/quickstart-source.state.json")"
@@ -114,4 +238,4 @@ if [[ $distinct -ne $records ]]; then
     exit 1
 fi
 echo
-echo "quickstart: OK"
+echo "quickstart: OK, through $broker_name"

@@ -1,6 +1,8 @@
-//! Directory mode against the test broker and the real `danube-host` binary:
-//! connectors added, replaced and removed while records flow, broken
-//! replacements, ten connectors side by side, and SIGHUP.
+//! Directory mode through the real `danube-host` binary: connectors added,
+//! replaced and removed while records flow (on the test broker and on the
+//! real Danube broker); broken replacements, ten connectors side by side,
+//! hostile neighbours and SIGHUP (on the test broker, which these tests ask
+//! for what it stored).
 
 mod common;
 
@@ -10,9 +12,10 @@ use std::time::Duration;
 
 use common::directory::{changed_module, place};
 use common::{
-    Host, committed_seq, endpoint, guest, http_get, wait_subscribed, wait_until_async, write_config,
+    Host, broker_table, committed_seq, endpoint, guest, health_detail, http_get, take_turn,
+    tap_seqs, wait_subscribed, wait_until_async, write_config,
 };
-use danube_testkit::TestBroker;
+use danube_testkit::{BrokerKind, Tap, TestBroker};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -39,11 +42,11 @@ impl Layout {
     }
 
     /// A connector configuration's text (root keys, state outside `mods`).
-    fn config(&self, broker: &TestBroker, connector: &str, rest: &str) -> String {
+    fn config(&self, broker_url: &str, connector: &str, rest: &str) -> String {
         let path = write_config(
             &self.root.join("staging"),
             &format!("{connector}.toml"),
-            &broker.url(),
+            broker_url,
             connector,
             rest,
         );
@@ -186,181 +189,226 @@ fn health(host: &Host) -> (u16, serde_json::Value) {
     (status, serde_json::from_str(&body).unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn connectors_added_replaced_and_removed_while_records_flow_lose_nothing() {
-    const TOPIC: &str = "/default/dir-flow";
-    const SINK_BATCH: u32 = 50;
-    let broker = TestBroker::start().await.unwrap();
-    broker.create_topic(TOPIC, 0, true).unwrap();
-    let layout = Layout::new();
-    let (out, audit_out) = (layout.root.join("out"), layout.root.join("audit-out"));
-    let out_file = out.join("records.jsonl");
-    let host = layout.start();
+danube_testkit::on_both_brokers! {
+    async fn connectors_added_replaced_and_removed_while_records_flow_lose_nothing(
+        broker: Broker
+    ) {
+        const TOPIC: &str = "/default/dir-flow";
+        const SINK_BATCH: u32 = 50;
+        // The source's rate before and after its configuration is replaced.
+        // The real broker loses what a reliable subscription falls 256
+        // behind on, and each sink swap leaves its subscription without a
+        // consumer for a moment: paced so that such a moment stays short of
+        // 256 records.
+        let (rate, new_rate) = match broker.kind() {
+            BrokerKind::Test => (400, 600),
+            BrokerKind::Real => (150, 200),
+        };
+        let _turn = take_turn(broker.kind()).await;
+        broker.create_topic(TOPIC, 0, true).await.unwrap();
+        // What the source published, counted by a consumer of its own.
+        let tap = Tap::start(&broker.url(), TOPIC).await.unwrap();
+        let layout = Layout::new();
+        let (out, audit_out) = (layout.root.join("out"), layout.root.join("audit-out"));
+        let out_file = out.join("records.jsonl");
+        let host = layout.start();
+        let failure = |host: &Host| {
+            format!("sink {}\nlog:\n{}", health_detail(host), host.log())
+        };
 
-    // Added: a sink, then a source, into the running host.
-    let sink_module = guest("file-sink");
-    let source_module = guest("datagen-source");
-    let sink_config = |batch| {
-        layout.config(
-            &broker,
+        // Added: a sink, then a source, into the running host.
+        let sink_module = guest("file-sink");
+        let source_module = guest("datagen-source");
+        let sink_config = |batch| {
+            layout.config(
+                &broker.url(),
+                "sink",
+                &format!(
+                    "{}{}",
+                    broker_table(&broker),
+                    file_sink_config(&out, TOPIC, "main", batch)
+                ),
+            )
+        };
+        layout.add(
+            &layout.mods,
             "sink",
-            &file_sink_config(&out, TOPIC, "main", batch),
-        )
-    };
-    layout.add(
-        &layout.mods,
-        "sink",
-        std::fs::read(&sink_module).unwrap(),
-        &sink_config(SINK_BATCH),
-    );
-    wait_subscribed(&broker, &[TOPIC.to_string()], "main", &host).await;
-    let source_config = |rate| {
-        layout.config(
-            &broker,
+            std::fs::read(&sink_module).unwrap(),
+            &sink_config(SINK_BATCH),
+        );
+        wait_subscribed(&broker, &[TOPIC.to_string()], "main", &host).await;
+        let source_config = |rate| {
+            layout.config(
+                &broker.url(),
+                "source",
+                &datagen_config(TOPIC, &format!("rate = {rate}\n")),
+            )
+        };
+        layout.add(
+            &layout.mods,
             "source",
-            &datagen_config(TOPIC, &format!("rate = {rate}\n")),
+            std::fs::read(&source_module).unwrap(),
+            &source_config(rate),
+        );
+        let written = || written_seqs(&out_file).len();
+        keeps_flowing("first records", &host, 300, written).await;
+
+        // Replaced: the source's module (other bytes), then its configuration.
+        replace_module_then_config(
+            &layout,
+            &host,
+            "source",
+            &source_module,
+            source_config(new_rate),
+            written,
         )
-    };
-    layout.add(
-        &layout.mods,
-        "source",
-        std::fs::read(&source_module).unwrap(),
-        &source_config(400),
-    );
-    let written = || written_seqs(&out_file).len();
-    keeps_flowing("first records", &host, 300, written).await;
+        .await;
 
-    // Replaced: the source's module (other bytes), then its configuration.
-    replace_module_then_config(
-        &layout,
-        &host,
-        "source",
-        &source_module,
-        source_config(600),
-        written,
-    )
-    .await;
-
-    // Added then removed: a second sink on its own subscription.
-    layout.add(
-        &layout.mods,
-        "audit",
-        std::fs::read(&sink_module).unwrap(),
-        &layout.config(
-            &broker,
+        // Added then removed: a second sink on its own subscription.
+        layout.add(
+            &layout.mods,
             "audit",
-            &file_sink_config(&audit_out, TOPIC, "audit", 20),
-        ),
-    );
-    wait_subscribed(&broker, &[TOPIC.to_string()], "audit", &host).await;
-    let audit_file = audit_out.join("records.jsonl");
-    keeps_flowing("audit sink", &host, 200, || written_seqs(&audit_file).len()).await;
-    std::fs::remove_file(layout.mods.join("audit.wasm")).unwrap();
-    gone_from_health(&host, "audit").await;
-    let metrics = http_get(&endpoint(&host).unwrap(), "/metrics").1;
-    assert!(
-        !metrics.contains("connector=\"audit\"") && metrics.contains("connector=\"sink\""),
-        "a removed connector's series stay, or the others went:\n{metrics}"
-    );
-    let unsubscribed = wait_until_async(DEADLINE, || {
-        broker
-            .subscription(TOPIC, "audit")
-            .is_some_and(|s| s.consumers == 0)
-    })
-    .await;
-    assert!(unsubscribed, "the audit sink's consumer is still connected");
-    // It drained: everything it acknowledged is written, and everything it
-    // wrote was acknowledged.
-    let audit = written_seqs(&audit_file);
-    let audit_sub = broker.subscription(TOPIC, "audit").unwrap();
-    let audit_dups = duplicates(&audit);
-    println!(
-        "audit sink: wrote {} records ({audit_dups} duplicates), broker counts {} acked",
-        audit.len(),
-        audit_sub.acked
-    );
-    assert_eq!(audit_sub.acked as usize, audit.len() - audit_dups);
-    keeps_flowing("after the audit sink was removed", &host, 300, written).await;
+            std::fs::read(&sink_module).unwrap(),
+            &layout.config(
+                &broker.url(),
+                "audit",
+                &format!(
+                    "{}{}",
+                    broker_table(&broker),
+                    file_sink_config(&audit_out, TOPIC, "audit", 20)
+                ),
+            ),
+        );
+        wait_subscribed(&broker, &[TOPIC.to_string()], "audit", &host).await;
+        let audit_file = audit_out.join("records.jsonl");
+        keeps_flowing("audit sink", &host, 200, || written_seqs(&audit_file).len()).await;
+        std::fs::remove_file(layout.mods.join("audit.wasm")).unwrap();
+        gone_from_health(&host, "audit").await;
+        let metrics = http_get(&endpoint(&host).unwrap(), "/metrics").1;
+        assert!(
+            !metrics.contains("connector=\"audit\"") && metrics.contains("connector=\"sink\""),
+            "a removed connector's series stay, or the others went:\n{metrics}"
+        );
+        let audit = written_seqs(&audit_file);
+        let audit_dups = duplicates(&audit);
+        println!(
+            "audit sink: wrote {} records ({audit_dups} duplicates)",
+            audit.len()
+        );
+        // Only the test broker can say who is connected and what exactly a
+        // subscription acknowledged.
+        if let Some(test) = broker.as_test() {
+            let unsubscribed = wait_until_async(DEADLINE, || {
+                test.subscription(TOPIC, "audit")
+                    .is_some_and(|s| s.consumers == 0)
+            })
+            .await;
+            assert!(unsubscribed, "the audit sink's consumer is still connected");
+            // It drained: everything it acknowledged is written, and
+            // everything it wrote was acknowledged.
+            let audit_sub = test.subscription(TOPIC, "audit").unwrap();
+            println!("broker counts {} acked by the audit sink", audit_sub.acked);
+            assert_eq!(audit_sub.acked as usize, audit.len() - audit_dups);
+        }
+        keeps_flowing("after the audit sink was removed", &host, 300, written).await;
 
-    // Replaced: the sink's module, then its configuration.
-    replace_module_then_config(
-        &layout,
-        &host,
-        "sink",
-        &sink_module,
-        sink_config(SINK_BATCH * 2),
-        written,
-    )
-    .await;
+        // Replaced: the sink's module, then its configuration.
+        replace_module_then_config(
+            &layout,
+            &host,
+            "sink",
+            &sink_module,
+            sink_config(SINK_BATCH * 2),
+            written,
+        )
+        .await;
 
-    // Removed: the source drains, committing the last record the broker took.
-    std::fs::remove_file(layout.mods.join("source.toml")).unwrap();
-    gone_from_health(&host, "source").await;
-    let published = || published_seqs(&broker, TOPIC);
-    let last = *published().iter().max().unwrap();
-    assert!(
-        wait_until_async(DEADLINE, || committed_seq(&layout.state_file("source"))
-            == Some(last))
-        .await,
-        "the removed source committed {:?}, the broker holds up to {last}; log:\n{}",
-        committed_seq(&layout.state_file("source")),
-        host.log()
-    );
-    // The sink catches up with every record ever published.
-    let everything = wait_until_async(DEADLINE, || {
-        let mut seqs = written_seqs(&out_file);
-        seqs.sort_unstable();
-        seqs.dedup();
-        seqs.len() as u64 == last + 1
-    })
-    .await;
-    assert!(
-        everything,
-        "the sink did not write 0..={last}; log:\n{}",
-        host.log()
-    );
-    let status = host.terminate(DEADLINE);
-    assert!(status.success(), "exit status {status:?}");
+        // Removed: the source drains, committing the last record the broker
+        // took (once the tap has it too).
+        std::fs::remove_file(layout.mods.join("source.toml")).unwrap();
+        gone_from_health(&host, "source").await;
+        let last_published = || tap_seqs(&tap).keys().next_back().copied();
+        let mut last = None;
+        assert!(
+            wait_until_async(DEADLINE, || {
+                last = last_published();
+                last.is_some() && committed_seq(&layout.state_file("source")) == last
+            })
+            .await,
+            "the removed source committed {:?}, the broker holds up to {last:?}; log:\n{}",
+            committed_seq(&layout.state_file("source")),
+            host.log()
+        );
+        let last = last.unwrap();
+        // The sink catches up with every record ever published.
+        let everything = wait_until_async(DEADLINE, || {
+            let mut seqs = written_seqs(&out_file);
+            seqs.sort_unstable();
+            seqs.dedup();
+            seqs.len() as u64 == last + 1
+        })
+        .await;
+        assert!(
+            everything,
+            "the sink did not write 0..={last}; {}",
+            failure(&host)
+        );
+        if let Err(error) = broker
+            .wait_acked(&[TOPIC.to_string()], "main", Duration::from_secs(30))
+            .await
+        {
+            panic!("{error:#}; {}", failure(&host));
+        }
+        let status = host.terminate(DEADLINE);
+        assert!(status.success(), "exit status {status:?}");
 
-    let (published, written) = (published(), written_seqs(&out_file));
-    let (source_dups, sink_dups) = (duplicates(&published), duplicates(&written));
-    println!(
-        "flow: {} records (seq 0..={last}); broker holds {} ({source_dups} duplicates), sink wrote {} ({sink_dups} duplicates)",
-        last + 1,
-        published.len(),
-        written.len()
-    );
-    assert_eq!(
-        published.len() - source_dups,
-        last as usize + 1,
-        "no gap in what was published"
-    );
-    // Two source swaps, each re-sending at most what was in flight
-    // (max_in_flight = 200); two sink swaps, each re-writing at most its
-    // batches in flight (2 of 100).
-    assert!(source_dups <= 2 * 200, "{source_dups} duplicates published");
-    assert!(
-        sink_dups <= source_dups + 2 * 2 * 100,
-        "{sink_dups} duplicates written"
-    );
-    assert_eq!(broker.subscription(TOPIC, "main").unwrap().unacked, 0);
+        let published = tap_seqs(&tap);
+        let source_dups: usize = published.values().map(|n| n - 1).sum();
+        let written = written_seqs(&out_file);
+        let sink_dups = duplicates(&written);
+        println!(
+            "{:?} broker, flow: {} records (seq 0..={last}); broker holds {} ({source_dups} duplicates), sink wrote {} ({sink_dups} duplicates)",
+            broker.kind(),
+            last + 1,
+            published.len() + source_dups,
+            written.len()
+        );
+        assert_eq!(
+            published.len(),
+            last as usize + 1,
+            "no gap in what was published"
+        );
+        assert!(
+            audit.iter().all(|s| published.contains_key(s)),
+            "the audit sink wrote records the broker never had"
+        );
+        // Two source swaps, each re-sending at most what was in flight
+        // (max_in_flight = 200); two sink swaps, each re-writing at most its
+        // batches in flight (2 of 100).
+        assert!(source_dups <= 2 * 200, "{source_dups} duplicates published");
+        assert!(
+            sink_dups <= source_dups + 2 * 2 * 100,
+            "{sink_dups} duplicates written"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_replacement_is_rejected_and_the_running_connector_keeps_going() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const TOPIC: &str = "/default/dir-broken";
     let broker = TestBroker::start().await.unwrap();
     broker.create_topic(TOPIC, 0, true).unwrap();
     let layout = Layout::new();
     let host = layout.start();
     let module = std::fs::read(guest("datagen-source")).unwrap();
-    let good_config = layout.config(&broker, "gen", &datagen_config(TOPIC, "rate = 300\n"));
+    let good_config = layout.config(&broker.url(), "gen", &datagen_config(TOPIC, "rate = 300\n"));
     layout.add(&layout.mods, "gen", &module, &good_config);
     let published = || broker.messages(TOPIC).len();
     keeps_flowing("first records", &host, 100, published).await;
 
     // A configuration with a key the connector does not know.
-    let misspelt = layout.config(&broker, "gen", &datagen_config(TOPIC, "rat = 300\n"));
+    let misspelt = layout.config(&broker.url(), "gen", &datagen_config(TOPIC, "rat = 300\n"));
     place(&layout.mods, "gen.toml", &misspelt);
     logged(&host, "gen: rejected", 1).await;
     let rejection = host
@@ -430,6 +478,7 @@ async fn a_broken_replacement_is_rejected_and_the_running_connector_keeps_going(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_connectors_run_side_by_side_and_a_failed_one_does_not_stop_them() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const COUNT: u64 = 300;
     let broker = TestBroker::start().await.unwrap();
     let layout = Layout::new();
@@ -438,7 +487,7 @@ async fn ten_connectors_run_side_by_side_and_a_failed_one_does_not_stop_them() {
     for i in 0..10 {
         broker.create_topic(&topic(i), 0, true).unwrap();
         let config = layout.config(
-            &broker,
+            &broker.url(),
             &format!("gen{i}"),
             &datagen_config(&topic(i), &format!("count = {COUNT}\n")),
         );
@@ -446,7 +495,7 @@ async fn ten_connectors_run_side_by_side_and_a_failed_one_does_not_stop_them() {
     }
     // Passes validation (the key exists) but its guest refuses the value.
     let refused = layout.config(
-        &broker,
+        &broker.url(),
         "refused",
         &datagen_config("/default/dir-refused", "rate = \"fast\"\n"),
     );
@@ -495,12 +544,18 @@ async fn ten_connectors_run_side_by_side_and_a_failed_one_does_not_stop_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_rescans_a_change_the_watcher_cannot_see() {
+    let _turn = take_turn(BrokerKind::Test).await;
     let broker = TestBroker::start().await.unwrap();
     let layout = Layout::new();
     let module = std::fs::read(guest("datagen-source")).unwrap();
     let topic = |name: &str| format!("/default/dir-hup-{name}");
-    let config =
-        |name: &str| layout.config(&broker, name, &datagen_config(&topic(name), "rate = 200\n"));
+    let config = |name: &str| {
+        layout.config(
+            &broker.url(),
+            name,
+            &datagen_config(&topic(name), "rate = 200\n"),
+        )
+    };
     for name in ["a", "b", "c"] {
         broker.create_topic(&topic(name), 0, true).unwrap();
     }
@@ -545,6 +600,7 @@ async fn sighup_rescans_a_change_the_watcher_cannot_see() {
 /// beside them in the same process keeps flowing and stays healthy.
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_guests_leave_their_neighbours_in_the_same_host_flowing() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const FLOW: &str = "/default/dir-neighbours";
     const LOOPING: &str = "/default/dir-looping";
     const TIMEOUT: &str = "[retry]\nmax_retries = 2\nretry_backoff_ms = 50\nmax_backoff_ms = 100\n\n\
@@ -558,7 +614,7 @@ async fn hostile_guests_leave_their_neighbours_in_the_same_host_flowing() {
     std::fs::create_dir_all(&out).unwrap();
     let out_file = out.join("records.jsonl");
     let sink = layout.config(
-        &broker,
+        &broker.url(),
         "writer",
         &file_sink_config(&out, FLOW, "writer", 50),
     );
@@ -568,7 +624,7 @@ async fn hostile_guests_leave_their_neighbours_in_the_same_host_flowing() {
         std::fs::read(guest("file-sink")).unwrap(),
         &sink,
     );
-    let source = layout.config(&broker, "gen", &datagen_config(FLOW, "rate = 500\n"));
+    let source = layout.config(&broker.url(), "gen", &datagen_config(FLOW, "rate = 500\n"));
     layout.add(
         &layout.mods,
         "gen",
@@ -576,7 +632,7 @@ async fn hostile_guests_leave_their_neighbours_in_the_same_host_flowing() {
         &source,
     );
     let looper = layout.config(
-        &broker,
+        &broker.url(),
         "looper",
         &format!("{TIMEOUT}\n[probe]\ntopic = \"{LOOPING}\"\nloop_in_batch = true\n"),
     );
@@ -587,7 +643,7 @@ async fn hostile_guests_leave_their_neighbours_in_the_same_host_flowing() {
         &looper,
     );
     let poller = layout.config(
-        &broker,
+        &broker.url(),
         "poller",
         &format!("{TIMEOUT}\n[probe]\nloop_in_poll = true\n"),
     );

@@ -1,8 +1,8 @@
-//! Fault injection through running hosts and the test broker: a source host
-//! stopped or killed mid-flow and started again, the broker restarted and
-//! paused mid-flow, and workers killed over and over during a long run. Each
-//! test counts the records: none missing, duplicates printed and bounded by
-//! what was in flight.
+//! Fault injection through running hosts: a source host stopped or killed
+//! mid-flow and started again, and workers killed over and over during a
+//! long run, each on the test broker and on the real Danube broker; the test
+//! broker restarted and paused mid-flow. Each test counts the records: none
+//! missing, duplicates printed and bounded by what was in flight.
 
 mod common;
 
@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Host, committed_seq, guest, kill_worker, seqs_in_file, wait_subscribed, wait_until_async,
-    worker_pid, write_config,
+    Host, broker_table, committed_seq, guest, health_detail, kill_worker, seqs_in_file, take_turn,
+    tap_seqs, wait_subscribed, wait_until_async, worker_pid, write_config,
 };
-use danube_testkit::{BrokerConfig, TestBroker};
+use danube_testkit::{Broker, BrokerConfig, BrokerKind, Tap, TestBroker};
 
 /// Retries that outlast every fault below: a broker away for seconds, a
 /// worker killed again and again.
@@ -94,7 +94,7 @@ async fn terminate(host: Host) {
 /// A datagen source writing `count` records at `rate`/s to `topic`.
 fn source_config(
     dir: &Path,
-    broker: &TestBroker,
+    broker_url: &str,
     name: &str,
     topic: &str,
     count: u64,
@@ -104,7 +104,7 @@ fn source_config(
     write_config(
         dir,
         &format!("{name}.toml"),
-        &broker.url(),
+        broker_url,
         name,
         &format!(
             "{PATIENT_RETRY}[processing]\n{processing}\n\n[datagen]\ntopics = [\"{topic}\"]\ncount = {count}\nrate = {rate}\n"
@@ -112,16 +112,20 @@ fn source_config(
     )
 }
 
-/// A mid-flow source run: `MID_FLOW_COUNT` records at 2,000/s, batches of
+/// A mid-flow source run: `MID_FLOW_COUNT` records, batches of
 /// `MID_FLOW_BATCH`, at most `MID_FLOW_IN_FLIGHT` unacknowledged.
 const MID_FLOW_COUNT: u64 = 4_000;
 const MID_FLOW_IN_FLIGHT: u64 = 500;
 const MID_FLOW_BATCH: u64 = 100;
+/// Records on the broker before the source is stopped.
+const MID_FLOW_STOP_AT: usize = 1_500;
 
 /// A datagen source host on its own topic and state directory, to be stopped
-/// or killed mid-flow and started again.
+/// or killed mid-flow and started again; a tap counts what reached the
+/// broker.
 struct MidFlow {
-    broker: TestBroker,
+    broker: Broker,
+    tap: Tap,
     topic: String,
     config: PathBuf,
     state_file: PathBuf,
@@ -130,32 +134,38 @@ struct MidFlow {
 
 impl MidFlow {
     /// Starts the source and lets it run until 1,500 records are stored.
-    async fn start(name: &str) -> (MidFlow, Host) {
+    async fn start(broker: Broker, name: &str) -> (MidFlow, Host) {
         let topic = format!("/default/{name}");
-        let broker = TestBroker::start().await.unwrap();
-        broker.create_topic(&topic, 0, true).unwrap();
+        broker.create_topic(&topic, 0, true).await.unwrap();
+        let tap = Tap::start(&broker.url(), &topic).await.unwrap();
+        // The real broker loses what a reliable subscription (the tap's)
+        // falls 256 behind on: paced well within what the tap keeps up with.
+        let rate = match broker.kind() {
+            BrokerKind::Test => 2_000,
+            BrokerKind::Real => 400,
+        };
         let dir = tempfile::tempdir().unwrap();
         let config = source_config(
             dir.path(),
-            &broker,
+            &broker.url(),
             name,
             &topic,
             MID_FLOW_COUNT,
-            2_000,
+            rate,
             &format!("batch_size = {MID_FLOW_BATCH}\nmax_in_flight = {MID_FLOW_IN_FLIGHT}"),
         );
         let state_file = dir.path().join(format!("state/{name}.state.json"));
         let host = Host::start(&guest("datagen-source"), &config, &[]);
         assert!(
-            broker
-                .wait_for(Duration::from_secs(30), |b| b.messages(&topic).len()
-                    >= 1_500)
+            tap.wait_for(MID_FLOW_STOP_AT, Duration::from_secs(30))
                 .await,
-            "log:\n{}",
+            "{} records reached the broker; log:\n{}",
+            tap.count(),
             host.log()
         );
         let run = MidFlow {
             broker,
+            tap,
             topic,
             config,
             state_file,
@@ -168,16 +178,15 @@ impl MidFlow {
     /// `committed`, that every record reaches the broker, and that duplicates
     /// stay within what can be in flight at a stop.
     async fn resume_and_count(&self, committed: u64, how_stopped: &str) {
-        let (broker, topic, count) = (&self.broker, self.topic.as_str(), MID_FLOW_COUNT);
+        let count = MID_FLOW_COUNT;
         let second = Host::start(&guest("datagen-source"), &self.config, &[]);
         assert!(
-            broker
-                .wait_for(Duration::from_secs(30), |b| seqs_in_broker(b, topic).len()
-                    as u64
-                    == count)
-                .await,
-            "{} of {count} distinct records; log:\n{}",
-            seqs_in_broker(broker, topic).len(),
+            wait_until_async(Duration::from_secs(60), || tap_seqs(&self.tap).len() as u64
+                == count)
+            .await,
+            "{} of {count} distinct records on {}; log:\n{}",
+            tap_seqs(&self.tap).len(),
+            self.topic,
             second.log()
         );
         let resumed_at = format!("datagen starting at seq {}", committed + 1);
@@ -188,10 +197,11 @@ impl MidFlow {
         );
         terminate(second).await;
 
-        let seen = seqs_in_broker(broker, topic);
+        let seen = tap_seqs(&self.tap);
         let (missing, duplicates) = missing_and_duplicates(&seen, count);
         println!(
-            "{how_stopped} and restart: {} records, {duplicates} duplicates",
+            "{:?} broker, {how_stopped} and restart: {} records, {duplicates} duplicates",
+            self.broker.kind(),
             seen.len()
         );
         assert!(missing.is_empty(), "missing: {missing:?}");
@@ -202,52 +212,67 @@ impl MidFlow {
     }
 }
 
-/// Stopped mid-flow (SIGTERM: drain, commit, exit 0) and started again with
-/// the same state directory, a source resumes after its last commit: no
-/// sequence number is missing from the topic, and a drained stop leaves
-/// nothing in flight to duplicate.
-#[tokio::test(flavor = "multi_thread")]
-async fn source_stopped_mid_flow_resumes_from_its_last_commit() {
-    let (run, first) = MidFlow::start("resumed").await;
-    terminate(first).await;
-    let stored_at_stop = run.broker.messages(&run.topic).len() as u64;
-    let committed = committed_seq(&run.state_file).expect("a commit before the stop");
-    println!("stopped with {stored_at_stop} records stored, committed seq {committed}");
-    assert!(
-        stored_at_stop < MID_FLOW_COUNT,
-        "the stop came too late to be mid-flow"
-    );
-    assert_eq!(
-        committed + 1,
-        stored_at_stop,
-        "a drained stop commits everything the broker acknowledged"
-    );
+danube_testkit::on_both_brokers! {
+    /// Stopped mid-flow (SIGTERM: drain, commit, exit 0) and started again
+    /// with the same state directory, a source resumes after its last commit:
+    /// no sequence number is missing from the topic, and a drained stop
+    /// leaves nothing in flight to duplicate.
+    async fn source_stopped_mid_flow_resumes_from_its_last_commit(broker: Broker) {
+        let _turn = take_turn(broker.kind()).await;
+        let (run, first) = MidFlow::start(broker, "resumed").await;
+        terminate(first).await;
+        let committed = committed_seq(&run.state_file).expect("a commit before the stop");
+        // A drained stop commits everything the broker acknowledged: the
+        // tap gets exactly that, and nothing more arrives.
+        assert!(
+            run.tap.wait_for(committed as usize + 1, Duration::from_secs(10)).await,
+            "committed seq {committed}, only {} records reached the broker",
+            run.tap.count()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stored_at_stop = tap_seqs(&run.tap).len() as u64;
+        println!("stopped with {stored_at_stop} records stored, committed seq {committed}");
+        assert!(
+            stored_at_stop < MID_FLOW_COUNT,
+            "the stop came too late to be mid-flow"
+        );
+        assert_eq!(
+            committed + 1,
+            stored_at_stop,
+            "a drained stop commits everything the broker acknowledged"
+        );
 
-    run.resume_and_count(committed, "SIGTERM").await;
-}
+        run.resume_and_count(committed, "SIGTERM").await;
+    }
 
-/// Killed outright (SIGKILL of the host and so of its worker), a source
-/// restarted on the same state directory resumes after its last commit: the
-/// duplicates are at most the records that were in flight.
-#[tokio::test(flavor = "multi_thread")]
-async fn source_host_killed_mid_flow_resumes_with_duplicates_only_from_in_flight() {
-    let (run, first) = MidFlow::start("killed").await;
-    // Dropping the handle SIGKILLs the host; the worker follows it
-    // (PR_SET_PDEATHSIG).
-    drop(first);
-    let committed = committed_seq(&run.state_file).expect("a commit before the kill");
-    println!(
-        "killed with {} records stored, committed seq {committed}",
-        run.broker.messages(&run.topic).len()
-    );
+    /// Killed outright (SIGKILL of the host and so of its worker), a source
+    /// restarted on the same state directory resumes after its last commit:
+    /// the duplicates are at most the records that were in flight.
+    async fn source_host_killed_mid_flow_resumes_with_duplicates_only_from_in_flight(
+        broker: Broker
+    ) {
+        let _turn = take_turn(broker.kind()).await;
+        let (run, first) = MidFlow::start(broker, "killed").await;
+        // Dropping the handle SIGKILLs the host; the worker follows it
+        // (PR_SET_PDEATHSIG).
+        drop(first);
+        let committed = committed_seq(&run.state_file).expect("a commit before the kill");
+        println!(
+            "killed with {} records stored, committed seq {committed}",
+            run.tap.count()
+        );
 
-    run.resume_and_count(committed, "SIGKILL").await;
+        run.resume_and_count(committed, "SIGKILL").await;
+    }
 }
 
 /// The broker crashes and comes back, then stalls and resumes, while
 /// datagen → file-sink runs: both hosts ride it out and every record arrives.
+/// Test broker only: the real broker cannot pause, and cannot restart on its
+/// data directory (a new one renumbers every topic).
 #[tokio::test(flavor = "multi_thread")]
 async fn hosts_ride_out_a_broker_restart_and_a_pause() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const TOPIC: &str = "/default/weathered";
     const COUNT: u64 = 6_000;
     let broker = TestBroker::start().await.unwrap();
@@ -271,7 +296,7 @@ async fn hosts_ride_out_a_broker_restart_and_a_pause() {
         &guest("datagen-source"),
         &source_config(
             dir.path(),
-            &broker,
+            &broker.url(),
             "weathered-source",
             TOPIC,
             COUNT,
@@ -350,26 +375,33 @@ async fn hosts_ride_out_a_broker_restart_and_a_pause() {
     );
 }
 
-/// 50,000 records from datagen to file-sink while both workers are
-/// SIGKILLed every 5,000 records: the supervisors replace them and nothing is
-/// lost; duplicates come only from what each kill caught in flight.
-#[tokio::test(flavor = "multi_thread")]
-async fn fifty_thousand_records_survive_repeated_worker_kills() {
+/// How hard [`repeated_worker_kills`] hits: `count` records at `rate`/s
+/// (0: unpaced), both workers killed every `every` records, with the
+/// broker's unacked window `window` (a sink kill rewrites at most that).
+struct Battering {
+    count: u64,
+    every: u64,
+    rate: u64,
+    window: u64,
+}
+
+/// Records from datagen to file-sink while both workers are SIGKILLed every
+/// `plan.every` records: the supervisors replace them and nothing is lost;
+/// duplicates come only from what each kill caught in flight.
+async fn repeated_worker_kills(broker: Broker, plan: Battering) {
     const TOPIC: &str = "/default/battered";
-    const COUNT: u64 = 50_000;
-    const EVERY: u64 = 5_000;
     const MAX_IN_FLIGHT: u64 = 2_000;
     const BATCH: u64 = 500;
-    const WINDOW: u64 = 2_000;
-    // A wider unacked window than the default 10, so that the sink's
-    // batches fill up and the run fits in the time.
-    let broker = TestBroker::start_with(BrokerConfig {
-        max_unacked_messages: WINDOW as usize,
-        ..BrokerConfig::default()
-    })
-    .await
-    .unwrap();
-    broker.create_topic(TOPIC, 0, true).unwrap();
+    let Battering {
+        count,
+        every,
+        rate,
+        window,
+    } = plan;
+    let _turn = take_turn(broker.kind()).await;
+    broker.create_topic(TOPIC, 0, true).await.unwrap();
+    // What the source published, duplicates included.
+    let tap = Tap::start(&broker.url(), TOPIC).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let out_file = out.join("records.jsonl");
@@ -379,7 +411,8 @@ async fn fifty_thousand_records_survive_repeated_worker_kills() {
         &broker.url(),
         "battered-sink",
         &format!(
-            "{PATIENT_RETRY}[processing]\nbatch_size = {BATCH}\n\n{file_sink}",
+            "{PATIENT_RETRY}{broker}[processing]\nbatch_size = {BATCH}\n\n{file_sink}",
+            broker = broker_table(&broker),
             file_sink = common::file_sink_tables(&out, TOPIC, "s")
         ),
     );
@@ -389,11 +422,11 @@ async fn fifty_thousand_records_survive_repeated_worker_kills() {
         &guest("datagen-source"),
         &source_config(
             dir.path(),
-            &broker,
+            &broker.url(),
             "battered-source",
             TOPIC,
-            COUNT,
-            0,
+            count,
+            rate,
             &format!(
                 "batch_size = {BATCH}\nmax_in_flight = {MAX_IN_FLIGHT}\nproducers_per_topic = 8"
             ),
@@ -402,11 +435,16 @@ async fn fifty_thousand_records_survive_repeated_worker_kills() {
     );
     let started = Instant::now();
     let logs = |sink: &Host, source: &Host| {
-        format!("sink log:\n{}\nsource log:\n{}", sink.log(), source.log())
+        format!(
+            "sink {}\nsink log:\n{}\nsource log:\n{}",
+            health_detail(sink),
+            sink.log(),
+            source.log()
+        )
     };
 
     let mut kills = 0;
-    for threshold in (EVERY..COUNT).step_by(EVERY as usize) {
+    for threshold in (every..count).step_by(every as usize) {
         let reached = wait_until_async(Duration::from_secs(30), || {
             line_count(&out_file) as u64 >= threshold
         })
@@ -432,12 +470,12 @@ async fn fifty_thousand_records_survive_repeated_worker_kills() {
     }
 
     let all = wait_until_async(Duration::from_secs(45), || {
-        line_count(&out_file) as u64 >= COUNT && seqs_in_file(&out_file).len() as u64 == COUNT
+        line_count(&out_file) as u64 >= count && seqs_in_file(&out_file).len() as u64 == count
     })
     .await;
     assert!(
         all,
-        "{} of {COUNT} distinct records written after {kills} kills; {}",
+        "{} of {count} distinct records written after {kills} kills; {}",
         seqs_in_file(&out_file).len(),
         logs(&sink, &source)
     );
@@ -446,21 +484,65 @@ async fn fifty_thousand_records_survive_repeated_worker_kills() {
     terminate(sink).await;
 
     let written = seqs_in_file(&out_file);
-    let (missing, duplicates) = missing_and_duplicates(&written, COUNT);
+    let (missing, duplicates) = missing_and_duplicates(&written, count);
     assert!(missing.is_empty(), "missing: {missing:?}");
-    let in_broker = seqs_in_broker(&broker, TOPIC);
-    let (_, published_twice) = missing_and_duplicates(&in_broker, COUNT);
+    let (_, published_twice) = missing_and_duplicates(&tap_seqs(&tap), count);
     println!(
-        "{COUNT} records, {kills} worker kills, {elapsed:?}: {duplicates} duplicates written ({published_twice} published twice by the source)"
+        "{:?} broker: {count} records, {kills} worker kills, {elapsed:?}: {duplicates} duplicates written ({published_twice} published twice by the source)",
+        broker.kind()
     );
     // Per source kill at most the uncommitted records (max_in_flight plus a
     // poll); per sink kill at most what it held unacknowledged, the
     // broker's window.
-    let bound = (kills as u64 / 2) * (MAX_IN_FLIGHT + BATCH + WINDOW);
+    let bound = (kills as u64 / 2) * (MAX_IN_FLIGHT + BATCH + window);
     assert!(
         duplicates as u64 <= bound,
         "{duplicates} duplicates (bound {bound})"
     );
+}
+
+/// [`repeated_worker_kills`] on both brokers. Not through
+/// `on_both_brokers!`: the test broker runs with a wider unacked window
+/// than the default 10, so that the sink's batches fill up and 50,000
+/// unpaced records fit in the time. The real broker (window 10) is paced,
+/// since it loses what a subscription falls 256 behind on, so it gets fewer
+/// records (the same number of kills per record).
+mod fifty_thousand_records_survive_repeated_worker_kills {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn test_broker() {
+        const WINDOW: u64 = 2_000;
+        let broker = TestBroker::start_with(BrokerConfig {
+            max_unacked_messages: WINDOW as usize,
+            ..BrokerConfig::default()
+        })
+        .await
+        .unwrap();
+        let plan = Battering {
+            count: 50_000,
+            every: 5_000,
+            rate: 0,
+            window: WINDOW,
+        };
+        repeated_worker_kills(Broker::Test(broker), plan).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    #[cfg_attr(
+        not(real_broker),
+        ignore = "needs the real Danube broker: set DANUBE_BROKER_BIN (README: Testing against the real broker)"
+    )]
+    async fn real_broker() {
+        let broker = Broker::start(BrokerKind::Real).await.unwrap();
+        let plan = Battering {
+            count: 10_000,
+            every: 1_000,
+            rate: 500,
+            window: 10,
+        };
+        repeated_worker_kills(broker, plan).await;
+    }
 }
 
 /// A sink on a flowing topic meets `fault`, which returns once it is over:
@@ -488,7 +570,7 @@ async fn sink_recovers_from(name: &str, fault: impl AsyncFnOnce(&TestBroker, &Ho
         &guest("datagen-source"),
         &source_config(
             dir.path(),
-            &broker,
+            &broker.url(),
             &format!("{name}-source"),
             &topic,
             0,
@@ -521,9 +603,11 @@ async fn sink_recovers_from(name: &str, fault: impl AsyncFnOnce(&TestBroker, &Ho
 }
 
 /// After the broker came back and acknowledgements went through again, a sink
-/// reports itself healthy.
+/// reports itself healthy. Test broker only: the real broker cannot restart
+/// on its data directory.
 #[tokio::test(flavor = "multi_thread")]
 async fn sink_health_recovers_after_a_broker_restart() {
+    let _turn = take_turn(BrokerKind::Test).await;
     sink_recovers_from("restarted", async |broker, sink| {
         broker.stop().await;
         assert!(
@@ -538,9 +622,11 @@ async fn sink_health_recovers_after_a_broker_restart() {
 
 /// danube-client gives up a message stream on some errors (one the broker
 /// refuses, one cancelled by a restart): the sink subscribes again, as often
-/// as it takes.
+/// as it takes. Test broker only: refusing receives on demand and cutting
+/// every connection are its fault injection.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_subscribes_again_when_the_client_gives_up_its_stream() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const REFUSALS: usize = 3;
     let log = sink_recovers_from("refused", async |broker, _| {
         broker.refuse_receives(REFUSALS, tonic::Code::PermissionDenied);
