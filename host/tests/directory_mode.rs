@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use common::directory::{changed_module, place};
 use common::{
-    Host, broker_table, committed_seq, endpoint, guest, health_detail, http_get, take_turn,
-    tap_seqs, wait_subscribed, wait_until_async, write_config,
+    Host, broker_table, committed_seq, endpoint, guest, health_detail, http_get, tap_seqs,
+    wait_subscribed, wait_until_async, write_config,
 };
-use danube_testkit::{BrokerKind, Tap, TestBroker};
+use danube_testkit::{BrokerKind, Tap, TestBroker, take_turn};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -204,7 +204,6 @@ danube_testkit::on_both_brokers! {
             BrokerKind::Test => (400, 600),
             BrokerKind::Real => (150, 200),
         };
-        let _turn = take_turn(broker.kind()).await;
         broker.create_topic(TOPIC, 0, true).await.unwrap();
         // What the source published, counted by a consumer of its own.
         let tap = Tap::start(&broker.url(), TOPIC).await.unwrap();

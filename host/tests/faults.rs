@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    Host, broker_table, committed_seq, guest, health_detail, kill_worker, seqs_in_file, take_turn,
-    tap_seqs, wait_subscribed, wait_until_async, worker_pid, write_config,
+    Host, broker_table, committed_seq, guest, health_detail, kill_worker, seqs_in_file, tap_seqs,
+    wait_subscribed, wait_until_async, worker_pid, write_config,
 };
-use danube_testkit::{Broker, BrokerConfig, BrokerKind, Tap, TestBroker};
+use danube_testkit::{Broker, BrokerConfig, BrokerKind, Tap, TestBroker, take_turn};
 
 /// Retries that outlast every fault below: a broker away for seconds, a
 /// worker killed again and again.
@@ -218,7 +218,6 @@ danube_testkit::on_both_brokers! {
     /// no sequence number is missing from the topic, and a drained stop
     /// leaves nothing in flight to duplicate.
     async fn source_stopped_mid_flow_resumes_from_its_last_commit(broker: Broker) {
-        let _turn = take_turn(broker.kind()).await;
         let (run, first) = MidFlow::start(broker, "resumed").await;
         terminate(first).await;
         let committed = committed_seq(&run.state_file).expect("a commit before the stop");
@@ -251,7 +250,6 @@ danube_testkit::on_both_brokers! {
     async fn source_host_killed_mid_flow_resumes_with_duplicates_only_from_in_flight(
         broker: Broker
     ) {
-        let _turn = take_turn(broker.kind()).await;
         let (run, first) = MidFlow::start(broker, "killed").await;
         // Dropping the handle SIGKILLs the host; the worker follows it
         // (PR_SET_PDEATHSIG).
@@ -398,7 +396,6 @@ async fn repeated_worker_kills(broker: Broker, plan: Battering) {
         rate,
         window,
     } = plan;
-    let _turn = take_turn(broker.kind()).await;
     broker.create_topic(TOPIC, 0, true).await.unwrap();
     // What the source published, duplicates included.
     let tap = Tap::start(&broker.url(), TOPIC).await.unwrap();
@@ -513,6 +510,7 @@ mod fifty_thousand_records_survive_repeated_worker_kills {
     #[tokio::test(flavor = "multi_thread")]
     async fn test_broker() {
         const WINDOW: u64 = 2_000;
+        let _turn = take_turn(BrokerKind::Test).await;
         let broker = TestBroker::start_with(BrokerConfig {
             max_unacked_messages: WINDOW as usize,
             ..BrokerConfig::default()
@@ -534,6 +532,7 @@ mod fifty_thousand_records_survive_repeated_worker_kills {
         ignore = "needs the real Danube broker: set DANUBE_BROKER_BIN (README: Testing against the real broker)"
     )]
     async fn real_broker() {
+        let _turn = take_turn(BrokerKind::Real).await;
         let broker = Broker::start(BrokerKind::Real).await.unwrap();
         let plan = Battering {
             count: 10_000,

@@ -13,8 +13,7 @@ use std::time::Duration;
 use common::mosquitto::Mosquitto;
 use common::postgres::{self, Postgres, reading};
 use common::{
-    Host, broker_table, guest, health_detail, take_turn, wait_subscribed, wait_until_async,
-    write_config,
+    Host, broker_table, guest, health_detail, wait_subscribed, wait_until_async, write_config,
 };
 use danube_testkit::BrokerKind;
 
@@ -73,7 +72,6 @@ danube_testkit::on_both_brokers! {
         const PUBLISHERS: u64 = 4;
         const PER_PUBLISHER: u64 = 500;
         const TOTAL: i64 = (PUBLISHERS * PER_PUBLISHER) as i64;
-        let _turn = take_turn(broker.kind()).await;
         // The real broker loses what a reliable subscription falls 256
         // behind on: 400 messages/s in all, over three partitions.
         let rate = match broker.kind() {

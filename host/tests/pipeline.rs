@@ -46,8 +46,8 @@ danube_testkit::on_both_brokers! {
             &broker.url(),
             "e2e-sink",
             &format!(
-                "[processing]\nbatch_size = 200\n\n[broker]\nmetrics_url = \"{metrics}\"\n\n{file_sink}",
-                metrics = broker.metrics_url(),
+                "[processing]\nbatch_size = 200\n\n{broker}{file_sink}",
+                broker = common::broker_table(&broker),
                 file_sink = common::file_sink_tables(&out, TOPIC, "e2e")
             ),
         );

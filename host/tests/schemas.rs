@@ -15,13 +15,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::prelude::{BASE64_STANDARD, Engine};
-use common::recorder::Recorder;
 use common::{
-    Host, broker_table, committed_seq, guest, health_detail, take_turn, wait_subscribed,
-    wait_until_async, write_config,
+    Host, broker_table, committed_seq, guest, health_detail, wait_subscribed, wait_until_async,
+    write_config,
 };
 use danube_client::{DanubeClient, SchemaType};
-use danube_testkit::{Broker, BrokerKind};
+use danube_testkit::{Broker, BrokerKind, Tap};
 use serde_json::Value;
 
 /// Exit code of a configuration error (`danube-host --help`).
@@ -135,7 +134,7 @@ async fn published_version(
     count: usize,
 ) -> u32 {
     broker.create_topic(topic, 0, true).await.unwrap();
-    let recorder = Recorder::start(&broker.url(), topic).await;
+    let recorder = Tap::start(&broker.url(), topic).await.unwrap();
     let host = Host::start(module, config, &[]);
     assert!(
         recorder.wait_for(count, Duration::from_secs(60)).await,
@@ -144,18 +143,13 @@ async fn published_version(
         host.log()
     );
     assert!(host.terminate(Duration::from_secs(30)).success());
-    let versions: Vec<Option<u32>> = recorder
-        .messages()
-        .iter()
-        .map(|m| m.schema_version)
-        .collect();
+    let versions: Vec<Option<u32>> = recorder.stored().iter().map(|m| m.schema_version).collect();
     assert!(versions.iter().all(|v| *v == versions[0]), "{versions:?}");
     versions[0].expect("messages carry a schema version")
 }
 
 danube_testkit::on_both_brokers! {
     async fn each_version_strategy_attaches_its_version(broker: Broker) {
-        let _turn = take_turn(broker.kind()).await;
         let client = client(&broker).await;
         let dir = tempfile::tempdir().unwrap();
         let module = guest("datagen-source");
@@ -213,7 +207,6 @@ danube_testkit::on_both_brokers! {
 
     async fn an_incompatible_schema_stops_start_up_naming_the_subject(broker: Broker) {
         const TOPIC: &str = "/default/orders";
-        let _turn = take_turn(broker.kind()).await;
         let client = client(&broker).await;
         let dir = tempfile::tempdir().unwrap();
         register(&client, "orders-value", SchemaType::JsonSchema, EVENT_V1).await;
@@ -259,10 +252,9 @@ danube_testkit::on_both_brokers! {
 
     async fn a_sink_route_dead_letters_records_of_another_subject(broker: Broker) {
         const TOPIC: &str = "/default/routed";
-        let _turn = take_turn(broker.kind()).await;
         broker.create_topic(TOPIC, 0, true).await.unwrap();
         broker.create_topic(&dlq("routed"), 0, true).await.unwrap();
-        let dead_lettered = Recorder::start(&broker.url(), &dlq("routed")).await;
+        let dead_lettered = Tap::start(&broker.url(), &dlq("routed")).await.unwrap();
         let client = client(&broker).await;
         register(&client, "other-value", SchemaType::JsonSchema, EVENT_V1).await;
         let dir = tempfile::tempdir().unwrap();
@@ -292,7 +284,7 @@ danube_testkit::on_both_brokers! {
             sink.log()
         );
         assert!(sink.terminate(Duration::from_secs(30)).success());
-        for message in dead_lettered.messages() {
+        for message in dead_lettered.stored() {
             let error = &message.attributes["dlq.error"];
             assert!(
                 error.contains("schema subject is 'other-value', the route expects 'events-value'"),
@@ -306,43 +298,12 @@ danube_testkit::on_both_brokers! {
     }
 }
 
-/// `on_both_brokers!` for a scenario the real broker cannot pass yet: its
-/// real-broker test is compiled and listed, but ignored with `$reason`.
-macro_rules! on_both_brokers_real_ignored {
-    ($reason:literal, $($(#[$attr:meta])* async fn $name:ident($broker:ident: Broker) $body:block)*) => {$(
-        $(#[$attr])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            async fn scenario($broker: Broker) $body
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn test_broker() {
-                scenario(Broker::start(BrokerKind::Test).await.unwrap()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            #[ignore = $reason]
-            async fn real_broker() {
-                scenario(Broker::start(BrokerKind::Real).await.unwrap()).await;
-            }
-        }
-    )*};
-}
-
-on_both_brokers_real_ignored! {
-    "the real broker's registry answers a definition wrapped in its own JSON \
-     ({\"Avro\":{\"raw_schema\":\"...\",\"fingerprint\":\"...\"}}, the same with \
-     \"JsonSchema\"), which the host reads as the schema itself: Avro start-up is \
-     refused (\"not a valid Avro schema\") and a JSON Schema validates nothing; \
-     to run once the host unwraps it",
+danube_testkit::on_both_brokers! {
     async fn records_that_fail_their_json_schema_are_dead_lettered_and_committed(
         broker: Broker
     ) {
         const COUNT: u64 = 40;
         const TOPIC: &str = "/default/even";
-        let _turn = take_turn(broker.kind()).await;
         let dir = tempfile::tempdir().unwrap();
         // Only even sequence numbers are valid.
         std::fs::write(
@@ -362,8 +323,8 @@ on_both_brokers_real_ignored! {
         // subscription starts at the latest message).
         broker.create_topic(TOPIC, 0, true).await.unwrap();
         broker.create_topic(&dlq("even"), 0, true).await.unwrap();
-        let published = Recorder::start(&broker.url(), TOPIC).await;
-        let dead_lettered = Recorder::start(&broker.url(), &dlq("even")).await;
+        let published = Tap::start(&broker.url(), TOPIC).await.unwrap();
+        let dead_lettered = Tap::start(&broker.url(), &dlq("even")).await.unwrap();
         let host = Host::start(&guest("datagen-source"), &config, &[]);
         let state_file = dir.path().join("state/even.state.json");
         let done = wait_until_async(Duration::from_secs(60), || {
@@ -387,7 +348,7 @@ on_both_brokers_real_ignored! {
             dead_lettered.count()
         );
 
-        let (published, dead) = (published.messages(), dead_lettered.messages());
+        let (published, dead) = (published.stored(), dead_lettered.stored());
         let seq = |payload: &[u8]| {
             serde_json::from_slice::<Value>(payload).unwrap()["seq"]
                 .as_u64()
@@ -429,9 +390,8 @@ on_both_brokers_real_ignored! {
     ) {
         const COUNT: u64 = 50;
         const TOPIC: &str = "/default/avro";
-        let _turn = take_turn(broker.kind()).await;
         broker.create_topic(TOPIC, 0, true).await.unwrap();
-        let recorder = Recorder::start(&broker.url(), TOPIC).await;
+        let recorder = Tap::start(&broker.url(), TOPIC).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (json_sink, json_file) =
             start_file_sink(&broker, dir.path(), "avro-json", TOPIC, "avro-events", "").await;
@@ -478,7 +438,7 @@ on_both_brokers_real_ignored! {
             "{} of {COUNT} records recorded",
             recorder.count()
         );
-        let published = recorder.messages();
+        let published = recorder.stored();
         for message in &published {
             assert!(
                 serde_json::from_slice::<Value>(&message.payload).is_err(),
@@ -514,7 +474,7 @@ on_both_brokers_real_ignored! {
             let offset = line["offset"].as_u64().unwrap();
             let message = published
                 .iter()
-                .find(|m| m.msg_id.topic_offset == offset)
+                .find(|m| m.offset == offset)
                 .unwrap();
             assert_eq!(bytes, message.payload, "offset {offset}");
             assert_eq!(

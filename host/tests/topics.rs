@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Host, guest, health, reliable_producer, wait_health, wait_subscribed, write_config};
-use danube_testkit::{Broker, BrokerKind, wait_until};
+use danube_testkit::{Broker, BrokerKind, take_turn, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -306,6 +306,7 @@ danube_testkit::on_both_brokers! {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partition_the_client_stopped_receiving_is_noticed_and_subscribed_again() {
     const TOPIC: &str = "/default/halted";
+    let _turn = take_turn(BrokerKind::Test).await;
     let broker = Broker::start(BrokerKind::Test).await.unwrap();
     let test_broker = broker.as_test().unwrap();
     let dir = tempfile::tempdir().unwrap();

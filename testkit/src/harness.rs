@@ -24,6 +24,33 @@ const LAG_GAUGE_REFRESH: Duration = Duration::from_millis(500);
 /// Between two looks at a condition only a request can answer.
 const POLL: Duration = Duration::from_millis(50);
 
+/// Turns on the machine within one test process: a real-broker scenario
+/// runs alone, test-broker tests side by side. The real broker loses what a
+/// reliable subscription falls 256 messages behind on; on two cores an
+/// unpaced test-broker test beside it (tens of thousands of records, a few
+/// hosts) starves its consumers past that within a second, and two real
+/// brokers with their hosts starve each other.
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// This test's turn (see [`take_turn`]), held for its length.
+#[derive(Debug)]
+pub enum Turn {
+    Shared(tokio::sync::RwLockReadGuard<'static, ()>),
+    Alone(tokio::sync::RwLockWriteGuard<'static, ()>),
+}
+
+/// Waits for a test's turn: alone for a real-broker scenario, beside other
+/// test-broker tests otherwise. [`on_both_brokers!`](crate::on_both_brokers)
+/// takes it for its scenarios; any other test of a suite that has
+/// real-broker scenarios takes one first thing. The lock is fair: a waiting
+/// real-broker scenario goes before test-broker tests that come after it.
+pub async fn take_turn(kind: BrokerKind) -> Turn {
+    match kind {
+        BrokerKind::Test => Turn::Shared(MACHINE.read().await),
+        BrokerKind::Real => Turn::Alone(MACHINE.write().await),
+    }
+}
+
 /// Which broker a scenario runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
@@ -287,6 +314,7 @@ macro_rules! on_both_brokers {
             async fn scenario($broker: $crate::Broker) $body
 
             async fn run(kind: $crate::BrokerKind) {
+                let _turn = $crate::take_turn(kind).await;
                 let broker = $crate::Broker::start(kind)
                     .await
                     .unwrap_or_else(|e| panic!("the {kind:?} broker did not start: {e:#}"));

@@ -19,7 +19,6 @@ use danube_core::proto::TopicLookupRequest;
 use danube_core::proto::discovery_client::DiscoveryClient;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 /// The variable naming the broker binary.
@@ -47,13 +46,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// What the broker logs when one of its listeners cannot bind.
 const ADDR_IN_USE: &str = "Address already in use";
 
-/// One real broker at a time in a test process. A broker with the hosts
-/// around it keeps both cores of a CI machine busy; two at once slow each
-/// other's consumers until the broker drops messages of subscriptions that
-/// fall 256 behind, which is a fault of the machine's size, not of the code
-/// under test.
-static ONE_AT_A_TIME: Semaphore = Semaphore::const_new(1);
-
 /// Lines of the broker's log shown with a failure.
 const LOG_TAIL_LINES: usize = 40;
 
@@ -69,8 +61,6 @@ pub struct RealBroker {
     client: SocketAddr,
     admin: SocketAddr,
     metrics: SocketAddr,
-    /// This broker's turn (see [`ONE_AT_A_TIME`]), given back on drop.
-    _turn: SemaphorePermit<'static>,
 }
 
 impl RealBroker {
@@ -80,11 +70,7 @@ impl RealBroker {
         let binary = broker_binary()?;
         let mut attempt = 1;
         loop {
-            let turn = ONE_AT_A_TIME
-                .acquire()
-                .await
-                .context("the real brokers' turns are closed")?;
-            match Self::start_once(&binary, turn).await? {
+            match Self::start_once(&binary).await? {
                 Started::Ready(broker) => return Ok(broker),
                 Started::PortClash(log) if attempt < START_ATTEMPTS => {
                     tracing::debug!(
@@ -100,7 +86,7 @@ impl RealBroker {
         }
     }
 
-    async fn start_once(binary: &Path, turn: SemaphorePermit<'static>) -> anyhow::Result<Started> {
+    async fn start_once(binary: &Path) -> anyhow::Result<Started> {
         let dir = tempfile::Builder::new()
             .prefix("danube-broker-")
             .tempdir()
@@ -136,7 +122,6 @@ impl RealBroker {
             client,
             admin,
             metrics,
-            _turn: turn,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {

@@ -2,7 +2,7 @@
 //! broker, so that tests can count messages on either broker (only the test
 //! broker can be asked for its stored messages).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -21,6 +21,9 @@ pub struct TapMessage {
     pub payload: Vec<u8>,
     pub attributes: HashMap<String, String>,
     pub routing_key: Option<String>,
+    /// The schema the producer attached, if any.
+    pub schema_id: Option<u64>,
+    pub schema_version: Option<u32>,
 }
 
 /// A reliable consumer (the real `danube-client`) on subscription
@@ -70,6 +73,8 @@ impl Tap {
                         payload: message.payload.to_vec(),
                         attributes: message.attributes.clone(),
                         routing_key: message.routing_key.clone(),
+                        schema_id: message.schema_id,
+                        schema_version: message.schema_version,
                     });
                     counter.send_modify(|n| *n += 1);
                     // A failed ack shows as a redelivery, which tests see.
@@ -89,6 +94,17 @@ impl Tap {
     /// Everything received so far, in order of arrival (redeliveries included).
     pub fn messages(&self) -> Vec<TapMessage> {
         lock(&self.received).clone()
+    }
+
+    /// Each message once (by topic and offset), in order of first arrival:
+    /// what the broker stored.
+    pub fn stored(&self) -> Vec<TapMessage> {
+        let mut seen = HashSet::new();
+        lock(&self.received)
+            .iter()
+            .filter(|m| seen.insert((m.topic.clone(), m.offset)))
+            .cloned()
+            .collect()
     }
 
     /// How many messages were received so far.

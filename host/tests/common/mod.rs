@@ -8,7 +8,6 @@ pub mod mosquitto;
 pub mod polyglot;
 pub mod postgres;
 pub mod probe;
-pub mod recorder;
 pub mod server;
 pub mod tls;
 
@@ -450,15 +449,11 @@ pub fn file_sink_tables(out: &Path, topic: &str, subscription: &str) -> String {
     )
 }
 
-/// The `[broker]` table for a host on `broker`: on the real broker its
-/// Prometheus page, so that a sink tells on `/health` when the broker skips
-/// or withholds messages of its subscription; empty on the test broker,
-/// which has none.
+/// The `[broker]` table for a host on `broker`: its Prometheus page, so
+/// that a sink tells on `/health` when the broker skips or withholds
+/// messages of its subscription.
 pub fn broker_table(broker: &danube_testkit::Broker) -> String {
-    match broker.metrics_url() {
-        Some(url) => format!("[broker]\nmetrics_url = \"{url}\"\n\n"),
-        None => String::new(),
-    }
+    format!("[broker]\nmetrics_url = \"{}\"\n\n", broker.metrics_url())
 }
 
 /// The host's `/health` document as one line, for assertion messages (a
@@ -474,38 +469,10 @@ pub fn health_detail(host: &Host) -> String {
 /// with how many times it was stored: a message delivered to the tap twice
 /// (same topic and offset) counts once.
 pub fn tap_seqs(tap: &danube_testkit::Tap) -> std::collections::BTreeMap<u64, usize> {
-    let mut stored = std::collections::HashSet::new();
     let mut seqs = std::collections::BTreeMap::new();
-    for message in tap.messages() {
-        if stored.insert((message.topic.clone(), message.offset)) {
-            let seq = message.attributes["seq"].parse().expect("a seq attribute");
-            *seqs.entry(seq).or_default() += 1;
-        }
+    for message in tap.stored() {
+        let seq = message.attributes["seq"].parse().expect("a seq attribute");
+        *seqs.entry(seq).or_default() += 1;
     }
     seqs
-}
-
-/// Turns on the machine within one test process: a real-broker scenario
-/// runs alone, test-broker tests run side by side. The real broker loses
-/// what a reliable subscription falls 256 messages behind on; on two cores,
-/// an unpaced test-broker test next to it (50,000 records, four hosts)
-/// starves its consumers past that within a second. (`RealBroker` already
-/// runs real brokers one at a time.)
-static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
-/// Held for the length of a test: see [`take_turn`].
-pub enum Turn {
-    Shared(tokio::sync::RwLockReadGuard<'static, ()>),
-    Alone(tokio::sync::RwLockWriteGuard<'static, ()>),
-}
-
-/// Waits for this test's turn: alone for a real-broker scenario, beside the
-/// other test-broker tests otherwise. Every test of a suite with real-broker
-/// scenarios takes one first thing (the lock is fair: a waiting real-broker
-/// scenario goes before test-broker tests that come after it).
-pub async fn take_turn(kind: danube_testkit::BrokerKind) -> Turn {
-    match kind {
-        danube_testkit::BrokerKind::Test => Turn::Shared(MACHINE.read().await),
-        danube_testkit::BrokerKind::Real => Turn::Alone(MACHINE.write().await),
-    }
 }
