@@ -86,30 +86,6 @@ answers() {
     done
 }
 
-# create_partitioned_topic ADMIN_ADDR TOPIC PARTITIONS: the admin API's
-# CreatePartitionedTopic with reliable dispatch, spoken by curl as gRPC over
-# HTTP/2: a 5-byte frame header, then the protobuf message written out by
-# hand (field 1 base_name, 2 partitions, 4 dispatch_strategy = Reliable).
-create_partitioned_topic() {
-    local addr=$1 name=$2 n=$3
-    local len=$((2 + ${#name} + 4))
-    ((${#name} < 128 && n < 128)) || return 1
-    {
-        printf '\x00\x00\x00\x00'
-        printf "\\x$(printf %02x "$len")"
-        printf '\x0a'
-        printf "\\x$(printf %02x "${#name}")"
-        printf '%s' "$name"
-        printf '\x10'
-        printf "\\x$(printf %02x "$n")"
-        printf '\x20\x01'
-    } >"$work/create-topic.bin"
-    curl -sS --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
-        --data-binary @"$work/create-topic.bin" -D "$work/create-topic.headers" -o /dev/null \
-        "http://$addr/danube_admin.TopicAdmin/CreatePartitionedTopic" &&
-        grep -qi '^grpc-status: 0' "$work/create-topic.headers"
-}
-
 broker_table=
 rate=0 # records/s, 0: as fast as the broker takes them
 pace=
@@ -139,11 +115,12 @@ if [[ $broker_kind == real ]]; then
     echo "   $url (admin 127.0.0.1:$admin, metrics http://127.0.0.1:$prom/metrics)"
     # The sink subscribes before the first record, and Danube starts a new
     # subscription at the latest message: the topic must exist first.
-    if ! create_partitioned_topic "127.0.0.1:$admin" "$topic" "$partitions"; then
+    target/debug/danube-testkit create-topics --admin-url "http://127.0.0.1:$admin" \
+        --topic "$topic:$partitions" 2>"$work/create-topic.log" || {
         echo "quickstart: creating $topic through the admin API failed:" >&2
-        cat "$work/create-topic.headers" >&2 || true
+        cat "$work/create-topic.log" >&2
         exit 1
-    fi
+    }
     echo "   created $topic with $partitions partitions (admin API)"
     # The sink reports on /health any messages the broker skips.
     broker_table=$'[broker]\n'"metrics_url = \"http://127.0.0.1:$prom/metrics\""

@@ -139,39 +139,15 @@ impl Broker {
             .map(drop)
     }
 
-    /// Creates a topic ahead of any producer through the admin API, so that
-    /// consumers can subscribe first: `partitions` > 1 makes
-    /// `<topic>-part-0..N-1` (`CreatePartitionedTopic`), otherwise a plain
-    /// topic (`CreateTopic`).
+    /// Creates a topic ahead of any producer through the admin API (see
+    /// [`create_topic`]).
     pub async fn create_topic(
         &self,
         topic: &str,
         partitions: u32,
         reliable: bool,
     ) -> Result<(), Status> {
-        let dispatch_strategy = if reliable {
-            DispatchStrategy::Reliable
-        } else {
-            DispatchStrategy::NonReliable
-        } as i32;
-        let mut admin = self.topic_admin().await?;
-        let created = if partitions > 1 {
-            let request = PartitionedTopicRequest {
-                base_name: topic.into(),
-                partitions,
-                schema_subject: None,
-                dispatch_strategy,
-            };
-            admin.create_partitioned_topic(request).await
-        } else {
-            let request = NewTopicRequest {
-                name: topic.into(),
-                schema_subject: None,
-                dispatch_strategy,
-            };
-            admin.create_topic(request).await
-        };
-        created.map(drop)
+        create_topic(&self.admin_url(), topic, partitions, reliable).await
     }
 
     /// The subscriptions of one topic (one partition of a partitioned
@@ -260,6 +236,43 @@ impl Broker {
             }
         }
     }
+}
+
+/// Creates a topic ahead of any producer through the admin API of the
+/// broker at `admin_url` (either kind), so that consumers can subscribe
+/// first: `partitions` > 1 makes `<topic>-part-0..N-1`
+/// (`CreatePartitionedTopic`), otherwise a plain topic (`CreateTopic`).
+pub async fn create_topic(
+    admin_url: &str,
+    topic: &str,
+    partitions: u32,
+    reliable: bool,
+) -> Result<(), Status> {
+    let dispatch_strategy = if reliable {
+        DispatchStrategy::Reliable
+    } else {
+        DispatchStrategy::NonReliable
+    } as i32;
+    let mut admin = TopicAdminClient::connect(admin_url.to_string())
+        .await
+        .map_err(|e| unreachable_admin(admin_url, &e))?;
+    let created = if partitions > 1 {
+        let request = PartitionedTopicRequest {
+            base_name: topic.into(),
+            partitions,
+            schema_subject: None,
+            dispatch_strategy,
+        };
+        admin.create_partitioned_topic(request).await
+    } else {
+        let request = NewTopicRequest {
+            name: topic.into(),
+            schema_subject: None,
+            dispatch_strategy,
+        };
+        admin.create_topic(request).await
+    };
+    created.map(drop)
 }
 
 fn unreachable_admin(url: &str, error: &tonic::transport::Error) -> Status {

@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Core;
-pub use crate::harness::{Broker, BrokerKind, Turn, take_turn, wait_until};
+pub use crate::harness::{Broker, BrokerKind, Turn, create_topic, take_turn, wait_until};
 pub use crate::real::RealBroker;
 use crate::server::Connections;
 pub use crate::tap::{Tap, TapMessage};

@@ -1,11 +1,15 @@
 //! `danube-testkit`: runs the in-memory test broker as a process, for quick
 //! starts and manual runs. Not for production: nothing is persisted.
+//! `danube-testkit create-topics --admin-url URL --topic T:N` creates topics
+//! on any Danube broker through its admin API, so that a script can have
+//! sinks subscribe before the first record (the real broker's own admin
+//! tool is not at hand where this is built).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use clap::Parser;
-use danube_testkit::{BrokerConfig, TestBroker};
+use clap::{Parser, Subcommand};
+use danube_testkit::{BrokerConfig, TestBroker, create_topic};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -33,6 +37,34 @@ struct Args {
     /// first message. Repeatable.
     #[arg(long = "topic", value_name = "TOPIC[:PARTITIONS]")]
     topics: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Creates reliable topics on a running Danube broker (the real one or
+    /// this one) through its admin API, then exits.
+    CreateTopics {
+        /// The broker's admin API, e.g. http://127.0.0.1:50051.
+        #[arg(long)]
+        admin_url: String,
+        /// `/namespace/name` or `/namespace/name:PARTITIONS`. Repeatable.
+        #[arg(long = "topic", value_name = "TOPIC[:PARTITIONS]", required = true)]
+        topics: Vec<String>,
+    },
+}
+
+/// `/ns/name` or `/ns/name:N`.
+fn topic_spec(spec: &str) -> anyhow::Result<(&str, u32)> {
+    match spec.rsplit_once(':') {
+        Some((topic, n)) => Ok((
+            topic,
+            n.parse()
+                .map_err(|_| anyhow::anyhow!("--topic {spec}: {n:?} is not a partition count"))?,
+        )),
+        None => Ok((spec, 0)),
+    }
 }
 
 #[tokio::main]
@@ -42,6 +74,16 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(Command::CreateTopics { admin_url, topics }) = &args.command {
+        for spec in topics {
+            let (topic, partitions) = topic_spec(spec)?;
+            create_topic(admin_url, topic, partitions, true)
+                .await
+                .map_err(|e| anyhow::anyhow!("--topic {spec}: {}", e.message()))?;
+            info!(topic, partitions, admin_url, "topic created");
+        }
+        return Ok(());
+    }
     let broker = TestBroker::start_with(BrokerConfig {
         addr: SocketAddr::new(args.host, args.port),
         max_unacked_messages: args.max_unacked_messages,
@@ -50,15 +92,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     for spec in &args.topics {
-        let (topic, partitions) = match spec.rsplit_once(':') {
-            Some((topic, n)) => (
-                topic,
-                n.parse().map_err(|_| {
-                    anyhow::anyhow!("--topic {spec}: {n:?} is not a partition count")
-                })?,
-            ),
-            None => (spec.as_str(), 0),
-        };
+        let (topic, partitions) = topic_spec(spec)?;
         broker
             .create_topic(topic, partitions, true)
             .map_err(|e| anyhow::anyhow!("--topic {spec}: {}", e.message()))?;
