@@ -12,6 +12,8 @@ use danube_client::{DanubeClient, SchemaType, SubType};
 use danube_core::admin_proto::broker_admin_client::BrokerAdminClient;
 use danube_core::admin_proto::topic_admin_client::TopicAdminClient;
 use danube_core::admin_proto::{DescribeTopicRequest, Empty, TopicRequest};
+use danube_core::proto::ConsumerRequest;
+use danube_core::proto::consumer_service_client::ConsumerServiceClient;
 use danube_testkit::{Broker, Tap};
 use support::{SOON, assert_quiet, consumer, next, producer, text};
 use tonic::Code;
@@ -29,7 +31,8 @@ const MAX_UNACKED: usize = 10;
 
 danube_testkit::on_both_brokers! {
     /// The client asks for the topic's partitions first and gives up on an
-    /// empty answer, before any Subscribe.
+    /// empty answer, before any Subscribe; the Subscribe RPC itself answers
+    /// NotFound (the host reads both as "not there yet").
     async fn subscribing_to_a_missing_topic_is_refused(broker: Broker) {
         let client = client(&broker).await;
         let mut consumer = client
@@ -44,6 +47,18 @@ danube_testkit::on_both_brokers! {
             error.to_string().contains("No topics found for '/default/missing'"),
             "{error}"
         );
+        let mut raw = ConsumerServiceClient::connect(broker.url()).await.unwrap();
+        let status = raw
+            .subscribe(ConsumerRequest {
+                topic_name: "/default/missing".into(),
+                consumer_name: "c".into(),
+                subscription: "s".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("no such topic");
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "Unable to find the topic: /default/missing");
     }
 
     async fn a_new_subscription_starts_at_the_latest_message(broker: Broker) {
