@@ -14,66 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::mosquitto::Mosquitto;
+use common::mosquitto::{Mosquitto, finish, publish, publish_with};
 use common::tls::{make_ca, make_server_certificate};
 use common::{Host, endpoint, guest, http_get, wait_until, wait_until_async, write_config};
 use danube_testkit::{StoredMessage, TestBroker};
-
-/// Starts `mosquitto_pub` publishing each line of `lines` as one message.
-fn publish(port: u16, topic: &str, qos: u8, lines: Vec<String>) -> Child {
-    publish_with(port, topic, qos, lines, &[])
-}
-
-/// [`publish`] with more `mosquitto_pub` arguments (credentials).
-fn publish_with(port: u16, topic: &str, qos: u8, lines: Vec<String>, extra: &[&str]) -> Child {
-    let mut child = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            topic,
-            "-q",
-            &qos.to_string(),
-            "-l",
-        ])
-        .args([
-            "-i",
-            &format!("pub-{}-{}", topic.replace('/', "_"), rand_suffix()),
-        ])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub runs (apt-get install mosquitto-clients)");
-    let mut stdin = child.stdin.take().unwrap();
-    std::thread::spawn(move || {
-        let mut text = lines.join("\n");
-        text.push('\n');
-        let _ = stdin.write_all(text.as_bytes());
-    });
-    child
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-}
-
-fn finish(children: Vec<Child>) {
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "mosquitto_pub failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
 
 fn payload(m: &StoredMessage) -> String {
     String::from_utf8(m.payload.clone()).unwrap()

@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::mosquitto::Mosquitto;
+use common::mosquitto::{Mosquitto, finish, publish, publish_paced};
 use common::postgres::{self, Postgres, reading};
 use common::{
     Host, broker_table, guest, health_detail, wait_subscribed, wait_until_async, write_config,
@@ -18,48 +16,6 @@ use common::{
 use danube_testkit::BrokerKind;
 
 const PASSWORD: &str = "s3cret-Pg-pass";
-
-/// Starts `mosquitto_pub` publishing each of `lines` as one QoS 1 message on
-/// `topic`, `rate` lines a second (0: as fast as it takes them).
-fn publish(port: u16, topic: &str, lines: Vec<String>, rate: u64) -> Child {
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-t", topic, "-q", "1", "-l"])
-        .args(["-i", &format!("pub-{}", topic.replace('/', "-"))])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub runs (apt-get install mosquitto-clients)");
-    let mut stdin = child.stdin.take().unwrap();
-    std::thread::spawn(move || {
-        let started = std::time::Instant::now();
-        for (i, line) in lines.iter().enumerate() {
-            if rate > 0 {
-                let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
-                std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
-            }
-            if writeln!(stdin, "{line}").is_err() {
-                return;
-            }
-        }
-    });
-    child
-}
-
-/// Waits for every publisher to exit successfully.
-async fn finish(publishers: Vec<Child>) {
-    for child in publishers {
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mosquitto_pub failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
 
 danube_testkit::on_both_brokers! {
     /// 2,000 QoS 1 readings from four publishers cross mosquitto,
@@ -135,10 +91,14 @@ danube_testkit::on_both_brokers! {
                 let lines = (p * PER_PUBLISHER..(p + 1) * PER_PUBLISHER)
                     .map(|seq| reading(seq, 1).to_string())
                     .collect();
-                publish(mqtt.port, &format!("plant/line-{p}"), lines, rate)
+                let topic = format!("plant/line-{p}");
+                match rate {
+                    0 => publish(mqtt.port, &topic, 1, lines),
+                    rate => publish_paced(mqtt.port, &topic, 1, lines, rate),
+                }
             })
             .collect();
-        finish(publishers).await;
+        finish(publishers);
 
         let mut landed = 0;
         let all = wait_until_async(Duration::from_secs(60), || {

@@ -34,6 +34,22 @@ fn sink(dir: &Path, broker: &Broker, name: &str, topic: &str, extra: &str) -> Ho
     Host::start(&guest("file-sink"), &config, &[])
 }
 
+/// Creates `topic` with three partitions and a sink subscribed to them
+/// (`extra` added to its `[broker]`); returns the sink and the partitions.
+async fn subscribed_sink(
+    dir: &Path,
+    broker: &Broker,
+    name: &str,
+    topic: &str,
+    extra: &str,
+) -> (Host, Vec<String>) {
+    broker.create_topic(topic, 3, true).await.unwrap();
+    let partitions: Vec<String> = (0..3).map(|p| format!("{topic}-part-{p}")).collect();
+    let host = sink(dir, broker, name, topic, extra);
+    wait_subscribed(broker, &partitions, "s", &host).await;
+    (host, partitions)
+}
+
 /// A connector's (status, detail) in a `/health` document.
 fn status<'a>(doc: &'a serde_json::Value, connector: &str) -> (&'a str, &'a str) {
     let c = &doc["connectors"][connector];
@@ -229,16 +245,14 @@ danube_testkit::on_both_brokers! {
         const TOPIC: &str = "/default/burst";
         const STALL_TIMEOUT_S: u64 = 10;
         let dir = tempfile::tempdir().unwrap();
-        broker.create_topic(TOPIC, 3, true).await.unwrap();
-        let partitions: Vec<String> = (0..3).map(|p| format!("{TOPIC}-part-{p}")).collect();
-        let host = sink(
+        let (host, _) = subscribed_sink(
             dir.path(),
             &broker,
             "burst-sink",
             TOPIC,
             &format!("stall_timeout_ms = {}\n", STALL_TIMEOUT_S * 1000),
-        );
-        wait_subscribed(&broker, &partitions, "s", &host).await;
+        )
+        .await;
         let config = write_config(
             dir.path(),
             "source.toml",
@@ -310,16 +324,14 @@ async fn a_partition_the_client_stopped_receiving_is_noticed_and_subscribed_agai
     let broker = Broker::start(BrokerKind::Test).await.unwrap();
     let test_broker = broker.as_test().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    broker.create_topic(TOPIC, 3, true).await.unwrap();
-    let partitions: Vec<String> = (0..3).map(|p| format!("{TOPIC}-part-{p}")).collect();
-    let host = sink(
+    let (host, partitions) = subscribed_sink(
         dir.path(),
         &broker,
         "halted-sink",
         TOPIC,
         "stall_timeout_ms = 2000\n",
-    );
-    wait_subscribed(&broker, &partitions, "s", &host).await;
+    )
+    .await;
 
     // Every stream is cut; the first to open again is refused with a code
     // the client gives up on.

@@ -2,10 +2,11 @@
 //! own directory for persistence, password files and certificates; stopped
 //! on drop.
 
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::server::{Server, free_port, read_log};
 
@@ -92,5 +93,70 @@ impl Mosquitto {
 
     pub fn log(&self) -> String {
         read_log(&self.log_file())
+    }
+}
+
+/// Starts `mosquitto_pub` publishing each line of `lines` as one message.
+pub fn publish(port: u16, topic: &str, qos: u8, lines: Vec<String>) -> Child {
+    publish_with(port, topic, qos, lines, &[])
+}
+
+/// [`publish`] with more `mosquitto_pub` arguments (credentials, TLS).
+pub fn publish_with(port: u16, topic: &str, qos: u8, lines: Vec<String>, extra: &[&str]) -> Child {
+    let (child, mut stdin) = mosquitto_pub(port, topic, qos, extra);
+    std::thread::spawn(move || {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        let _ = stdin.write_all(text.as_bytes());
+    });
+    child
+}
+
+/// [`publish`] at `rate` lines a second.
+pub fn publish_paced(port: u16, topic: &str, qos: u8, lines: Vec<String>, rate: u64) -> Child {
+    let (child, mut stdin) = mosquitto_pub(port, topic, qos, &[]);
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        for (i, line) in lines.iter().enumerate() {
+            let due = started + Duration::from_secs_f64(i as f64 / rate.max(1) as f64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if writeln!(stdin, "{line}").is_err() {
+                return;
+            }
+        }
+    });
+    child
+}
+
+/// `mosquitto_pub -l` (a message per line of its input) on `topic`, under a
+/// client id of its own.
+fn mosquitto_pub(port: u16, topic: &str, qos: u8, extra: &[&str]) -> (Child, ChildStdin) {
+    let id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", topic, "-q", &qos.to_string(), "-l"])
+        .args(["-i", &format!("pub-{}-{id}", topic.replace('/', "_"))])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub runs (apt-get install mosquitto-clients)");
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// Waits for every publisher to exit, each successfully.
+pub fn finish(children: Vec<Child>) {
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "mosquitto_pub failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
