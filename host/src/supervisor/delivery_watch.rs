@@ -28,6 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::observability::{ConnectorMetrics, Status};
+use crate::protocol::{ConsumerConfig, SubscriptionType};
 
 /// What one partition (or plain topic) of a subscription delivered.
 #[derive(Debug)]
@@ -172,6 +173,8 @@ impl DeliveryWatch {
 pub struct Watcher {
     pub deliveries: DeliveryWatch,
     subscription: String,
+    /// Only this consumer may hold the subscription.
+    exclusive: bool,
     /// The broker's exporter, when the operator gave it.
     metrics_url: Option<String>,
     stall_timeout: Duration,
@@ -187,14 +190,15 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn new(
-        subscription: &str,
+        consumer: &ConsumerConfig,
         broker: &crate::config::BrokerConfig,
         limit: Duration,
         metrics: ConnectorMetrics,
     ) -> Watcher {
         Watcher {
             deliveries: DeliveryWatch::default(),
-            subscription: subscription.to_string(),
+            subscription: consumer.subscription.clone(),
+            exclusive: consumer.subscription_type == SubscriptionType::Exclusive,
             metrics_url: broker.metrics_url.clone(),
             stall_timeout: Duration::from_millis(broker.stall_timeout_ms),
             limit,
@@ -214,11 +218,15 @@ impl Watcher {
         }
     }
 
-    /// Reports offsets that never arrived: a loss the broker caused when its
-    /// figures show a reliable subscription without other consumers (then
-    /// unhealthy, for good: the broker will not deliver them), something to
-    /// look at when the host cannot tell (degraded). Skipped offsets of a
-    /// subscription shared with other consumers are theirs.
+    /// Reports offsets that never arrived. On an exclusive subscription the
+    /// broker's figures show a reliable topic (a lag series) with this one
+    /// consumer, it is a loss the broker caused: unhealthy, for good. On a
+    /// subscription consumers share, the offsets may also have gone to a
+    /// consumer that has left since (the broker counts only who is there
+    /// now): degraded, and should the broker hold them unacknowledged, the
+    /// stall check reports it. Offsets of a topic without reliable dispatch,
+    /// or of a subscription with other consumers now, are not this
+    /// consumer's to miss.
     pub async fn gap(&mut self, gap: Gap) {
         // Missed at start-up whatever the broker's figures say (they may not
         // list a subscription this young yet).
@@ -229,7 +237,7 @@ impl Watcher {
                 .await
                 .map(|f| f.get(&gap.topic).copied().unwrap_or_default()),
         };
-        let certain = match figures {
+        let known = match figures {
             Some(SubscriptionFigures { lag: None, .. }) => {
                 tracing::debug!(topic = %gap.topic, first = gap.first, last = gap.last, "offsets skipped on a topic without reliable dispatch");
                 return;
@@ -255,11 +263,18 @@ impl Watcher {
                     "offsets {first}..={last} of {topic} were published before subscription {subscription} existed and will not be delivered to it (a new subscription starts at the latest message): create topics before their producers start, so that sinks can subscribe first"
                 ),
             )
-        } else if certain {
+        } else if known && self.exclusive {
             (
                 Status::Unhealthy,
                 format!(
                     "the broker skipped offsets {first}..={last} of {topic} ({total} so far) for subscription {subscription}: they will not be delivered to it (Danube drops messages of a reliable subscription that falls more than 256 behind its producers; see the README's troubleshooting)"
+                ),
+            )
+        } else if known {
+            (
+                Status::Degraded,
+                format!(
+                    "offsets {first}..={last} of {topic} ({total} so far) did not reach subscription {subscription}: the broker skipped them, or a consumer that has left the subscription took them; should the broker hold them unacknowledged, a stall is reported"
                 ),
             )
         } else {

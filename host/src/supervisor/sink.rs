@@ -107,12 +107,8 @@ impl<'a> SinkPipeline<'a> {
                 limit,
                 check_interval: Duration::from_millis(host.broker.check_interval_ms.max(1)),
             };
-            let watcher = Watcher::new(
-                &consumer_config.subscription,
-                &host.broker,
-                limit,
-                policy.metrics.clone(),
-            );
+            let watcher =
+                Watcher::new(consumer_config, &host.broker, limit, policy.metrics.clone());
             // Subscribing happens in the task: a topic that does not exist
             // yet is waited for there, while the others flow.
             consumer_tasks.push(tokio::spawn(
