@@ -351,9 +351,9 @@ fn run(args: &Args) -> anyhow::Result<usize> {
         run_id: format!("{}", std::process::id()),
         unfinished: RefCell::default(),
     };
+    let run_started = Instant::now();
     warm_cache(&env)?;
     let wanted = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
-    let run_started = Instant::now();
     let heading = format!(
         "Measured on {}, {}.\nBrokers: {}.\n{} mode{}.\n\n",
         report::machine(),
