@@ -92,6 +92,63 @@ impl HostCpu {
     }
 }
 
+/// CPU time the whole machine spent busy (all cores; `/proc/stat`: user,
+/// nice, system, irq, softirq, steal).
+pub fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| fields.get(i))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(busy * 1_000_000_000 / per_second))
+}
+
+/// This process and the children it has waited for (hosts, brokers).
+pub fn own_tree() -> Duration {
+    // SAFETY: `usage` is a valid rusage to write to.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    this_process() + tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// What the rest of the machine did meanwhile: one look, and the cores it
+/// used on average since an earlier look.
+#[derive(Clone, Copy)]
+pub struct Others {
+    at: std::time::Instant,
+    busy: Option<Duration>,
+    own: Duration,
+}
+
+impl Others {
+    pub fn now() -> Others {
+        Others {
+            at: std::time::Instant::now(),
+            busy: machine_busy(),
+            own: own_tree(),
+        }
+    }
+
+    /// Cores used on average since `self` by processes other than the
+    /// bench and the children it has reaped (so: call it with none alive).
+    pub fn cores_since(&self) -> Option<f64> {
+        let later = Others::now();
+        let busy = later.busy?.checked_sub(self.busy?)?;
+        let others = busy.saturating_sub(later.own - self.own);
+        Some(others.as_secs_f64() / (later.at - self.at).as_secs_f64().max(1e-9))
+    }
+}
+
 /// Microseconds of CPU per record.
 pub fn per_record(cpu: Duration, records: u64) -> f64 {
     cpu.as_secs_f64() * 1e6 / records.max(1) as f64
@@ -115,5 +172,7 @@ mod tests {
         // SAFETY: pthread_self has no preconditions.
         assert!(thread(unsafe { libc::pthread_self() }).is_some());
         assert!(reaped_children(std::process::id() as i32).is_some());
+        assert!(machine_busy().is_some());
+        assert!(own_tree() >= this_process());
     }
 }

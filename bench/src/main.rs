@@ -117,6 +117,9 @@ pub struct Env {
     run_id: String,
     /// What did not finish, for the summary.
     unfinished: RefCell<Vec<String>>,
+    /// How long each scenario took on each broker, and the machine's other
+    /// load meanwhile, for the summary.
+    timings: RefCell<Vec<String>>,
 }
 
 impl Env {
@@ -285,6 +288,7 @@ fn on_each_broker(
 ) {
     for target in targets {
         let started = Instant::now();
+        let others = cpu::Others::now();
         match target.start(&env.paths.testkit, &env.runtime) {
             Ok(broker) => env.broker = Some((target.clone(), broker)),
             Err(e) => {
@@ -325,12 +329,15 @@ fn on_each_broker(
             *errors += 1;
         }
         env.broker = None;
-        eprintln!(
-            "danube-bench: {} on the {} broker took {:.0} s",
+        let busy = others.cores_since().unwrap_or(f64::NAN);
+        let line = format!(
+            "{} on the {} broker: {:.0} s; other processes used {busy:.2} cores meanwhile",
             env.scenario,
             target.label(),
             started.elapsed().as_secs_f64()
         );
+        eprintln!("danube-bench: {line}");
+        env.timings.borrow_mut().push(line);
     }
 }
 
@@ -350,6 +357,7 @@ fn run(args: &Args) -> anyhow::Result<usize> {
         runtime: tokio::runtime::Runtime::new()?,
         run_id: format!("{}", std::process::id()),
         unfinished: RefCell::default(),
+        timings: RefCell::default(),
     };
     let run_started = Instant::now();
     warm_cache(&env)?;
@@ -435,11 +443,19 @@ fn run(args: &Args) -> anyhow::Result<usize> {
         text += "\n";
     }
     let unfinished = env.unfinished.borrow();
-    let mut summary = format!("The run took {:.0} s.", run_started.elapsed().as_secs_f64());
+    let mut summary = format!(
+        "The run took {:.0} s; load average {} at the end.\n\n",
+        run_started.elapsed().as_secs_f64(),
+        report::load_average()
+    );
+    for line in env.timings.borrow().iter() {
+        summary += &format!("- {line}\n");
+    }
+    summary += "\n";
     if unfinished.is_empty() {
-        summary += " Every measurement finished.\n";
+        summary += "Every measurement finished.\n";
     } else {
-        summary += " Did not finish:\n\n";
+        summary += "Did not finish:\n\n";
         for line in unfinished.iter() {
             summary += &format!("- {line}\n");
         }

@@ -65,11 +65,18 @@ pub fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
+    format!(
+        "{cpu}, {cores} cores, load average {} at the start",
+        load_average()
+    )
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
-        .unwrap_or_default();
-    format!("{cpu}, {cores} cores, load average {load} at the start")
+        .unwrap_or_default()
 }
 
 /// Today's date (UTC), `YYYY-MM-DD`.
