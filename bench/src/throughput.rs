@@ -87,7 +87,7 @@ pub fn source(env: &Env, table: &mut Table, memory: &mut Memory) -> anyhow::Resu
                 cpu_ratio(&host_m, &many),
             ]);
             if let Outcome::Done(flow) = host {
-                memory.push((format!("{}: source, {size} B", env.label()), flow));
+                memory.push((format!("{}: source, {size} B", env.row_label(round)), flow));
             }
         }
     }
@@ -182,7 +182,7 @@ pub fn sink(env: &Env, table: &mut Table, memory: &mut Memory) -> anyhow::Result
                     format!("{host_held} / {raw_held}"),
                 ]);
                 if let (0, Outcome::Done(flow)) = (linger_ms, host) {
-                    memory.push((format!("{}: sink, {size} B", env.label()), flow));
+                    memory.push((format!("{}: sink, {size} B", env.row_label(round)), flow));
                 }
             }
         }
