@@ -4,11 +4,12 @@
 //! flight as the sink pipeline keeps them.
 
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::Env;
 use crate::report::{Table, mb_per_s};
+use crate::{Env, bound};
 
 pub fn run(env: &Env) -> anyhow::Result<Table> {
     let records = env.scale(20_000, 200_000);
@@ -26,8 +27,7 @@ pub fn run(env: &Env) -> anyhow::Result<Table> {
     for size in [100, 1024] {
         command.args(["--payload", &size.to_string()]);
     }
-    let output = command
-        .output()
+    let output = bound::output_within(&mut command, Duration::from_secs(600))
         .context("cannot run danube-host bench-boundary")?;
     if !output.status.success() {
         bail!(
@@ -57,7 +57,7 @@ pub fn run(env: &Env) -> anyhow::Result<Table> {
             field("seconds")?,
         );
         let rate = count / seconds;
-        table.row([
+        table.row(vec![
             format!("{payload} B"),
             format!("{batch}"),
             format!("{rate:.0}"),

@@ -1,25 +1,101 @@
-//! The broker the bench talks to: `danube-testkit` started as a process of
-//! its own (so it does not share the bench's runtime), or any Danube by URL.
+//! The brokers the bench runs each scenario against: `danube-testkit`
+//! started as a process of its own (so that it shares neither the bench's
+//! runtime nor its CPU clock), and the real Danube broker, started by the
+//! bench from `DANUBE_BROKER_BIN` (`danube_testkit::RealBroker`) or given by
+//! URL. Each scenario gets a fresh broker of each kind.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use danube_core::admin_proto::TopicRequest;
+use danube_core::admin_proto::topic_admin_client::TopicAdminClient;
+use danube_testkit::RealBroker;
+
+/// Names the real broker's binary (read by `danube_testkit::RealBroker`).
+pub const BROKER_BIN_VAR: &str = "DANUBE_BROKER_BIN";
+
+/// Bounds a broker's start; `RealBroker` bounds each of its attempts itself.
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Which broker a row was measured against.
+#[derive(Clone)]
+pub enum Target {
+    /// `danube-testkit`, the in-memory stand-in.
+    Test,
+    /// The real broker: started from `DANUBE_BROKER_BIN`, or at this URL.
+    Real { url: Option<String> },
+}
+
+impl Target {
+    /// The name in the tables' `broker` column.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Target::Test => "test",
+            Target::Real { .. } => "real",
+        }
+    }
+
+    /// What the heading says about this broker.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Test => "`test` = danube-testkit, the in-memory stand-in broker (its own \
+                             process on this machine, a fresh one per scenario)"
+                .into(),
+            Target::Real { url: Some(url) } => format!("`real` = the Danube broker at {url}"),
+            Target::Real { url: None } => format!(
+                "`real` = danube-broker from {} = {} (standalone, on this machine, started \
+                 by the bench on a fresh data directory per scenario)",
+                BROKER_BIN_VAR,
+                std::env::var(BROKER_BIN_VAR).unwrap_or_default()
+            ),
+        }
+    }
+
+    pub fn start(
+        &self,
+        testkit: &Path,
+        runtime: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<Broker> {
+        Ok(match self {
+            Target::Test => Broker::testkit(testkit)?,
+            Target::Real { url: Some(url) } => Broker {
+                url: url.clone(),
+                running: Running::External,
+            },
+            Target::Real { url: None } => {
+                let real = runtime
+                    .block_on(async {
+                        tokio::time::timeout(START_TIMEOUT, RealBroker::start()).await
+                    })
+                    .context("danube-broker did not start within 180 s")??;
+                Broker {
+                    url: real.url(),
+                    running: Running::Real(real),
+                }
+            }
+        })
+    }
+}
 
 pub struct Broker {
     pub url: String,
-    /// The test broker this bench started, stopped on drop.
-    testkit: Option<Child>,
+    running: Running,
+}
+
+enum Running {
+    /// Stopped on drop.
+    Testkit(Child),
+    /// Killed on drop.
+    Real(RealBroker),
+    External,
 }
 
 impl Broker {
-    pub fn external(url: String) -> Broker {
-        Broker { url, testkit: None }
-    }
-
     /// Starts `danube-testkit` on a free loopback port; it prints its URL.
-    pub fn testkit(binary: &Path) -> anyhow::Result<Broker> {
+    fn testkit(binary: &Path) -> anyhow::Result<Broker> {
         let mut child = Command::new(binary)
             .args(["--port", "0"])
             .env("RUST_LOG", "error")
@@ -28,34 +104,91 @@ impl Broker {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let mut line = String::new();
         let stdout = child.stdout.take().context("no stdout")?;
-        BufReader::new(stdout).read_line(&mut line)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
         let url = line.trim().to_string();
         if !url.starts_with("http") {
             let _ = child.kill();
-            bail!("danube-testkit did not print its URL (got {line:?})");
+            let _ = child.wait();
+            bail!("danube-testkit did not print its URL within 30 s (got {line:?})");
         }
         Ok(Broker {
             url,
-            testkit: Some(child),
+            running: Running::Testkit(child),
         })
     }
 
-    pub fn describe(&self) -> String {
-        match self.testkit {
-            Some(_) => format!(
-                "danube-testkit (in-memory test broker, its own process on this machine) at {}",
-                self.url
-            ),
-            None => format!("Danube at {}", self.url),
+    /// Where the admin services answer: the client URL on the test broker,
+    /// a port of its own on the real one; unknown for a broker given by URL.
+    fn admin_url(&self) -> Option<String> {
+        match &self.running {
+            Running::Testkit(_) => Some(self.url.clone()),
+            Running::Real(real) => Some(real.admin_url()),
+            Running::External => None,
+        }
+    }
+
+    /// Waits until `subscription` exists on `topic` (a host reports ready
+    /// before its sink has subscribed, and both brokers start a new
+    /// subscription at the next message). `false` if it did not within
+    /// `limit`. For a broker given by URL, whose admin port is unknown, it
+    /// waits a second instead.
+    pub async fn wait_subscribed(
+        &self,
+        topic: &str,
+        subscription: &str,
+        limit: Duration,
+    ) -> anyhow::Result<bool> {
+        let Some(admin) = self.admin_url() else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Ok(true);
+        };
+        let end = tokio::time::Instant::now() + limit;
+        let mut client = tokio::time::timeout(limit, TopicAdminClient::connect(admin.clone()))
+            .await
+            .with_context(|| format!("the admin API at {admin} did not answer"))?
+            .with_context(|| format!("cannot reach the admin API at {admin}"))?;
+        loop {
+            let request = TopicRequest {
+                name: topic.to_string(),
+            };
+            let listed =
+                tokio::time::timeout(Duration::from_secs(5), client.list_subscriptions(request))
+                    .await;
+            if let Ok(Ok(listed)) = listed
+                && listed
+                    .into_inner()
+                    .subscriptions
+                    .iter()
+                    .any(|s| s == subscription)
+            {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= end {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The broker's log so far, where the bench has it.
+    pub fn log(&self) -> Option<String> {
+        match &self.running {
+            Running::Real(real) => Some(real.log()),
+            _ => None,
         }
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.testkit {
+        if let Running::Testkit(child) = &mut self.running {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::Env;
+use crate::cpu::HostCpu;
 
 /// Where the binaries and guest components of this build are.
 pub struct Paths {
@@ -100,7 +101,7 @@ impl HostProcess {
                 "danube_service_url = \"{url}\"\nconnector_name = \"{name}\"\n\n\
                  [state]\ndir = \"{state}\"\n\n[metrics]\nbind = \"127.0.0.1\"\nport = {port}\n\n\
                  [sandbox]\ncache_dir = \"{cache}\"\n{sandbox}\n\n{rest}",
-                url = env.broker.url,
+                url = env.url(),
                 state = dir.join("state").display(),
                 cache = cache.display(),
             ),
@@ -111,7 +112,11 @@ impl HostProcess {
             .arg(module)
             .arg("--config")
             .arg(&config)
-            .env("LOG_LEVEL", "warn")
+            // Warnings only, unless the bench is told otherwise (with --keep).
+            .env(
+                "LOG_LEVEL",
+                std::env::var("DANUBE_BENCH_HOST_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -162,8 +167,26 @@ impl HostProcess {
         &mut self,
         deadline: Duration,
         what: &str,
-        mut condition: impl FnMut(&HostProcess) -> bool,
+        condition: impl FnMut(&HostProcess) -> bool,
     ) -> anyhow::Result<()> {
+        if !self.wait_until(deadline, what, condition)? {
+            bail!(
+                "danube-host not {what} within {deadline:?}; log:\n{}",
+                self.log()
+            );
+        }
+        Ok(())
+    }
+
+    /// Polls `condition` every millisecond until it holds (`true`) or
+    /// `deadline` passes (`false`); fails with the host's log if the host
+    /// exits first.
+    pub fn wait_until(
+        &mut self,
+        deadline: Duration,
+        what: &str,
+        mut condition: impl FnMut(&HostProcess) -> bool,
+    ) -> anyhow::Result<bool> {
         let end = Instant::now() + deadline;
         while !condition(self) {
             if let Some(status) = self.child.try_wait()? {
@@ -173,14 +196,16 @@ impl HostProcess {
                 );
             }
             if Instant::now() > end {
-                bail!(
-                    "danube-host not {what} within {deadline:?}; log:\n{}",
-                    self.log()
-                );
+                return Ok(false);
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// The host's CPU time so far (supervisor, worker, reaped workers).
+    pub fn cpu(&self) -> Option<HostCpu> {
+        HostCpu::sample(self.pid(), self.worker_pid())
     }
 
     /// The worker process: the host's only child (children are listed per
@@ -220,6 +245,7 @@ impl HostProcess {
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut stream = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(1)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         write!(
             stream,
             "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"

@@ -1,11 +1,15 @@
 //! The baseline: the raw `danube-client`, driven as directly as it can be.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use danube_client::{Consumer, DanubeClient, Producer, SubType};
+
+use crate::bound::{Limits, Outcome, Progress};
+use crate::cpu;
 
 pub async fn client(url: &str) -> anyhow::Result<DanubeClient> {
     DanubeClient::builder()
@@ -58,61 +62,124 @@ pub fn datagen_payload(seq: u64, topic: &str, size: usize) -> Vec<u8> {
     format!("{{\"seq\":{seq},\"key\":null,\"topic\":\"{topic}\",\"pad\":\"{pad}\"}}").into_bytes()
 }
 
+/// A rate and, where it was measured, the CPU time per record.
+#[derive(Clone, Copy)]
+pub struct Measured {
+    pub records_per_s: f64,
+    /// Microseconds of CPU per record.
+    pub cpu_us: Option<f64>,
+}
+
 /// Publishes `records` datagen records of `size` bytes to `topic` through
 /// `producers` producers sending in parallel (each awaits its own sends, as
-/// the client allows one in flight per producer). Returns records per second
-/// from the first acknowledgement to the last, as the host's rate is taken.
+/// the client allows one in flight per producer). Rate and CPU time (this
+/// process's) run from the first acknowledgement to the last, as the host's
+/// are taken; unfinished when the acknowledgements stop coming.
 pub async fn produce(
     url: &str,
     topic: &str,
     producers: usize,
     records: u64,
     size: usize,
-) -> anyhow::Result<f64> {
+    limits: Limits,
+) -> anyhow::Result<Outcome<Measured>> {
     let client = client(url).await?;
     let mut created = Vec::new();
     for i in 0..producers {
         created.push(producer(&client, topic, &format!("bench-raw-{i}")).await?);
     }
     let first_ack = Arc::new(OnceLock::new());
-    let sends = created.into_iter().enumerate().map(|(i, producer)| {
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut sends = tokio::task::JoinSet::new();
+    for (i, producer) in created.into_iter().enumerate() {
         let topic = topic.to_string();
-        let first_ack = first_ack.clone();
-        tokio::spawn(async move {
+        let (first_ack, acked) = (first_ack.clone(), acked.clone());
+        sends.spawn(async move {
             let mut seq = i as u64;
             while seq < records {
                 let attributes = HashMap::from([("seq".to_string(), seq.to_string())]);
                 producer
                     .send(datagen_payload(seq, &topic, size), Some(attributes))
                     .await?;
-                first_ack.get_or_init(Instant::now);
+                first_ack.get_or_init(|| (Instant::now(), cpu::this_process()));
+                acked.fetch_add(1, Ordering::Relaxed);
                 seq += producers as u64;
             }
             anyhow::Ok(())
-        })
-    });
-    for send in futures::future::join_all(sends).await {
-        send??;
+        });
     }
-    let first_ack = first_ack.get().context("nothing was sent")?;
-    Ok((records - 1) as f64 / first_ack.elapsed().as_secs_f64())
+    let mut progress = Progress::new(records, limits);
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    loop {
+        tokio::select! {
+            joined = sends.join_next() => match joined {
+                Some(sent) => sent??,
+                None => break,
+            },
+            _ = tick.tick() => {
+                if let Some(unfinished) = progress.check(acked.load(Ordering::Relaxed)) {
+                    sends.abort_all();
+                    return Ok(Outcome::Unfinished(unfinished));
+                }
+            }
+        }
+    }
+    let (at, cpu) = first_ack.get().context("nothing was sent")?;
+    Ok(Outcome::Done(Measured {
+        records_per_s: (records - 1) as f64 / at.elapsed().as_secs_f64(),
+        cpu_us: Some(cpu::per_record(
+            cpu::this_process().saturating_sub(*cpu),
+            records - 1,
+        )),
+    }))
 }
 
 /// Receives and acknowledges `records` messages, one ack per message as a
-/// sink must. Returns records per second from the first acknowledgement to
-/// the last.
-pub async fn consume(mut consumer: Consumer, records: u64) -> anyhow::Result<f64> {
+/// sink must, counting them in `consumed`. Rate and CPU time run from the
+/// first acknowledgement to the last; the CPU time is this process's less
+/// `others` (the feeder's thread). Unfinished when messages stop coming.
+pub async fn consume(
+    mut consumer: Consumer,
+    records: u64,
+    consumed: &AtomicU64,
+    others: impl Fn() -> Option<Duration>,
+    limits: Limits,
+) -> anyhow::Result<Outcome<Measured>> {
+    let cpu_now = || Some(cpu::this_process().saturating_sub(others()?));
     let mut messages = consumer.receive().await?;
     let mut first_ack = None;
-    for _ in 0..records {
-        let message = tokio::time::timeout(Duration::from_secs(30), messages.recv())
-            .await
-            .context("no message for 30 s")?
-            .context("the consumer's stream ended")?;
-        consumer.ack(&message).await?;
-        first_ack.get_or_insert_with(Instant::now);
+    let mut progress = Progress::new(records, limits);
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let mut count = 0;
+    while count < records {
+        tokio::select! {
+            message = messages.recv() => {
+                let message = message.context("the consumer's stream ended")?;
+                let Ok(acked) = tokio::time::timeout(limits.quiet, consumer.ack(&message)).await
+                else {
+                    return Ok(Outcome::Unfinished(progress.give_up(count)));
+                };
+                acked?;
+                count += 1;
+                consumed.store(count, Ordering::Relaxed);
+                first_ack.get_or_insert_with(|| (Instant::now(), cpu_now()));
+            }
+            _ = tick.tick() => {
+                if let Some(unfinished) = progress.check(count) {
+                    consumer.close().await;
+                    return Ok(Outcome::Unfinished(unfinished));
+                }
+            }
+        }
     }
+    let (at, cpu) = first_ack.context("nothing was received")?;
+    let elapsed = at.elapsed();
+    let cpu_us = cpu
+        .zip(cpu_now())
+        .map(|(start, end)| cpu::per_record(end.saturating_sub(start), records - 1));
     consumer.close().await;
-    let first_ack = first_ack.context("nothing was received")?;
-    Ok((records - 1) as f64 / first_ack.elapsed().as_secs_f64())
+    Ok(Outcome::Done(Measured {
+        records_per_s: (records - 1) as f64 / elapsed.as_secs_f64(),
+        cpu_us,
+    }))
 }

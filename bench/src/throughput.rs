@@ -1,19 +1,26 @@
-//! Scenarios 1 and 2: records through the host beside the raw client.
+//! Scenarios 1 and 2: records through the host beside the raw client, on
+//! the same broker in the same run.
 //!
 //! Source: datagen-source → host → broker, against raw producers publishing
-//! the same records. Sink: a backlog drained by the host into a discarding
-//! guest (the probe fixture without `write_to`), against a raw consumer that
-//! acknowledges each message.
+//! the same records. Sink: the host draining a subscription into a
+//! discarding guest (the probe fixture without `write_to`), against a raw
+//! consumer that acknowledges each message; both fed by the same paced
+//! producer ([`crate::feed`]), which the real broker needs.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::bound::{Limits, Outcome, Progress};
+use crate::feed::{self, Feeder};
 use crate::host::{HostProcess, Rss};
-use crate::report::{Table, mb_per_s, ratio};
-use crate::{Env, raw};
+use crate::raw::Measured;
+use crate::report::{Table, ratio};
+use crate::{Env, cpu, raw};
 
-/// Records per second of one run, and the memory it took.
+/// One host run: its rate and CPU, and the memory it took.
 pub struct Flow {
-    pub records_per_s: f64,
+    pub measured: Measured,
     pub peak: Rss,
     /// One second after the last record.
     pub idle: Rss,
@@ -22,125 +29,219 @@ pub struct Flow {
 /// The host's memory in each run, named, for the memory table.
 pub type Memory = Vec<(String, Flow)>;
 
-pub fn source(env: &Env, memory: &mut Memory) -> anyhow::Result<Table> {
+pub fn source_table(env: &Env) -> Table {
     let records = env.scale(2_000, 20_000);
     let producers = crate::HOST_PRODUCERS_PER_TOPIC;
-    let mut table = Table::new(
+    Table::new(
         "Source: datagen-source → host → broker",
         format!(
-            "{records} records per row; the host publishes through {producers} parallel producers \
-             (`producers_per_topic`, its default); the raw client sends the same datagen records \
-             with {producers} producers, and with one. Rates run from the first acknowledgement \
-             to the last, for both."
+            "{records} records per row, to a topic without subscriptions; the host publishes \
+             through {producers} parallel producers (`producers_per_topic`, its default); the raw \
+             client sends the same datagen records with {producers} producers, and with one. \
+             Rates and CPU time run from the first acknowledgement to the last, for both. CPU: \
+             µs of CPU time per record, the host's supervisor and worker together against the \
+             raw client's process (the bench, which does nothing else meanwhile)."
         ),
         &[
+            "broker",
             "payload",
             "host rec/s",
-            "host MB/s",
             "raw ×4 rec/s",
             "host / raw ×4",
             "raw ×1 rec/s",
             "host / raw ×1",
+            "host CPU µs/rec",
+            "raw ×4 CPU µs/rec",
+            "CPU host / raw ×4",
         ],
-    );
-    for size in [100, 1024] {
-        let host = host_source(env, size, records)?;
-        let topic = env.topic(&format!("src-raw4-{size}"));
-        let many = env.block_on(raw::produce(
-            &env.broker.url,
-            &topic,
-            producers,
-            records,
-            size,
-        ))?;
-        let topic = env.topic(&format!("src-raw1-{size}"));
-        let one = env.block_on(raw::produce(&env.broker.url, &topic, 1, records, size))?;
-        table.row([
-            format!("{size} B"),
-            format!("{:.0}", host.records_per_s),
-            mb_per_s(host.records_per_s, size),
-            format!("{many:.0}"),
-            ratio(host.records_per_s, many),
-            format!("{one:.0}"),
-            ratio(host.records_per_s, one),
-        ]);
-        memory.push((format!("source, {size} B"), host));
-    }
-    Ok(table)
+    )
 }
 
-fn host_source(env: &Env, size: usize, records: u64) -> anyhow::Result<Flow> {
-    let topic = env.topic(&format!("src-host-{size}"));
+pub fn source(env: &Env, table: &mut Table, memory: &mut Memory) -> anyhow::Result<()> {
+    let records = env.scale(2_000, 20_000);
+    let producers = crate::HOST_PRODUCERS_PER_TOPIC;
+    for round in 1..=env.repeat {
+        for size in [100, 1024] {
+            let run = format!("source {size} B");
+            let host = host_source(env, size, records, round)?;
+            let produce = |n: usize| {
+                let topic = env.topic(&format!("src-raw{n}-{size}-{round}"));
+                env.block_on_within(
+                    env.limits().total + Duration::from_secs(30),
+                    raw::produce(env.url(), &topic, n, records, size, env.limits()),
+                )
+            };
+            let many = produce(producers)?;
+            let one = produce(1)?;
+            let host_m = host.as_ref().map(|f| f.measured);
+            table.row(vec![
+                env.row_label(round),
+                format!("{size} B"),
+                env.rate(&format!("{run}, host"), &host_m),
+                env.rate(&format!("{run}, raw ×{producers}"), &many),
+                rate_ratio(&host_m, &many),
+                env.rate(&format!("{run}, raw ×1"), &one),
+                rate_ratio(&host_m, &one),
+                cpu_cell(&host_m),
+                cpu_cell(&many),
+                cpu_ratio(&host_m, &many),
+            ]);
+            if let Outcome::Done(flow) = host {
+                memory.push((format!("{}: source, {size} B", env.row_label(round)), flow));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn host_source(env: &Env, size: usize, records: u64, round: u32) -> anyhow::Result<Outcome<Flow>> {
+    let topic = env.topic(&format!("src-host-{size}-{round}"));
     let mut host = HostProcess::start(
         env,
         &env.paths.guest("datagen-source")?,
-        &format!("bench-source-{size}"),
+        &format!("bench-source-{}-{size}-{round}", env.label()),
         &env.cache,
         "",
         &format!("[datagen]\ntopics = [\"{topic}\"]\ncount = {records}\npayload_size = {size}\n"),
     )?;
-    let flow = measure(&mut host, records, HostProcess::sent)?;
-    host.stop()?;
+    let flow = measure(&mut host, records, HostProcess::sent, env.limits(), None)?;
+    finish(host, &flow)?;
     Ok(flow)
 }
 
-pub fn sink(env: &Env, memory: &mut Memory) -> anyhow::Result<Table> {
+/// Stops a host: a failed drain is an error after a finished run, not after
+/// one the broker left unfinished (the host is killed then).
+fn finish<T>(host: HostProcess, outcome: &Outcome<T>) -> anyhow::Result<()> {
+    match outcome {
+        Outcome::Done(_) => host.stop(),
+        Outcome::Unfinished(_) => {
+            drop(host);
+            Ok(())
+        }
+    }
+}
+
+pub fn sink_table(env: &Env) -> Table {
     let records = env.scale(2_000, 10_000);
-    let mut table = Table::new(
+    let producers = crate::HOST_PRODUCERS_PER_TOPIC;
+    Table::new(
         "Sink: broker → host → discarding guest",
         format!(
-            "A backlog of {records} records per row is drained from a shared subscription; the host \
-             hands them to the probe guest, which discards them, and acknowledges each; the raw \
-             client receives and acknowledges each. The broker lets 10 unacknowledged messages out \
-             per subscription (Danube's default), so acknowledgement round trips set the pace; with \
-             `linger_ms` = 0 (the default) the host hands a batch on once nothing more is waiting, \
-             with 5 it also waits for a message that cannot come before it hands on each window."
+            "{records} records per row from a shared subscription: the host hands them to the \
+             probe guest, which discards them, and acknowledges each; the raw client receives and \
+             acknowledges each. Not a backlog: the real broker drops a reliable subscription's \
+             messages for good once it falls 256 behind, so the consumer subscribes first and \
+             {producers} producers in the bench publish while it consumes, never more than {window} \
+             records ahead of its acknowledgements (on both brokers alike). \"Starved\" (host / raw) \
+             is the share of the feed's time in which the consumer had fewer than 10 records \
+             waiting (sampled every ms): near 0 % the consumer set the pace; the larger, the more \
+             the producers held it back and the rate is a floor. With \
+             `linger_ms` = 0 (the default) the host hands a batch on once nothing more is \
+             waiting; with 5 it also waits for more before it hands on each batch. CPU: µs per \
+             record, the host's supervisor and worker together against the raw consumer's share \
+             of the bench process (its producers' thread left out).",
+            window = feed::WINDOW,
         ),
         &[
+            "broker",
             "payload",
             "host linger_ms",
             "host rec/s",
-            "host MB/s",
             "raw rec/s",
             "host / raw",
+            "host CPU µs/rec",
+            "raw CPU µs/rec",
+            "CPU host / raw",
+            "starved",
         ],
-    );
-    for size in [100, 1024] {
-        let topic = env.topic(&format!("sink-raw-{size}"));
-        let raw = env.block_on(async {
-            backlog(env, &topic, records, size).await?;
-            let client = raw::client(&env.broker.url).await?;
-            let consumer = raw::consumer(&client, &topic, SUBSCRIPTION).await?;
-            raw::consume(consumer, records).await
-        })?;
-        for linger_ms in [0, 5] {
-            let flow = host_sink(env, size, records, linger_ms)?;
-            table.row([
-                format!("{size} B"),
-                format!(
-                    "{linger_ms}{}",
-                    if linger_ms == 0 { " (default)" } else { "" }
-                ),
-                format!("{:.0}", flow.records_per_s),
-                mb_per_s(flow.records_per_s, size),
-                format!("{raw:.0}"),
-                ratio(flow.records_per_s, raw),
-            ]);
-            if linger_ms == 0 {
-                memory.push((format!("sink, {size} B"), flow));
+    )
+}
+
+pub fn sink(env: &Env, table: &mut Table, memory: &mut Memory) -> anyhow::Result<()> {
+    let records = env.scale(2_000, 10_000);
+    for round in 1..=env.repeat {
+        for size in [100, 1024] {
+            let (raw, raw_held) = raw_sink(env, size, records, round)?;
+            for linger_ms in [0, 5] {
+                let run = format!("sink {size} B, linger_ms {linger_ms}");
+                let (host, host_held) = host_sink(env, size, records, linger_ms, round)?;
+                let host_m = host.as_ref().map(|f| f.measured);
+                table.row(vec![
+                    env.row_label(round),
+                    format!("{size} B"),
+                    format!(
+                        "{linger_ms}{}",
+                        if linger_ms == 0 { " (default)" } else { "" }
+                    ),
+                    env.rate(&format!("{run}, host"), &host_m),
+                    env.rate(&format!("{size} B sink, raw"), &raw),
+                    rate_ratio(&host_m, &raw),
+                    cpu_cell(&host_m),
+                    cpu_cell(&raw),
+                    cpu_ratio(&host_m, &raw),
+                    format!("{host_held} / {raw_held}"),
+                ]);
+                if let (0, Outcome::Done(flow)) = (linger_ms, host) {
+                    memory.push((format!("{}: sink, {size} B", env.row_label(round)), flow));
+                }
             }
         }
     }
-    Ok(table)
+    Ok(())
 }
 
-fn host_sink(env: &Env, size: usize, records: u64, linger_ms: u64) -> anyhow::Result<Flow> {
-    let topic = env.topic(&format!("sink-host-{size}-{linger_ms}"));
-    env.block_on(backlog(env, &topic, records, size))?;
+const SUBSCRIPTION: &str = "bench";
+
+fn raw_sink(
+    env: &Env,
+    size: usize,
+    records: u64,
+    round: u32,
+) -> anyhow::Result<(Outcome<Measured>, String)> {
+    let topic = env.topic(&format!("sink-raw-{size}-{round}"));
+    let consumer = env.block_on_within(Duration::from_secs(60), async {
+        let client = raw::client(env.url()).await?;
+        drop(raw::producer(&client, &topic, "bench-sink-topic").await?);
+        raw::consumer(&client, &topic, SUBSCRIPTION).await
+    })?;
+    let consumed = Arc::new(AtomicU64::new(0));
+    let feeder = start_feed(env, &topic, records, size, &consumed)?;
+    let outcome = env.block_on_within(
+        env.limits().total + Duration::from_secs(30),
+        raw::consume(
+            consumer,
+            records,
+            &consumed,
+            feeder.cpu_reader(),
+            env.limits(),
+        ),
+    );
+    let fed = feeder.finish()?;
+    Ok((outcome?, held(&fed)))
+}
+
+fn host_sink(
+    env: &Env,
+    size: usize,
+    records: u64,
+    linger_ms: u64,
+    round: u32,
+) -> anyhow::Result<(Outcome<Flow>, String)> {
+    let topic = env.topic(&format!("sink-host-{size}-{linger_ms}-{round}"));
+    // The topic exists before the host starts, and the feed starts once the
+    // host has subscribed. (No consumer of the bench's creates the
+    // subscription first: when one had subscribed and closed, the host got
+    // 4 of 2,000 records on the real broker and then nothing, as if the
+    // broker went on dispatching to the closed consumer.)
+    env.block_on_within(Duration::from_secs(60), async {
+        let client = raw::client(env.url()).await?;
+        drop(raw::producer(&client, &topic, "bench-sink-topic").await?);
+        anyhow::Ok(())
+    })?;
     let mut host = HostProcess::start(
         env,
         &env.paths.guest("probe-connector")?,
-        &format!("bench-sink-{size}-{linger_ms}"),
+        &format!("bench-sink-{}-{size}-{linger_ms}-{round}", env.label()),
         &env.cache,
         "",
         &format!(
@@ -148,60 +249,122 @@ fn host_sink(env: &Env, size: usize, records: u64, linger_ms: u64) -> anyhow::Re
              [probe]\ntopic = \"{topic}\"\nsubscription = \"{SUBSCRIPTION}\"\n"
         ),
     )?;
-    let flow = measure(&mut host, records, HostProcess::sent)?;
-    host.stop()?;
-    Ok(flow)
+    host.wait_ready(Duration::from_secs(60))?;
+    env.wait_subscribed(&topic, SUBSCRIPTION)?;
+    let consumed = Arc::new(AtomicU64::new(0));
+    let feeder = start_feed(env, &topic, records, size, &consumed)?;
+    let flow = measure(
+        &mut host,
+        records,
+        HostProcess::sent,
+        env.limits(),
+        Some(&consumed),
+    );
+    let fed = feeder.finish()?;
+    let flow = flow?;
+    finish(host, &flow)?;
+    Ok((flow, held(&fed)))
 }
 
-const SUBSCRIPTION: &str = "bench";
-
-/// Creates the subscription (so it keeps what follows), leaves it, and
-/// publishes `records` records for it to drain.
-async fn backlog(env: &Env, topic: &str, records: u64, size: usize) -> anyhow::Result<()> {
-    let client = raw::client(&env.broker.url).await?;
-    drop(raw::producer(&client, topic, "bench-backlog-topic").await?);
-    raw::consumer(&client, topic, SUBSCRIPTION)
-        .await?
-        .close()
-        .await;
-    raw::produce(
-        &env.broker.url,
+fn start_feed(
+    env: &Env,
+    topic: &str,
+    records: u64,
+    size: usize,
+    consumed: &Arc<AtomicU64>,
+) -> anyhow::Result<Feeder> {
+    Feeder::start(
+        env.url(),
         topic,
         crate::HOST_PRODUCERS_PER_TOPIC,
         records,
         size,
+        consumed.clone(),
+        env.limits().total,
     )
-    .await?;
-    Ok(())
 }
 
-/// Follows `count` every 5 ms until it reaches `target`: the rate is taken
-/// from the first record counted to the last, so start-up is left out.
-/// Memory is sampled throughout, then once more after a second of rest.
+fn held(fed: &feed::Fed) -> String {
+    format!("{:.0} %", 100.0 * fed.starved)
+}
+
+/// Follows `count` every 5 ms until it reaches `target` (publishing it in
+/// `consumed` for a feed), or the broker stops it: the rate and the CPU time
+/// are taken from the first record counted to the last, so start-up is left
+/// out. Memory is sampled throughout, then once more after a second of rest.
 fn measure(
     host: &mut HostProcess,
     target: u64,
     count: fn(&HostProcess) -> u64,
-) -> anyhow::Result<Flow> {
-    let mut first: Option<(Instant, u64)> = None;
+    limits: Limits,
+    consumed: Option<&AtomicU64>,
+) -> anyhow::Result<Outcome<Flow>> {
+    let mut first = None;
     let mut peak = Rss::default();
-    host.wait_for(Duration::from_secs(120), "done", |h| {
+    let mut progress = Progress::new(target, limits);
+    let mut unfinished = None;
+    host.wait_until(limits.total + Duration::from_secs(5), "done", |h| {
         std::thread::sleep(Duration::from_millis(4));
         let n = count(h);
+        if let Some(consumed) = consumed {
+            consumed.store(n, Ordering::Relaxed);
+        }
         if n > 0 && first.is_none() {
-            first = Some((Instant::now(), n));
+            first = Some((Instant::now(), n, h.cpu()));
         }
         peak = peak.max(h.rss());
-        n >= target
+        unfinished = progress.check(n);
+        n >= target || unfinished.is_some()
     })?;
-    let (started, counted) = first.expect("the wait ended with records counted");
+    if let Some(unfinished) = unfinished {
+        return Ok(Outcome::Unfinished(unfinished));
+    }
+    let (started, counted, cpu_start) = first.expect("the wait ended with records counted");
     let elapsed = started.elapsed();
+    let cpu_end = host.cpu();
+    let cpu_us = cpu_start
+        .zip(cpu_end)
+        .and_then(|(start, end)| start.until(&end))
+        .map(|cpu| cpu::per_record(cpu, target - counted));
     std::thread::sleep(Duration::from_secs(1));
-    Ok(Flow {
-        records_per_s: (target - counted) as f64 / elapsed.as_secs_f64(),
+    Ok(Outcome::Done(Flow {
+        measured: Measured {
+            records_per_s: (target - counted) as f64 / elapsed.as_secs_f64(),
+            cpu_us,
+        },
         peak,
         idle: host.rss(),
-    })
+    }))
+}
+
+fn rate_ratio(ours: &Outcome<Measured>, theirs: &Outcome<Measured>) -> String {
+    match (ours, theirs) {
+        (Outcome::Done(a), Outcome::Done(b)) => ratio(a.records_per_s, b.records_per_s),
+        _ => "—".into(),
+    }
+}
+
+fn cpu_cell(m: &Outcome<Measured>) -> String {
+    match m {
+        Outcome::Done(Measured {
+            cpu_us: Some(us), ..
+        }) => format!("{us:.1}"),
+        _ => "—".into(),
+    }
+}
+
+fn cpu_ratio(ours: &Outcome<Measured>, theirs: &Outcome<Measured>) -> String {
+    match (ours, theirs) {
+        (
+            Outcome::Done(Measured {
+                cpu_us: Some(a), ..
+            }),
+            Outcome::Done(Measured {
+                cpu_us: Some(b), ..
+            }),
+        ) => ratio(*a, *b),
+        _ => "—".into(),
+    }
 }
 
 /// Scenario 5: resident memory (`VmRSS`) of the supervisor and the worker,
@@ -222,7 +385,7 @@ pub fn memory_table(memory: &Memory) -> Table {
     );
     let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
     for (run, flow) in memory {
-        table.row([
+        table.row(vec![
             run.clone(),
             mib(flow.idle.supervisor_kib),
             mib(flow.idle.worker_kib),
