@@ -112,6 +112,9 @@ danube_testkit::on_both_brokers! {
         .await;
         assert_eq!(doc["status"], "degraded");
         assert!(host.log().contains("waiting for topic /default/later"));
+        // Not ready: what is published now would not reach the sink.
+        let ready = || common::http_get(&common::endpoint(&host).unwrap(), "/ready").0;
+        assert_eq!(ready(), 503);
 
         // A producer creates the topic; the sink subscribes, healthy again.
         let producer = reliable_producer(&broker.url(), TOPIC).await;
@@ -120,6 +123,7 @@ danube_testkit::on_both_brokers! {
         })
         .await;
         wait_subscribed(&broker, &[TOPIC.to_string()], "s", &host).await;
+        assert_eq!(ready(), 200);
         for seq in 0..50u64 {
             producer
                 .send(format!("{{\"seq\":{seq}}}").into_bytes(), None)

@@ -245,6 +245,16 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// A source is ready once its producers exist, a sink once every one of
+    /// its subscriptions is open (until then what is published does not
+    /// reach it: a new subscription starts at the latest message).
+    fn ready(&self) -> bool {
+        match self {
+            Pipeline::Source(_) => true,
+            Pipeline::Sink(p) => p.subscribed(),
+        }
+    }
+
     async fn finish(self) {
         if let Pipeline::Sink(p) = self {
             p.finish().await;
@@ -462,7 +472,7 @@ async fn supervise_workers(
         };
         let result = match running {
             Ok(p) => {
-                metrics.set_ready(true);
+                metrics.set_ready(p.ready());
                 metrics.set_health(Status::Healthy, "running");
                 let interval = Duration::from_millis(config.host.processing.health_interval_ms);
                 tokio::select! {

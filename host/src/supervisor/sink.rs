@@ -11,6 +11,8 @@
 //! after it reached the dead-letter topic.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use danube_client::DanubeClient;
@@ -67,6 +69,8 @@ pub struct SinkPipeline<'a> {
     failures: mpsc::UnboundedReceiver<Stop>,
     /// Tells consumer tasks still waiting for their topic to give up.
     ended: CancellationToken,
+    /// Subscriptions not open yet; at 0 the connector is ready.
+    unsubscribed: Arc<AtomicUsize>,
     dead_letter: DeadLetter,
     /// The schemas of consumed messages, and what each consumer asks of them.
     schemas: MessageSchemas,
@@ -94,6 +98,7 @@ impl<'a> SinkPipeline<'a> {
         let (deliveries_tx, deliveries) = mpsc::channel::<Delivery>(batch_size * BATCHES_IN_FLIGHT);
         let (failures_tx, failures) = mpsc::unbounded_channel();
         let ended = CancellationToken::new();
+        let unsubscribed = Arc::new(AtomicUsize::new(consumers.len()));
         let mut ackers = Vec::new();
         let mut consumer_tasks = Vec::new();
         for (index, consumer_config) in consumers.iter().enumerate() {
@@ -106,6 +111,7 @@ impl<'a> SinkPipeline<'a> {
                 policy: policy.clone(),
                 limit,
                 check_interval: Duration::from_millis(host.broker.check_interval_ms.max(1)),
+                unsubscribed: Arc::clone(&unsubscribed),
             };
             let watcher =
                 Watcher::new(consumer_config, &host.broker, limit, policy.metrics.clone());
@@ -134,6 +140,7 @@ impl<'a> SinkPipeline<'a> {
             consumer_tasks,
             failures,
             ended,
+            unsubscribed,
             dead_letter: DeadLetter::new(client, config, &policy, limit),
             schemas: MessageSchemas::new(Registry::new(client, &policy, limit)),
             schema_rules: consumers
@@ -304,6 +311,11 @@ impl<'a> SinkPipeline<'a> {
                 crashes: 0,
             });
         }
+    }
+
+    /// Every subscription is open.
+    pub fn subscribed(&self) -> bool {
+        self.unsubscribed.load(Ordering::Acquire) == 0
     }
 
     /// Batches settled so far: a worker that settled one made progress.
@@ -566,6 +578,8 @@ struct Subscription {
     limit: Duration,
     /// How often to look for partitions created since subscribing.
     check_interval: Duration,
+    /// The pipeline's subscriptions not open yet.
+    unsubscribed: Arc<AtomicUsize>,
 }
 
 /// An open subscription: the client's consumer, its message stream, and the
@@ -728,7 +742,14 @@ async fn consume(
 ) {
     let (policy, limit) = (&subscription.policy, subscription.limit);
     let mut live = match subscription.open(&mut stop).await {
-        Ok(Some(subscribed)) => subscribed,
+        Ok(Some(subscribed)) => {
+            // The last of the pipeline's subscriptions to open makes the
+            // connector ready.
+            if subscription.unsubscribed.fetch_sub(1, Ordering::AcqRel) == 1 {
+                policy.metrics.set_ready(true);
+            }
+            subscribed
+        }
         Ok(None) => return,
         Err(e) => {
             let _ = failures.send(Stop::Fatal(format!(
