@@ -10,8 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use danube_core::admin_proto::TopicRequest;
-use danube_core::admin_proto::topic_admin_client::TopicAdminClient;
 use danube_testkit::RealBroker;
 
 /// Names the real broker's binary (read by `danube_testkit::RealBroker`).
@@ -122,59 +120,6 @@ impl Broker {
             url,
             running: Running::Testkit(child),
         })
-    }
-
-    /// Where the admin services answer: the client URL on the test broker,
-    /// a port of its own on the real one; unknown for a broker given by URL.
-    fn admin_url(&self) -> Option<String> {
-        match &self.running {
-            Running::Testkit(_) => Some(self.url.clone()),
-            Running::Real(real) => Some(real.admin_url()),
-            Running::External => None,
-        }
-    }
-
-    /// Waits until `subscription` exists on `topic` (a host reports ready
-    /// before its sink has subscribed, and both brokers start a new
-    /// subscription at the next message). `false` if it did not within
-    /// `limit`. For a broker given by URL, whose admin port is unknown, it
-    /// waits a second instead.
-    pub async fn wait_subscribed(
-        &self,
-        topic: &str,
-        subscription: &str,
-        limit: Duration,
-    ) -> anyhow::Result<bool> {
-        let Some(admin) = self.admin_url() else {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            return Ok(true);
-        };
-        let end = tokio::time::Instant::now() + limit;
-        let mut client = tokio::time::timeout(limit, TopicAdminClient::connect(admin.clone()))
-            .await
-            .with_context(|| format!("the admin API at {admin} did not answer"))?
-            .with_context(|| format!("cannot reach the admin API at {admin}"))?;
-        loop {
-            let request = TopicRequest {
-                name: topic.to_string(),
-            };
-            let listed =
-                tokio::time::timeout(Duration::from_secs(5), client.list_subscriptions(request))
-                    .await;
-            if let Ok(Ok(listed)) = listed
-                && listed
-                    .into_inner()
-                    .subscriptions
-                    .iter()
-                    .any(|s| s == subscription)
-            {
-                return Ok(true);
-            }
-            if tokio::time::Instant::now() >= end {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// The broker's log so far, where the bench has it.

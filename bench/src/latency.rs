@@ -97,7 +97,6 @@ fn host(env: &Env, rate: u64, records: u64) -> anyhow::Result<Outcome<Vec<Durati
         ),
     )?;
     host.wait_ready(Duration::from_secs(60))?;
-    env.wait_subscribed(&topic, "bench")?;
     let tail = {
         let file = file.clone();
         std::thread::spawn(move || tail_latencies(&file, records))

@@ -143,18 +143,6 @@ impl Env {
         &self.broker.as_ref().expect("a broker is running").1.url
     }
 
-    /// Waits for a host's sink to subscribe: a host reports ready before.
-    fn wait_subscribed(&self, topic: &str, subscription: &str) -> anyhow::Result<()> {
-        let broker = &self.broker.as_ref().expect("a broker is running").1;
-        let limit = Duration::from_secs(30);
-        let subscribed = self.block_on(broker.wait_subscribed(topic, subscription, limit))?;
-        anyhow::ensure!(
-            subscribed,
-            "the host did not subscribe to {topic} as {subscription} within {limit:?}"
-        );
-        Ok(())
-    }
-
     /// `test` or `real`: the broker of the moment.
     fn label(&self) -> &'static str {
         self.broker

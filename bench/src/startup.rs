@@ -119,7 +119,6 @@ fn restart(env: &Env, backoff_ms: u64) -> anyhow::Result<Option<Duration>> {
         ),
     )?;
     host.wait_ready(Duration::from_secs(60))?;
-    env.wait_subscribed(&topic, "bench")?;
     let send = |seq: u64| {
         env.block_on_within(Duration::from_secs(30), async {
             Ok(producer

@@ -250,7 +250,6 @@ fn host_sink(
         ),
     )?;
     host.wait_ready(Duration::from_secs(60))?;
-    env.wait_subscribed(&topic, SUBSCRIPTION)?;
     let consumed = Arc::new(AtomicU64::new(0));
     let feeder = start_feed(env, &topic, records, size, &consumed)?;
     let flow = measure(
