@@ -187,21 +187,7 @@ pub async fn create_producer(
             Err(DanubeFailure {
                 absent: Some(Absent::Namespace(namespace)),
                 ..
-            }) => Err(match admin_url {
-                Some(admin_url) => match create_namespace(admin_url, &namespace, limit).await {
-                    Ok(()) => {
-                        tracing::info!(namespace = %namespace, admin_url, "created the namespace on the broker");
-                        (namespace_failure(format!("the namespace `{namespace}` was just created")), true)
-                    }
-                    Err(e) => (namespace_failure(format!("the namespace `{namespace}` does not exist and creating it through {admin_url} failed: {e}")), true),
-                },
-                None => (
-                    namespace_failure(format!(
-                        "the namespace `{namespace}` does not exist on the broker: create it (danube-admin-cli namespaces create {namespace}, or the broker's bootstrap_namespaces), or give the host the broker's admin API ([broker] admin_url) to create it"
-                    )),
-                    false,
-                ),
-            }),
+            }) => Err(namespace_missing(&namespace, admin_url, limit).await),
             Err(e) => Err(split(e)),
         }
     })
@@ -215,13 +201,44 @@ pub async fn create_producer(
     })
 }
 
-fn namespace_failure(message: String) -> DanubeFailure {
-    DanubeFailure {
+/// A producer's namespace does not exist: created through `admin_url`
+/// where the host has the admin API (then the producer is tried again),
+/// otherwise a failure saying what to do, not retried.
+async fn namespace_missing(
+    namespace: &str,
+    admin_url: Option<&str>,
+    limit: Duration,
+) -> (DanubeFailure, bool) {
+    let (message, again) = match admin_url {
+        Some(admin_url) => match create_namespace(admin_url, namespace, limit).await {
+            Ok(()) => {
+                tracing::info!(namespace, admin_url, "created the namespace on the broker");
+                (
+                    format!("the namespace `{namespace}` was just created"),
+                    true,
+                )
+            }
+            Err(e) => (
+                format!(
+                    "the namespace `{namespace}` does not exist and creating it through {admin_url} failed: {e}"
+                ),
+                true,
+            ),
+        },
+        None => (
+            format!(
+                "the namespace `{namespace}` does not exist on the broker: create it (danube-admin-cli namespaces create {namespace}, or the broker's bootstrap_namespaces), or give the host the broker's admin API ([broker] admin_url) to create it"
+            ),
+            false,
+        ),
+    };
+    let failure = DanubeFailure {
         message,
         retryable: false,
         code: Some(tonic::Code::Unavailable),
         absent: None,
-    }
+    };
+    (failure, again)
 }
 
 /// Creates `namespace` through the broker's admin API. One that exists
