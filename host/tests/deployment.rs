@@ -522,6 +522,8 @@ const HOST_TABLES: &[&str] = &[
     "state",
     "dead_letter",
     "metrics",
+    "broker",
+    "schemas",
 ];
 
 /// The keys of a connector table that `SECTION_KEY` variables may set: those
