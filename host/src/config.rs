@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 /// Environment variables the host reads (beside `SECTION_KEY` for connector keys).
 pub const ENV_SERVICE_URL: &str = "DANUBE_SERVICE_URL";
 pub const ENV_CONNECTOR_NAME: &str = "CONNECTOR_NAME";
+/// Overrides `[metrics] bind`; the container image sets it to `0.0.0.0`.
+pub const ENV_METRICS_BIND: &str = "METRICS_BIND";
 pub const ENV_CONFIG_PATH: &str = "CONNECTOR_CONFIG_PATH";
 pub const ENV_LOG_LEVEL: &str = "LOG_LEVEL";
 
@@ -243,7 +245,9 @@ impl Default for BrokerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct MetricsConfig {
-    /// Address to listen on.
+    /// Address to listen on. Loopback by default: /health carries the
+    /// connector's own words, which are not for every network peer. Env:
+    /// `METRICS_BIND` (the container image sets `0.0.0.0`).
     pub bind: std::net::IpAddr,
     /// Port; overrides `[processing] metrics_port` (kept for compatibility).
     /// 0 picks a free port (it is logged).
@@ -253,7 +257,7 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
-            bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             port: None,
         }
     }
@@ -365,12 +369,17 @@ impl ConnectorConfig {
                 root.insert(key.into(), toml::Value::String(value));
             }
         }
-        if let Some(level) = env(ENV_LOG_LEVEL) {
-            let processing = root
-                .entry("processing")
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(t) = processing {
-                t.insert("log_level".into(), toml::Value::String(level));
+        for (var, table, key) in [
+            (ENV_LOG_LEVEL, "processing", "log_level"),
+            (ENV_METRICS_BIND, "metrics", "bind"),
+        ] {
+            if let Some(value) = env(var) {
+                let table = root
+                    .entry(table)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let toml::Value::Table(t) = table {
+                    t.insert(key.into(), toml::Value::String(value));
+                }
             }
         }
 

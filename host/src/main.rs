@@ -11,6 +11,7 @@
 mod bench_boundary;
 mod config;
 mod directory;
+mod guest_text;
 mod logging;
 mod observability;
 mod protocol;
@@ -86,8 +87,9 @@ struct RunArgs {
     /// start, replace or stop connectors as the files change (SIGHUP rescans).
     #[arg(long, conflicts_with_all = ["module", "config"])]
     modules_dir: Option<PathBuf>,
-    /// Directory mode: address of the shared /metrics, /health and /ready.
-    #[arg(long, default_value = "0.0.0.0", requires = "modules_dir")]
+    /// Directory mode: address of the shared /metrics, /health and /ready
+    /// (loopback unless set; the container image sets 0.0.0.0).
+    #[arg(long, env = config::ENV_METRICS_BIND, default_value = "127.0.0.1", requires = "modules_dir")]
     metrics_bind: IpAddr,
     /// Directory mode: port of the shared /metrics, /health and /ready (0 picks
     /// a free one, logged).

@@ -512,6 +512,7 @@ const HOST_VARIABLES: &[&str] = &[
     "CONNECTOR_CONFIG_PATH",
     "LOG_LEVEL",
     "RUST_LOG",
+    "METRICS_BIND",
 ];
 
 /// The host's own tables: every other table of a file is the connector's.

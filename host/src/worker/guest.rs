@@ -10,6 +10,7 @@ use wasmtime::{Engine, Store};
 
 use super::engine::first_line;
 use super::state::GuestState;
+use crate::guest_text::{self, lines, one_line};
 use crate::protocol::{self, CallOutcome, ModuleInfo, Opened, SandboxLimits, World};
 
 /// The WIT package version this host serves.
@@ -135,10 +136,10 @@ impl Guest {
         Ok(ModuleInfo {
             world: self.world(),
             wit_version: WIT_VERSION.into(),
-            name: info.name,
-            version: info.version,
-            description: info.description,
-            config_example: info.config_example,
+            name: one_line(info.name, guest_text::NAME),
+            version: one_line(info.version, guest_text::NAME),
+            description: lines(info.description, guest_text::DESCRIPTION),
+            config_example: lines(info.config_example, guest_text::CONFIG_EXAMPLE),
         })
     }
 
@@ -160,7 +161,7 @@ impl Guest {
             (Instance::Source(i), Call::Poll { max, timeout_ms }) => {
                 let g = i.danube_connect_source_connector();
                 outcome(g.call_poll(store, max, timeout_ms)?, |records| {
-                    CallOutcome::Polled(records.into_iter().map(from_source_record).collect())
+                    polled(records, max)
                 })
             }
             (Instance::Source(i), Call::Commit { offsets }) => {
@@ -247,8 +248,25 @@ fn outcome<T>(
 fn health_outcome(result: Result<(), String>) -> CallOutcome {
     match result {
         Ok(()) => CallOutcome::Done,
-        Err(e) => CallOutcome::Error(protocol::ConnectorError::Retryable(e)),
+        Err(e) => CallOutcome::Error(protocol::ConnectorError::Retryable(one_line(
+            e,
+            guest_text::MESSAGE,
+        ))),
     }
+}
+
+/// A poll's records, or a fatal error when the guest returned more than the
+/// `max` it was asked for: the host's in-flight bound counts on it, and a
+/// guest that ignores it is broken. Its records are not published; nothing
+/// was committed for them, so a restarted connector reads them again.
+fn polled(records: Vec<wit::SourceRecord>, max: u32) -> CallOutcome {
+    if records.len() > max as usize {
+        return CallOutcome::Error(protocol::ConnectorError::Fatal(format!(
+            "poll returned {} records when asked for at most {max}; the connector breaks the contract (poll's `max`), report it to its authors",
+            records.len()
+        )));
+    }
+    CallOutcome::Polled(records.into_iter().map(from_source_record).collect())
 }
 
 /// Link errors name WIT paths; say what they mean for the user.
@@ -307,11 +325,12 @@ fn panic_message(stderr_tail: &str) -> Option<String> {
 
 fn from_error(e: wit::ConnectorError) -> protocol::ConnectorError {
     use protocol::ConnectorError as P;
+    let text = |m: String| one_line(m, guest_text::MESSAGE);
     match e {
-        wit::ConnectorError::Retryable(m) => P::Retryable(m),
-        wit::ConnectorError::InvalidData(m) => P::InvalidData(m),
-        wit::ConnectorError::Fatal(m) => P::Fatal(m),
-        wit::ConnectorError::Config(m) => P::Config(m),
+        wit::ConnectorError::Retryable(m) => P::Retryable(text(m)),
+        wit::ConnectorError::InvalidData(m) => P::InvalidData(text(m)),
+        wit::ConnectorError::Fatal(m) => P::Fatal(text(m)),
+        wit::ConnectorError::Config(m) => P::Config(text(m)),
     }
 }
 

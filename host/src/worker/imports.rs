@@ -1,48 +1,15 @@
-//! The host side of the contract's imports: `log`, `state` and `metrics`.
+//! The host side of the contract's imports `state` and `metrics` (`log` is
+//! in [`super::log`]).
 
-use super::guest::source::danube::connect::{log, metrics, state};
+use super::guest::source::danube::connect::{metrics, state};
 use super::state::GuestState;
-use crate::protocol::{FromWorker, write_frame};
+use crate::guest_text::{self, one_line, one_line_pairs};
+use crate::protocol::{FromWorker, GuestMetric, write_frame};
 
 /// Largest value one `state.put` may store, and the whole store's limit: the
 /// store is for offsets and small checkpoints, not data.
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 const MAX_STORE_BYTES: usize = 1024 * 1024;
-
-impl log::Host for GuestState {
-    fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
-        let fields = fields
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let connector = self.connector.as_str();
-        let trace_id = self.trace_id;
-        macro_rules! emit {
-            ($level:expr) => {
-                tracing::event!(target: "guest", $level, connector, trace_id = %format_args!("{trace_id:016x}"), fields, "{message}")
-            };
-        }
-        match level {
-            log::Level::Trace => emit!(tracing::Level::TRACE),
-            log::Level::Debug => emit!(tracing::Level::DEBUG),
-            log::Level::Info => emit!(tracing::Level::INFO),
-            log::Level::Warn => emit!(tracing::Level::WARN),
-            log::Level::Error => emit!(tracing::Level::ERROR),
-        }
-    }
-
-    fn enabled(&mut self, level: log::Level) -> bool {
-        let level = match level {
-            log::Level::Trace => tracing::Level::TRACE,
-            log::Level::Debug => tracing::Level::DEBUG,
-            log::Level::Info => tracing::Level::INFO,
-            log::Level::Warn => tracing::Level::WARN,
-            log::Level::Error => tracing::Level::ERROR,
-        };
-        level <= tracing::level_filters::LevelFilter::current()
-    }
-}
 
 impl state::Host for GuestState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
@@ -94,27 +61,31 @@ impl GuestState {
     }
 }
 
+/// Names and labels are bounded before they reach the supervisor, which
+/// refuses (and remembers refusing) names longer than it exports anyway.
 impl metrics::Host for GuestState {
     fn counter_add(&mut self, name: String, value: u64, labels: Vec<(String, String)>) {
-        let _ = write_frame(
-            &mut self.supervisor,
-            &FromWorker::Metric(crate::protocol::GuestMetric::Counter {
-                name,
-                value,
-                labels,
-            }),
-        );
+        self.send_metric(GuestMetric::Counter {
+            name: one_line(name, guest_text::NAME),
+            value,
+            labels: one_line_pairs(labels),
+        });
     }
 
     fn gauge_set(&mut self, name: String, value: f64, labels: Vec<(String, String)>) {
-        let _ = write_frame(
-            &mut self.supervisor,
-            &FromWorker::Metric(crate::protocol::GuestMetric::Gauge {
-                name,
-                value,
-                labels,
-            }),
-        );
+        self.send_metric(GuestMetric::Gauge {
+            name: one_line(name, guest_text::NAME),
+            value,
+            labels: one_line_pairs(labels),
+        });
+    }
+}
+
+impl GuestState {
+    fn send_metric(&mut self, metric: GuestMetric) {
+        // A lost update is a lost sample; the supervisor notices a broken
+        // socket on its own.
+        let _ = write_frame(&mut self.supervisor, &FromWorker::Metric(metric));
     }
 }
 

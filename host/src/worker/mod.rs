@@ -12,6 +12,7 @@ mod engine;
 mod guest;
 mod hardening;
 mod imports;
+mod log;
 mod sandbox;
 mod state;
 
@@ -23,12 +24,15 @@ use anyhow::Context;
 use wasmtime::StoreLimitsBuilder;
 use wasmtime::component::ResourceTable;
 
+use crate::guest_text;
 use crate::protocol::{
-    CallOutcome, FromWorker, PROTOCOL_VERSION, ToWorker, WorkerInit, read_frame, write_frame,
+    CallOutcome, FromWorker, PROTOCOL_VERSION, SandboxLimits, ToWorker, WorkerInit, read_frame,
+    write_frame,
 };
 pub use engine::default_cache_dir;
 use guest::Guest;
 pub use hardening::{describe_denied_syscall, ignore_host_signals};
+use log::LogBudget;
 use sandbox::GuestOutput;
 use state::{GuestState, MemoryLimiter};
 
@@ -104,7 +108,7 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
     let info = match guest.describe() {
         Ok(info) => info,
         Err(e) => {
-            let why = guest::describe_trap(&e, limits, &guest.state_mut().stderr.tail());
+            let why = trap_text(&e, limits, &mut guest);
             write_frame(
                 &mut writer,
                 &FromWorker::LoadFailed(format!("in describe: {why}")),
@@ -125,7 +129,7 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
         let (outcome, trapped) = match result {
             Ok(outcome) => (outcome, false),
             Err(e) => {
-                let why = guest::describe_trap(&e, limits, &guest.state_mut().stderr.tail());
+                let why = trap_text(&e, limits, &mut guest);
                 tracing::error!(call = kind, error = %why, "guest trapped; the instance is discarded");
                 (CallOutcome::Trapped(format!("in {kind}: {why}")), true)
             }
@@ -143,14 +147,22 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
     Ok(exit::DONE)
 }
 
+/// Why the guest trapped, for the supervisor: it quotes the guest's own
+/// panic message, which is guest text like any other.
+fn trap_text(e: &wasmtime::Error, limits: &SandboxLimits, guest: &mut Guest) -> String {
+    let why = guest::describe_trap(e, limits, &guest.state_mut().stderr.tail());
+    guest_text::one_line(why, guest_text::MESSAGE)
+}
+
 /// Loads the module, locks the worker down, then instantiates the module:
 /// the guest's first instruction runs confined.
 fn load(init: &WorkerInit, socket: UnixStream) -> anyhow::Result<Guest> {
     let engine = engine::new_engine(init.limits.fuel.is_some())?;
     let component = engine::load_component(&engine, &init.module, init.cache_dir.as_deref())?;
     let world = guest::detect_world(&engine, &component)?;
-    let stdout = GuestOutput::new(&init.connector, "stdout");
-    let stderr = GuestOutput::new(&init.connector, "stderr");
+    let log_budget = LogBudget::new();
+    let stdout = GuestOutput::new(&init.connector, "stdout", log_budget.clone());
+    let stderr = GuestOutput::new(&init.connector, "stderr", log_budget.clone());
     let state = GuestState {
         wasi: sandbox::wasi_context(&init.limits, stdout, stderr.clone())?,
         table: ResourceTable::new(),
@@ -171,6 +183,7 @@ fn load(init: &WorkerInit, socket: UnixStream) -> anyhow::Result<Guest> {
         kv: init.state.clone(),
         fuel: init.limits.fuel,
         supervisor: socket,
+        log_budget,
         stderr,
     };
     hardening::lock_down(&init.limits, state.supervisor.as_raw_fd())

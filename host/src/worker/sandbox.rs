@@ -12,6 +12,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
+use super::log::LogBudget;
 use crate::protocol::SandboxLimits;
 
 /// Builds the guest's WASI context. The guest sees none of the host's
@@ -70,6 +71,7 @@ pub struct GuestOutput {
 struct OutputBuffer {
     connector: String,
     stream: &'static str,
+    budget: LogBudget,
     partial: Vec<u8>,
     tail: Vec<u8>,
 }
@@ -78,11 +80,12 @@ const TAIL_BYTES: usize = 4096;
 const MAX_LINE_BYTES: usize = 16 * 1024;
 
 impl GuestOutput {
-    pub fn new(connector: &str, stream: &'static str) -> GuestOutput {
+    pub fn new(connector: &str, stream: &'static str, budget: LogBudget) -> GuestOutput {
         GuestOutput {
             inner: Arc::new(Mutex::new(OutputBuffer {
                 connector: connector.to_string(),
                 stream,
+                budget,
                 partial: Vec::new(),
                 tail: Vec::new(),
             })),
@@ -116,8 +119,7 @@ impl GuestOutput {
 
 impl OutputBuffer {
     fn emit(&self, line: &[u8]) {
-        let line = String::from_utf8_lossy(line);
-        tracing::info!(target: "guest", connector = %self.connector, stream = self.stream, "{line}");
+        self.budget.output_line(&self.connector, self.stream, line);
     }
 }
 

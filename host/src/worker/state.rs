@@ -8,6 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::log::LogBudget;
 use super::sandbox::GuestOutput;
 
 pub struct GuestState {
@@ -27,6 +28,8 @@ pub struct GuestState {
     pub kv: BTreeMap<String, Vec<u8>>,
     /// Where state changes are reported (the socket to the supervisor).
     pub supervisor: UnixStream,
+    /// What the guest may still log this second.
+    pub log_budget: LogBudget,
     /// The guest's stderr, kept to explain a trap with the guest's own panic
     /// message.
     pub stderr: GuestOutput,

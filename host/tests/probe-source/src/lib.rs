@@ -6,8 +6,9 @@
 //! | key            | what `poll` does                                               |
 //! |----------------|----------------------------------------------------------------|
 //! | `loop_in_poll` | loops forever (the call timeout or `[sandbox] fuel` must stop it) |
+//! | `overfill_poll`| returns one record more than the `max` it was asked for |
 //!
-//! Without it, `poll` waits out its timeout and returns nothing.
+//! Without either, `poll` waits out its timeout and returns nothing.
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 const CONFIG_EXAMPLE: &str = r#"[probe]
 topic = "/default/probe"
 loop_in_poll = false
+overfill_poll = false
 "#;
 
 /// The `[probe]` table.
@@ -27,6 +29,8 @@ pub struct Config {
     topic: String,
     #[serde(default)]
     loop_in_poll: bool,
+    #[serde(default)]
+    overfill_poll: bool,
 }
 
 fn default_topic() -> String {
@@ -35,6 +39,8 @@ fn default_topic() -> String {
 
 pub struct ProbeSource {
     loop_in_poll: bool,
+    overfill_poll: bool,
+    topic: String,
 }
 
 impl Source for ProbeSource {
@@ -51,16 +57,19 @@ impl Source for ProbeSource {
         Ok((
             ProbeSource {
                 loop_in_poll: config.loop_in_poll,
+                overfill_poll: config.overfill_poll,
+                topic: config.topic.clone(),
             },
             vec![ProducerConfig::new(config.topic)],
         ))
     }
 
-    fn poll(
-        &mut self,
-        _max: usize,
-        timeout: Duration,
-    ) -> Result<Vec<SourceRecord>, ConnectorError> {
+    fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<SourceRecord>, ConnectorError> {
+        if self.overfill_poll {
+            return Ok((0..=max)
+                .map(|i| SourceRecord::from_string(&self.topic, i.to_string()))
+                .collect());
+        }
         if self.loop_in_poll {
             let mut n = 0u64;
             loop {

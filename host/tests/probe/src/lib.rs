@@ -15,6 +15,9 @@
 //! | `read_path`       | tries to read that file and fails with `config("read PATH: OUTCOME")`, OUTCOME being `ok (N bytes)` or the error |
 //! | `loop_in_open`    | loops forever (the host's `[sandbox] call_timeout_ms` must stop it) |
 //! | `alloc_mb`        | allocates and touches that many MiB (the `[sandbox] memory_mb` cap must stop it when it is smaller) |
+//! | `metric_names`    | reports that many counters, each named by a distinct string of `metric_name_mb` MiB (default 1), then goes on |
+//! | `log_flood`       | logs that many lines at once, waits 1.2 s and logs `log flood done`, then goes on |
+//! | `health_detail_mb`| makes `health` fail with a detail of that many MiB (`x` repeated) |
 //! | `config_error`    | fails with `config(<the text>)`                               |
 //! | `fatal_error`     | fails with `fatal(<the text>)`                                |
 //!
@@ -54,6 +57,10 @@ connect_to = "127.0.0.1:1883"
 read_path = "/etc/hostname"
 loop_in_open = false
 alloc_mb = 0
+metric_names = 0
+metric_name_mb = 1
+log_flood = 0
+health_detail_mb = 0
 config_error = "a configuration error to return"
 fatal_error = "a fatal error to return"
 loop_in_batch = false
@@ -84,6 +91,14 @@ pub struct Config {
     loop_in_open: bool,
     #[serde(default)]
     alloc_mb: usize,
+    #[serde(default)]
+    metric_names: usize,
+    #[serde(default = "one")]
+    metric_name_mb: usize,
+    #[serde(default)]
+    log_flood: usize,
+    #[serde(default)]
+    health_detail_mb: usize,
     #[serde(default)]
     config_error: Option<String>,
     #[serde(default)]
@@ -127,6 +142,10 @@ impl Failures {
 
 fn default_topic() -> String {
     "/default/probe".into()
+}
+
+fn one() -> usize {
+    1
 }
 
 fn default_subscription() -> String {
@@ -225,6 +244,24 @@ impl Sink for Probe {
         if config.alloc_mb > 0 {
             std::hint::black_box(allocate(config.alloc_mb));
         }
+        if config.metric_names > 0 {
+            let mut name = "m".repeat(config.metric_name_mb << 20);
+            for i in 0..config.metric_names {
+                name.replace_range(..20, &format!("{i:020}"));
+                danube_connect_sdk::metrics::counter_add(&name, 1, &[]);
+            }
+        }
+        if config.log_flood > 0 {
+            for i in 0..config.log_flood {
+                danube_connect_sdk::log::info(&format!("log flood line {i}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1200));
+            danube_connect_sdk::log::info("log flood done");
+        }
+        let unhealthy = match config.health_detail_mb {
+            0 => config.unhealthy,
+            mb => Some("x".repeat(mb << 20)),
+        };
         if let Some(message) = config.config_error {
             return Err(ConnectorError::config(message));
         }
@@ -243,7 +280,7 @@ impl Sink for Probe {
         };
         Ok((
             Probe {
-                unhealthy: config.unhealthy,
+                unhealthy,
                 loop_in_batch: config.loop_in_batch,
                 fail_retryably: config.fail_retryably,
                 leak_mb_per_batch: config.leak_mb_per_batch,
