@@ -249,16 +249,26 @@ fn incomplete(bytes: &[u8]) -> bool {
 }
 
 /// Copies of the checked modules, which the workers load; removed at exit.
+/// The directory is created fresh under a random name, readable by this user
+/// alone: a directory another local user could predict, create first or
+/// write to would let them swap the module a restarted worker loads.
 struct Snapshots {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Snapshots {
     fn create() -> anyhow::Result<Snapshots> {
-        let dir = std::env::temp_dir().join(format!("danube-host-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            anyhow::anyhow!("cannot create {} for module copies: {e}", dir.display())
-        })?;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("danube-host-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create a directory for module copies in {}: {e}",
+                    std::env::temp_dir().display()
+                )
+            })?;
         Ok(Snapshots { dir })
     }
 
@@ -267,15 +277,9 @@ impl Snapshots {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let path = self.dir.join(format!("{name}-{id}.wasm"));
+        let path = self.dir.path().join(format!("{name}-{id}.wasm"));
         std::fs::write(&path, &pair.module_bytes)?;
         Ok(path)
-    }
-}
-
-impl Drop for Snapshots {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -703,3 +703,45 @@ async fn hostile_guests_leave_their_neighbours_in_the_same_host_flowing() {
         duplicates(&seqs)
     );
 }
+
+/// The copies the workers load live in a directory of this host's own: a
+/// fresh one under a random name, readable by this user alone, and gone
+/// when the host stops. A directory another local user could predict
+/// (`/tmp/danube-host-<pid>`) and create first would let them replace the
+/// module a restarted worker loads.
+#[tokio::test(flavor = "multi_thread")]
+async fn module_copies_live_in_a_private_directory_removed_at_exit() {
+    use std::os::unix::fs::PermissionsExt;
+    let _turn = take_turn(BrokerKind::Test).await;
+    let broker = TestBroker::start().await.unwrap();
+    broker
+        .create_topic("/default/dir-private", 0, true)
+        .unwrap();
+    let layout = Layout::new();
+    let module = std::fs::read(guest("datagen-source")).unwrap();
+    let config = layout.config(
+        &broker.url(),
+        "private",
+        &datagen_config("/default/dir-private", "rate = 100\n"),
+    );
+    layout.add(&layout.mods, "private", &module, &config);
+    let host = layout.start();
+    logged(&host, "module loaded", 1).await;
+    let copy = host
+        .log()
+        .lines()
+        .find(|l| l.contains("module loaded"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("module=")))
+        .map(std::path::PathBuf::from)
+        .unwrap();
+    let dir = copy.parent().unwrap().to_path_buf();
+    assert_ne!(
+        dir.file_name().unwrap().to_string_lossy(),
+        format!("danube-host-{}", host.pid()),
+        "a predictable directory"
+    );
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{} has mode {mode:o}", dir.display());
+    assert!(host.terminate(DEADLINE).success());
+    assert!(!dir.exists(), "{} is left behind", dir.display());
+}
