@@ -29,8 +29,16 @@ pub fn new_engine(consume_fuel: bool) -> anyhow::Result<Engine> {
     // synchronously from a thread of their own.
     config.concurrency_support(false);
     config.epoch_interruption(true);
-    let engine = Engine::new(&config)?;
-    // Epochs advance on a thread of their own for the life of the process.
+    // Compiling on a pool of threads would leave them running before the
+    // lock-down, which confines only the threads started after it.
+    config.parallel_compilation(false);
+    Ok(Engine::new(&config)?)
+}
+
+/// Starts the thread that advances epochs for the life of the process. Call
+/// it after the lock-down: Landlock confines the calling thread and those it
+/// starts later, not threads already running.
+pub fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
     let ticker = engine.weak();
     std::thread::Builder::new()
         .name("epoch".into())
@@ -42,7 +50,7 @@ pub fn new_engine(consume_fuel: bool) -> anyhow::Result<Engine> {
             }
         })
         .context("cannot start the epoch thread")?;
-    Ok(engine)
+    Ok(())
 }
 
 /// What the first bytes of a file say it is.

@@ -80,9 +80,29 @@ pub fn ignore_host_signals() -> std::io::Result<()> {
 /// Confines the worker for the rest of its life. `supervisor` is the socket
 /// on which a denied system call is reported.
 pub fn lock_down(limits: &SandboxLimits, supervisor: RawFd) -> anyhow::Result<()> {
+    only_thread()?;
     set_resource_limits(limits.max_file_bytes).context("cannot set resource limits")?;
     restrict_paths_and_ports(limits);
     install_syscall_filter(supervisor).context("cannot install the seccomp filter")
+}
+
+/// Landlock confines the thread that applies it and the threads it starts
+/// afterwards, never one already running: the lock-down must come before
+/// every other thread of the worker, and this refuses it otherwise.
+fn only_thread() -> anyhow::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .context("cannot read /proc/self/status to count the worker's threads")?;
+    let threads: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .context("/proc/self/status has no thread count")?;
+    if threads > 1 {
+        anyhow::bail!(
+            "the worker runs {threads} threads before its lock-down, which would leave all but one unconfined; this is a bug in danube-host"
+        );
+    }
+    Ok(())
 }
 
 /// Open files, a guard against descriptor leaks; processes (per user, but
@@ -365,6 +385,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_lock_down_refuses_to_leave_a_running_thread_unconfined() {
+        let (stop, parked) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || parked.recv());
+        let refused = only_thread().unwrap_err().to_string();
+        assert!(refused.contains("threads before its lock-down"), "{refused}");
+        drop(stop);
+        let _ = other.join();
     }
 
     #[test]

@@ -188,6 +188,7 @@ fn load(init: &WorkerInit, socket: UnixStream) -> anyhow::Result<Guest> {
     };
     hardening::lock_down(&init.limits, state.supervisor.as_raw_fd())
         .context("cannot lock the worker down")?;
+    engine::start_epoch_ticker(&engine)?;
     if let Some(test) = &init.self_test {
         hardening::self_test(test);
     }
