@@ -9,6 +9,7 @@
 //! ```
 
 mod bench_boundary;
+mod capability;
 mod config;
 mod directory;
 mod guest_text;

@@ -15,6 +15,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub use crate::capability::network::NetRule;
+
 /// Bumped on any change to the messages below.
 pub const PROTOCOL_VERSION: u32 = 3;
 
@@ -148,41 +150,6 @@ pub struct SandboxLimits {
     pub fuel: Option<u64>,
     /// Largest file the worker may write (`RLIMIT_FSIZE`).
     pub max_file_bytes: u64,
-}
-
-/// One allowed TCP destination: an address range and a port.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct NetRule {
-    pub network: std::net::IpAddr,
-    pub prefix_len: u8,
-    pub port: u16,
-}
-
-impl NetRule {
-    pub fn allows(&self, addr: std::net::SocketAddr) -> bool {
-        use std::net::IpAddr;
-        if addr.port() != self.port {
-            return false;
-        }
-        match (self.network, addr.ip()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_match(&net.octets(), &ip.octets(), self.prefix_len)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_match(&net.octets(), &ip.octets(), self.prefix_len)
-            }
-            _ => false,
-        }
-    }
-}
-
-fn prefix_match(net: &[u8], ip: &[u8], prefix_len: u8) -> bool {
-    let full = (prefix_len / 8) as usize;
-    let rest = prefix_len % 8;
-    if net[..full] != ip[..full] {
-        return false;
-    }
-    rest == 0 || (net[full] ^ ip[full]) & (0xffu8 << (8 - rest)) == 0
 }
 
 /// A guest function call.
@@ -439,25 +406,6 @@ mod tests {
         assert!(err.to_string().contains("3 of 268435456 bytes"), "{err}");
     }
 
-    #[test]
-    fn net_rules_match_prefix_and_port() {
-        let rule = NetRule {
-            network: "10.1.0.0".parse().unwrap(),
-            prefix_len: 16,
-            port: 5432,
-        };
-        assert!(rule.allows("10.1.200.3:5432".parse().unwrap()));
-        assert!(!rule.allows("10.2.0.1:5432".parse().unwrap()));
-        assert!(!rule.allows("10.1.0.1:5433".parse().unwrap()));
-        let exact = NetRule {
-            network: "127.0.0.1".parse().unwrap(),
-            prefix_len: 32,
-            port: 1883,
-        };
-        assert!(exact.allows("127.0.0.1:1883".parse().unwrap()));
-        assert!(!exact.allows("127.0.0.2:1883".parse().unwrap()));
-    }
-
     mod properties {
         //! Property tests of the frame codec: whatever bytes arrive, reading
         //! returns a frame, a clean end or an error, never a panic; and every
@@ -643,8 +591,9 @@ mod tests {
                                     allow: allow
                                         .into_iter()
                                         .map(|(ip, prefix_len, port)| NetRule {
-                                            network: std::net::IpAddr::from(ip),
-                                            prefix_len,
+                                            network: ipnet::Ipv4Net::new(ip.into(), prefix_len)
+                                                .unwrap()
+                                                .into(),
                                             port,
                                         })
                                         .collect(),

@@ -555,3 +555,91 @@ fn validate_reads_each_schema_file_and_names_the_one_that_is_wrong() {
         ],
     );
 }
+
+/// The compiled-module cache holds native code: an entry copied over another
+/// module's (as a guest with write access to the cache could) fails its
+/// authentication and is compiled again, so the module runs as itself.
+#[test]
+fn a_cache_entry_copied_over_another_modules_is_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let sandbox = format!("[sandbox]\ncache_dir = \"{}\"\n", cache.display());
+    let entries = || -> std::collections::BTreeSet<PathBuf> {
+        std::fs::read_dir(&cache)
+            .map(|d| d.map(|e| e.unwrap().path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p: &PathBuf| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect()
+    };
+    let probe = write(
+        dir.path(),
+        "probe.toml",
+        format!("{ROOT}\n{sandbox}\n[probe]\n"),
+    );
+    assert_eq!(validate(&guest("probe-connector"), &probe).code, OK);
+    let probe_entry = entries().into_iter().next().expect("the probe was cached");
+    let datagen = write(
+        dir.path(),
+        "datagen.toml",
+        format!("{ROOT}\n{sandbox}\n[datagen]\ntopics = [\"/default/d\"]\n"),
+    );
+    assert_eq!(validate(&guest("datagen-source"), &datagen).code, OK);
+    let datagen_entry = entries()
+        .into_iter()
+        .find(|p| *p != probe_entry)
+        .expect("datagen was cached");
+
+    std::fs::copy(&probe_entry, &datagen_entry).unwrap();
+    let out = validate(&guest("datagen-source"), &datagen);
+    assert_eq!(out.code, OK, "{out:#?}");
+    assert!(
+        out.stdout.contains("source connector datagen-source"),
+        "the swapped entry ran: {out:#?}"
+    );
+    assert!(out.stderr.contains("fails its authentication"), "{out:#?}");
+}
+
+/// A grant that reaches the host's own files (the compiled-module cache, the
+/// configuration file, the state directory) is refused before anything runs:
+/// a guest could otherwise change what runs next, and with which grants.
+#[test]
+fn grants_reaching_the_hosts_own_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let case = |dirs: &Path, extra: &str| {
+        let config = write(
+            dir.path(),
+            "probe.toml",
+            format!(
+                "{ROOT}\n[sandbox]\ncache_dir = \"{}\"\ndirs = [\"{}\"]\n{extra}\n[probe]\n",
+                cache.display(),
+                dirs.display()
+            ),
+        );
+        validate(&guest("probe-connector"), &config)
+    };
+    let out = case(&cache, "");
+    let line = out.fails_with(CONFIG, &["[sandbox] dirs", "cannot be granted"]);
+    assert!(
+        line.contains("contains the compiled-module cache"),
+        "{line}"
+    );
+    let out = case(&cache.join("inside"), "");
+    let line = out.fails_with(CONFIG, &["lies inside the compiled-module cache"]);
+    assert!(
+        line.contains("grant a directory of the connector's own"),
+        "{line}"
+    );
+    let out = case(dir.path(), "");
+    out.fails_with(CONFIG, &["contains its configuration file"]);
+    let state = dir.path().join("state");
+    let out = case(
+        &state,
+        &format!("\n[state]\ndir = \"{}\"\n", state.display()),
+    );
+    out.fails_with(CONFIG, &["contains the state directory"]);
+    // The control: a directory of the connector's own.
+    let out = case(&dir.path().join("out"), "");
+    assert_eq!(out.code, OK, "{out:#?}");
+}

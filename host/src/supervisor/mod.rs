@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::capability;
 use crate::config::{ConnectorConfig, documented_example};
 use crate::observability::{ConnectorMetrics, Observability, ServerHandle, Status};
 use crate::protocol::{
-    CallOutcome, ConnectorError, ModuleInfo, NetRule, Opened, PROTOCOL_VERSION, SandboxLimits,
-    SelfTest, WorkerInit,
+    CallOutcome, ConnectorError, ModuleInfo, Opened, PROTOCOL_VERSION, SelfTest, WorkerInit,
 };
 pub use fleet::Fleet;
 use retry::RetryPolicy;
@@ -97,16 +97,10 @@ pub async fn start_worker(
 ) -> anyhow::Result<Worker> {
     let module =
         std::fs::canonicalize(module).map_err(|e| anyhow::anyhow!("cannot open it: {e}"))?;
+    let cache_dir = cache_dir(config);
     let limits = match config {
-        Some(c) => sandbox_limits(c)?,
-        None => SandboxLimits {
-            memory_bytes: 256 << 20,
-            call_timeout_ms: 10_000,
-            dirs: Vec::new(),
-            allow: Vec::new(),
-            fuel: None,
-            max_file_bytes: crate::config::SandboxConfig::default().max_file_mb << 20,
-        },
+        Some(c) => capability::worker_limits(c, &module, cache_dir.as_deref())?,
+        None => capability::default_limits(),
     };
     let init = WorkerInit {
         protocol_version: PROTOCOL_VERSION,
@@ -114,9 +108,7 @@ pub async fn start_worker(
             .map(|c| c.host.connector_name.clone())
             .unwrap_or_else(|| "inspect".into()),
         module,
-        cache_dir: config
-            .and_then(|c| c.host.sandbox.cache_dir.clone())
-            .or_else(crate::worker::default_cache_dir),
+        cache_dir,
         limits,
         state: state.entries().clone(),
         log_filter: log.filter.clone(),
@@ -126,30 +118,22 @@ pub async fn start_worker(
     Worker::spawn(init, state, metrics).await
 }
 
-/// Resolves `[sandbox]` into the limits a worker applies.
-fn sandbox_limits(config: &ConnectorConfig) -> anyhow::Result<SandboxLimits> {
-    let sandbox = &config.host.sandbox;
-    let mut dirs = Vec::new();
-    for dir in &sandbox.dirs {
-        std::fs::create_dir_all(dir).ok();
-        dirs.push(
-            std::fs::canonicalize(dir).map_err(|e| {
-                anyhow::anyhow!("[sandbox] dirs: cannot grant {}: {e}", dir.display())
-            })?,
-        );
-    }
-    let mut allow = Vec::new();
-    for entry in &sandbox.allow {
-        allow.extend(parse_allow(entry).map_err(|e| anyhow::anyhow!("[sandbox] allow: {e}"))?);
-    }
-    Ok(SandboxLimits {
-        memory_bytes: sandbox.memory_mb << 20,
-        call_timeout_ms: sandbox.call_timeout_ms,
-        dirs,
-        allow,
-        fuel: sandbox.fuel,
-        max_file_bytes: sandbox.max_file_mb << 20,
-    })
+/// The compiled-module cache a worker uses: `[sandbox] cache_dir`, else the
+/// user's cache directory.
+fn cache_dir(config: Option<&ConnectorConfig>) -> Option<PathBuf> {
+    config
+        .and_then(|c| c.host.sandbox.cache_dir.clone())
+        .or_else(crate::worker::default_cache_dir)
+}
+
+/// `[sandbox]` checked on its own, before a worker starts, so that a grant or
+/// an allow entry that cannot be given is reported as the configuration
+/// error it is, naming the file.
+fn check_sandbox(module: &Path, config: &ConnectorConfig) -> Result<(), String> {
+    let cache = cache_dir(Some(config));
+    capability::worker_limits(config, module, cache.as_deref())
+        .map(drop)
+        .map_err(|e| format!("{}: {e:#}", config.path.display()))
 }
 
 /// The worker self-test asked for in `DANUBE_HOST_WORKER_SELF_TEST`
@@ -166,45 +150,6 @@ fn self_test() -> anyhow::Result<Option<SelfTest>> {
 }
 
 const ENV_WORKER_SELF_TEST: &str = "DANUBE_HOST_WORKER_SELF_TEST";
-
-/// Parses `host:port` (names resolved here, by the host) or
-/// `address/prefix:port`.
-fn parse_allow(entry: &str) -> Result<Vec<NetRule>, String> {
-    let (host, port) = entry.rsplit_once(':').ok_or_else(|| {
-        format!("{entry:?} has no port; write host:port, e.g. \"mqtt.local:1883\"")
-    })?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("{entry:?}: {port:?} is not a port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if let Some((network, prefix)) = host.split_once('/') {
-        let network: std::net::IpAddr = network
-            .parse()
-            .map_err(|_| format!("{entry:?}: {network:?} is not an IP address"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix_len: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("{entry:?}: /{prefix} is not a prefix length (0-{max})"))?;
-        return Ok(vec![NetRule {
-            network,
-            prefix_len,
-            port,
-        }]);
-    }
-    use std::net::ToSocketAddrs;
-    let addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?;
-    Ok(addrs
-        .map(|a| NetRule {
-            network: a.ip(),
-            prefix_len: if a.is_ipv4() { 32 } else { 128 },
-            port,
-        })
-        .collect())
-}
 
 /// The Danube side of a connector, which outlives its workers.
 enum Pipeline<'a> {
@@ -350,6 +295,7 @@ pub async fn validate(
         crate::schema::read_schema_file(config, entry)
             .map_err(|e| Invalid::Config(format!("{}: [[schemas]] {e}", config.path.display())))?;
     }
+    check_sandbox(module, config).map_err(Invalid::Config)?;
     let worker = start_worker(module, Some(config), StateStore::in_memory(), log, None)
         .await
         .map_err(Invalid::Module)?;
@@ -422,6 +368,7 @@ async fn supervise_workers(
         }
     };
 
+    check_sandbox(&module, &config).map_err(|m| Failure::new(exit::CONFIG, m))?;
     let first = spawn(&config)
         .await
         .map_err(|e| Failure::new(exit::MODULE, format!("{e:#}")))?;
@@ -632,28 +579,4 @@ pub fn describe_module(info: &ModuleInfo) -> String {
         info.description,
         info.config_example.trim_end()
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allow_entries_parse_and_explain_mistakes() {
-        let rules = parse_allow("10.0.0.0/8:5432").unwrap();
-        assert_eq!(rules.len(), 1);
-        assert!(rules[0].allows("10.20.30.40:5432".parse().unwrap()));
-        let local = parse_allow("127.0.0.1:1883").unwrap();
-        assert!(local[0].allows("127.0.0.1:1883".parse().unwrap()));
-        assert!(
-            parse_allow("mqtt.local")
-                .unwrap_err()
-                .contains("has no port")
-        );
-        assert!(
-            parse_allow("10.0.0.0/40:1")
-                .unwrap_err()
-                .contains("prefix length")
-        );
-    }
 }

@@ -91,20 +91,33 @@ pub fn load_component(
         return compile(engine, &bytes);
     };
     let artifact = artifact_path(engine, &bytes, cache_dir);
-    if artifact.exists() {
-        // SAFETY: the artifact was written by `Component::serialize` of an
-        // engine with the same compatibility hash (it is part of the file
-        // name), in a directory the host owns.
-        match unsafe { Component::deserialize_file(engine, &artifact) } {
-            Ok(component) => return Ok(component),
-            Err(e) => {
-                tracing::warn!(artifact = %artifact.display(), error = %e, "discarding unreadable cached artifact");
-                let _ = std::fs::remove_file(&artifact);
+    let key = match cache_key(cache_dir) {
+        Ok(key) => key,
+        Err(e) => {
+            tracing::warn!(dir = %cache_dir.display(), error = %format!("{e:#}"), "cannot use the compiled-module cache; compiling");
+            return compile(engine, &bytes);
+        }
+    };
+    if let Ok(stored) = std::fs::read(&artifact) {
+        match authenticated(&key, &artifact, &stored) {
+            // SAFETY: the artifact carries this host's MAC over its name (the
+            // module's hash and the engine's compatibility hash) and its
+            // bytes, so it is what `Component::serialize` wrote for exactly
+            // this module and engine.
+            Some(native) => match unsafe { Component::deserialize(engine, native) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(artifact = %artifact.display(), error = %e, "discarding unreadable cached artifact");
+                }
+            },
+            None => {
+                tracing::warn!(artifact = %artifact.display(), "discarding a cached artifact that fails its authentication (changed outside danube-host, or written by an older one); compiling again");
             }
         }
+        let _ = std::fs::remove_file(&artifact);
     }
     let component = compile(engine, &bytes)?;
-    if let Err(e) = store_artifact(&component, &artifact) {
+    if let Err(e) = store_artifact(&component, &key, &artifact) {
         tracing::warn!(dir = %cache_dir.display(), error = %e, "cannot cache the compiled module; the next start compiles again");
     }
     Ok(component)
@@ -133,16 +146,73 @@ pub fn artifact_path(engine: &Engine, bytes: &[u8], cache_dir: &Path) -> PathBuf
 }
 
 /// Written to a temporary name and renamed, so a reader never sees half a file.
-fn store_artifact(component: &Component, artifact: &Path) -> anyhow::Result<()> {
+fn store_artifact(component: &Component, key: &CacheKey, artifact: &Path) -> anyhow::Result<()> {
     let dir = artifact
         .parent()
         .context("artifact path has no directory")?;
-    std::fs::create_dir_all(dir)?;
-    let bytes = component.serialize()?;
+    let native = component.serialize()?;
+    let mut bytes = Vec::with_capacity(MAC_LEN + native.len());
+    bytes.extend_from_slice(mac(key, artifact, &native).as_bytes());
+    bytes.extend_from_slice(&native);
     let tmp = dir.join(format!(".{}.tmp", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, artifact)?;
     Ok(())
+}
+
+/// Cached artifacts are native code, loaded without checks: one that anything
+/// but this host wrote (a guest granted the directory, another connector's
+/// entry copied over this one's) would run as this connector. So each file
+/// starts with a MAC, keyed with a secret of this cache's (`key`, readable by
+/// its owner alone, in a directory no `[sandbox] dirs` grant may reach), over
+/// the file's name and the artifact.
+type CacheKey = [u8; 32];
+const MAC_LEN: usize = blake3::OUT_LEN;
+
+fn mac(key: &CacheKey, artifact: &Path, native: &[u8]) -> blake3::Hash {
+    let name = artifact.file_name().unwrap_or_default().as_encoded_bytes();
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    hasher.update(&(name.len() as u64).to_le_bytes());
+    hasher.update(name);
+    hasher.update(native);
+    hasher.finalize()
+}
+
+/// The artifact inside a stored file, if its MAC holds.
+fn authenticated<'a>(key: &CacheKey, artifact: &Path, stored: &'a [u8]) -> Option<&'a [u8]> {
+    let (tag, native) = stored.split_at_checked(MAC_LEN)?;
+    // `Hash` compares in constant time.
+    (mac(key, artifact, native) == blake3::Hash::from_slice(tag).ok()?).then_some(native)
+}
+
+/// The cache's key, created on first use (mode 0600). Two workers creating
+/// it at once agree: it is linked into place only if absent, then read.
+fn cache_key(cache_dir: &Path) -> anyhow::Result<CacheKey> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = cache_dir.join("key");
+    if !path.exists() {
+        std::fs::create_dir_all(cache_dir)?;
+        let tmp = cache_dir.join(format!(".key.{}.tmp", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?
+            .write_all(&rand::random::<CacheKey>())?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(e).context("cannot create the cache key");
+            }
+            _ => {}
+        }
+    }
+    let key = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    key.try_into()
+        .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key; delete it", path.display()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -161,6 +231,23 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_artifact_authenticates_under_its_own_name_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = cache_key(dir.path()).unwrap();
+        assert_eq!(cache_key(dir.path()).unwrap(), key, "the key is kept");
+        let (a, b) = (dir.path().join("a.cwasm"), dir.path().join("b.cwasm"));
+        let mut stored = mac(&key, &a, b"native").as_bytes().to_vec();
+        stored.extend_from_slice(b"native");
+        assert_eq!(authenticated(&key, &a, &stored), Some(&b"native"[..]));
+        assert_eq!(authenticated(&key, &b, &stored), None, "copied over b");
+        let mut changed = stored.clone();
+        *changed.last_mut().unwrap() ^= 1;
+        assert_eq!(authenticated(&key, &a, &changed), None, "changed");
+        assert_eq!(authenticated(&[7; 32], &a, &stored), None, "another key");
+        assert_eq!(authenticated(&key, &a, &stored[..10]), None, "truncated");
+    }
 
     #[test]
     fn headers_tell_components_from_modules() {

@@ -392,7 +392,10 @@ mod tests {
         let (stop, parked) = std::sync::mpsc::channel::<()>();
         let other = std::thread::spawn(move || parked.recv());
         let refused = only_thread().unwrap_err().to_string();
-        assert!(refused.contains("threads before its lock-down"), "{refused}");
+        assert!(
+            refused.contains("threads before its lock-down"),
+            "{refused}"
+        );
         drop(stop);
         let _ = other.join();
     }

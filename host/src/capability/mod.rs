@@ -1,0 +1,54 @@
+//! What a guest may reach beyond its own memory and time, one module per
+//! capability: how the operator's `[sandbox]` table becomes the limits a
+//! worker applies, and what each refuses.
+//!
+//! * [`files`]: `[sandbox] dirs`, the directories granted to the guest,
+//!   never one that holds the host's own files.
+//! * [`network`]: `[sandbox] allow`, the TCP destinations it may connect to.
+//!
+//! The worker enforces both twice: through WASI (`worker/sandbox.rs`) and
+//! through Landlock and seccomp (`worker/hardening.rs`).
+
+pub mod files;
+pub mod network;
+
+use std::path::Path;
+
+use crate::config::ConnectorConfig;
+use crate::protocol::SandboxLimits;
+
+/// Resolves `[sandbox]` into the limits a worker applies. `module` is the
+/// file the worker loads and `cache_dir` its compiled-module cache: both are
+/// kept out of every grant, with the configuration file and the state
+/// directory.
+pub fn worker_limits(
+    config: &ConnectorConfig,
+    module: &Path,
+    cache_dir: Option<&Path>,
+) -> anyhow::Result<SandboxLimits> {
+    let sandbox = &config.host.sandbox;
+    let protected = files::Protected::of_connector(config, module, cache_dir);
+    Ok(SandboxLimits {
+        memory_bytes: sandbox.memory_mb << 20,
+        call_timeout_ms: sandbox.call_timeout_ms,
+        dirs: files::grants(&sandbox.dirs, &protected)?,
+        allow: network::rules(&sandbox.allow)?,
+        fuel: sandbox.fuel,
+        max_file_bytes: sandbox.max_file_mb << 20,
+    })
+}
+
+/// The limits of a worker started without a configuration (`inspect`, the
+/// boundary benchmark): no files, no network, the default memory, and ten
+/// seconds to describe itself.
+pub fn default_limits() -> SandboxLimits {
+    let sandbox = crate::config::SandboxConfig::default();
+    SandboxLimits {
+        memory_bytes: sandbox.memory_mb << 20,
+        call_timeout_ms: 10_000,
+        dirs: Vec::new(),
+        allow: Vec::new(),
+        fuel: None,
+        max_file_bytes: sandbox.max_file_mb << 20,
+    }
+}

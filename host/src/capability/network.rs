@@ -1,0 +1,88 @@
+//! `[sandbox] allow`: the TCP destinations a guest may connect to, as
+//! `host:port` (names resolved by the host, when the configuration is read)
+//! or `address/prefix:port`. Nothing else is reachable: no other port, no
+//! UDP, no listening socket.
+
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// One allowed TCP destination: an address range and a port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NetRule {
+    pub network: IpNet,
+    pub port: u16,
+}
+
+impl NetRule {
+    pub fn allows(&self, addr: SocketAddr) -> bool {
+        addr.port() == self.port && self.network.contains(&addr.ip())
+    }
+}
+
+/// Every entry of `[sandbox] allow` as rules, or the first one that is wrong.
+pub fn rules(allow: &[String]) -> anyhow::Result<Vec<NetRule>> {
+    let mut rules = Vec::new();
+    for entry in allow {
+        rules.extend(parse_allow(entry).map_err(|e| anyhow::anyhow!("[sandbox] allow: {e}"))?);
+    }
+    Ok(rules)
+}
+
+/// Parses `host:port` (names resolved here, by the host) or
+/// `address/prefix:port`.
+fn parse_allow(entry: &str) -> Result<Vec<NetRule>, String> {
+    let (host, port) = entry.rsplit_once(':').ok_or_else(|| {
+        format!("{entry:?} has no port; write host:port, e.g. \"mqtt.local:1883\"")
+    })?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{entry:?}: {port:?} is not a port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.contains('/') {
+        let network: IpNet = host.parse().map_err(|_| {
+            format!(
+                "{entry:?}: {host:?} is not an address range with a prefix length, e.g. 10.0.0.0/8"
+            )
+        })?;
+        return Ok(vec![NetRule { network, port }]);
+    }
+    use std::net::ToSocketAddrs;
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?;
+    Ok(addrs
+        .map(|a| NetRule {
+            network: IpNet::from(a.ip()),
+            port,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_entries_parse_and_explain_mistakes() {
+        let rules = parse_allow("10.0.0.0/8:5432").unwrap();
+        assert_eq!(rules.len(), 1);
+        assert!(rules[0].allows("10.20.30.40:5432".parse().unwrap()));
+        assert!(!rules[0].allows("10.20.30.40:5433".parse().unwrap()));
+        assert!(!rules[0].allows("11.0.0.1:5432".parse().unwrap()));
+        let local = parse_allow("127.0.0.1:1883").unwrap();
+        assert!(local[0].allows("127.0.0.1:1883".parse().unwrap()));
+        assert!(!local[0].allows("127.0.0.2:1883".parse().unwrap()));
+        assert!(
+            parse_allow("mqtt.local")
+                .unwrap_err()
+                .contains("has no port")
+        );
+        assert!(
+            parse_allow("10.0.0.0/40:1")
+                .unwrap_err()
+                .contains("prefix length")
+        );
+    }
+}
