@@ -119,14 +119,15 @@ pub struct WorkerInit {
 pub enum SelfTest {
     /// Reads a file with the worker's own rights and logs the outcome.
     Read(PathBuf),
-    /// Makes a system call by its name, with zero arguments.
+    /// Makes a system call: `NAME[,ARG...]`, each argument a number or
+    /// `ppid` (the supervisor's pid), missing ones zero.
     Syscall(String),
 }
 
 impl std::str::FromStr for SelfTest {
     type Err = String;
 
-    /// `read:PATH` or `syscall:NAME`.
+    /// `read:PATH` or `syscall:NAME[,ARG...]`.
     fn from_str(s: &str) -> Result<SelfTest, String> {
         match s.split_once(':') {
             Some(("read", path)) => Ok(SelfTest::Read(path.into())),

@@ -91,13 +91,27 @@ async fn a_running_worker_has_its_limits_and_filters() {
             .all(|v| v.parse::<u64>().is_ok_and(|n| n <= 4096)),
         "{processes:?}"
     );
-    // Filtering mode, two filters more than the supervisor (whatever a
-    // container put on both): clone3 refused, then the allow-list. And no
-    // new privileges.
+    // Filtering mode, three filters more than the supervisor (whatever a
+    // container put on both): clone3 refused, arguments narrowed, then the
+    // allow-list. And no new privileges.
     let filters = |pid| status_field(pid, "Seccomp_filters").parse::<u32>().unwrap();
     assert_eq!(status_field(worker, "Seccomp"), "2");
-    assert_eq!(filters(worker), filters(host.pid()) + 2);
+    assert_eq!(filters(worker), filters(host.pid()) + 3);
     assert_eq!(status_field(worker, "NoNewPrivs"), "1");
+    // No capabilities, even when the host runs as root; the bounding set is
+    // emptied where the host could (it holds CAP_SETPCAP), so none can come
+    // back.
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(status_field(worker, set), "0000000000000000", "{set}");
+    }
+    let host_caps = u64::from_str_radix(&status_field(host.pid(), "CapEff"), 16).unwrap();
+    if host_caps & (1 << 8) != 0 {
+        assert_eq!(status_field(worker, "CapBnd"), "0000000000000000");
+    }
+    println!(
+        "host CapEff {host_caps:016x}; worker CapBnd {}",
+        status_field(worker, "CapBnd")
+    );
     let log = host.log();
     let status = tokio::task::spawn_blocking(move || host.terminate(DEADLINE))
         .await
@@ -128,6 +142,61 @@ fn a_denied_system_call_stops_the_worker_naming_the_call() {
         log.contains("worker self-test: the system call returned"),
         "{log}"
     );
+}
+
+/// What a self-test call returned: `(result, errno text)`.
+fn self_test_call(dir: &Path, call: &str) -> (i64, String) {
+    let (code, log) = run_self_test(dir, "", &format!("syscall:{call}"));
+    assert_eq!(code, CONFIG, "log:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("worker self-test: the system call returned"))
+        .unwrap_or_else(|| panic!("no self-test line:\n{log}"));
+    let result = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("result="))
+        .and_then(|r| r.parse().ok())
+        .unwrap();
+    let errno = line
+        .split_once("errno=")
+        .map(|(_, e)| e)
+        .unwrap_or_default();
+    (result, errno.to_string())
+}
+
+/// Calls the worker may make, narrowed by their arguments: no raw, packet or
+/// netlink sockets, no resource limits of another process (the supervisor's,
+/// same user), no terminal input injection. Each is refused with EPERM while
+/// the same call with the arguments the runtime uses succeeds.
+#[test]
+fn allowed_calls_are_narrowed_by_their_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |call: &str| {
+        let (result, errno) = self_test_call(dir.path(), call);
+        assert!(
+            result == -1 && errno.contains("Operation not permitted"),
+            "{call}: returned {result} ({errno})"
+        );
+    };
+    let allowed = |call: &str| {
+        let (result, errno) = self_test_call(dir.path(), call);
+        assert!(result >= 0, "{call}: returned {result} ({errno})");
+    };
+    // AF_NETLINK (16) raw and AF_PACKET (17) raw; AF_INET (2) raw (3).
+    refused("socket,16,3,0");
+    refused("socket,17,3,768");
+    refused("socket,2,3,1");
+    // A TCP socket, non-blocking and close-on-exec, as WASI opens it.
+    allowed(&format!(
+        "socket,2,{},0",
+        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+    ));
+    // RLIMIT_NOFILE (7) of the supervisor, read only; of the worker itself.
+    refused("prlimit64,ppid,7,0,0");
+    allowed("prlimit64,0,7,0,0");
+    // TIOCSTI on standard error; then PR_SET_DUMPABLE back on.
+    refused(&format!("ioctl,2,{}", libc::TIOCSTI));
+    refused(&format!("prctl,{},1", libc::PR_SET_DUMPABLE));
 }
 
 #[test]

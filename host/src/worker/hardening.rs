@@ -82,6 +82,7 @@ pub fn ignore_host_signals() -> std::io::Result<()> {
 pub fn lock_down(limits: &SandboxLimits, supervisor: RawFd) -> anyhow::Result<()> {
     only_thread()?;
     set_resource_limits(limits.max_file_bytes).context("cannot set resource limits")?;
+    drop_capabilities().context("cannot drop the worker's capabilities")?;
     restrict_paths_and_ports(limits);
     install_syscall_filter(supervisor).context("cannot install the seccomp filter")
 }
@@ -101,6 +102,26 @@ fn only_thread() -> anyhow::Result<()> {
         anyhow::bail!(
             "the worker runs {threads} threads before its lock-down, which would leave all but one unconfined; this is a bug in danube-host"
         );
+    }
+    Ok(())
+}
+
+/// A worker started by root would keep every capability (raw sockets, any
+/// file, other processes' limits): it drops them all, and a process without
+/// `no_new_privs` exceptions cannot get them back. The bounding set can be
+/// cut only with `CAP_SETPCAP`; a worker without it has nothing to bound.
+fn drop_capabilities() -> Result<(), caps::errors::CapsError> {
+    use caps::{CapSet, Capability};
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP)? {
+        caps::clear(None, CapSet::Bounding)?;
+    }
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        caps::clear(None, set)?;
     }
     Ok(())
 }
@@ -169,8 +190,8 @@ const RESOLVER_PATHS: &[&str] = &[
 
 /// Landlock, best effort: a kernel without it (or with an older version)
 /// leaves the worker confined by WASI alone, which is logged. Only the
-/// calling thread and the threads it starts are confined: the worker's only
-/// other thread, the epoch ticker, runs no guest code and opens nothing.
+/// calling thread and the threads it starts are confined, so it runs while
+/// the worker has no other thread ([`only_thread`]).
 fn restrict_paths_and_ports(limits: &SandboxLimits) {
     match landlock_ruleset(limits) {
         Ok(RulesetStatus::FullyEnforced) => {
@@ -255,10 +276,12 @@ const _: () = assert!(
     "the SIGSYS layout above is for 64-bit Linux"
 );
 
-/// Two filters: the first makes `clone3` fail with ENOSYS (its flags sit
+/// Three filters: the first makes `clone3` fail with ENOSYS (its flags sit
 /// behind a pointer a filter cannot read, and the C library then falls back
-/// to `clone`); the second allows the calls above, `clone` only for threads
-/// (no `fork`), and traps everything else into [`on_denied_syscall`].
+/// to `clone`); the second narrows some allowed calls by their arguments
+/// ([`argument_filter`]); the third allows the calls above, `clone` only for
+/// threads (no `fork`), and traps everything else into
+/// [`on_denied_syscall`].
 fn install_syscall_filter(supervisor: RawFd) -> anyhow::Result<()> {
     let mut frame = Vec::new();
     write_frame(&mut frame, &FromWorker::SyscallDenied { number_le: [0; 4] })?;
@@ -299,11 +322,94 @@ fn install_syscall_filter(supervisor: RawFd) -> anyhow::Result<()> {
     allowed.insert(Sysno::clone.id().into(), vec![threads_only]);
     let allow_list = SeccompFilter::new(allowed, SeccompAction::Trap, SeccompAction::Allow, arch)?;
 
-    for filter in [no_clone3, allow_list] {
+    // The allow-list goes last: it does not allow installing another.
+    for filter in [no_clone3, argument_filter(arch)?, allow_list] {
         let program: seccompiler::BpfProgram = filter.try_into()?;
         seccompiler::apply_filter_all_threads(&program)?;
     }
     Ok(())
+}
+
+/// Allowed calls whose arguments reach too far, refused with EPERM (not
+/// trapped: the C library probes some of them and copes with a refusal):
+///
+/// * `socket` other than Unix, IPv4 and IPv6 stream and datagram sockets
+///   (what WASI sockets and name lookups use): no raw, packet or netlink
+///   sockets.
+/// * `prlimit64` on any process but the worker itself (the same user could
+///   cut the supervisor's limits).
+/// * `ioctl` other than the few the runtime makes on its own descriptors:
+///   no `TIOCSTI` typing into the terminal the worker shares.
+/// * `prctl` options that would undo the hardening: dumpable again (ptrace
+///   and core files), another parent-death signal, a ptracer, capabilities.
+fn argument_filter(arch: TargetArch) -> anyhow::Result<SeccompFilter> {
+    use SeccompCmpArgLen::{Dword, Qword};
+    use SeccompCmpOp::{Eq, MaskedEq, Ne};
+    let cond = |arg, len, op, value| SeccompCondition::new(arg, len, op, value);
+    let all = |conditions: Vec<Result<SeccompCondition, _>>| {
+        SeccompRule::new(conditions.into_iter().collect::<Result<Vec<_>, _>>()?)
+    };
+
+    let families = [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6];
+    let other_family = all(families
+        .iter()
+        .map(|f| cond(0, Dword, Ne, *f as u64))
+        .collect())?;
+    // The type's low bits; SOCK_NONBLOCK and SOCK_CLOEXEC ride above them.
+    let mut socket = vec![other_family];
+    for kind in [
+        libc::SOCK_RAW,
+        libc::SOCK_RDM,
+        libc::SOCK_SEQPACKET,
+        libc::SOCK_DCCP,
+        // SOCK_PACKET: the obsolete packet interface, opened as AF_INET.
+        10,
+    ] {
+        socket.push(all(vec![cond(1, Dword, MaskedEq(0xf), kind as u64)])?);
+    }
+
+    let pid = std::process::id() as u64;
+    let other_process = all(vec![cond(0, Dword, Ne, 0), cond(0, Dword, Ne, pid)])?;
+
+    let ioctls = [
+        libc::FIONBIO,
+        libc::FIOCLEX,
+        libc::FIONCLEX,
+        libc::FIONREAD,
+        libc::TCGETS,
+        libc::TIOCGWINSZ,
+    ];
+    let other_ioctl = all(ioctls
+        .iter()
+        .map(|r| cond(1, Dword, Ne, *r as u64))
+        .collect())?;
+
+    let prctl = [
+        libc::PR_SET_DUMPABLE,
+        libc::PR_SET_PDEATHSIG,
+        libc::PR_SET_PTRACER,
+        libc::PR_SET_MM,
+        libc::PR_SET_SECUREBITS,
+        libc::PR_SET_KEEPCAPS,
+        libc::PR_CAP_AMBIENT,
+        libc::PR_SET_CHILD_SUBREAPER,
+    ]
+    .iter()
+    .map(|option| all(vec![cond(0, Qword, Eq, *option as u64)]))
+    .collect::<Result<Vec<_>, _>>()?;
+
+    let rules = BTreeMap::from([
+        (Sysno::socket.id().into(), socket),
+        (Sysno::prlimit64.id().into(), vec![other_process]),
+        (Sysno::ioctl.id().into(), vec![other_ioctl]),
+        (Sysno::prctl.id().into(), prctl),
+    ]);
+    Ok(SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )?)
 }
 
 /// SIGSYS from the filter: report the denied call to the supervisor and
@@ -347,19 +453,44 @@ pub fn self_test(test: &SelfTest) {
             };
             tracing::warn!(path = %path.display(), %outcome, "worker self-test: read");
         }
-        SelfTest::Syscall(name) => match Sysno::from_str(name) {
-            Ok(call) => {
-                // SAFETY: a raw system call with zero arguments; the tests
-                // name calls that the filter stops before they run.
-                let result = unsafe { libc::syscall(call.id().into(), 0, 0, 0, 0, 0, 0) };
-                tracing::warn!(
-                    syscall = name,
-                    result,
-                    "worker self-test: the system call returned"
-                );
+        SelfTest::Syscall(spec) => {
+            let mut parts = spec.split(',');
+            let name = parts.next().unwrap_or_default();
+            // Arguments: numbers, or `ppid` for the supervisor's pid.
+            let mut args = [0 as libc::c_long; 6];
+            for (slot, arg) in args.iter_mut().zip(parts) {
+                *slot = match arg {
+                    // SAFETY: getppid has no preconditions.
+                    "ppid" => unsafe { libc::getppid() }.into(),
+                    n => n.parse().unwrap_or(0),
+                };
             }
-            Err(()) => tracing::warn!(syscall = name, "worker self-test: no such system call"),
-        },
+            match Sysno::from_str(name) {
+                Ok(call) => {
+                    // SAFETY: a raw system call the host's tests choose: ones
+                    // the filters stop, or harmless ones.
+                    let result = unsafe {
+                        libc::syscall(
+                            call.id().into(),
+                            args[0],
+                            args[1],
+                            args[2],
+                            args[3],
+                            args[4],
+                            args[5],
+                        )
+                    };
+                    let errno = std::io::Error::last_os_error();
+                    tracing::warn!(
+                        syscall = spec,
+                        result,
+                        errno = %errno,
+                        "worker self-test: the system call returned"
+                    );
+                }
+                Err(()) => tracing::warn!(syscall = name, "worker self-test: no such system call"),
+            }
+        }
     }
 }
 
