@@ -166,6 +166,14 @@ pub struct SandboxConfig {
     /// Largest file the worker may write, MiB; a larger write fails with
     /// "File too large".
     pub max_file_mb: u64,
+    /// Topics the connector may publish to or consume from, as patterns
+    /// (`*` for any run of characters, e.g. `"/default/pg-*"`). Empty: any.
+    pub topics: Vec<String>,
+    /// Subscription names a sink may consume under. Empty: any.
+    pub subscriptions: Vec<String>,
+    /// Most topics (and subscriptions) one connector may open; each costs
+    /// producers, a consumer and metric series in the host.
+    pub max_topics: u32,
 }
 
 impl Default for SandboxConfig {
@@ -178,6 +186,9 @@ impl Default for SandboxConfig {
             cache_dir: None,
             fuel: None,
             max_file_mb: 4096,
+            topics: Vec::new(),
+            subscriptions: Vec::new(),
+            max_topics: 100,
         }
     }
 }
@@ -679,6 +690,7 @@ fn check_host(host: &HostConfig) -> Result<(), String> {
         ("sandbox.memory_mb", host.sandbox.memory_mb),
         ("sandbox.call_timeout_ms", host.sandbox.call_timeout_ms),
         ("sandbox.max_file_mb", host.sandbox.max_file_mb),
+        ("sandbox.max_topics", host.sandbox.max_topics as u64),
         ("sandbox.fuel", host.sandbox.fuel.unwrap_or(1)),
         ("processing.health_interval_ms", p.health_interval_ms),
     ] {
@@ -686,6 +698,7 @@ fn check_host(host: &HostConfig) -> Result<(), String> {
             return Err(format!("`{key}` must be greater than 0"));
         }
     }
+    crate::capability::topics::check_patterns(&host.sandbox)?;
     check_schemas(&host.schemas)
 }
 

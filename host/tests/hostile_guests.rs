@@ -648,3 +648,68 @@ async fn trap_on_a_poisoned_record_loses_nothing() {
 async fn two_poisoned_records_are_both_dead_lettered() {
     trap_on_poisoned_records("twice-poisoned", 60, &[12, 41]).await;
 }
+
+/// A sink that attaches to a subscription it was not given (another
+/// connector's, taking its messages) and a source that publishes to a topic
+/// outside its patterns are stopped as configuration errors before anything
+/// is created on the broker; within the rules the same connectors run.
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_and_subscriptions_outside_the_sandbox_are_refused() {
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic("/default/probe", 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, module: &str, rest: &str| {
+        let config = write_config(
+            dir.path(),
+            &format!("{name}.toml"),
+            &broker.url(),
+            name,
+            rest,
+        );
+        let host = Host::start(&guest(module), &config, &[]);
+        (host, config.with_extension("log"))
+    };
+    let ends = |(host, log): (Host, PathBuf)| async move {
+        let status = tokio::task::spawn_blocking(move || host.wait(DEADLINE))
+            .await
+            .unwrap();
+        let log = std::fs::read_to_string(log).unwrap();
+        (status.code().unwrap_or(-1), final_report(&log).to_string())
+    };
+
+    let (code, report) = ends(run(
+        "thief",
+        "probe-connector",
+        "[sandbox]\nsubscriptions = [\"thief-*\"]\n\n[probe]\nsubscription = \"pg-sink\"\n",
+    ))
+    .await;
+    assert_eq!(code, CONFIG, "{report}");
+    assert!(
+        report.contains(
+            "subscription \"pg-sink\", which [sandbox] subscriptions = [\"thief-*\"] does not allow"
+        ),
+        "{report}"
+    );
+    assert!(broker.subscription("/default/probe", "pg-sink").is_none());
+
+    let (code, report) = ends(run(
+        "spray",
+        "probe-source",
+        "[sandbox]\ntopics = [\"/default/spray-*\"]\n\n[probe]\ntopic = \"/default/probe\"\n",
+    ))
+    .await;
+    assert_eq!(code, CONFIG, "{report}");
+    assert!(
+        report.contains("publish to \"/default/probe\", which [sandbox] topics = [\"/default/spray-*\"] does not allow"),
+        "{report}"
+    );
+
+    // The control: within its rules the sink subscribes.
+    let (host, _log) = run(
+        "allowed",
+        "probe-connector",
+        "[sandbox]\ntopics = [\"/default/*\"]\nsubscriptions = [\"probe\"]\n\n[probe]\n",
+    );
+    common::wait_subscribed(&broker, &["/default/probe".to_string()], "probe", &host).await;
+    assert!(host.terminate(DEADLINE).success());
+}

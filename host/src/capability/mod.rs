@@ -5,12 +5,15 @@
 //! * [`files`]: `[sandbox] dirs`, the directories granted to the guest,
 //!   never one that holds the host's own files.
 //! * [`network`]: `[sandbox] allow`, the TCP destinations it may connect to.
+//! * [`topics`]: `[sandbox] topics`, `subscriptions` and `max_topics`, what
+//!   it may publish to and consume, checked on `open`'s answer.
 //!
-//! The worker enforces both twice: through WASI (`worker/sandbox.rs`) and
+//! The worker enforces files and network twice: through WASI (`worker/sandbox.rs`) and
 //! through Landlock and seccomp (`worker/hardening.rs`).
 
 pub mod files;
 pub mod network;
+pub mod topics;
 
 use std::path::Path;
 

@@ -165,6 +165,7 @@ impl<'a> Pipeline<'a> {
         opened: Opened,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Pipeline<'a>, Stop> {
+        capability::topics::check_opened(&config.host.sandbox, &opened).map_err(Stop::Config)?;
         let policy = policy.clone();
         Ok(match opened {
             Opened::Source(producers) => Pipeline::Source(Box::new(
