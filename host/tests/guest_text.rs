@@ -162,6 +162,33 @@ fn guest_text_cannot_forge_log_lines_or_terminal_escapes() {
     );
 }
 
+/// Every state put rewrites and syncs the store: 5,000 puts as fast as the
+/// guest can are all stored, but at the store's pace of 1,000 a second, so
+/// they take at least four seconds (the first second's 1,000 go at once).
+#[test]
+fn state_writes_are_paced_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "probe.toml",
+        &unused_url(),
+        "state-writer",
+        "[probe]\nstate_puts = 5000\n",
+    );
+    let host = Host::start(&guest("probe-connector"), &config, &[]);
+    let status = host.wait(Duration::from_secs(60));
+    let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+    assert_eq!(status.code(), Some(2), "log:\n{log}");
+    let report = final_report(&log);
+    let millis: u64 = report
+        .split_once("refused in ")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(report.contains("5000 ok, 0 refused"), "{report}");
+    assert!(millis >= 4000, "5000 puts took {millis} ms: {report}");
+    println!("{report}");
+}
+
 /// A source that returns more records than `max` breaks the contract that
 /// bounds the host's in-flight records: the host refuses the poll, publishes
 /// none of it, and stops the connector with a message naming the fault.

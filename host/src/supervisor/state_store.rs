@@ -2,8 +2,10 @@
 //!
 //! A small map saved as one JSON file, replaced atomically (write, fsync,
 //! rename) on every change, so a crash leaves either the old or the new map.
-//! Values that are UTF-8 text are stored as JSON strings, so that operators
-//! can read them; other values as arrays of bytes.
+//! Values that are printable UTF-8 text are stored as JSON strings, so that
+//! operators can read them; other values as `{"base64": "..."}` (a third
+//! larger than the bytes, where JSON arrays of numbers took four times).
+//! Files holding such arrays, as earlier versions wrote them, still load.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -22,7 +24,12 @@ impl StateStore {
     pub fn open(path: &Path) -> anyhow::Result<StateStore> {
         let entries = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice::<BTreeMap<String, StoredValue>>(&bytes)
-                .map(|m| m.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
+                .map_err(anyhow::Error::from)
+                .and_then(|m| {
+                    m.into_iter()
+                        .map(|(k, v)| Ok((k, v.into_bytes()?)))
+                        .collect::<anyhow::Result<_>>()
+                })
                 .with_context(|| {
                 format!(
                     "the state file {} is corrupt; restore it from a backup or delete it to start the connector from scratch",
@@ -87,22 +94,40 @@ impl StateStore {
 #[serde(untagged)]
 enum StoredValue {
     Text(String),
+    Base64 {
+        base64: String,
+    },
+    /// As earlier versions wrote bytes; read, never written.
     Bytes(Vec<u8>),
 }
 
 impl StoredValue {
     fn from_bytes(bytes: &[u8]) -> StoredValue {
+        use base64::Engine;
         match std::str::from_utf8(bytes) {
-            Ok(text) => StoredValue::Text(text.to_string()),
-            Err(_) => StoredValue::Bytes(bytes.to_vec()),
+            // Control characters would come out as six-byte escapes.
+            Ok(text)
+                if !text
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t') =>
+            {
+                StoredValue::Text(text.to_string())
+            }
+            _ => StoredValue::Base64 {
+                base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+            },
         }
     }
 
-    fn into_bytes(self) -> Vec<u8> {
-        match self {
+    fn into_bytes(self) -> anyhow::Result<Vec<u8>> {
+        use base64::Engine;
+        Ok(match self {
             StoredValue::Text(text) => text.into_bytes(),
+            StoredValue::Base64 { base64 } => {
+                base64::engine::general_purpose::STANDARD.decode(base64)?
+            }
             StoredValue::Bytes(bytes) => bytes,
-        }
+        })
     }
 }
 
@@ -134,6 +159,28 @@ mod tests {
             text.contains(r#""seq":"42""#),
             "text values stay readable: {text}"
         );
+        assert!(text.contains(r#""binary":{"base64":"/wA="}"#), "{text}");
+    }
+
+    #[test]
+    fn binary_values_take_a_third_more_than_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.state.json");
+        let mut store = StateStore::open(&path).unwrap();
+        let value: Vec<u8> = (0..=255u8).cycle().take(64 * 1024).collect();
+        store.apply("blob".into(), Some(value.clone())).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len() as usize;
+        assert!(size < value.len() * 14 / 10, "{size} bytes on disk");
+        assert_eq!(StateStore::open(&path).unwrap().entries()["blob"], value);
+    }
+
+    #[test]
+    fn files_of_earlier_versions_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.state.json");
+        std::fs::write(&path, br#"{"seq":"42","binary":[255,0]}"#).unwrap();
+        let store = StateStore::open(&path).unwrap();
+        assert_eq!(store.entries()["binary"], vec![255, 0]);
     }
 
     #[test]

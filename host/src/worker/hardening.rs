@@ -379,10 +379,7 @@ fn argument_filter(arch: TargetArch) -> anyhow::Result<SeccompFilter> {
         libc::TCGETS,
         libc::TIOCGWINSZ,
     ];
-    let other_ioctl = all(ioctls
-        .iter()
-        .map(|r| cond(1, Dword, Ne, *r as u64))
-        .collect())?;
+    let other_ioctl = all(ioctls.iter().map(|r| cond(1, Dword, Ne, *r)).collect())?;
 
     let prctl = [
         libc::PR_SET_DUMPABLE,

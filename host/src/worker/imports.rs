@@ -10,6 +10,11 @@ use crate::protocol::{FromWorker, GuestMetric, write_frame};
 /// store is for offsets and small checkpoints, not data.
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 const MAX_STORE_BYTES: usize = 1024 * 1024;
+/// Each put rewrites and syncs the whole store: at most this many a second,
+/// and this many bytes rewritten a second, so that a guest cannot keep the
+/// disk busy. A put beyond them waits for the next second.
+pub const STATE_WRITES_PER_SECOND: u32 = 1000;
+pub const STATE_BYTES_PER_SECOND: usize = 16 * 1024 * 1024;
 
 impl state::Host for GuestState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
@@ -29,11 +34,13 @@ impl state::Host for GuestState {
             .filter(|(k, _)| **k != key)
             .map(|(k, v)| k.len() + v.len())
             .sum();
-        if others + key.len() + value.len() > MAX_STORE_BYTES {
+        let store_bytes = others + key.len() + value.len();
+        if store_bytes > MAX_STORE_BYTES {
             return Err(format!(
                 "the state store would exceed {MAX_STORE_BYTES} bytes"
             ));
         }
+        self.state_writes.wait_for(store_bytes);
         self.report(&key, Some(value.clone()))?;
         self.kv.insert(key, value);
         Ok(())

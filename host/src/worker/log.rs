@@ -9,8 +9,8 @@
 //! pipeline or the worker's memory.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use super::budget::Budget;
 use super::guest::source::danube::connect::log;
 use super::state::GuestState;
 use crate::guest_text::{self, one_line};
@@ -20,66 +20,38 @@ use crate::guest_text::{self, one_line};
 pub const LINES_PER_SECOND: u32 = 1000;
 /// Bytes a guest may log per second.
 pub const BYTES_PER_SECOND: usize = 1024 * 1024;
-const WINDOW: Duration = Duration::from_secs(1);
 
 /// The budget one guest's lines draw from, shared by its log import and its
 /// output streams.
 #[derive(Clone)]
 pub struct LogBudget {
-    inner: Arc<Mutex<Window>>,
-}
-
-struct Window {
-    started: Instant,
-    lines: u32,
-    bytes: usize,
-    dropped_lines: u64,
-    dropped_bytes: u64,
+    inner: Arc<Mutex<Budget>>,
 }
 
 impl LogBudget {
     pub fn new() -> LogBudget {
         LogBudget {
-            inner: Arc::new(Mutex::new(Window {
-                started: Instant::now(),
-                lines: 0,
-                bytes: 0,
-                dropped_lines: 0,
-                dropped_bytes: 0,
-            })),
+            inner: Arc::new(Mutex::new(Budget::new(LINES_PER_SECOND, BYTES_PER_SECOND))),
         }
     }
 
     /// Whether a line of `len` bytes may be written now. Reports what the
-    /// last window dropped when a new one begins.
+    /// last second dropped when a new one begins.
     fn admit(&self, connector: &str, len: usize) -> bool {
-        let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if now.duration_since(w.started) >= WINDOW {
-            if w.dropped_lines > 0 {
-                tracing::warn!(
-                    connector,
-                    dropped_lines = w.dropped_lines,
-                    dropped_bytes = w.dropped_bytes,
-                    "the connector logged more than {LINES_PER_SECOND} lines or {BYTES_PER_SECOND} bytes in a second; the excess was dropped"
-                );
-            }
-            *w = Window {
-                started: now,
-                lines: 0,
-                bytes: 0,
-                dropped_lines: 0,
-                dropped_bytes: 0,
-            };
+        let (admitted, refused) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(len);
+        if let Some(refused) = refused {
+            tracing::warn!(
+                connector,
+                dropped_lines = refused.calls,
+                dropped_bytes = refused.bytes,
+                "the connector logged more than {LINES_PER_SECOND} lines or {BYTES_PER_SECOND} bytes in a second; the excess was dropped"
+            );
         }
-        if w.lines >= LINES_PER_SECOND || w.bytes + len > BYTES_PER_SECOND {
-            w.dropped_lines += 1;
-            w.dropped_bytes += len as u64;
-            return false;
-        }
-        w.lines += 1;
-        w.bytes += len;
-        true
+        admitted
     }
 
     /// Writes one line of the guest's stdout or stderr, if the budget allows.
@@ -133,22 +105,5 @@ impl log::Host for GuestState {
             log::Level::Error => tracing::Level::ERROR,
         };
         level <= tracing::level_filters::LevelFilter::current()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_second_admits_its_budget_and_no_more() {
-        let budget = LogBudget::new();
-        let admitted = (0..LINES_PER_SECOND + 500)
-            .filter(|_| budget.admit("c", 10))
-            .count();
-        assert_eq!(admitted, LINES_PER_SECOND as usize);
-        let budget = LogBudget::new();
-        assert!(budget.admit("c", BYTES_PER_SECOND));
-        assert!(!budget.admit("c", 1));
     }
 }

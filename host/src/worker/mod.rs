@@ -8,6 +8,7 @@
 //! what comes next. The worker's own logs go to standard error, which it shares
 //! with the supervisor.
 
+mod budget;
 mod engine;
 mod guest;
 mod hardening;
@@ -181,6 +182,10 @@ fn load(init: &WorkerInit, socket: UnixStream) -> anyhow::Result<Guest> {
         connector: init.connector.clone(),
         trace_id: 0,
         kv: init.state.clone(),
+        state_writes: budget::Budget::new(
+            imports::STATE_WRITES_PER_SECOND,
+            imports::STATE_BYTES_PER_SECOND,
+        ),
         fuel: init.limits.fuel,
         supervisor: socket,
         log_budget,

@@ -8,6 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::budget::Budget;
 use super::log::LogBudget;
 use super::sandbox::GuestOutput;
 
@@ -26,6 +27,8 @@ pub struct GuestState {
     /// The connector's state store; every change is also sent to the
     /// supervisor, which persists it.
     pub kv: BTreeMap<String, Vec<u8>>,
+    /// How much more the guest may rewrite its state store this second.
+    pub state_writes: Budget,
     /// Where state changes are reported (the socket to the supervisor).
     pub supervisor: UnixStream,
     /// What the guest may still log this second.

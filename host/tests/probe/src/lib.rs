@@ -18,6 +18,7 @@
 //! | `metric_names`    | reports that many counters, each named by a distinct string of `metric_name_mb` MiB (default 1), then goes on |
 //! | `log_flood`       | logs that many lines at once, waits 1.2 s and logs `log flood done`, then goes on |
 //! | `health_detail_mb`| makes `health` fail with a detail of that many MiB (`x` repeated) |
+//! | `state_puts`      | puts that many values into its state store as fast as it can and fails with `config("state puts: N ok, M refused in T ms: FIRST ERROR")` |
 //! | `config_error`    | fails with `config(<the text>)`                               |
 //! | `fatal_error`     | fails with `fatal(<the text>)`                                |
 //!
@@ -61,6 +62,7 @@ metric_names = 0
 metric_name_mb = 1
 log_flood = 0
 health_detail_mb = 0
+state_puts = 0
 config_error = "a configuration error to return"
 fatal_error = "a fatal error to return"
 loop_in_batch = false
@@ -99,6 +101,8 @@ pub struct Config {
     log_flood: usize,
     #[serde(default)]
     health_detail_mb: usize,
+    #[serde(default)]
+    state_puts: usize,
     #[serde(default)]
     config_error: Option<String>,
     #[serde(default)]
@@ -262,6 +266,26 @@ impl Sink for Probe {
             0 => config.unhealthy,
             mb => Some("x".repeat(mb << 20)),
         };
+        if config.state_puts > 0 {
+            let (mut ok, mut refused, mut first) = (0, 0, None);
+            let started = std::time::Instant::now();
+            for i in 0..config.state_puts {
+                match danube_connect_sdk::state::put("offset", i.to_string().as_bytes()) {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        refused += 1;
+                        first.get_or_insert(e);
+                    }
+                }
+            }
+            return Err(ConnectorError::config(format!(
+                "state puts: {ok} ok, {refused} refused in {} ms: {}",
+                started.elapsed().as_millis(),
+                first
+                    .map(|e: danube_connect_sdk::state::StateError| e.to_string())
+                    .unwrap_or_default()
+            )));
+        }
         if let Some(message) = config.config_error {
             return Err(ConnectorError::config(message));
         }
