@@ -37,5 +37,11 @@ if ! [[ -x $tools/bin/hadolint && -x $tools/bin/docker-compose && -x $tools/bin/
     ln -sf "$compose" "$tools/bin/docker-compose"
 fi
 
+# cargo-fuzz, for the fuzz targets (scripts/fuzz.sh).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-fuzz"
+    cargo install --locked --quiet cargo-fuzz --version 0.13.2
+fi
+
 # Toolchains for connectors in Python, JavaScript and C (into .polyglot/).
 "$(dirname "$0")/setup-polyglot.sh"

@@ -1,23 +1,20 @@
 //! Any text as a configuration file: the loader returns a configuration or
 //! a one-line error naming the file, and never panics.
 #![no_main]
-#![allow(dead_code)]
-
-#[path = "../../host/src/config.rs"]
-mod config;
 
 use std::path::Path;
 
+use danube_host::config::{ConnectorConfig, documented_example};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    match config::ConnectorConfig::parse(&text, Path::new("c.toml"), &|_| None) {
+    match ConnectorConfig::parse(&text, Path::new("c.toml"), &|_| None) {
         Ok(mut parsed) => {
             let _ = parsed.connector_json();
             let _ = parsed.dead_letter_topic();
             let _ = parsed.state_file();
-            let documented = config::documented_keys(&text);
+            let documented = documented_example(&text);
             parsed.apply_connector_env(&documented, &|_| Some(text.to_string()));
         }
         Err(e) => {

@@ -1,13 +1,9 @@
 //! Any bytes on the worker socket, read as frames either way: the decoder
 //! returns messages, the end, or an error, and never panics.
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../host/src/protocol.rs"]
-mod protocol;
-
+use danube_host::protocol::{FromWorker, ToWorker, read_frame};
 use libfuzzer_sys::fuzz_target;
-use protocol::{FromWorker, ToWorker, read_frame};
 
 /// Reads frames until the end of the input or the first error.
 fn drain<T: serde::de::DeserializeOwned>(mut input: &[u8]) {

@@ -7,19 +7,8 @@
 //! danube-host inspect m.wasm                                       # what a module is
 //! danube-host new --lang python my-sink                            # start a connector
 //! ```
-
-mod bench_boundary;
-mod capability;
-mod config;
-mod directory;
-mod guest_text;
-mod logging;
-mod observability;
-mod protocol;
-mod scaffold;
-mod schema;
-mod supervisor;
-mod worker;
+//!
+//! The command line only: everything it runs is in the `danube_host` library.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -27,8 +16,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use config::{ConnectorConfig, ENV_CONFIG_PATH};
-use supervisor::{Invalid, LogSettings, StateStore, exit};
+use danube_host::config::{self, ConnectorConfig, ENV_CONFIG_PATH};
+use danube_host::supervisor::{self, Invalid, LogSettings, StateStore, exit};
+use danube_host::{bench_boundary, directory, logging, scaffold, worker};
 
 #[derive(Parser)]
 #[command(

@@ -1,0 +1,17 @@
+//! The connector host: a supervisor that owns the Danube side of each
+//! connector, and worker processes that each run one sandboxed component.
+//! `main.rs` is its command line; `docs/ARCHITECTURE.md` shows how the
+//! modules fit together.
+
+pub mod bench_boundary;
+pub mod capability;
+pub mod config;
+pub mod directory;
+pub mod guest_text;
+pub mod logging;
+pub mod observability;
+pub mod protocol;
+pub mod scaffold;
+pub mod schema;
+pub mod supervisor;
+pub mod worker;
