@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use danube_host::config::{ConnectorConfig, documented_example};
+use danube_host::config::{ConnectorConfig, declared_example, documented_example};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,8 +14,9 @@ fuzz_target!(|data: &[u8]| {
             let _ = parsed.connector_json();
             let _ = parsed.dead_letter_topic();
             let _ = parsed.state_file();
-            let documented = documented_example(&text);
-            parsed.apply_connector_env(&documented, &|_| Some(text.to_string()));
+            let _ = documented_example(&text);
+            let declared = declared_example(&text);
+            parsed.apply_connector_env(&declared, &|_| Some(text.to_string()));
         }
         Err(e) => {
             let message = e.to_string();

@@ -417,27 +417,28 @@ impl ConnectorConfig {
 
     /// Applies `SECTION_KEY` environment overrides to the connector's table,
     /// e.g. `MQTT_PASSWORD` for `[mqtt] password`. Only keys the table has or
-    /// the connector documents (`documented`, its example) are taken, so an
-    /// unrelated variable never becomes an unknown key. A key whose value in
-    /// the file, or else in the example, is a string takes the variable as
-    /// it is (a password `123456` stays text); other keys read it as TOML.
+    /// the connector declares (`declared`, from [`declared_example`]) are
+    /// taken, so an unrelated variable never becomes an unknown key. A key
+    /// whose value in the file, or else in the example, is a string takes
+    /// the variable as it is (a password `123456` stays text); other keys
+    /// read it as TOML.
     pub fn apply_connector_env(
         &mut self,
-        documented: &toml::Table,
+        declared: &toml::Table,
         env: &dyn Fn(&str) -> Option<String>,
     ) {
         let Some(section) = &self.section else { return };
         let keys: BTreeSet<String> = self
             .connector
             .keys()
-            .chain(documented.keys())
+            .chain(declared.keys())
             .cloned()
             .collect();
         for key in keys {
             let var = format!("{section}_{key}").to_uppercase();
             if let Some(value) = env(&var) {
-                let declared = self.connector.get(&key).or_else(|| documented.get(&key));
-                let value = match declared {
+                let typed = self.connector.get(&key).or_else(|| declared.get(&key));
+                let value = match typed {
                     Some(toml::Value::String(_)) => toml::Value::String(value),
                     _ => parse_env_value(&value),
                 };
@@ -465,9 +466,8 @@ impl ConnectorConfig {
 }
 
 /// The keys a documented configuration example declares, with their example
-/// values: its root keys, or the keys of its single table (examples may be
-/// written with or without the `[section]` header), including optional keys
-/// shown commented out (`# key = value`).
+/// values, including optional keys shown commented out (`# key = value`):
+/// what `validate` accepts and suggests.
 pub fn documented_example(example: &str) -> toml::Table {
     let uncommented: String = example
         .lines()
@@ -487,7 +487,17 @@ pub fn documented_example(example: &str) -> toml::Table {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let Ok(table) = uncommented.parse::<toml::Table>() else {
+    declared_example(&uncommented)
+}
+
+/// The keys an example sets outright, not in comments: with the file's own
+/// keys, the only ones `SECTION_KEY` variables may set. A comment is no
+/// declaration: a module must not pick the variables it is handed by
+/// mentioning `# aws_secret_access_key` in its example. Its root keys, or
+/// the keys of its single table (examples may be written with or without
+/// the `[section]` header).
+pub fn declared_example(example: &str) -> toml::Table {
+    let Ok(table) = example.parse::<toml::Table>() else {
         return toml::Table::new();
     };
     match table.values().next() {
@@ -832,15 +842,17 @@ count = 3
         c.connector
             .insert("pin".into(), toml::Value::String("1".into()));
         c.apply_connector_env(
-            &documented_example("[datagen]\ncount = 1\npassword = \"\"\n# token = \"t\""),
+            &declared_example("[datagen]\ncount = 1\npassword = \"\"\n# token = \"t\""),
             &env,
         );
         assert_eq!(c.connector["count"].as_integer(), Some(7));
         assert_eq!(c.connector["password"].as_str(), Some("s3cret"));
         // Digits stay text where the example or the file has text.
-        assert_eq!(c.connector["token"].as_str(), Some("123456"));
         assert_eq!(c.connector["pin"].as_str(), Some("0042"));
         assert!(!c.connector.contains_key("unrelated"));
+        // A key only in a comment of the example is not declared: its
+        // variable is not handed over.
+        assert!(!c.connector.contains_key("token"));
     }
 
     #[test]
@@ -1041,8 +1053,8 @@ count = 3
                     let _ = config.dead_letter_topic();
                     let _ = config.state_file();
                     let _ = config.host.metrics_addr();
-                    let documented = documented_example(text);
-                    config.apply_connector_env(&documented, &env);
+                    let declared = declared_example(text);
+                    config.apply_connector_env(&declared, &env);
                 }
                 Err(e) => {
                     let message = e.to_string();

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::capability;
-use crate::config::{ConnectorConfig, documented_example};
+use crate::config::{ConnectorConfig, declared_example, documented_example};
 use crate::observability::{ConnectorMetrics, Observability, ServerHandle, Status};
 use crate::protocol::{
     CallOutcome, ConnectorError, ModuleInfo, Opened, PROTOCOL_VERSION, SelfTest, WorkerInit,
@@ -375,7 +375,7 @@ async fn supervise_workers(
         .map_err(|e| Failure::new(exit::MODULE, format!("{e:#}")))?;
     let info = first.info().clone();
     tracing::info!(module = %module.display(), world = %info.world, guest = %info.name, guest_version = %info.version, "module loaded");
-    config.apply_connector_env(&documented_example(&info.config_example), &|k| {
+    config.apply_connector_env(&declared_example(&info.config_example), &|k| {
         std::env::var(k).ok()
     });
     let config = config;
