@@ -146,6 +146,8 @@ pub struct SandboxLimits {
     pub dirs: Vec<PathBuf>,
     /// TCP endpoints the guest may connect to, already resolved.
     pub allow: Vec<NetRule>,
+    /// The host names among them, the only names the guest may look up.
+    pub names: Vec<String>,
     /// Fuel (roughly, WebAssembly instructions) one call may burn; `None`
     /// leaves compute bounded by the call timeout alone.
     pub fuel: Option<u64>,
@@ -589,6 +591,7 @@ mod tests {
                                     memory_bytes,
                                     call_timeout_ms,
                                     dirs: dirs.iter().map(PathBuf::from).collect(),
+                                    names: dirs.clone(),
                                     allow: allow
                                         .into_iter()
                                         .map(|(ip, prefix_len, port)| NetRule {

@@ -713,3 +713,41 @@ async fn topics_and_subscriptions_outside_the_sandbox_are_refused() {
     common::wait_subscribed(&broker, &["/default/probe".to_string()], "probe", &host).await;
     assert!(host.terminate(DEADLINE).success());
 }
+
+/// A name lookup is a way out (a guest could send what it read as
+/// `<data>.attacker.example` to any DNS server on the path), so a guest may
+/// look up the host names of its `[sandbox] allow` entries alone: `localhost`
+/// is refused to a guest allowed `127.0.0.1:PORT`, though the address it
+/// names is allowed, and resolves for one allowed `localhost:PORT`.
+#[test]
+fn only_names_in_the_allow_list_are_looked_up() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connect = |allow: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, report, log) = run_probe_open(
+            dir.path(),
+            &format!(
+                "{FAST_RETRY}[sandbox]\nallow = [\"{allow}\"]\n\n[probe]\nconnect_to = \"localhost:{port}\"\n"
+            ),
+        );
+        assert_eq!(code, CONFIG, "log:\n{log}");
+        (report, log)
+    };
+    let (report, log) = connect(&format!("127.0.0.1:{port}"));
+    assert!(
+        report.contains(&format!("connect localhost:{port}: cannot resolve")),
+        "{report}"
+    );
+    assert!(
+        log.contains("name lookup denied: not a host of [sandbox] allow")
+            && log.contains("localhost"),
+        "no log line names the refused lookup:\n{log}"
+    );
+    let (report, _) = connect(&format!("localhost:{port}"));
+    assert!(
+        report.ends_with(&format!("connect localhost:{port}: ok")),
+        "an allowed name did not resolve: {report}"
+    );
+    drop(listener);
+}

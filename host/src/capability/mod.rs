@@ -36,6 +36,7 @@ pub fn worker_limits(
         call_timeout_ms: sandbox.call_timeout_ms,
         dirs: files::grants(&sandbox.dirs, &protected)?,
         allow: network::rules(&sandbox.allow)?,
+        names: network::names(&sandbox.allow),
         fuel: sandbox.fuel,
         max_file_bytes: sandbox.max_file_mb << 20,
     })
@@ -51,6 +52,7 @@ pub fn default_limits() -> SandboxLimits {
         call_timeout_ms: 10_000,
         dirs: Vec::new(),
         allow: Vec::new(),
+        names: Vec::new(),
         fuel: None,
         max_file_bytes: sandbox.max_file_mb << 20,
     }

@@ -92,6 +92,7 @@ impl Guest {
         arm(&mut store)?;
         let mut linker: Linker<GuestState> = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        super::name_lookup::add_to_linker(&mut linker)?;
         let instance = match world {
             World::Source => {
                 source::Source::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;

@@ -14,6 +14,7 @@ mod guest;
 mod hardening;
 mod imports;
 mod log;
+mod name_lookup;
 mod sandbox;
 mod state;
 
@@ -181,6 +182,7 @@ fn load(init: &WorkerInit, socket: UnixStream) -> anyhow::Result<Guest> {
             .max(1),
         connector: init.connector.clone(),
         trace_id: 0,
+        allowed_names: init.limits.names.clone(),
         kv: init.state.clone(),
         state_writes: budget::Budget::new(
             imports::STATE_WRITES_PER_SECOND,
