@@ -89,8 +89,9 @@ pub fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> io::Result<Opti
 /// Supervisor → worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToWorker {
-    /// First frame: what to load and how to confine it.
-    Init(WorkerInit),
+    /// First frame: what to load and how to confine it (boxed: it is sent
+    /// once, calls all the time).
+    Init(Box<WorkerInit>),
     /// A call into the guest; answered by [`FromWorker::Reply`] with the same id.
     Call { id: u64, trace_id: u64, call: Call },
 }
@@ -583,7 +584,7 @@ mod tests {
                             max_file_bytes,
                             self_test,
                         )| {
-                            ToWorker::Init(WorkerInit {
+                            ToWorker::Init(Box::new(WorkerInit {
                                 protocol_version,
                                 module: PathBuf::from(&connector),
                                 cache_dir: dirs.first().map(PathBuf::from),
@@ -609,7 +610,7 @@ mod tests {
                                 log_filter: "info".into(),
                                 log_json,
                                 self_test,
-                            })
+                            }))
                         },
                     ),
             ]

@@ -97,7 +97,7 @@ impl Worker {
 
         let mut reader = ours.try_clone()?;
         let mut writer = ours;
-        write_frame(&mut writer, &ToWorker::Init(init))?;
+        write_frame(&mut writer, &ToWorker::Init(Box::new(init)))?;
         let info =
             tokio::task::spawn_blocking(move || -> anyhow::Result<(ModuleInfo, UnixStream)> {
                 match read_frame::<FromWorker>(&mut reader)? {

@@ -55,7 +55,7 @@ pub fn may_look_up(allowed: &[String], name: &str) -> bool {
     let bare = name.trim_start_matches('[').trim_end_matches(']');
     bare.parse::<std::net::IpAddr>().is_ok() || {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        allowed.iter().any(|a| *a == name)
+        allowed.contains(&name)
     }
 }
 
