@@ -156,6 +156,10 @@ pub struct SandboxConfig {
     /// TCP destinations the guest may connect to, `host:port` or
     /// `address/prefix:port`. Everything else is denied.
     pub allow: Vec<String>,
+    /// Names the guest may look up besides the host names in `allow`: those
+    /// of destinations allowed by address range (a compose service in
+    /// `172.28.0.0/24`, a Kubernetes Service in the cluster's range).
+    pub lookup: Vec<String>,
     /// Where compiled modules are cached. Default: `$XDG_CACHE_HOME/danube-host`
     /// or `~/.cache/danube-host`.
     pub cache_dir: Option<PathBuf>,
@@ -183,6 +187,7 @@ impl Default for SandboxConfig {
             call_timeout_ms: 30_000,
             dirs: Vec::new(),
             allow: Vec::new(),
+            lookup: Vec::new(),
             cache_dir: None,
             fuel: None,
             max_file_mb: 4096,

@@ -147,7 +147,7 @@ pub struct SandboxLimits {
     pub dirs: Vec<PathBuf>,
     /// TCP endpoints the guest may connect to, already resolved.
     pub allow: Vec<NetRule>,
-    /// The host names among them, the only names the guest may look up.
+    /// The names the guest may look up: `allow`'s host names, `lookup`.
     pub names: Vec<String>,
     /// Fuel (roughly, WebAssembly instructions) one call may burn; `None`
     /// leaves compute bounded by the call timeout alone.

@@ -740,7 +740,7 @@ fn only_names_in_the_allow_list_are_looked_up() {
         "{report}"
     );
     assert!(
-        log.contains("name lookup denied: not a host of [sandbox] allow")
+        log.contains("name lookup denied: not a host of [sandbox] allow or lookup")
             && log.contains("localhost"),
         "no log line names the refused lookup:\n{log}"
     );

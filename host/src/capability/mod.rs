@@ -36,7 +36,7 @@ pub fn worker_limits(
         call_timeout_ms: sandbox.call_timeout_ms,
         dirs: files::grants(&sandbox.dirs, &protected)?,
         allow: network::rules(&sandbox.allow)?,
-        names: network::names(&sandbox.allow),
+        names: network::names(&sandbox.allow, &sandbox.lookup),
         fuel: sandbox.fuel,
         max_file_bytes: sandbox.max_file_mb << 20,
     })

@@ -1,8 +1,8 @@
 //! `[sandbox] allow`: the TCP destinations a guest may connect to, as
 //! `host:port` (names resolved by the host, when the configuration is read)
 //! or `address/prefix:port`. Nothing else is reachable: no other port, no
-//! UDP, no listening socket; and the guest may look up those names alone
-//! (`worker/name_lookup.rs`).
+//! UDP, no listening socket; and the guest may look up those names, and the
+//! ones of `[sandbox] lookup`, alone (`worker/name_lookup.rs`).
 
 use std::net::SocketAddr;
 
@@ -31,14 +31,15 @@ pub fn rules(allow: &[String]) -> anyhow::Result<Vec<NetRule>> {
     Ok(rules)
 }
 
-/// The host names of `allow` entries (not addresses), lower case: the names
-/// the guest may look up.
-pub fn names(allow: &[String]) -> Vec<String> {
+/// The names the guest may look up, lower case: the host names of `allow`
+/// entries (not addresses), and those of `[sandbox] lookup`.
+pub fn names(allow: &[String], lookup: &[String]) -> Vec<String> {
     allow
         .iter()
         .filter_map(|entry| entry.rsplit_once(':').map(|(host, _)| host))
         .filter(|host| !host.contains('/') && !host.starts_with('['))
         .filter(|host| host.parse::<std::net::IpAddr>().is_err())
+        .chain(lookup.iter().map(String::as_str))
         .map(|host| host.trim_end_matches('.').to_ascii_lowercase())
         .collect()
 }
@@ -93,13 +94,16 @@ mod tests {
                 .contains("has no port")
         );
         assert_eq!(
-            names(&[
-                "MQTT.local:1883".into(),
-                "10.0.0.0/8:5432".into(),
-                "127.0.0.1:1".into(),
-                "[::1]:2".into()
-            ]),
-            ["mqtt.local"]
+            names(
+                &[
+                    "MQTT.local:1883".into(),
+                    "10.0.0.0/8:5432".into(),
+                    "127.0.0.1:1".into(),
+                    "[::1]:2".into()
+                ],
+                &["Postgres".into()]
+            ),
+            ["mqtt.local", "postgres"]
         );
         assert!(
             parse_allow("10.0.0.0/40:1")

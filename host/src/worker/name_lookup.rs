@@ -1,11 +1,11 @@
 //! `wasi:sockets/ip-name-lookup` for the guest: only the names in
-//! `[sandbox] allow` are looked up.
+//! `[sandbox] allow` and `[sandbox] lookup` are looked up.
 //!
 //! wasmtime-wasi's own implementation resolves any name through the system
 //! resolver once lookups are on, and a lookup is a way out: a guest allowed
 //! one database could still send what it read as `<data>.attacker.example`
-//! to any DNS server on the path. This one refuses every name that is not an
-//! `allow` entry's (address literals need no lookup and pass), and hands the
+//! to any DNS server on the path. This one refuses every name the operator
+//! did not give (address literals need no lookup and pass), and hands the
 //! rest to wasmtime-wasi. It is linked over wasmtime-wasi's interface, with
 //! the same resource type, so the rest of `wasi:sockets` is unchanged.
 
@@ -45,7 +45,7 @@ impl HasData for AllowedNames {
 
 pub struct NameLookup<'a> {
     sockets: WasiSocketsCtxView<'a>,
-    /// The host names of `[sandbox] allow`, lower case.
+    /// The names of `[sandbox] allow` and `lookup`, lower case.
     allowed: &'a [String],
 }
 
@@ -68,7 +68,7 @@ impl Host for NameLookup<'_> {
         if !may_look_up(self.allowed, &name) {
             tracing::warn!(
                 name = %crate::guest_text::one_line(name, crate::guest_text::NAME),
-                "name lookup denied: not a host of [sandbox] allow"
+                "name lookup denied: not a host of [sandbox] allow or lookup"
             );
             return Err(ErrorCode::PermanentResolverFailure.into());
         }

@@ -24,7 +24,7 @@ pub struct GuestState {
     pub connector: String,
     /// Trace id of the call in progress, carried into the guest's log lines.
     pub trace_id: u64,
-    /// The host names of `[sandbox] allow`: the only names it may look up.
+    /// The only names the guest may look up (`[sandbox] allow`, `lookup`).
     pub allowed_names: Vec<String>,
     /// The connector's state store; every change is also sent to the
     /// supervisor, which persists it.
