@@ -94,6 +94,9 @@ pub enum ToWorker {
     Init(Box<WorkerInit>),
     /// A call into the guest; answered by [`FromWorker::Reply`] with the same id.
     Call { id: u64, trace_id: u64, call: Call },
+    /// The answer to [`FromWorker::StatePut`]: the change is on disk, or why
+    /// not. The guest's `state.put` returns only once it arrives.
+    StateSaved(Result<(), String>),
 }
 
 /// Everything a worker needs to load its module; sent once after the handshake.
@@ -194,9 +197,8 @@ pub enum FromWorker {
         /// The guest's linear memory after the call.
         memory_bytes: u64,
     },
-    /// The guest changed its state store; the supervisor persists it before it
-    /// reads the next reply, so state put during a call is durable when the
-    /// call's reply is handled.
+    /// The guest changed its state store; the supervisor persists it and
+    /// answers [`ToWorker::StateSaved`], which the worker waits for.
     StatePut { key: String, value: Option<Vec<u8>> },
     /// A connector-defined metric update (the `metrics` import).
     Metric(GuestMetric),
@@ -550,6 +552,7 @@ mod tests {
             prop_oneof![
                 (any::<u64>(), any::<u64>(), call())
                     .prop_map(|(id, trace_id, call)| ToWorker::Call { id, trace_id, call }),
+                prop::option::of(text()).prop_map(|e| ToWorker::StateSaved(e.map_or(Ok(()), Err))),
                 (
                     any::<u32>(),
                     text(),

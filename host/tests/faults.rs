@@ -637,3 +637,55 @@ async fn a_sink_subscribes_again_when_the_client_gives_up_its_stream() {
         .count();
     assert!(renewals >= REFUSALS, "{renewals} renewals; log:\n{log}");
 }
+
+/// `state.put` returns once the value is on disk, and fails when it cannot
+/// be written: a sink whose state directory became unwritable mid-flow stops
+/// on its next put, naming the cause, instead of going on with a position
+/// that would be lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_put_that_cannot_reach_the_disk_fails_the_call() {
+    let _turn = take_turn(BrokerKind::Test).await;
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic("/default/durable", 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let probe = common::probe::ProbeSink::start(
+        &broker,
+        dir.path(),
+        "durable",
+        "/default/durable",
+        [
+            "[processing]\nbatch_size = 1\n",
+            "",
+            "state_per_batch = true",
+        ],
+    )
+    .await;
+    common::probe::produce(&broker, "/default/durable", 1, &[]).await;
+    let state = dir.path().join("state");
+    let stored = wait_until_async(Duration::from_secs(30), || {
+        std::fs::read_to_string(state.join("durable.state.json"))
+            .is_ok_and(|t| t.contains("batches"))
+    })
+    .await;
+    assert!(
+        stored,
+        "the first batch's put never reached the disk:\n{}",
+        probe.host.log()
+    );
+    // The directory becomes a file: nothing can be written there any more.
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::write(&state, "not a directory").unwrap();
+    common::probe::produce(&broker, "/default/durable", 1, &[]).await;
+    let common::probe::ProbeSink { host, log_file, .. } = probe;
+    let status = tokio::task::spawn_blocking(move || host.wait(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(log_file).unwrap();
+    assert_eq!(status.code(), Some(4), "log:\n{log}");
+    let report = common::probe::final_report(&log);
+    assert!(
+        report.contains("the host could not persist the state")
+            && report.contains("state directory"),
+        "{report}"
+    );
+}

@@ -128,6 +128,10 @@ impl Worker {
                 let _ = writer.shutdown(std::net::Shutdown::Write);
             })?;
         let replies = pending.clone();
+        // Weak: the worker's socket is half-closed once every sender is gone,
+        // which is how the worker learns to stop; the reader must not keep
+        // it open.
+        let saved = outbox.downgrade();
         let (gone_tx, gone) = watch::channel(false);
         std::thread::Builder::new()
             .name("worker-reader".into())
@@ -136,7 +140,7 @@ impl Worker {
                 // Its log lines name the connector too.
                 let span = tracing::Span::current();
                 move || {
-                    span.in_scope(|| read_replies(reader, replies, state, metrics));
+                    span.in_scope(|| read_replies(reader, replies, state, saved, metrics));
                     gone_tx.send_replace(true);
                 }
             })?;
@@ -235,6 +239,7 @@ fn read_replies(
     mut reader: UnixStream,
     pending: Pending,
     mut state: StateStore,
+    saved: mpsc::WeakUnboundedSender<ToWorker>,
     metrics: Option<ConnectorMetrics>,
 ) {
     loop {
@@ -257,8 +262,14 @@ fn read_replies(
                 }
             }
             Ok(Some(FromWorker::StatePut { key, value })) => {
-                if let Err(e) = state.apply(key, value) {
-                    tracing::error!(error = %format!("{e:#}"), "cannot persist the connector's state");
+                let outcome = state.apply(key, value).map_err(|e| {
+                    let why = format!("{e:#}");
+                    tracing::error!(error = %why, "cannot persist the connector's state");
+                    why
+                });
+                // A worker being stopped waits for nothing: its socket closes.
+                if let Some(outbox) = saved.upgrade() {
+                    let _ = outbox.send(ToWorker::StateSaved(outcome));
                 }
             }
             Ok(Some(FromWorker::Metric(m))) => {

@@ -4,7 +4,7 @@
 use super::guest::source::danube::connect::{metrics, state};
 use super::state::GuestState;
 use crate::guest_text::{self, one_line, one_line_pairs};
-use crate::protocol::{FromWorker, GuestMetric, write_frame};
+use crate::protocol::{FromWorker, GuestMetric, ToWorker, read_frame, write_frame};
 
 /// Largest value one `state.put` may store, and the whole store's limit: the
 /// store is for offsets and small checkpoints, not data.
@@ -41,22 +41,31 @@ impl state::Host for GuestState {
             ));
         }
         self.state_writes.wait_for(store_bytes);
-        self.report(&key, Some(value.clone()))?;
+        self.persist(&key, Some(value.clone()))?;
         self.kv.insert(key, value);
         Ok(())
     }
 
     fn delete(&mut self, key: String) {
         if self.kv.remove(&key).is_some() {
-            // A lost delete only leaves a stale key behind; the supervisor
-            // notices a broken socket on its own.
-            let _ = self.report(&key, None);
+            // A delete that did not reach the disk leaves a stale key behind,
+            // which the store's owner overwrites or ignores; the WIT gives
+            // `delete` no way to fail.
+            if let Err(e) = self.persist(&key, None) {
+                tracing::warn!(key = %guest_text::one_line(key, guest_text::NAME), error = %e, "a state delete was not persisted");
+            }
         }
     }
 }
 
 impl GuestState {
-    fn report(&mut self, key: &str, value: Option<Vec<u8>>) -> Result<(), String> {
+    /// Sends the change to the supervisor and waits until it is on disk, as
+    /// the WIT promises: `put` returns only then, or fails. Calls that arrive
+    /// meanwhile (the supervisor pipelines them) are queued for the call
+    /// loop.
+    fn persist(&mut self, key: &str, value: Option<Vec<u8>>) -> Result<(), String> {
+        let unreachable =
+            |e: std::io::Error| format!("cannot reach the supervisor to persist state: {e}");
         write_frame(
             &mut self.supervisor,
             &FromWorker::StatePut {
@@ -64,7 +73,21 @@ impl GuestState {
                 value,
             },
         )
-        .map_err(|e| format!("cannot reach the supervisor to persist state: {e}"))
+        .map_err(unreachable)?;
+        loop {
+            match read_frame::<ToWorker>(&mut self.supervisor).map_err(unreachable)? {
+                Some(ToWorker::StateSaved(outcome)) => {
+                    return outcome
+                        .map_err(|e| format!("the host could not persist the state: {e}"));
+                }
+                Some(call) => self.queued.push_back(call),
+                None => {
+                    return Err(
+                        "the supervisor closed the socket before the state was persisted".into(),
+                    );
+                }
+            }
+        }
     }
 }
 

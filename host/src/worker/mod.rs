@@ -120,9 +120,17 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
     };
     write_frame(&mut writer, &FromWorker::Ready(info))?;
 
-    while let Some(message) = read_frame::<ToWorker>(&mut reader)? {
+    loop {
+        // Calls that arrived while a state put waited for its answer first.
+        let message = match guest.state_mut().queued.pop_front() {
+            Some(message) => message,
+            None => match read_frame::<ToWorker>(&mut reader)? {
+                Some(message) => message,
+                None => break,
+            },
+        };
         let ToWorker::Call { id, trace_id, call } = message else {
-            anyhow::bail!("unexpected Init frame after start");
+            anyhow::bail!("unexpected {message:?} frame between calls");
         };
         guest.state_mut().trace_id = trace_id;
         let kind = call.kind();
@@ -184,6 +192,7 @@ fn load(init: &WorkerInit, socket: UnixStream) -> anyhow::Result<Guest> {
         trace_id: 0,
         allowed_names: init.limits.names.clone(),
         kv: init.state.clone(),
+        queued: Default::default(),
         state_writes: budget::Budget::new(
             imports::STATE_WRITES_PER_SECOND,
             imports::STATE_BYTES_PER_SECOND,

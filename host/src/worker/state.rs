@@ -1,7 +1,7 @@
 //! The data a guest's store holds: WASI context, limits, and the state behind
 //! the host imports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::net::UnixStream;
 
 use wasmtime::component::ResourceTable;
@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::budget::Budget;
 use super::log::LogBudget;
 use super::sandbox::GuestOutput;
+use crate::protocol::ToWorker;
 
 pub struct GuestState {
     pub wasi: WasiCtx,
@@ -33,6 +34,9 @@ pub struct GuestState {
     pub state_writes: Budget,
     /// Where state changes are reported (the socket to the supervisor).
     pub supervisor: UnixStream,
+    /// Calls the supervisor sent while a state put waited for its answer,
+    /// in order, for the call loop to run next.
+    pub queued: VecDeque<ToWorker>,
     /// What the guest may still log this second.
     pub log_budget: LogBudget,
     /// The guest's stderr, kept to explain a trap with the guest's own panic

@@ -33,6 +33,7 @@
 //! | `leak_mb_per_batch`| allocates, touches and keeps that many MiB per batch before writing it, so memory grows until `[sandbox] memory_mb` stops it |
 //! | `trap_in_batch_on` | writes the batch's records in order, and panics with [`BATCH_PANIC_MESSAGE`] on the first record whose JSON payload has this field set to `true` |
 //! | `write_to`         | appends each accepted record's payload as one line to this file (in a directory granted with `[sandbox] dirs`); without it, records are accepted and dropped |
+//! | `state_per_batch`  | puts the batch's count into its state store before writing it, and fails the batch as fatal when the put fails |
 //!
 //! And `unhealthy = "why"` makes `health` fail with that message.
 
@@ -70,6 +71,7 @@ fail_retryably = 3
 leak_mb_per_batch = 0
 trap_in_batch_on = "poison"
 write_to = "/granted/dir/probe.jsonl"
+state_per_batch = false
 unhealthy = "the reason health() fails"
 "#;
 
@@ -117,6 +119,8 @@ pub struct Config {
     trap_in_batch_on: Option<String>,
     #[serde(default)]
     write_to: Option<String>,
+    #[serde(default)]
+    state_per_batch: bool,
     #[serde(default)]
     unhealthy: Option<String>,
 }
@@ -167,6 +171,7 @@ pub struct Probe {
     calls: u64,
     trap_in_batch_on: Option<String>,
     write_to: Option<std::fs::File>,
+    state_per_batch: bool,
 }
 
 /// Tries a TCP connection, with a bound so that a dropped packet never hangs
@@ -312,6 +317,7 @@ impl Sink for Probe {
                 calls: 0,
                 trap_in_batch_on: config.trap_in_batch_on,
                 write_to,
+                state_per_batch: config.state_per_batch,
             },
             vec![ConsumerConfig::new(config.topic, config.subscription)],
         ))
@@ -337,6 +343,9 @@ impl Sink for Probe {
             return Err(ConnectorError::retryable(format!(
                 "probe fails retryably as asked (call {call})"
             )));
+        }
+        if self.state_per_batch {
+            danube_connect_sdk::state::put("batches", call.to_string().as_bytes())?;
         }
         if self.leak_mb_per_batch > 0 {
             self.leaked.push(allocate(self.leak_mb_per_batch));
