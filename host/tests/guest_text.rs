@@ -12,6 +12,21 @@ use common::probe::{ProbeSink, final_report, unused_url};
 use common::{Host, guest, http_get, wait_until, write_config};
 use danube_testkit::TestBroker;
 
+/// A probe sink named `name` on a fresh test broker, subscribed to `topic`,
+/// with its `[sandbox]` and `[probe]` tables; the broker and the directory
+/// live as long as the caller keeps them.
+async fn probe_sink(
+    name: &str,
+    topic: &str,
+    tables: [&str; 3],
+) -> (TestBroker, tempfile::TempDir, ProbeSink) {
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(topic, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let probe = ProbeSink::start(&broker, dir.path(), name, topic, tables).await;
+    (broker, dir, probe)
+}
+
 /// The supervisor's peak resident memory, from /proc.
 fn peak_rss_mb(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -30,12 +45,7 @@ fn peak_rss_mb(pid: i32) -> u64 {
 /// growing by the 200 MiB the names weigh.
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_metric_names_do_not_grow_the_supervisor() {
-    let broker = TestBroker::start().await.unwrap();
-    broker.create_topic("/default/names", 0, true).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let probe = ProbeSink::start(
-        &broker,
-        dir.path(),
+    let (_broker, _dir, probe) = probe_sink(
         "metric-names",
         "/default/names",
         [
@@ -66,14 +76,7 @@ async fn refused_metric_names_do_not_grow_the_supervisor() {
 /// A health detail of 8 MiB is served cut to a few KiB.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_huge_health_detail_is_served_bounded() {
-    let broker = TestBroker::start().await.unwrap();
-    broker
-        .create_topic("/default/huge-health", 0, true)
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let probe = ProbeSink::start(
-        &broker,
-        dir.path(),
+    let (_broker, _dir, probe) = probe_sink(
         "huge-health",
         "/default/huge-health",
         ["", "", "health_detail_mb = 8"],
@@ -98,12 +101,7 @@ async fn a_huge_health_detail_is_served_bounded() {
 /// rest dropped and counted, and the count is reported.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_log_flood_is_cut_to_the_budget_and_counted() {
-    let broker = TestBroker::start().await.unwrap();
-    broker.create_topic("/default/log-flood", 0, true).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let probe = ProbeSink::start(
-        &broker,
-        dir.path(),
+    let (_broker, _dir, probe) = probe_sink(
         "log-flood",
         "/default/log-flood",
         ["", "", "log_flood = 5000"],
