@@ -24,6 +24,10 @@ pub const VALUE: usize = 1024;
 pub const DESCRIPTION: usize = 4 * 1024;
 /// The configuration example a module describes itself with.
 pub const CONFIG_EXAMPLE: usize = 64 * 1024;
+/// A source record's key and attributes together: metadata beside the
+/// payload, which the host holds until the broker acknowledges the record.
+/// Over it, the poll is refused rather than cut: they are data.
+pub const ATTRIBUTES: usize = 64 * 1024;
 
 /// `text`, cut to at most `max` bytes on a character boundary, with a note of
 /// how much was cut (the note comes on top of `max`).

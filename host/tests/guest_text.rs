@@ -187,32 +187,46 @@ fn state_writes_are_paced_not_refused() {
     println!("{report}");
 }
 
-/// A source that returns more records than `max` breaks the contract that
-/// bounds the host's in-flight records: the host refuses the poll, publishes
-/// none of it, and stops the connector with a message naming the fault.
+/// A source that breaks the poll's contract: more records than `max` (the
+/// bound on the host's in-flight records), or a record with 100 KiB of
+/// attributes (metadata the host holds until the broker acknowledges). The
+/// host refuses the poll, publishes none of it, and stops the connector with
+/// a message naming the fault.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_poll_returning_more_than_max_is_refused() {
+async fn a_poll_breaking_its_contract_is_refused() {
     let broker = TestBroker::start().await.unwrap();
     broker.create_topic("/default/overfill", 0, true).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "source.toml",
-        &broker.url(),
-        "overfilling-source",
-        "[retry]\nmax_retries = 1\nretry_backoff_ms = 50\n\n[processing]\nbatch_size = 50\n\n[probe]\ntopic = \"/default/overfill\"\noverfill_poll = true\n",
-    );
-    let host = Host::start(&guest("probe-source"), &config, &[]);
-    let status = tokio::task::spawn_blocking(move || host.wait(Duration::from_secs(30)))
-        .await
-        .unwrap();
-    let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
-    assert_eq!(status.code(), Some(4), "log:\n{log}");
-    let report = final_report(&log);
-    assert!(
-        report.contains("poll returned 51 records when asked for at most 50"),
-        "{report}"
-    );
+    for (name, probe, fault) in [
+        (
+            "overfilling-source",
+            "overfill_poll = true",
+            "poll returned 51 records when asked for at most 50 (poll's `max`)",
+        ),
+        (
+            "attribute-source",
+            "attribute_kb = 100",
+            "with 102403 bytes of key and attributes, more than the host's 65536 bytes",
+        ),
+    ] {
+        let config = write_config(
+            dir.path(),
+            &format!("{name}.toml"),
+            &broker.url(),
+            name,
+            &format!(
+                "[retry]\nmax_retries = 1\nretry_backoff_ms = 50\n\n[processing]\nbatch_size = 50\n\n[probe]\ntopic = \"/default/overfill\"\n{probe}\n"
+            ),
+        );
+        let host = Host::start(&guest("probe-source"), &config, &[]);
+        let status = tokio::task::spawn_blocking(move || host.wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
+        assert_eq!(status.code(), Some(4), "log:\n{log}");
+        let report = final_report(&log);
+        assert!(report.contains(fault), "{report}");
+    }
     let published = broker.messages("/default/overfill").len();
     assert_eq!(published, 0, "records of a refused poll were published");
 }

@@ -257,15 +257,37 @@ fn health_outcome(result: Result<(), String>) -> CallOutcome {
 }
 
 /// A poll's records, or a fatal error when the guest returned more than the
-/// `max` it was asked for: the host's in-flight bound counts on it, and a
-/// guest that ignores it is broken. Its records are not published; nothing
-/// was committed for them, so a restarted connector reads them again.
+/// `max` it was asked for (the host's in-flight bound counts on it), or a
+/// record whose attributes and key exceed [`guest_text::ATTRIBUTES`] (the
+/// host holds them until the broker acknowledges). A guest that does either
+/// is broken. Its records are not published; nothing was committed for
+/// them, so a restarted connector reads them again.
 fn polled(records: Vec<wit::SourceRecord>, max: u32) -> CallOutcome {
+    let broken = |why: String| {
+        CallOutcome::Error(protocol::ConnectorError::Fatal(format!(
+            "{why}; the connector breaks the contract, report it to its authors"
+        )))
+    };
     if records.len() > max as usize {
-        return CallOutcome::Error(protocol::ConnectorError::Fatal(format!(
-            "poll returned {} records when asked for at most {max}; the connector breaks the contract (poll's `max`), report it to its authors",
+        return broken(format!(
+            "poll returned {} records when asked for at most {max} (poll's `max`)",
             records.len()
-        )));
+        ));
+    }
+    for record in &records {
+        let metadata: usize = record.key.as_ref().map_or(0, String::len)
+            + record
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if metadata > guest_text::ATTRIBUTES {
+            return broken(format!(
+                "poll returned a record for {} with {metadata} bytes of key and attributes, more than the host's {} bytes",
+                one_line(record.topic.clone(), guest_text::NAME),
+                guest_text::ATTRIBUTES
+            ));
+        }
     }
     CallOutcome::Polled(records.into_iter().map(from_source_record).collect())
 }

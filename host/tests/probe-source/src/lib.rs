@@ -7,6 +7,7 @@
 //! |----------------|----------------------------------------------------------------|
 //! | `loop_in_poll` | loops forever (the call timeout or `[sandbox] fuel` must stop it) |
 //! | `overfill_poll`| returns one record more than the `max` it was asked for |
+//! | `attribute_kb` | returns one record with an attribute of that many KiB |
 //!
 //! Without either, `poll` waits out its timeout and returns nothing.
 
@@ -19,6 +20,7 @@ const CONFIG_EXAMPLE: &str = r#"[probe]
 topic = "/default/probe"
 loop_in_poll = false
 overfill_poll = false
+attribute_kb = 0
 "#;
 
 /// The `[probe]` table.
@@ -31,6 +33,8 @@ pub struct Config {
     loop_in_poll: bool,
     #[serde(default)]
     overfill_poll: bool,
+    #[serde(default)]
+    attribute_kb: usize,
 }
 
 fn default_topic() -> String {
@@ -40,6 +44,7 @@ fn default_topic() -> String {
 pub struct ProbeSource {
     loop_in_poll: bool,
     overfill_poll: bool,
+    attribute_kb: usize,
     topic: String,
 }
 
@@ -58,6 +63,7 @@ impl Source for ProbeSource {
             ProbeSource {
                 loop_in_poll: config.loop_in_poll,
                 overfill_poll: config.overfill_poll,
+                attribute_kb: config.attribute_kb,
                 topic: config.topic.clone(),
             },
             vec![ProducerConfig::new(config.topic)],
@@ -65,6 +71,11 @@ impl Source for ProbeSource {
     }
 
     fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<SourceRecord>, ConnectorError> {
+        if self.attribute_kb > 0 {
+            let mut record = SourceRecord::from_string(&self.topic, "big metadata");
+            record.attributes = vec![("big".into(), "a".repeat(self.attribute_kb << 10))];
+            return Ok(vec![record]);
+        }
         if self.overfill_poll {
             return Ok((0..=max)
                 .map(|i| SourceRecord::from_string(&self.topic, i.to_string()))
