@@ -61,8 +61,11 @@ impl Budget {
 
     /// Takes one call of `len` bytes from the budget, waiting for the next
     /// second while this one has no room: backpressure on the guest, whose
-    /// call time keeps running meanwhile.
+    /// call time keeps running meanwhile. A call larger than a whole second's
+    /// bytes counts as one second's worth, so that it waits once, not for
+    /// ever.
     pub fn wait_for(&mut self, len: usize) {
+        let len = len.min(self.bytes_per_second);
         while !self.admit(len).0 {
             std::thread::sleep(WINDOW.saturating_sub(self.started.elapsed()));
         }
@@ -81,5 +84,12 @@ mod tests {
         let mut budget = Budget::new(10, 1000);
         assert!(budget.admit(1000).0);
         assert!(!budget.admit(1).0);
+    }
+
+    #[test]
+    fn a_call_larger_than_a_second_waits_once() {
+        let mut budget = Budget::new(10, 1000);
+        budget.wait_for(5000);
+        assert_eq!((budget.calls, budget.bytes), (1, 1000));
     }
 }
