@@ -137,4 +137,85 @@ mod tests {
             assert!((150..=300).contains(&(b.next_wait().as_millis() as u64)));
         }
     }
+
+    /// A policy over a fresh registry, and the registry's text.
+    fn policy(max_retries: u32) -> (RetryPolicy, crate::observability::Observability) {
+        let observability = crate::observability::Observability::new();
+        let policy = RetryPolicy {
+            config: RetryConfig {
+                max_retries,
+                retry_backoff_ms: 100,
+                max_backoff_ms: 1_000,
+                ..RetryConfig::default()
+            },
+            metrics: observability.connector("c"),
+        };
+        (policy, observability)
+    }
+
+    /// The operation fails `failures` times (retryably or not), then succeeds;
+    /// returns the outcome, the calls made and the time waited (virtual).
+    async fn run(
+        policy: &RetryPolicy,
+        failures: u32,
+        retryable: bool,
+    ) -> (Result<u32, String>, u32, Duration) {
+        let started = tokio::time::Instant::now();
+        let mut calls = 0;
+        let outcome = retry(policy, "publish", || {
+            calls += 1;
+            let call = calls;
+            async move {
+                match call <= failures {
+                    true => Err((format!("down ({call})"), retryable)),
+                    false => Ok(call),
+                }
+            }
+        })
+        .await;
+        (outcome, calls, started.elapsed())
+    }
+
+    fn retries_counted(observability: &crate::observability::Observability) -> u64 {
+        observability
+            .render_metrics()
+            .lines()
+            .find(|l| l.starts_with("connector_retries_total{") && l.contains("publish"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// With time paused, the waits are exact to the backoff's bounds: two
+    /// failures cost a 50-100 ms and a 100-200 ms wait, both counted.
+    #[tokio::test(start_paused = true)]
+    async fn retry_waits_out_the_backoff_and_counts_each_retry() {
+        let (policy, observability) = policy(3);
+        let (outcome, calls, waited) = run(&policy, 2, true).await;
+        assert_eq!((outcome, calls), (Ok(3), 3));
+        assert!(
+            (150..=300).contains(&(waited.as_millis() as u64)),
+            "{waited:?}"
+        );
+        assert_eq!(retries_counted(&observability), 2);
+    }
+
+    /// An error that is not worth retrying ends at once; one that keeps
+    /// failing ends after `max_retries` waits with the last error.
+    #[tokio::test(start_paused = true)]
+    async fn retry_gives_up_at_once_or_after_its_budget() {
+        let (policy, observability) = policy(3);
+        let (outcome, calls, waited) = run(&policy, 1, false).await;
+        assert_eq!(
+            (outcome, calls, waited),
+            (Err("down (1)".into()), 1, Duration::ZERO)
+        );
+        let (outcome, calls, waited) = run(&policy, 10, true).await;
+        assert_eq!((outcome, calls), (Err("down (4)".into()), 4));
+        // 50-100, 100-200, 200-400 ms.
+        assert!(
+            (350..=700).contains(&(waited.as_millis() as u64)),
+            "{waited:?}"
+        );
+        assert_eq!(retries_counted(&observability), 3);
+    }
 }
