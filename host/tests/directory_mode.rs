@@ -89,13 +89,9 @@ fn file_sink_config(out: &Path, topic: &str, subscription: &str, batch_size: u32
 
 /// The `seq` of every record in a file-sink output file, in file order.
 fn written_seqs(out_file: &Path) -> Vec<u64> {
-    std::fs::read_to_string(out_file)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let line: serde_json::Value = serde_json::from_str(l).expect("JSON lines");
-            line["payload"]["seq"].as_u64().expect("seq in payload")
-        })
+    common::json_lines(out_file)
+        .iter()
+        .map(|line| line["payload"]["seq"].as_u64().expect("seq in payload"))
         .collect()
 }
 

@@ -87,9 +87,7 @@ impl Bystander {
     }
 
     fn written(&self) -> usize {
-        std::fs::read_to_string(&self.out_file)
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
+        common::json_lines(&self.out_file).len()
     }
 
     /// Waits for every record, then stops both hosts cleanly.
