@@ -12,7 +12,7 @@ use clap::Args;
 use futures::StreamExt;
 
 use crate::protocol::{Call, CallOutcome, SinkRecord};
-use crate::supervisor::{LogSettings, StateStore, exit, start_worker};
+use crate::supervisor::{Guest, LogSettings, StateStore, exit, start_worker};
 
 /// Batches kept in flight, as the sink pipeline does.
 const BATCHES_IN_FLIGHT: usize = 2;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use danube_client::{DanubeClient, SchemaInfo, SchemaRegistryClient, SchemaType as ClientType};
+use danube_client::{SchemaInfo, SchemaRegistryClient, SchemaType as ClientType};
 use danube_core::proto::SchemaReference;
 use danube_core::proto::schema_reference::VersionRef;
 use tonic::Code;
@@ -15,7 +15,7 @@ use tonic::Code;
 use super::Codec;
 use crate::config::{ConnectorConfig, SchemaConfig, SchemaType, VersionStrategy};
 use crate::protocol::{ProducerConfig, SchemaRef};
-use crate::supervisor::danube::{DanubeFailure, bounded, split};
+use crate::supervisor::danube::{Danube, DanubeFailure, bounded, split};
 use crate::supervisor::retry::{RetryPolicy, retry};
 
 /// Why the schemas stop a connector.
@@ -39,9 +39,9 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(client: &DanubeClient, policy: &RetryPolicy, limit: Duration) -> Registry {
+    pub fn new(danube: &impl Danube, policy: &RetryPolicy, limit: Duration) -> Registry {
         Registry {
-            client: client.schema(),
+            client: danube.schema_registry(),
             policy: policy.clone(),
             limit,
         }

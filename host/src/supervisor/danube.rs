@@ -1,5 +1,11 @@
-//! Danube I/O: the client, producers and consumers, each call bounded in time
-//! and retried with backoff where the failure is temporary.
+//! Danube I/O: what the pipelines need of the broker ([`Danube`],
+//! [`Publish`], [`Consume`]), its implementation on `danube-client`, and the
+//! calls built on it, each bounded in time and retried with backoff where
+//! the failure is temporary.
+//!
+//! The pipelines are generic over [`Danube`] so that their unit tests run on
+//! a scripted broker in memory (`supervisor::test_doubles`) with virtual
+//! time; everything else runs on `danube-client`.
 //!
 //! `danube-client` does not connect in `build()` and has no timeout of its own,
 //! and a broker that is down at start answers with transport errors: all of it
@@ -10,8 +16,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use danube_client::errors::DanubeError;
-use danube_client::{Consumer, DanubeClient, Producer, SubType};
+use danube_client::{Consumer, DanubeClient, Producer, SchemaRegistryClient, SubType};
+use danube_core::message::StreamMessage;
 use danube_core::proto::SchemaReference;
+use tokio::sync::mpsc;
 
 use super::retry::{RetryPolicy, retry};
 use crate::protocol::{ConsumerConfig, ProducerConfig, SubscriptionType};
@@ -121,18 +129,177 @@ impl From<DanubeError> for DanubeFailure {
 }
 
 /// Runs one Danube call with a time bound; running out of time is retryable.
-pub async fn bounded<T>(
+pub async fn bounded<T, E: Into<DanubeFailure>>(
     limit: Duration,
-    call: impl Future<Output = Result<T, DanubeError>>,
+    call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, DanubeFailure> {
     match tokio::time::timeout(limit, call).await {
-        Ok(result) => result.map_err(DanubeFailure::from),
+        Ok(result) => result.map_err(Into::into),
         Err(_) => Err(DanubeFailure {
             message: format!("no answer from the broker within {} ms", limit.as_millis()),
             retryable: true,
             code: None,
             absent: None,
         }),
+    }
+}
+
+/// The broker as the pipelines use it: one attempt per call, unbounded in
+/// time (callers bound and retry them).
+pub trait Danube: Clone + Send + Sync + 'static {
+    type Producer: Publish;
+    type Consumer: Consume;
+
+    /// Creates a producer on `config.topic` attaching `schema` to its
+    /// messages. A namespace the broker lacks fails with
+    /// [`Absent::Namespace`].
+    fn create_producer(
+        &self,
+        name: &str,
+        config: &ProducerConfig,
+        schema: Option<&SchemaReference>,
+    ) -> impl Future<Output = Result<Self::Producer, DanubeFailure>> + Send;
+
+    /// The topics a consumer of `topic` would subscribe to: `topic` itself,
+    /// or its partitions `topic-part-N`; empty when neither exists yet.
+    fn partitions(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<Vec<String>, DanubeFailure>> + Send;
+
+    /// Subscribes as `config` says. A topic that does not exist yet fails
+    /// with [`Absent::Topic`].
+    fn subscribe(
+        &self,
+        consumer_name: &str,
+        config: &ConsumerConfig,
+    ) -> impl Future<Output = Result<Self::Consumer, DanubeFailure>> + Send;
+
+    /// The schema registry's client.
+    fn schema_registry(&self) -> SchemaRegistryClient;
+}
+
+/// A producer: one send at a time, answered once the broker stored it.
+pub trait Publish: Send + Sync + 'static {
+    fn send(
+        &self,
+        payload: Vec<u8>,
+        attributes: HashMap<String, String>,
+        key: Option<&str>,
+    ) -> impl Future<Output = Result<(), DanubeFailure>> + Send;
+}
+
+/// A subscription's consumer.
+pub trait Consume: Send + Sync + 'static {
+    /// Starts the message stream.
+    fn receive(
+        &mut self,
+    ) -> impl Future<Output = Result<mpsc::Receiver<StreamMessage>, DanubeFailure>> + Send;
+
+    fn ack(
+        &mut self,
+        message: &StreamMessage,
+    ) -> impl Future<Output = Result<(), DanubeFailure>> + Send;
+
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+impl Danube for DanubeClient {
+    type Producer = Producer;
+    type Consumer = Consumer;
+
+    async fn create_producer(
+        &self,
+        name: &str,
+        config: &ProducerConfig,
+        schema: Option<&SchemaReference>,
+    ) -> Result<Producer, DanubeFailure> {
+        let mut builder = self
+            .new_producer()
+            .with_topic(config.topic.clone())
+            .with_name(name.to_string());
+        if config.reliable {
+            builder = builder.with_reliable_dispatch();
+        }
+        if config.partitions > 1 {
+            builder = builder.with_partitions(config.partitions as usize);
+        }
+        if let Some(schema) = schema {
+            builder = builder.with_schema_reference(schema.clone());
+        }
+        let mut producer = builder.build()?;
+        producer.create().await?;
+        Ok(producer)
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<Vec<String>, DanubeFailure> {
+        use danube_core::proto::TopicLookupRequest;
+        use danube_core::proto::discovery_client::DiscoveryClient;
+        let channel = self.get_service_channel().await?;
+        let response = DiscoveryClient::new(channel)
+            .topic_partitions(TopicLookupRequest {
+                request_id: 0,
+                topic: topic.to_string(),
+            })
+            .await
+            .map_err(DanubeError::FromStatus)?;
+        Ok(response.into_inner().partitions)
+    }
+
+    async fn subscribe(
+        &self,
+        consumer_name: &str,
+        config: &ConsumerConfig,
+    ) -> Result<Consumer, DanubeFailure> {
+        let sub_type = match config.subscription_type {
+            SubscriptionType::Exclusive => SubType::Exclusive,
+            SubscriptionType::Shared => SubType::Shared,
+            SubscriptionType::Failover => SubType::FailOver,
+            SubscriptionType::KeyShared => SubType::KeyShared,
+        };
+        let mut consumer = self
+            .new_consumer()
+            .with_topic(config.topic.clone())
+            .with_consumer_name(consumer_name.to_string())
+            .with_subscription(config.subscription.clone())
+            .with_subscription_type(sub_type)
+            .build()?;
+        consumer.subscribe().await?;
+        Ok(consumer)
+    }
+
+    fn schema_registry(&self) -> SchemaRegistryClient {
+        self.schema()
+    }
+}
+
+impl Publish for Producer {
+    async fn send(
+        &self,
+        payload: Vec<u8>,
+        attributes: HashMap<String, String>,
+        key: Option<&str>,
+    ) -> Result<(), DanubeFailure> {
+        match key {
+            Some(key) => self.send_with_key(payload, Some(attributes), key).await,
+            None => Producer::send(self, payload, Some(attributes)).await,
+        }
+        .map(drop)
+        .map_err(DanubeFailure::from)
+    }
+}
+
+impl Consume for Consumer {
+    async fn receive(&mut self) -> Result<mpsc::Receiver<StreamMessage>, DanubeFailure> {
+        Ok(Consumer::receive(self).await?)
+    }
+
+    async fn ack(&mut self, message: &StreamMessage) -> Result<(), DanubeFailure> {
+        Ok(Consumer::ack(self, message).await?)
+    }
+
+    async fn close(&mut self) {
+        Consumer::close(self).await
     }
 }
 
@@ -156,34 +323,18 @@ pub async fn connect(
 /// created through `admin_url` when the operator gave the host the admin
 /// API, and otherwise stops the producer with what to do: the broker
 /// answers it as Unavailable, which retrying would never mend.
-pub async fn create_producer(
-    client: &DanubeClient,
+pub async fn create_producer<D: Danube>(
+    danube: &D,
     admin_url: Option<&str>,
     name: &str,
     config: &ProducerConfig,
     schema: Option<&SchemaReference>,
     policy: &RetryPolicy,
     limit: Duration,
-) -> Result<Producer, DanubeFailure> {
+) -> Result<D::Producer, DanubeFailure> {
     retry(policy, "create_producer", || async {
-        let mut builder = client
-            .new_producer()
-            .with_topic(config.topic.clone())
-            .with_name(name.to_string());
-        if config.reliable {
-            builder = builder.with_reliable_dispatch();
-        }
-        if config.partitions > 1 {
-            builder = builder.with_partitions(config.partitions as usize);
-        }
-        if let Some(schema) = schema {
-            builder = builder.with_schema_reference(schema.clone());
-        }
-        let mut producer = builder
-            .build()
-            .map_err(|e| (DanubeFailure::from(e), false))?;
-        match bounded(limit, producer.create()).await {
-            Ok(_) => Ok(producer),
+        match bounded(limit, danube.create_producer(name, config, schema)).await {
+            Ok(producer) => Ok(producer),
             Err(DanubeFailure {
                 absent: Some(Absent::Namespace(namespace)),
                 ..
@@ -270,32 +421,9 @@ pub async fn create_namespace(
         .unwrap_or_else(|_| Err(format!("no answer within {} ms", limit.as_millis())))
 }
 
-/// The topics a consumer of `topic` would subscribe to: `topic` itself, or
-/// its partitions `topic-part-N`; empty when neither exists yet.
-pub async fn partitions(
-    client: &DanubeClient,
-    topic: &str,
-    limit: Duration,
-) -> Result<Vec<String>, DanubeFailure> {
-    use danube_core::proto::TopicLookupRequest;
-    use danube_core::proto::discovery_client::DiscoveryClient;
-    let call = async {
-        let channel = client.get_service_channel().await?;
-        let response = DiscoveryClient::new(channel)
-            .topic_partitions(TopicLookupRequest {
-                request_id: 0,
-                topic: topic.to_string(),
-            })
-            .await
-            .map_err(DanubeError::FromStatus)?;
-        Ok(response.into_inner().partitions)
-    };
-    bounded(limit, call).await
-}
-
 /// Publishes one message, retrying temporary failures.
 pub async fn publish(
-    producer: &Producer,
+    producer: &impl Publish,
     payload: &[u8],
     attributes: &[(String, String)],
     key: Option<&str>,
@@ -304,40 +432,11 @@ pub async fn publish(
 ) -> Result<(), DanubeFailure> {
     retry(policy, "publish", || async {
         let attributes: HashMap<String, String> = attributes.iter().cloned().collect();
-        let data = payload.to_vec();
-        let sent = match key {
-            Some(key) => bounded(limit, producer.send_with_key(data, Some(attributes), key)).await,
-            None => bounded(limit, producer.send(data, Some(attributes))).await,
-        };
-        sent.map(drop).map_err(split)
+        bounded(limit, producer.send(payload.to_vec(), attributes, key))
+            .await
+            .map_err(split)
     })
     .await
-}
-
-/// Subscribes as `config` says: one attempt. A topic that does not exist
-/// yet fails with [`Absent::Topic`], which the caller waits out (a sink may
-/// start before its source).
-pub async fn subscribe(
-    client: &DanubeClient,
-    consumer_name: &str,
-    config: &ConsumerConfig,
-    limit: Duration,
-) -> Result<Consumer, DanubeFailure> {
-    let sub_type = match config.subscription_type {
-        SubscriptionType::Exclusive => SubType::Exclusive,
-        SubscriptionType::Shared => SubType::Shared,
-        SubscriptionType::Failover => SubType::FailOver,
-        SubscriptionType::KeyShared => SubType::KeyShared,
-    };
-    let mut consumer = client
-        .new_consumer()
-        .with_topic(config.topic.clone())
-        .with_consumer_name(consumer_name.to_string())
-        .with_subscription(config.subscription.clone())
-        .with_subscription_type(sub_type)
-        .build()?;
-    bounded(limit, consumer.subscribe()).await?;
-    Ok(consumer)
 }
 
 /// An error and whether to retry it, as [`retry`] takes it.

@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use danube_client::{DanubeClient, Producer};
 use danube_core::message::StreamMessage;
 use tokio::sync::OnceCell;
 
-use super::danube::{self, DanubeFailure};
+use super::danube::{self, Danube, DanubeFailure};
 use super::retry::RetryPolicy;
 use crate::config::ConnectorConfig;
 use crate::protocol::{ConnectorError, SourceRecord};
@@ -54,29 +53,29 @@ impl<'r> Rejected<'r> {
 }
 
 /// The connector's dead-letter topic; its producer is created on first use.
-pub struct DeadLetter {
+pub struct DeadLetter<D: Danube> {
     pub topic: String,
     connector: String,
     admin_url: Option<String>,
-    producer: OnceCell<Producer>,
-    client: DanubeClient,
+    producer: OnceCell<D::Producer>,
+    danube: D,
     policy: RetryPolicy,
     limit: Duration,
 }
 
-impl DeadLetter {
+impl<D: Danube> DeadLetter<D> {
     pub fn new(
-        client: &DanubeClient,
+        danube: &D,
         config: &ConnectorConfig,
         policy: &RetryPolicy,
         limit: Duration,
-    ) -> DeadLetter {
+    ) -> DeadLetter<D> {
         DeadLetter {
             topic: config.dead_letter_topic(),
             connector: config.host.connector_name.clone(),
             admin_url: config.host.broker.admin_url.clone(),
             producer: OnceCell::new(),
-            client: client.clone(),
+            danube: danube.clone(),
             policy: policy.clone(),
             limit,
         }
@@ -104,7 +103,7 @@ impl DeadLetter {
                     rand::random::<u32>()
                 );
                 danube::create_producer(
-                    &self.client,
+                    &self.danube,
                     self.admin_url.as_deref(),
                     &name,
                     &config,

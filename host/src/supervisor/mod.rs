@@ -10,6 +10,8 @@ pub(crate) mod retry;
 mod sink;
 mod source;
 mod state_store;
+#[cfg(test)]
+mod test_doubles;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -24,10 +26,11 @@ use crate::observability::{ConnectorMetrics, Observability, ServerHandle, Status
 use crate::protocol::{
     CallOutcome, ConnectorError, ModuleInfo, Opened, PROTOCOL_VERSION, SelfTest, WorkerInit,
 };
+use danube::Danube;
 pub use fleet::Fleet;
 use retry::RetryPolicy;
 pub use state_store::StateStore;
-pub use worker::Worker;
+pub use worker::{Guest, Worker};
 
 /// Exit codes of `danube-host`.
 pub mod exit {
@@ -152,27 +155,27 @@ fn self_test() -> anyhow::Result<Option<SelfTest>> {
 const ENV_WORKER_SELF_TEST: &str = "DANUBE_HOST_WORKER_SELF_TEST";
 
 /// The Danube side of a connector, which outlives its workers.
-enum Pipeline<'a> {
-    Source(Box<source::SourcePipeline<'a>>),
-    Sink(Box<sink::SinkPipeline<'a>>),
+enum Pipeline<'a, D: Danube> {
+    Source(Box<source::SourcePipeline<'a, D>>),
+    Sink(Box<sink::SinkPipeline<'a, D>>),
 }
 
-impl<'a> Pipeline<'a> {
+impl<'a, D: Danube> Pipeline<'a, D> {
     async fn start(
-        client: &'a danube_client::DanubeClient,
+        danube: &D,
         config: &'a ConnectorConfig,
         policy: &RetryPolicy,
         opened: Opened,
         shutdown: &watch::Receiver<bool>,
-    ) -> Result<Pipeline<'a>, Stop> {
+    ) -> Result<Pipeline<'a, D>, Stop> {
         capability::topics::check_opened(&config.host.sandbox, &opened).map_err(Stop::Config)?;
         let policy = policy.clone();
         Ok(match opened {
             Opened::Source(producers) => Pipeline::Source(Box::new(
-                source::SourcePipeline::start(client, config, policy, producers).await?,
+                source::SourcePipeline::start(danube, config, policy, producers).await?,
             )),
             Opened::Sink(consumers) => Pipeline::Sink(Box::new(
-                sink::SinkPipeline::start(client, config, policy, consumers, shutdown).await?,
+                sink::SinkPipeline::start(danube, config, policy, consumers, shutdown).await?,
             )),
         })
     }
@@ -399,7 +402,7 @@ async fn supervise_workers(
         }
     };
     let mut next_worker = Some(first);
-    let mut pipeline: Option<Pipeline> = None;
+    let mut pipeline: Option<Pipeline<danube_client::DanubeClient>> = None;
     let mut restarts = retry::Backoff::new(&config.host.retry);
     let result = loop {
         let worker = match next_worker.take() {

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use danube_client::DanubeClient;
 use danube_core::message::StreamMessage;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -23,11 +22,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::danube::{self, Absent, DanubeFailure};
+use super::danube::{self, Absent, Consume, Danube, DanubeFailure};
 use super::dead_letter::{DeadLetter, Rejected};
 use super::delivery_watch::Watcher;
 use super::retry::RetryPolicy;
-use super::worker::Worker;
+use super::worker::Guest;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::{ConnectorConfig, OnExhausted};
 use crate::observability::Status;
@@ -60,7 +59,7 @@ struct Unsettled {
 /// The Danube side of a sink: consumers, acknowledgements, the dead-letter
 /// topic and unsettled batches. It outlives worker restarts, so that
 /// subscriptions stay open and nothing handed to a dead worker is lost.
-pub struct SinkPipeline<'a> {
+pub struct SinkPipeline<'a, D: Danube> {
     config: &'a ConnectorConfig,
     deliveries: mpsc::Receiver<Delivery>,
     ackers: Vec<mpsc::UnboundedSender<StreamMessage>>,
@@ -71,7 +70,7 @@ pub struct SinkPipeline<'a> {
     ended: CancellationToken,
     /// Subscriptions not open yet; at 0 the connector is ready.
     unsubscribed: Arc<AtomicUsize>,
-    dead_letter: DeadLetter,
+    dead_letter: DeadLetter<D>,
     /// The schemas of consumed messages, and what each consumer asks of them.
     schemas: MessageSchemas,
     schema_rules: Vec<SchemaRules>,
@@ -82,16 +81,16 @@ pub struct SinkPipeline<'a> {
     settled: u64,
 }
 
-impl<'a> SinkPipeline<'a> {
+impl<'a, D: Danube> SinkPipeline<'a, D> {
     /// Starts a consumer task for every topic the connector asked for; each
     /// subscribes as soon as its topic exists.
     pub async fn start(
-        client: &'a DanubeClient,
+        danube: &D,
         config: &'a ConnectorConfig,
         policy: RetryPolicy,
         consumers: Vec<ConsumerConfig>,
         shutdown: &watch::Receiver<bool>,
-    ) -> Result<SinkPipeline<'a>, Stop> {
+    ) -> Result<SinkPipeline<'a, D>, Stop> {
         let host = &config.host;
         let limit = Duration::from_millis(host.processing.publish_timeout_ms);
         let batch_size = host.processing.batch_size as usize;
@@ -105,7 +104,7 @@ impl<'a> SinkPipeline<'a> {
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
             ackers.push(ack_tx);
             let subscription = Subscription {
-                client: client.clone(),
+                danube: danube.clone(),
                 name: format!("{}-{index}", host.connector_name),
                 config: consumer_config.clone(),
                 policy: policy.clone(),
@@ -141,8 +140,8 @@ impl<'a> SinkPipeline<'a> {
             failures,
             ended,
             unsubscribed,
-            dead_letter: DeadLetter::new(client, config, &policy, limit),
-            schemas: MessageSchemas::new(Registry::new(client, &policy, limit)),
+            dead_letter: DeadLetter::new(danube, config, &policy, limit),
+            schemas: MessageSchemas::new(Registry::new(danube, &policy, limit)),
             schema_rules: consumers
                 .iter()
                 .map(|c| SchemaRules {
@@ -162,7 +161,7 @@ impl<'a> SinkPipeline<'a> {
     /// dies, the batches it held are kept for the next one.
     pub async fn run(
         &mut self,
-        worker: &Worker,
+        worker: &impl Guest,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), Stop> {
         let host = &self.config.host;
@@ -435,7 +434,7 @@ fn flush_deadline(
 /// records that failed for good: invalid ones, and, once the retries are
 /// spent and `[retry] on_exhausted = "dead_letter"`, the retryable ones.
 async fn process<'a>(
-    worker: &'a Worker,
+    worker: &'a impl Guest,
     unsettled: Unsettled,
     policy: &'a RetryPolicy,
 ) -> (Unsettled, Result<Vec<RecordFailure>, Stop>) {
@@ -444,7 +443,7 @@ async fn process<'a>(
 }
 
 async fn process_records(
-    worker: &Worker,
+    worker: &impl Guest,
     deliveries: &[Delivery],
     crashes: u32,
     policy: &RetryPolicy,
@@ -568,8 +567,8 @@ fn to_sink_record(delivery: &Delivery, redelivery_count: u32) -> SinkRecord {
 
 /// A consumer task's link to the broker: what it needs to subscribe (again),
 /// and how it retries.
-struct Subscription {
-    client: DanubeClient,
+struct Subscription<D> {
+    danube: D,
     /// The consumer's name.
     name: String,
     config: ConsumerConfig,
@@ -584,8 +583,8 @@ struct Subscription {
 
 /// An open subscription: the client's consumer, its message stream, and the
 /// topics it covers (the topic itself, or its partitions).
-struct Subscribed {
-    consumer: danube_client::Consumer,
+struct Subscribed<C> {
+    consumer: C,
     messages: mpsc::Receiver<StreamMessage>,
     topics: Vec<String>,
     /// The topic did not exist when the consumer first looked.
@@ -598,7 +597,7 @@ struct Subscribed {
 /// so the wait ends as soon as the broker has it; a lookup is one small call.
 const TOPIC_POLL: Duration = Duration::from_millis(200);
 
-impl Subscription {
+impl<D: Danube> Subscription<D> {
     /// Its condition on `/health` while it cannot consume.
     fn condition(&self) -> String {
         format!(
@@ -614,13 +613,16 @@ impl Subscription {
     /// for what waiting cannot mend (a topic name or subscription the broker
     /// refuses): an outage, even one the client calls unrecoverable, is
     /// waited out.
-    async fn open(&self, stop: &mut Stopping) -> Result<Option<Subscribed>, DanubeFailure> {
+    async fn open(
+        &self,
+        stop: &mut Stopping,
+    ) -> Result<Option<Subscribed<D::Consumer>>, DanubeFailure> {
         let (topic, subscription) = (&self.config.topic, &self.config.subscription);
         let mut backoff = self.policy.backoff();
         let mut waited = false;
         loop {
             let attempt = async {
-                let topics = danube::partitions(&self.client, topic, self.limit).await?;
+                let topics = danube::bounded(self.limit, self.danube.partitions(topic)).await?;
                 if topics.is_empty() {
                     return Err(DanubeFailure {
                         message: format!("the topic {topic} does not exist"),
@@ -630,7 +632,8 @@ impl Subscription {
                     });
                 }
                 let mut consumer =
-                    danube::subscribe(&self.client, &self.name, &self.config, self.limit).await?;
+                    danube::bounded(self.limit, self.danube.subscribe(&self.name, &self.config))
+                        .await?;
                 let messages = danube::bounded(self.limit, consumer.receive()).await?;
                 Ok(Subscribed {
                     consumer,
@@ -684,8 +687,8 @@ impl Subscription {
 
     /// Whether the broker now has partitions of the topic that `subscribed`
     /// does not cover: the client looks them up only when subscribing.
-    async fn grew(&self, subscribed: &Subscribed) -> bool {
-        match danube::partitions(&self.client, &self.config.topic, self.limit).await {
+    async fn grew(&self, subscribed: &Subscribed<D::Consumer>) -> bool {
+        match danube::bounded(self.limit, self.danube.partitions(&self.config.topic)).await {
             Ok(now) => {
                 let new: Vec<&String> = now
                     .iter()
@@ -731,8 +734,8 @@ impl Stopping {
 /// stream on its own (it gives up on some broker errors, such as a stream
 /// cancelled by a broker restart: the sink would otherwise wait for ever,
 /// looking healthy) and when the topic gained partitions.
-async fn consume(
-    subscription: Subscription,
+async fn consume<D: Danube>(
+    subscription: Subscription<D>,
     mut watcher: Watcher,
     index: usize,
     deliveries: mpsc::Sender<Delivery>,
@@ -857,7 +860,7 @@ enum Renew {
 /// Acknowledges one message, retrying temporary failures; one that cannot
 /// be acknowledged is delivered again by the broker.
 async fn acknowledge(
-    consumer: &mut danube_client::Consumer,
+    consumer: &mut impl Consume,
     message: &StreamMessage,
     policy: &RetryPolicy,
     limit: Duration,

@@ -13,15 +13,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use danube_client::{DanubeClient, Producer};
 use futures::Future;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::danube::{self, DanubeFailure};
+use super::danube::{self, Danube, DanubeFailure, Publish};
 use super::dead_letter::{DeadLetter, Rejected};
 use super::retry::RetryPolicy;
-use super::worker::Worker;
+use super::worker::Guest;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::ConnectorConfig;
 use crate::protocol::{Call, CallOutcome, ConnectorError, Offset, ProducerConfig, SourceRecord};
@@ -44,7 +43,7 @@ struct Published {
 
 /// The Danube side of a source: producers (in lanes) and the offset tracker.
 /// It outlives worker restarts, so producers stay connected.
-pub struct SourcePipeline<'a> {
+pub struct SourcePipeline<'a, D: Danube> {
     config: &'a ConnectorConfig,
     policy: RetryPolicy,
     lanes: Lanes,
@@ -52,7 +51,7 @@ pub struct SourcePipeline<'a> {
     published_tx: mpsc::UnboundedSender<Published>,
     /// The schemas of the topics, which payloads are checked against.
     schemas: SourceSchemas,
-    dead_letter: Arc<DeadLetter>,
+    dead_letter: Arc<DeadLetter<D>>,
     tracker: OffsetTracker,
     next_id: u64,
     round_robin: usize,
@@ -64,18 +63,18 @@ type PendingCall<'w> = Pin<
     Box<dyn Future<Output = (u64, Result<CallOutcome, super::worker::WorkerGone>)> + Send + 'w>,
 >;
 
-impl<'a> SourcePipeline<'a> {
+impl<'a, D: Danube> SourcePipeline<'a, D> {
     /// Registers the topics' schemas and creates the producers of every topic
     /// the connector declared.
     pub async fn start(
-        client: &DanubeClient,
+        danube: &D,
         config: &'a ConnectorConfig,
         policy: RetryPolicy,
         producers: Vec<ProducerConfig>,
-    ) -> Result<SourcePipeline<'a>, Stop> {
+    ) -> Result<SourcePipeline<'a, D>, Stop> {
         let limit = Duration::from_millis(config.host.processing.publish_timeout_ms);
         let (published_tx, published) = mpsc::unbounded_channel::<Published>();
-        let registry = Registry::new(client, &policy, limit);
+        let registry = Registry::new(danube, &policy, limit);
         let schemas = SourceSchemas::prepare(&registry, config, &producers)
             .await
             .map_err(|e| match e {
@@ -83,7 +82,7 @@ impl<'a> SourcePipeline<'a> {
                 unreachable => Stop::Fatal(unreachable.to_string()),
             })?;
         let lanes = start_lanes(
-            client,
+            danube,
             config,
             &policy,
             &producers,
@@ -92,7 +91,7 @@ impl<'a> SourcePipeline<'a> {
             &published_tx,
         )
         .await?;
-        let dead_letter = Arc::new(DeadLetter::new(client, config, &policy, limit));
+        let dead_letter = Arc::new(DeadLetter::new(danube, config, &policy, limit));
         for p in &producers {
             // Series exist from the start, at 0.
             policy.metrics.received(&p.topic, 0);
@@ -121,7 +120,7 @@ impl<'a> SourcePipeline<'a> {
     /// commit.
     pub async fn run(
         &mut self,
-        worker: &Worker,
+        worker: &impl Guest,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), Stop> {
         let result = self.feed(worker, &mut shutdown).await;
@@ -142,7 +141,7 @@ impl<'a> SourcePipeline<'a> {
 
     async fn feed(
         &mut self,
-        worker: &Worker,
+        worker: &impl Guest,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), Stop> {
         let host = &self.config.host;
@@ -324,7 +323,7 @@ impl<'a> SourcePipeline<'a> {
 type Lanes = HashMap<String, Vec<mpsc::UnboundedSender<Outgoing>>>;
 
 async fn start_lanes(
-    client: &DanubeClient,
+    danube: &impl Danube,
     config: &ConnectorConfig,
     policy: &RetryPolicy,
     producers: &[ProducerConfig],
@@ -347,7 +346,7 @@ async fn start_lanes(
             );
             let schema = schemas.get(&producer_config.topic).map(|s| &s.reference);
             let producer = danube::create_producer(
-                client,
+                danube,
                 host.broker.admin_url.as_deref(),
                 &name,
                 producer_config,
@@ -378,7 +377,7 @@ async fn start_lanes(
 
 /// Publishes one lane's records in order, one at a time.
 async fn lane(
-    producer: Producer,
+    producer: impl Publish,
     topic: String,
     mut records: mpsc::UnboundedReceiver<Outgoing>,
     published: mpsc::UnboundedSender<Published>,

@@ -161,26 +161,6 @@ impl Worker {
         &self.info
     }
 
-    /// Sends a call and waits for its outcome, counting its duration and any
-    /// error it returns.
-    pub async fn call(&self, trace_id: u64, call: Call) -> Result<CallOutcome, WorkerGone> {
-        let started = std::time::Instant::now();
-        let kind = call.kind();
-        let result = self.send_call(trace_id, call).await;
-        if let Some(metrics) = &self.metrics {
-            metrics.observe_call(kind, started.elapsed());
-            match &result {
-                Ok(CallOutcome::Error(e)) => metrics.error(e.class()),
-                Ok(CallOutcome::Processed(failures)) => {
-                    failures.iter().for_each(|f| metrics.error(f.error.class()))
-                }
-                Ok(CallOutcome::Trapped(_)) | Err(_) => metrics.error("trap"),
-                Ok(_) => {}
-            }
-        }
-        result
-    }
-
     async fn send_call(&self, trace_id: u64, call: Call) -> Result<CallOutcome, WorkerGone> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kind = call.kind();
@@ -217,18 +197,54 @@ impl Worker {
         }
     }
 
-    /// Resolves once the worker's socket has closed (the process exited or
-    /// was killed): an idle connector, with no call to fail, notices at once
-    /// rather than at its next call.
-    pub async fn exited(&self) -> WorkerGone {
-        let _ = self.gone.clone().wait_for(|gone| *gone).await;
-        WorkerGone::socket_closed()
-    }
-
     /// Closes the socket and waits for the process to end.
     pub async fn shutdown(mut self) -> Option<std::process::ExitStatus> {
         drop(self.outbox);
         self.child.wait().await.ok()
+    }
+}
+
+/// A connector's guest as the pipelines see it: calls with their outcomes,
+/// and the moment it is gone. [`Worker`] is the guest in a worker process;
+/// the pipelines' unit tests script one in memory.
+pub trait Guest: Sync {
+    /// Sends a call and waits for its outcome.
+    fn call(
+        &self,
+        trace_id: u64,
+        call: Call,
+    ) -> impl Future<Output = Result<CallOutcome, WorkerGone>> + Send;
+
+    /// Resolves once the guest is gone, whether a call noticed or not.
+    fn exited(&self) -> impl Future<Output = WorkerGone> + Send;
+}
+
+impl Guest for Worker {
+    /// Also counts the call's duration and any error it returns.
+    async fn call(&self, trace_id: u64, call: Call) -> Result<CallOutcome, WorkerGone> {
+        let started = std::time::Instant::now();
+        let kind = call.kind();
+        let result = self.send_call(trace_id, call).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_call(kind, started.elapsed());
+            match &result {
+                Ok(CallOutcome::Error(e)) => metrics.error(e.class()),
+                Ok(CallOutcome::Processed(failures)) => {
+                    failures.iter().for_each(|f| metrics.error(f.error.class()))
+                }
+                Ok(CallOutcome::Trapped(_)) | Err(_) => metrics.error("trap"),
+                Ok(_) => {}
+            }
+        }
+        result
+    }
+
+    /// Resolves once the worker's socket has closed (the process exited or
+    /// was killed): an idle connector, with no call to fail, notices at once
+    /// rather than at its next call.
+    async fn exited(&self) -> WorkerGone {
+        let _ = self.gone.clone().wait_for(|gone| *gone).await;
+        WorkerGone::socket_closed()
     }
 }
 
