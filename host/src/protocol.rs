@@ -160,7 +160,7 @@ pub struct SandboxLimits {
 }
 
 /// A guest function call.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Call {
     Open { config_json: String },
     Poll { max: u32, timeout_ms: u32 },
