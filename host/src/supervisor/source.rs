@@ -585,4 +585,195 @@ mod tests {
             }])
         );
     }
+    // The polling loop on a scripted guest and a broker in memory, on
+    // virtual time: in-flight bounds, commit order, the drain, and what a
+    // worker death leaves behind.
+
+    use std::sync::Mutex;
+
+    use crate::supervisor::test_doubles::{
+        Answer, MemoryBroker, ScriptedGuest, test_config, test_policy,
+    };
+
+    const TOPIC: &str = "/default/out";
+
+    async fn start(tables: &str) -> (MemoryBroker, SourcePipeline<'static, MemoryBroker>) {
+        let broker = MemoryBroker::new().await;
+        let config = test_config(tables);
+        let producer = ProducerConfig {
+            topic: TOPIC.into(),
+            partitions: 0,
+            reliable: true,
+            schema_subject: None,
+        };
+        let pipeline = SourcePipeline::start(&broker, config, test_policy(config), vec![producer])
+            .await
+            .unwrap_or_else(|_| panic!("the pipeline starts"));
+        (broker, pipeline)
+    }
+
+    fn record(position: u64) -> SourceRecord {
+        SourceRecord {
+            topic: TOPIC.into(),
+            payload: position.to_string().into_bytes(),
+            attributes: Vec::new(),
+            key: None,
+            offset: Some(Offset {
+                stream: "s".into(),
+                position,
+            }),
+        }
+    }
+
+    /// What a scripted source saw: every poll's `max`, every commit, and
+    /// the records it produced.
+    #[derive(Default)]
+    struct Seen {
+        polls: Vec<u32>,
+        /// (committed position, records the broker held at that moment).
+        commits: Vec<(u64, usize)>,
+        produced: u64,
+    }
+
+    /// A source of `total` records that answers polls with as many as it is
+    /// asked for; it dies on the poll after `die_after` records, if given.
+    fn source(
+        broker: &MemoryBroker,
+        seen: &Arc<Mutex<Seen>>,
+        total: u64,
+        die_after: Option<u64>,
+    ) -> ScriptedGuest {
+        let (broker, seen) = (broker.clone(), seen.clone());
+        ScriptedGuest::new(move |call| {
+            let mut seen = seen.lock().unwrap();
+            match call {
+                Call::Poll { max, .. } => {
+                    if die_after.is_some_and(|n| seen.produced >= n) {
+                        return Answer::Die;
+                    }
+                    seen.polls.push(*max);
+                    let from = seen.produced;
+                    let to = (from + u64::from(*max)).min(total);
+                    seen.produced = to;
+                    Answer::Outcome(CallOutcome::Polled((from..to).map(record).collect()))
+                }
+                Call::Commit { offsets } => {
+                    let held = broker.published(TOPIC).len();
+                    seen.commits.push((offsets[0].position, held));
+                    Answer::Outcome(CallOutcome::Done)
+                }
+                other => panic!("a source was called with {}", other.kind()),
+            }
+        })
+        // A poll with nothing to return takes time in a real guest (up to
+        // its timeout); answered at once, polls would spin without letting
+        // virtual time advance.
+        .with_latency(Duration::from_millis(1))
+    }
+
+    /// Waits (on virtual time) until `done`, for at most a virtual minute.
+    async fn until(done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not reached within a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// With a slow broker, the guest is never asked for more than
+    /// `max_in_flight` allows; each lane has one send at a time; commits
+    /// only ever name records the broker holds, in order; a drain publishes
+    /// and commits everything polled.
+    #[tokio::test(start_paused = true)]
+    async fn polls_stay_within_max_in_flight_and_commits_follow_the_broker() {
+        let (broker, mut pipeline) =
+            start("[processing]\nbatch_size = 5\nmax_in_flight = 8\nproducers_per_topic = 2\n")
+                .await;
+        broker.set_send_latency(Duration::from_millis(20));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let guest = source(&broker, &seen, 60, None);
+        let (shutdown, watching) = watch::channel(false);
+        let drive = async {
+            until(|| broker.published(TOPIC).len() >= 30).await;
+            shutdown.send_replace(true);
+        };
+        let (result, ()) = tokio::join!(pipeline.run(&guest, watching), drive);
+        result.unwrap_or_else(|e| panic!("{e}"));
+
+        let seen = seen.lock().unwrap();
+        let polled = seen.produced as usize;
+        assert!(polled >= 30, "{polled}");
+        assert!(
+            seen.polls.iter().all(|&max| (1..=5).contains(&max)),
+            "{:?}",
+            seen.polls
+        );
+        assert!(
+            seen.polls.iter().any(|&max| max < 5),
+            "a full window shrinks the poll: {:?}",
+            seen.polls
+        );
+        assert_eq!(broker.most_sends_at_once(), 2, "one send per lane");
+        // The drain published everything polled and committed the last.
+        assert_eq!(broker.published(TOPIC).len(), polled);
+        let positions: Vec<u64> = seen.commits.iter().map(|c| c.0).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+        assert_eq!(positions.last(), Some(&(polled as u64 - 1)));
+        for &(position, held) in &seen.commits {
+            assert!(
+                held as u64 > position,
+                "committed {position} while the broker held {held} records"
+            );
+        }
+    }
+
+    /// When the worker dies, what it had polled is still published before
+    /// the pipeline reports the death; the next worker resumes from the
+    /// last commit, so nothing is lost.
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_death_leaves_nothing_unpublished() {
+        let (broker, mut pipeline) =
+            start("[processing]\nbatch_size = 10\nproducers_per_topic = 1\n").await;
+        broker.set_send_latency(Duration::from_millis(5));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let dying = source(&broker, &seen, 1_000, Some(30));
+        let (_shutdown, watching) = watch::channel(false);
+        match pipeline.run(&dying, watching).await {
+            Err(Stop::WorkerGone(_)) => {}
+            other => panic!("expected the worker's death, got {other:?}"),
+        }
+        let polled = seen.lock().unwrap().produced as usize;
+        assert_eq!(polled, 30);
+        assert_eq!(broker.published(TOPIC).len(), polled);
+        assert_eq!(pipeline.progress(), polled as u64);
+    }
+
+    /// A broker that fails sends for a while is waited out: every record
+    /// arrives once, in order on its lane.
+    #[tokio::test(start_paused = true)]
+    async fn failed_sends_are_retried_in_order() {
+        let (broker, mut pipeline) =
+            start("[processing]\nbatch_size = 10\nproducers_per_topic = 1\n").await;
+        broker.fail_sends(3);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let guest = source(&broker, &seen, 20, None);
+        let (shutdown, watching) = watch::channel(false);
+        let drive = async {
+            until(|| broker.published(TOPIC).len() >= 20).await;
+            shutdown.send_replace(true);
+        };
+        let (result, ()) = tokio::join!(pipeline.run(&guest, watching), drive);
+        result.unwrap_or_else(|e| panic!("{e}"));
+        let published: Vec<String> = broker
+            .published(TOPIC)
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        let expected: Vec<String> = (0..20).map(|i: u64| i.to_string()).collect();
+        assert_eq!(published, expected);
+        assert_eq!(seen.lock().unwrap().commits.last().map(|c| c.0), Some(19));
+    }
 }
