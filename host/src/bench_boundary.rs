@@ -87,7 +87,7 @@ async fn measure(args: &BenchArgs, log: &LogSettings) -> anyhow::Result<()> {
             );
         }
     }
-    worker.shutdown().await;
+    worker.stop().await;
     Ok(())
 }
 

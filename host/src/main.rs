@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use danube_host::config::{self, ConnectorConfig, ENV_CONFIG_PATH};
-use danube_host::supervisor::{self, Invalid, LogSettings, StateStore, exit};
+use danube_host::supervisor::{self, Guest, Invalid, LogSettings, StateStore, exit};
 use danube_host::{bench_boundary, directory, logging, scaffold, worker};
 
 #[derive(Parser)]
@@ -191,7 +191,7 @@ async fn inspect(module: PathBuf, log: LogSettings) -> ExitCode {
     match supervisor::start_worker(&module, None, StateStore::in_memory(), &log, None).await {
         Ok(worker) => {
             println!("{}", supervisor::describe_module(worker.info()));
-            worker.shutdown().await;
+            worker.stop().await;
             ExitCode::from(exit::OK)
         }
         Err(e) => {

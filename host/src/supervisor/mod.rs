@@ -6,6 +6,7 @@ pub(crate) mod danube;
 mod dead_letter;
 mod delivery_watch;
 mod fleet;
+mod restart;
 pub(crate) mod retry;
 mod sink;
 mod source;
@@ -24,9 +25,8 @@ use crate::capability;
 use crate::config::{ConnectorConfig, declared_example, documented_example};
 use crate::observability::{ConnectorMetrics, Observability, ServerHandle, Status};
 use crate::protocol::{
-    CallOutcome, ConnectorError, ModuleInfo, Opened, PROTOCOL_VERSION, SelfTest, WorkerInit,
+    CallOutcome, ConnectorError, ModuleInfo, PROTOCOL_VERSION, SelfTest, WorkerInit,
 };
-use danube::Danube;
 pub use fleet::Fleet;
 use retry::RetryPolicy;
 pub use state_store::StateStore;
@@ -154,67 +154,6 @@ fn self_test() -> anyhow::Result<Option<SelfTest>> {
 
 const ENV_WORKER_SELF_TEST: &str = "DANUBE_HOST_WORKER_SELF_TEST";
 
-/// The Danube side of a connector, which outlives its workers.
-enum Pipeline<'a, D: Danube> {
-    Source(Box<source::SourcePipeline<'a, D>>),
-    Sink(Box<sink::SinkPipeline<'a, D>>),
-}
-
-impl<'a, D: Danube> Pipeline<'a, D> {
-    async fn start(
-        danube: &D,
-        config: &'a ConnectorConfig,
-        policy: &RetryPolicy,
-        opened: Opened,
-        shutdown: &watch::Receiver<bool>,
-    ) -> Result<Pipeline<'a, D>, Stop> {
-        capability::topics::check_opened(&config.host.sandbox, &opened).map_err(Stop::Config)?;
-        let policy = policy.clone();
-        Ok(match opened {
-            Opened::Source(producers) => Pipeline::Source(Box::new(
-                source::SourcePipeline::start(danube, config, policy, producers).await?,
-            )),
-            Opened::Sink(consumers) => Pipeline::Sink(Box::new(
-                sink::SinkPipeline::start(danube, config, policy, consumers, shutdown).await?,
-            )),
-        })
-    }
-
-    async fn run(&mut self, worker: &Worker, shutdown: watch::Receiver<bool>) -> Result<(), Stop> {
-        match self {
-            Pipeline::Source(p) => p.run(worker, shutdown).await,
-            Pipeline::Sink(p) => p.run(worker, shutdown).await,
-        }
-    }
-
-    fn progress(&self) -> u64 {
-        match self {
-            Pipeline::Source(p) => p.progress(),
-            Pipeline::Sink(p) => p.progress(),
-        }
-    }
-
-    /// A source is ready once its producers exist, a sink once every one of
-    /// its subscriptions is open (until then what is published does not
-    /// reach it: a new subscription starts at the latest message).
-    fn ready(&self) -> bool {
-        match self {
-            Pipeline::Source(_) => true,
-            Pipeline::Sink(p) => p.subscribed(),
-        }
-    }
-
-    async fn finish(self) {
-        if let Pipeline::Sink(p) = self {
-            p.finish().await;
-        }
-    }
-}
-
-/// A worker that lived this long (or settled work) is considered healthy
-/// again: its death starts the restart backoff from the beginning.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
-
 /// Why a connector stopped for good: the exit code a host running only it
 /// ends with, and a one-line reason.
 #[derive(Debug, thiserror::Error)]
@@ -304,7 +243,7 @@ pub async fn validate(
         .await
         .map_err(Invalid::Module)?;
     let info = worker.info().clone();
-    worker.shutdown().await;
+    worker.stop().await;
     let documented = documented_example(&info.config_example);
     if let Some(section) = &config.section
         && !documented.is_empty()
@@ -391,7 +330,7 @@ async fn supervise_workers(
     let client = match danube::connect(&config.host.danube_service_url, &policy, limit).await {
         Ok(client) => client,
         Err(e) => {
-            first.shutdown().await;
+            first.stop().await;
             return Err(Failure::new(
                 exit::FATAL,
                 format!(
@@ -401,150 +340,13 @@ async fn supervise_workers(
             ));
         }
     };
-    let mut next_worker = Some(first);
-    let mut pipeline: Option<Pipeline<danube_client::DanubeClient>> = None;
-    let mut restarts = retry::Backoff::new(&config.host.retry);
-    let result = loop {
-        let worker = match next_worker.take() {
-            Some(w) => w,
-            None => match spawn(&config).await {
-                Ok(w) => w,
-                Err(e) => break Err(Stop::Fatal(format!("{e:#}"))),
-            },
-        };
-        let started = tokio::time::Instant::now();
-        let progress_before = pipeline.as_ref().map_or(0, Pipeline::progress);
-        let running = match open(&worker, &config).await {
-            Ok(opened) => match pipeline.take() {
-                Some(p) => Ok(p),
-                None => Pipeline::start(&client, &config, &policy, opened, &shutdown).await,
-            },
-            Err(e) => Err(e),
-        };
-        let result = match running {
-            Ok(p) => {
-                metrics.set_ready(p.ready());
-                metrics.set_health(Status::Healthy, "running");
-                let interval = Duration::from_millis(config.host.processing.health_interval_ms);
-                tokio::select! {
-                    result = pipeline.insert(p).run(&worker, shutdown.clone()) => result,
-                    never = watch_health(&worker, metrics, interval) => match never {},
-                }
-            }
-            Err(e) => Err(e),
-        };
-        if !matches!(result, Err(Stop::WorkerGone(_))) {
-            close(&worker, &config).await;
-        }
-        worker.shutdown().await;
-        match result {
-            Err(Stop::WorkerGone(why)) if !*shutdown.borrow() => {
-                // A worker that lived long or got work done does not count
-                // towards a run of deaths.
-                let progressed = pipeline.as_ref().map_or(0, Pipeline::progress) > progress_before;
-                if progressed || started.elapsed() >= STABLE_AFTER {
-                    restarts = retry::Backoff::new(&config.host.retry);
-                }
-                match restarts.next_delay() {
-                    Some(delay) => {
-                        metrics.worker_restarted();
-                        metrics.set_health(
-                            Status::Degraded,
-                            format!("worker died, restarting: {why}"),
-                        );
-                        tracing::warn!(error = %why, restart = restarts.attempts(), restart_in_ms = delay.as_millis() as u64, "worker died; restarting it");
-                        let mut shutdown = shutdown.clone();
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = shutdown.changed() => {}
-                        }
-                    }
-                    None => {
-                        break Err(Stop::Fatal(format!(
-                            "the worker died {} times in a row, last: {why}",
-                            restarts.attempts() + 1
-                        )));
-                    }
-                }
-            }
-            other => break other,
-        }
-    };
-    if let Some(p) = pipeline {
-        p.finish().await;
-    }
-    result.map_err(|stop| Failure::new(stop.exit_code(), stop.to_string()))
-}
-
-/// Calls the guest's `open` with its configuration table.
-async fn open(worker: &Worker, config: &ConnectorConfig) -> Result<Opened, Stop> {
-    let call = crate::protocol::Call::Open {
-        config_json: config.connector_json(),
-    };
-    match worker.call(new_trace_id(), call).await {
-        Ok(CallOutcome::Opened(opened)) => Ok(opened),
-        Ok(CallOutcome::Error(ConnectorError::Config(m))) => Err(Stop::Config(format!(
-            "{}: [{}] {m}",
-            config.path.display(),
-            config.section.as_deref().unwrap_or("connector")
-        ))),
-        Ok(other) => Err(outcome_error("open", other)),
-        Err(e) => Err(Stop::WorkerGone(e.to_string())),
-    }
-}
-
-/// Asks the guest's `health()` every `interval`: a failure marks the connector
-/// degraded until it passes again. It never ends the pipeline itself: once the
-/// worker is gone it stops asking, and the pipeline (which must keep the
-/// batches the worker held) notices at its next call.
-async fn watch_health(
-    worker: &Worker,
-    metrics: &ConnectorMetrics,
-    interval: Duration,
-) -> std::convert::Infallible {
-    let mut failing = false;
-    loop {
-        tokio::time::sleep(interval).await;
-        match worker
-            .call(new_trace_id(), crate::protocol::Call::Health)
+    let spawn = || async {
+        spawn(&config)
             .await
-        {
-            Ok(CallOutcome::Done) if failing => {
-                failing = false;
-                metrics.set_health(Status::Healthy, "running");
-            }
-            Ok(CallOutcome::Done) => {}
-            Ok(CallOutcome::Error(e)) => {
-                failing = true;
-                let why = match e {
-                    ConnectorError::Retryable(m)
-                    | ConnectorError::InvalidData(m)
-                    | ConnectorError::Fatal(m)
-                    | ConnectorError::Config(m) => m,
-                };
-                tracing::warn!(error = %why, "the connector reports itself unhealthy");
-                metrics.set_health(Status::Degraded, format!("connector health: {why}"));
-            }
-            Ok(CallOutcome::Trapped(_)) | Err(_) => return std::future::pending().await,
-            Ok(other) => tracing::warn!(outcome = ?other, "unexpected answer to health"),
-        }
-    }
-}
-
-/// Calls the guest's `close`, bounded by the call time limit.
-async fn close(worker: &Worker, config: &ConnectorConfig) {
-    let call = worker.call(new_trace_id(), crate::protocol::Call::Close);
-    match tokio::time::timeout(
-        Duration::from_millis(config.host.sandbox.call_timeout_ms),
-        call,
-    )
-    .await
-    {
-        Ok(Ok(CallOutcome::Done)) => {}
-        Ok(Ok(other)) => tracing::warn!(outcome = ?other, "close did not finish cleanly"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "close did not finish"),
-        Err(_) => tracing::warn!("close timed out"),
-    }
+            .map_err(|e| Stop::Fatal(format!("{e:#}")))
+    };
+    let result = restart::run_workers(&client, &config, &policy, first, spawn, &shutdown).await;
+    result.map_err(|stop| Failure::new(stop.exit_code(), stop.to_string()))
 }
 
 /// Turns true on the first SIGTERM or SIGINT, asking for a drain; a second

@@ -113,6 +113,8 @@ impl Guest for ScriptedGuest {
         let _ = self.gone.subscribe().wait_for(|gone| *gone).await;
         Self::died()
     }
+
+    async fn stop(self) {}
 }
 
 /// A broker in memory. Topics exist once created or produced to. Messages

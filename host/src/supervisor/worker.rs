@@ -196,12 +196,6 @@ impl Worker {
             }
         }
     }
-
-    /// Closes the socket and waits for the process to end.
-    pub async fn shutdown(mut self) -> Option<std::process::ExitStatus> {
-        drop(self.outbox);
-        self.child.wait().await.ok()
-    }
 }
 
 /// A connector's guest as the pipelines see it: calls with their outcomes,
@@ -217,6 +211,12 @@ pub trait Guest: Sync {
 
     /// Resolves once the guest is gone, whether a call noticed or not.
     fn exited(&self) -> impl Future<Output = WorkerGone> + Send;
+
+    /// Ends the guest (a worker: closes its socket and waits for the
+    /// process to exit).
+    fn stop(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized;
 }
 
 impl Guest for Worker {
@@ -245,6 +245,11 @@ impl Guest for Worker {
     async fn exited(&self) -> WorkerGone {
         let _ = self.gone.clone().wait_for(|gone| *gone).await;
         WorkerGone::socket_closed()
+    }
+
+    async fn stop(mut self) {
+        drop(self.outbox);
+        let _ = self.child.wait().await;
     }
 }
 
