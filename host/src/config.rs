@@ -678,7 +678,24 @@ fn check_host(host: &HostConfig) -> Result<(), String> {
             "missing `danube_service_url` (the Danube broker, e.g. \"http://127.0.0.1:6650\"); set it in the file or with {ENV_SERVICE_URL}"
         ));
     }
-    check_url(&host.danube_service_url)?;
+    check_url(
+        "danube_service_url",
+        &host.danube_service_url,
+        "http://127.0.0.1:6650",
+        true,
+    )?;
+    if let Some(admin) = &host.broker.admin_url {
+        check_url(
+            "broker.admin_url",
+            admin,
+            "http://danube-broker:50051",
+            true,
+        )?;
+    }
+    if let Some(metrics) = &host.broker.metrics_url {
+        let example = "http://danube-broker:9040/metrics";
+        check_url("broker.metrics_url", metrics, example, false)?;
+    }
     if host.connector_name.is_empty() {
         return Err(format!(
             "missing `connector_name` (names the connector in logs and metrics); set it in the file or with {ENV_CONNECTOR_NAME}"
@@ -742,24 +759,30 @@ fn check_schemas(schemas: &[SchemaConfig]) -> Result<(), String> {
     Ok(())
 }
 
-fn check_url(url: &str) -> Result<(), String> {
+/// An `http` or `https` URL with a host and, where `needs_port`, a port:
+/// the broker's gRPC services have no well-known one to fall back on.
+fn check_url(key: &str, url: &str, example: &str, needs_port: bool) -> Result<(), String> {
     let bad = |why: &str| {
         Err(format!(
-            "`danube_service_url` = {url:?} is not a broker URL ({why}); expected e.g. \"http://127.0.0.1:6650\""
+            "`{key}` = {url:?} is not a broker URL ({why}); expected e.g. \"{example}\""
         ))
     };
-    let Some((scheme, rest)) = url.split_once("://") else {
+    // `host:port` parses as a URL whose scheme is the host.
+    if !url.contains("://") {
         return bad("no scheme");
+    }
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(e) => return bad(&e.to_string()),
     };
-    if scheme != "http" && scheme != "https" {
+    if !matches!(parsed.scheme(), "http" | "https") {
         return bad("the scheme must be http or https");
     }
-    let authority = rest.split('/').next().unwrap_or("");
-    let Some((host, port)) = authority.rsplit_once(':') else {
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return bad("no host");
+    }
+    if needs_port && parsed.port().is_none() {
         return bad("no port");
-    };
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return bad("host or port missing or invalid");
     }
     Ok(())
 }
@@ -820,6 +843,31 @@ count = 3
         assert!(e.to_string().contains("missing `danube_service_url`"));
         let e = parse("danube_service_url = \"localhost\"\nconnector_name = \"x\"").unwrap_err();
         assert!(e.to_string().contains("not a broker URL"), "{e}");
+    }
+
+    /// The broker's admin API and exporter are checked like its service
+    /// URL; the exporter's port may be implied by its scheme.
+    #[test]
+    fn broker_urls_are_checked_at_load() {
+        for (table, why) in [
+            (
+                "admin_url = \"http://broker\"",
+                "`broker.admin_url` = \"http://broker\" is not a broker URL (no port)",
+            ),
+            (
+                "admin_url = \"grpc://broker:50051\"",
+                "(the scheme must be http or https)",
+            ),
+            (
+                "metrics_url = \"http://:9040/metrics\"",
+                "`broker.metrics_url`",
+            ),
+        ] {
+            let e = parse(&format!("{MINIMAL}\n[broker]\n{table}\n")).unwrap_err();
+            assert!(e.to_string().contains(why), "{table}: {e}");
+        }
+        let fine = "[broker]\nadmin_url = \"http://broker:50051\"\nmetrics_url = \"https://broker/metrics\"\n";
+        parse(&format!("{MINIMAL}\n{fine}")).unwrap();
     }
 
     #[test]
