@@ -2,7 +2,7 @@
 //! returns messages, the end, or an error, and never panics.
 #![no_main]
 
-use danube_host::protocol::{FromWorker, ToWorker, read_frame};
+use danube_host::ipc::{FromWorker, ToWorker, read_frame};
 use libfuzzer_sys::fuzz_target;
 
 /// Reads frames until the end of the input or the first error.

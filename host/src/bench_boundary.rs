@@ -11,7 +11,7 @@ use std::time::Instant;
 use clap::Args;
 use futures::StreamExt;
 
-use crate::protocol::{Call, CallOutcome, SinkRecord};
+use crate::contract::{Call, CallOutcome, SinkRecord};
 use crate::supervisor::{Guest, LogSettings, StateStore, exit, start_worker};
 
 /// Batches kept in flight, as the sink pipeline does.

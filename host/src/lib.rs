@@ -6,11 +6,12 @@
 pub mod bench_boundary;
 pub mod capability;
 pub mod config;
+pub mod contract;
 pub mod directory;
 pub mod guest_text;
+pub mod ipc;
 pub mod logging;
 pub mod observability;
-pub mod protocol;
 pub mod scaffold;
 pub mod schema;
 pub mod supervisor;

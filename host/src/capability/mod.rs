@@ -15,10 +15,30 @@ pub mod files;
 pub mod network;
 pub mod topics;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::ConnectorConfig;
-use crate::protocol::SandboxLimits;
+use network::NetRule;
+
+/// The sandbox the guest runs in, resolved by the supervisor from `[sandbox]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxLimits {
+    pub memory_bytes: u64,
+    pub call_timeout_ms: u64,
+    /// Host directories granted to the guest, visible at the same path.
+    pub dirs: Vec<PathBuf>,
+    /// TCP endpoints the guest may connect to, already resolved.
+    pub allow: Vec<NetRule>,
+    /// The names the guest may look up: `allow`'s host names, `lookup`.
+    pub names: Vec<String>,
+    /// Fuel (roughly, WebAssembly instructions) one call may burn; `None`
+    /// leaves compute bounded by the call timeout alone.
+    pub fuel: Option<u64>,
+    /// Largest file the worker may write (`RLIMIT_FSIZE`).
+    pub max_file_bytes: u64,
+}
 
 /// Resolves `[sandbox]` into the limits a worker applies. `module` is the
 /// file the worker loads and `cache_dir` its compiled-module cache: both are

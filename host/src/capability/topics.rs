@@ -10,7 +10,7 @@
 //! a configuration error naming the topic and the rule.
 
 use crate::config::SandboxConfig;
-use crate::protocol::Opened;
+use crate::contract::Opened;
 
 /// The patterns themselves, when the configuration is read.
 pub fn check_patterns(sandbox: &SandboxConfig) -> Result<(), String> {
@@ -79,7 +79,7 @@ fn matches_any(patterns: &[String], name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ConsumerConfig, ProducerConfig, SubscriptionType};
+    use crate::contract::{ConsumerConfig, ProducerConfig, SubscriptionType};
 
     fn source(topics: &[&str]) -> Opened {
         Opened::Source(

@@ -35,7 +35,7 @@
 //!   guest reported written (then acknowledged to the broker); `topic` is the
 //!   Danube topic consumed from.
 //!
-//! `class` is [`ConnectorError::class`](crate::protocol::ConnectorError::class)
+//! `class` is [`ConnectorError::class`](crate::contract::ConnectorError::class)
 //! (`retryable`, `invalid_data`, `fatal`, `config`, all exported from the
 //! start at 0) or a host-side class such as `trap` or `danube`. `call` is the
 //! guest call: `open`, `poll`, `commit`, `process_batch`, `health`, `close`.
@@ -62,7 +62,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::protocol::GuestMetric;
+use crate::ipc::GuestMetric;
 
 pub use health::Status;
 pub use server::ServerHandle;
@@ -173,7 +173,7 @@ impl ConnectorMetrics {
             .inc_by(n);
     }
 
-    /// One error of `class` (see [`ConnectorError::class`](crate::protocol::ConnectorError::class)).
+    /// One error of `class` (see [`ConnectorError::class`](crate::contract::ConnectorError::class)).
     pub fn error(&self, class: &str) {
         self.inner
             .metrics

@@ -14,7 +14,7 @@ use tonic::Code;
 
 use super::Codec;
 use crate::config::{ConnectorConfig, SchemaConfig, SchemaType, VersionStrategy};
-use crate::protocol::{ProducerConfig, SchemaRef};
+use crate::contract::{ProducerConfig, SchemaRef};
 use crate::supervisor::danube::{Danube, DanubeFailure, bounded, split};
 use crate::supervisor::retry::{RetryPolicy, retry};
 

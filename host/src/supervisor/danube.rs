@@ -22,7 +22,7 @@ use danube_core::proto::SchemaReference;
 use tokio::sync::mpsc;
 
 use super::retry::{RetryPolicy, retry};
-use crate::protocol::{ConsumerConfig, ProducerConfig, SubscriptionType};
+use crate::contract::{ConsumerConfig, ProducerConfig, SubscriptionType};
 
 /// A failed Danube operation and whether retrying may help.
 #[derive(Debug, thiserror::Error)]

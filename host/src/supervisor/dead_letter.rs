@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 use super::danube::{self, Danube, DanubeFailure};
 use super::retry::RetryPolicy;
 use crate::config::ConnectorConfig;
-use crate::protocol::{ConnectorError, SourceRecord};
+use crate::contract::{ConnectorError, SourceRecord};
 
 /// A record on its way to the dead-letter topic.
 pub struct Rejected<'r> {
@@ -91,7 +91,7 @@ impl<D: Danube> DeadLetter<D> {
         let producer = self
             .producer
             .get_or_try_init(|| async {
-                let config = crate::protocol::ProducerConfig {
+                let config = crate::contract::ProducerConfig {
                     topic: self.topic.clone(),
                     partitions: 0,
                     reliable: true,

@@ -27,8 +27,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use crate::contract::{ConsumerConfig, SubscriptionType};
 use crate::observability::{ConnectorMetrics, Status};
-use crate::protocol::{ConsumerConfig, SubscriptionType};
 
 /// What one partition (or plain topic) of a subscription delivered.
 #[derive(Debug)]

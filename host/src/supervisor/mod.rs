@@ -23,10 +23,9 @@ use tokio::sync::watch;
 
 use crate::capability;
 use crate::config::{ConnectorConfig, declared_example, documented_example};
+use crate::contract::{CallOutcome, ConnectorError, ModuleInfo};
+use crate::ipc::{PROTOCOL_VERSION, SelfTest, WorkerInit};
 use crate::observability::{ConnectorMetrics, Observability, ServerHandle, Status};
-use crate::protocol::{
-    CallOutcome, ConnectorError, ModuleInfo, PROTOCOL_VERSION, SelfTest, WorkerInit,
-};
 pub use fleet::Fleet;
 use retry::RetryPolicy;
 pub use state_store::StateStore;

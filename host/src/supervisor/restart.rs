@@ -17,8 +17,8 @@ use super::worker::Guest;
 use super::{Stop, new_trace_id, outcome_error, sink, source};
 use crate::capability;
 use crate::config::ConnectorConfig;
+use crate::contract::{CallOutcome, ConnectorError, Opened};
 use crate::observability::{ConnectorMetrics, Status};
-use crate::protocol::{CallOutcome, ConnectorError, Opened};
 
 /// The Danube side of a connector, which outlives its workers.
 enum Pipeline<'a, D: Danube> {
@@ -176,7 +176,7 @@ pub(super) async fn run_workers<D: Danube, G: Guest, S: Future<Output = Result<G
 
 /// Calls the guest's `open` with its configuration table.
 async fn open(worker: &impl Guest, config: &ConnectorConfig) -> Result<Opened, Stop> {
-    let call = crate::protocol::Call::Open {
+    let call = crate::contract::Call::Open {
         config_json: config.connector_json(),
     };
     match worker.call(new_trace_id(), call).await {
@@ -204,7 +204,7 @@ async fn watch_health(
     loop {
         tokio::time::sleep(interval).await;
         match worker
-            .call(new_trace_id(), crate::protocol::Call::Health)
+            .call(new_trace_id(), crate::contract::Call::Health)
             .await
         {
             Ok(CallOutcome::Done) if failing => {
@@ -231,7 +231,7 @@ async fn watch_health(
 
 /// Calls the guest's `close`, bounded by the call time limit.
 async fn close(worker: &impl Guest, config: &ConnectorConfig) {
-    let call = worker.call(new_trace_id(), crate::protocol::Call::Close);
+    let call = worker.call(new_trace_id(), crate::contract::Call::Close);
     match tokio::time::timeout(
         Duration::from_millis(config.host.sandbox.call_timeout_ms),
         call,
@@ -256,8 +256,8 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
+    use crate::contract::{Call, ConsumerConfig, SubscriptionType};
     use crate::observability::Observability;
-    use crate::protocol::{Call, ConsumerConfig, SubscriptionType};
     use crate::supervisor::test_doubles::{Answer, MemoryBroker, ScriptedGuest, test_config};
 
     const TOPIC: &str = "/default/in";

@@ -29,10 +29,10 @@ use super::retry::RetryPolicy;
 use super::worker::Guest;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::{ConnectorConfig, OnExhausted};
-use crate::observability::Status;
-use crate::protocol::{
+use crate::contract::{
     Call, CallOutcome, ConnectorError, ConsumerConfig, RecordFailure, SchemaRef, SinkRecord,
 };
+use crate::observability::Status;
 use crate::schema::{MessageSchemas, Registry, SchemaError, SchemaRules, Verdict};
 
 /// Batches handed to the worker and not yet answered.
@@ -919,7 +919,7 @@ mod tests {
         let consumer = ConsumerConfig {
             topic: TOPIC.into(),
             subscription: "s".into(),
-            subscription_type: crate::protocol::SubscriptionType::Exclusive,
+            subscription_type: crate::contract::SubscriptionType::Exclusive,
             expected_schema_subject: None,
             decode_avro: false,
         };

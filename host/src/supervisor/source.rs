@@ -23,7 +23,7 @@ use super::retry::RetryPolicy;
 use super::worker::Guest;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::ConnectorConfig;
-use crate::protocol::{Call, CallOutcome, ConnectorError, Offset, ProducerConfig, SourceRecord};
+use crate::contract::{Call, CallOutcome, ConnectorError, Offset, ProducerConfig, SourceRecord};
 use crate::schema::{Registry, SchemaError, SourceSchemas};
 
 /// A record on its way to a lane.

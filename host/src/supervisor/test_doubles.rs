@@ -23,7 +23,7 @@ use super::danube::{Absent, Consume, Danube, DanubeFailure, Publish};
 use super::retry::RetryPolicy;
 use super::worker::{Guest, WorkerGone};
 use crate::config::ConnectorConfig;
-use crate::protocol::{Call, CallOutcome, ConsumerConfig, ProducerConfig};
+use crate::contract::{Call, CallOutcome, ConsumerConfig, ProducerConfig};
 
 /// What a scripted guest does with a call.
 pub enum Answer {

@@ -15,10 +15,9 @@ use anyhow::{Context, bail};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::state_store::StateStore;
+use crate::contract::{Call, CallOutcome, ModuleInfo};
+use crate::ipc::{FromWorker, ToWorker, WorkerInit, read_frame, write_frame};
 use crate::observability::ConnectorMetrics;
-use crate::protocol::{
-    Call, CallOutcome, FromWorker, ModuleInfo, ToWorker, WorkerInit, read_frame, write_frame,
-};
 use crate::worker::describe_denied_syscall;
 
 /// Calls waiting for their reply; `None` once the worker's socket closed, so

@@ -1,7 +1,7 @@
 //! The guest: generated bindings, instantiation and typed calls.
 //!
 //! The generated bindings stay in this file. Everything outside the worker
-//! speaks the host's own [`protocol`] types; the conversions live here, at the
+//! speaks the host's own [`contract`](crate::contract) types; the conversions live here, at the
 //! edge.
 
 use anyhow::bail;
@@ -10,8 +10,9 @@ use wasmtime::{Engine, Store};
 
 use super::engine::first_line;
 use super::state::GuestState;
+use crate::capability::SandboxLimits;
+use crate::contract::{self, CallOutcome, ModuleInfo, Opened, World};
 use crate::guest_text::{self, lines, one_line};
-use crate::protocol::{self, CallOutcome, ModuleInfo, Opened, SandboxLimits, World};
 
 /// The WIT package version this host serves.
 pub const WIT_VERSION: &str = "0.1.0";
@@ -146,8 +147,8 @@ impl Guest {
 
     /// Runs one call. `Err` is a trap (panic, time or memory limit): the
     /// instance must not be used again.
-    pub fn call(&mut self, call: protocol::Call) -> wasmtime::Result<CallOutcome> {
-        use protocol::Call;
+    pub fn call(&mut self, call: contract::Call) -> wasmtime::Result<CallOutcome> {
+        use contract::Call;
         arm(&mut self.store)?;
         let store = &mut self.store;
         let outcome = match (&self.instance, call) {
@@ -200,7 +201,7 @@ impl Guest {
                     CallOutcome::Processed(
                         failures
                             .into_iter()
-                            .map(|f| protocol::RecordFailure {
+                            .map(|f| contract::RecordFailure {
                                 index: f.index,
                                 error: from_error(f.error),
                             })
@@ -216,7 +217,7 @@ impl Guest {
                 i.danube_connect_sink_connector().call_close(store)?;
                 CallOutcome::Done
             }
-            (_, call) => CallOutcome::Error(protocol::ConnectorError::Fatal(format!(
+            (_, call) => CallOutcome::Error(contract::ConnectorError::Fatal(format!(
                 "a {} connector has no `{}` function",
                 self.world(),
                 call.kind()
@@ -249,7 +250,7 @@ fn outcome<T>(
 fn health_outcome(result: Result<(), String>) -> CallOutcome {
     match result {
         Ok(()) => CallOutcome::Done,
-        Err(e) => CallOutcome::Error(protocol::ConnectorError::Retryable(one_line(
+        Err(e) => CallOutcome::Error(contract::ConnectorError::Retryable(one_line(
             e,
             guest_text::MESSAGE,
         ))),
@@ -264,7 +265,7 @@ fn health_outcome(result: Result<(), String>) -> CallOutcome {
 /// them, so a restarted connector reads them again.
 fn polled(records: Vec<wit::SourceRecord>, max: u32) -> CallOutcome {
     let broken = |why: String| {
-        CallOutcome::Error(protocol::ConnectorError::Fatal(format!(
+        CallOutcome::Error(contract::ConnectorError::Fatal(format!(
             "{why}; the connector breaks the contract, report it to its authors"
         )))
     };
@@ -346,8 +347,8 @@ fn panic_message(stderr_tail: &str) -> Option<String> {
     Some(report.join(" "))
 }
 
-fn from_error(e: wit::ConnectorError) -> protocol::ConnectorError {
-    use protocol::ConnectorError as P;
+fn from_error(e: wit::ConnectorError) -> contract::ConnectorError {
+    use contract::ConnectorError as P;
     let text = |m: String| one_line(m, guest_text::MESSAGE);
     match e {
         wit::ConnectorError::Retryable(m) => P::Retryable(text(m)),
@@ -357,8 +358,8 @@ fn from_error(e: wit::ConnectorError) -> protocol::ConnectorError {
     }
 }
 
-fn from_producer_config(c: wit::ProducerConfig) -> protocol::ProducerConfig {
-    protocol::ProducerConfig {
+fn from_producer_config(c: wit::ProducerConfig) -> contract::ProducerConfig {
+    contract::ProducerConfig {
         topic: c.topic,
         partitions: c.partitions,
         reliable: c.reliable,
@@ -366,9 +367,9 @@ fn from_producer_config(c: wit::ProducerConfig) -> protocol::ProducerConfig {
     }
 }
 
-fn from_consumer_config(c: wit::ConsumerConfig) -> protocol::ConsumerConfig {
-    use protocol::SubscriptionType as P;
-    protocol::ConsumerConfig {
+fn from_consumer_config(c: wit::ConsumerConfig) -> contract::ConsumerConfig {
+    use contract::SubscriptionType as P;
+    contract::ConsumerConfig {
         topic: c.topic,
         subscription: c.subscription,
         subscription_type: match c.subscription_type {
@@ -382,20 +383,20 @@ fn from_consumer_config(c: wit::ConsumerConfig) -> protocol::ConsumerConfig {
     }
 }
 
-fn from_source_record(r: wit::SourceRecord) -> protocol::SourceRecord {
-    protocol::SourceRecord {
+fn from_source_record(r: wit::SourceRecord) -> contract::SourceRecord {
+    contract::SourceRecord {
         topic: r.topic,
         payload: r.payload,
         attributes: r.attributes,
         key: r.key,
-        offset: r.offset.map(|o| protocol::Offset {
+        offset: r.offset.map(|o| contract::Offset {
             stream: o.stream,
             position: o.position,
         }),
     }
 }
 
-fn to_sink_record(r: protocol::SinkRecord) -> wit::SinkRecord {
+fn to_sink_record(r: contract::SinkRecord) -> wit::SinkRecord {
     wit::SinkRecord {
         topic: r.topic,
         payload: r.payload,

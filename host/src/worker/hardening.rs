@@ -27,7 +27,8 @@ use seccompiler::{
 use syscalls::Sysno;
 
 use super::exit;
-use crate::protocol::{FromWorker, SandboxLimits, SelfTest, write_frame};
+use crate::capability::SandboxLimits;
+use crate::ipc::{FromWorker, SelfTest, write_frame};
 
 /// Hardening that applies from the worker's first instruction: die with the
 /// supervisor, never gain privileges, never dump core (the guest's memory may
@@ -502,7 +503,7 @@ mod tests {
         let end = frame.len();
         let ptrace = Sysno::ptrace.id();
         frame[end - 4..].copy_from_slice(&ptrace.to_le_bytes());
-        match crate::protocol::read_frame::<FromWorker>(&mut frame.as_slice()).unwrap() {
+        match crate::ipc::read_frame::<FromWorker>(&mut frame.as_slice()).unwrap() {
             Some(FromWorker::SyscallDenied { number_le }) => {
                 assert_eq!(u32::from_le_bytes(number_le), ptrace as u32);
                 let text = describe_denied_syscall(number_le);

@@ -4,7 +4,7 @@
 use super::guest::source::danube::connect::{metrics, state};
 use super::state::GuestState;
 use crate::guest_text::{self, one_line, one_line_pairs};
-use crate::protocol::{FromWorker, GuestMetric, ToWorker, read_frame, write_frame};
+use crate::ipc::{FromWorker, GuestMetric, ToWorker, read_frame, write_frame};
 
 /// Largest value one `state.put` may store, and the whole store's limit: the
 /// store is for offsets and small checkpoints, not data.

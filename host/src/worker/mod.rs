@@ -26,11 +26,10 @@ use anyhow::Context;
 use wasmtime::StoreLimitsBuilder;
 use wasmtime::component::ResourceTable;
 
+use crate::capability::SandboxLimits;
+use crate::contract::CallOutcome;
 use crate::guest_text;
-use crate::protocol::{
-    CallOutcome, FromWorker, PROTOCOL_VERSION, SandboxLimits, ToWorker, WorkerInit, read_frame,
-    write_frame,
-};
+use crate::ipc::{FromWorker, PROTOCOL_VERSION, ToWorker, WorkerInit, read_frame, write_frame};
 pub use engine::default_cache_dir;
 use guest::Guest;
 pub use hardening::{describe_denied_syscall, ignore_host_signals};

@@ -13,7 +13,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use super::log::LogBudget;
-use crate::protocol::SandboxLimits;
+use crate::capability::SandboxLimits;
 
 /// Builds the guest's WASI context. The guest sees none of the host's
 /// environment variables or arguments: secrets reach it only through its

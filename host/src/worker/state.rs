@@ -11,7 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::budget::Budget;
 use super::log::LogBudget;
 use super::sandbox::GuestOutput;
-use crate::protocol::ToWorker;
+use crate::ipc::ToWorker;
 
 pub struct GuestState {
     pub wasi: WasiCtx,

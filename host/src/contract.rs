@@ -1,0 +1,177 @@
+//! The host's own mirror of the WIT contract's types: calls into the guest,
+//! their outcomes, records, offsets, topics and errors.
+//!
+//! The supervisor never sees generated bindings; the worker converts between
+//! these and the WIT types at its edge (`worker/guest.rs`), and
+//! [`crate::ipc`] carries them between the processes.
+
+use serde::{Deserialize, Serialize};
+
+/// A guest function call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Call {
+    Open { config_json: String },
+    Poll { max: u32, timeout_ms: u32 },
+    Commit { offsets: Vec<Offset> },
+    ProcessBatch { records: Vec<SinkRecord> },
+    Health,
+    Close,
+}
+
+impl Call {
+    /// Short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Call::Open { .. } => "open",
+            Call::Poll { .. } => "poll",
+            Call::Commit { .. } => "commit",
+            Call::ProcessBatch { .. } => "process_batch",
+            Call::Health => "health",
+            Call::Close => "close",
+        }
+    }
+}
+
+/// Which contract a module implements.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum World {
+    Source,
+    Sink,
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            World::Source => "source",
+            World::Sink => "sink",
+        })
+    }
+}
+
+/// What a loaded module is and says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModuleInfo {
+    pub world: World,
+    pub wit_version: String,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub config_example: String,
+}
+
+/// The result of one guest call.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum CallOutcome {
+    Opened(Opened),
+    Polled(Vec<SourceRecord>),
+    /// Per-record failures of a `process-batch`; empty when all were written.
+    Processed(Vec<RecordFailure>),
+    Done,
+    /// The guest returned an error.
+    Error(ConnectorError),
+    /// The guest trapped, ran out of time or memory. The instance is gone:
+    /// the worker exits after sending this.
+    Trapped(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Opened {
+    Source(Vec<ProducerConfig>),
+    Sink(Vec<ConsumerConfig>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Offset {
+    pub stream: String,
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub topic: String,
+    /// As one byte string, not a sequence of numbers: serde would otherwise
+    /// visit every byte on its own, the boundary's largest cost.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    pub attributes: Vec<(String, String)>,
+    pub key: Option<String>,
+    pub offset: Option<Offset>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SchemaRef {
+    pub subject: String,
+    pub version: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SinkRecord {
+    pub topic: String,
+    /// As one byte string, not a sequence of numbers: serde would otherwise
+    /// visit every byte on its own, the boundary's largest cost.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    pub attributes: Vec<(String, String)>,
+    pub key: Option<String>,
+    pub publish_time: u64,
+    pub producer: String,
+    pub offset: u64,
+    pub redelivery_count: u32,
+    pub schema: Option<SchemaRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProducerConfig {
+    pub topic: String,
+    pub partitions: u32,
+    pub reliable: bool,
+    pub schema_subject: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SubscriptionType {
+    Exclusive,
+    Shared,
+    Failover,
+    KeyShared,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsumerConfig {
+    pub topic: String,
+    pub subscription: String,
+    pub subscription_type: SubscriptionType,
+    pub expected_schema_subject: Option<String>,
+    pub decode_avro: bool,
+}
+
+/// The error classes of the contract.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("retryable: {0}")]
+    Retryable(String),
+    #[error("invalid data: {0}")]
+    InvalidData(String),
+    #[error("fatal: {0}")]
+    Fatal(String),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl ConnectorError {
+    /// The class as a metric label.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ConnectorError::Retryable(_) => "retryable",
+            ConnectorError::InvalidData(_) => "invalid_data",
+            ConnectorError::Fatal(_) => "fatal",
+            ConnectorError::Config(_) => "config",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordFailure {
+    pub index: u32,
+    pub error: ConnectorError,
+}
