@@ -58,9 +58,12 @@ pub struct HostConfig {
 pub struct RetryConfig {
     /// Attempts after the first before the error is final.
     pub max_retries: u32,
-    /// First backoff; doubles on every attempt, with jitter.
+    /// First backoff; doubles on every attempt, with jitter. Also read as
+    /// `initial_interval_ms` (danube-connect's webhook source).
+    #[serde(alias = "initial_interval_ms")]
     pub retry_backoff_ms: u64,
-    /// Backoff ceiling.
+    /// Backoff ceiling. Also read as `max_interval_ms`.
+    #[serde(alias = "max_interval_ms")]
     pub max_backoff_ms: u64,
     /// What a sink does with a batch whose retryable errors outlasted
     /// `max_retries`.
@@ -289,7 +292,9 @@ pub struct SchemaConfig {
     pub subject: String,
     pub schema_type: SchemaType,
     /// The schema definition; a relative path is taken from the configuration
-    /// file's directory.
+    /// file's directory, else from the working directory. Not needed (empty
+    /// or absent) for `string`, `bytes` and `number`.
+    #[serde(default)]
     pub schema_file: PathBuf,
     /// Register `schema_file` under `subject` at start (a new version if it
     /// changed); otherwise the subject must already be registered.
@@ -304,9 +309,10 @@ fn auto_register_default() -> bool {
     true
 }
 
-/// The kinds of schema the registry knows.
+/// The kinds of schema the registry knows. Read in any case, `json` and
+/// `jsonschema` included, as danube-connect writes them.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum SchemaType {
     JsonSchema,
     String,
@@ -314,6 +320,26 @@ pub enum SchemaType {
     Number,
     Avro,
     Protobuf,
+}
+
+impl TryFrom<String> for SchemaType {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<SchemaType, String> {
+        Ok(match name.to_ascii_lowercase().replace('-', "_").as_str() {
+            "json_schema" | "jsonschema" | "json" => SchemaType::JsonSchema,
+            "string" => SchemaType::String,
+            "bytes" => SchemaType::Bytes,
+            "number" => SchemaType::Number,
+            "avro" => SchemaType::Avro,
+            "protobuf" => SchemaType::Protobuf,
+            _ => {
+                return Err(format!(
+                    "unknown schema_type {name:?}; expected json_schema, avro, string, bytes or number"
+                ));
+            }
+        })
+    }
 }
 
 /// `version_strategy`: `"latest"`, `{ pinned = N }` or `{ minimum = N }`.
@@ -374,6 +400,7 @@ impl ConnectorConfig {
             .parse()
             .map_err(|e: toml::de::Error| err(describe_toml_error(&e, text)))?;
 
+        move_root_metrics_port(&mut root).map_err(err)?;
         let known = known_keys();
         let (section, connector) = take_connector_table(&mut root, &known).map_err(err)?;
 
@@ -672,6 +699,27 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
     }
 }
 
+/// danube-connect files set `metrics_port` at the top level: it is read as
+/// `[processing] metrics_port`.
+fn move_root_metrics_port(root: &mut toml::Table) -> Result<(), String> {
+    let Some(port) = root.remove("metrics_port") else {
+        return Ok(());
+    };
+    let processing = root
+        .entry("processing")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match processing {
+        toml::Value::Table(t) if t.contains_key("metrics_port") => {
+            Err("`metrics_port` is set both at the top level and in [processing]; keep one".into())
+        }
+        toml::Value::Table(t) => {
+            t.insert("metrics_port".into(), port);
+            Ok(())
+        }
+        _ => Err("`processing` must be a table".into()),
+    }
+}
+
 fn check_host(host: &HostConfig) -> Result<(), String> {
     if host.danube_service_url.is_empty() {
         return Err(format!(
@@ -843,6 +891,35 @@ count = 3
         assert!(e.to_string().contains("missing `danube_service_url`"));
         let e = parse("danube_service_url = \"localhost\"\nconnector_name = \"x\"").unwrap_err();
         assert!(e.to_string().contains("not a broker URL"), "{e}");
+    }
+
+    /// danube-connect's spellings are read as ours: a top-level
+    /// `metrics_port`, `[retry] initial_interval_ms` / `max_interval_ms`,
+    /// and `schema_type` in any case or as `json`.
+    #[test]
+    fn danube_connect_spellings_are_accepted() {
+        let text = format!(
+            "metrics_port = 9191\n{MINIMAL}\n[retry]\ninitial_interval_ms = 300\nmax_interval_ms = 9000\n\n[[schemas]]\ntopic = \"/default/a\"\nsubject = \"a\"\nschema_type = \"Json\"\nschema_file = \"a.json\"\n\n[[schemas]]\ntopic = \"/default/b\"\nsubject = \"b\"\nschema_type = \"String\"\nschema_file = \"\"\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.host.processing.metrics_port, 9191);
+        assert_eq!(
+            (c.host.retry.retry_backoff_ms, c.host.retry.max_backoff_ms),
+            (300, 9000)
+        );
+        let types: Vec<SchemaType> = c.host.schemas.iter().map(|s| s.schema_type).collect();
+        assert_eq!(types, [SchemaType::JsonSchema, SchemaType::String]);
+        assert!(c.host.schemas[1].schema_file.as_os_str().is_empty());
+
+        let twice = format!("metrics_port = 1\n{MINIMAL}\n[processing]\nmetrics_port = 2\n");
+        let e = parse(&twice).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("both at the top level and in [processing]"),
+            "{e}"
+        );
+        let e = parse(&format!("{MINIMAL}\n[[schemas]]\ntopic = \"/default/a\"\nsubject = \"a\"\nschema_type = \"xml\"\n")).unwrap_err();
+        assert!(e.to_string().contains("unknown schema_type \"xml\""), "{e}");
     }
 
     /// The broker's admin API and exporter are checked like its service

@@ -205,6 +205,21 @@ danube_testkit::on_both_brokers! {
         }
     }
 
+    /// danube-connect's shape of a schema without a definition file:
+    /// `schema_type = "String"` (any case) and `schema_file = ""`. The
+    /// subject is registered with the type alone and the records carry it.
+    async fn a_string_schema_needs_no_file(broker: Broker) {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = "/default/texts";
+        let schemas = schema_entry(topic, "texts-value", "String", "", "\"latest\"");
+        let config = datagen_config(dir.path(), &broker, "texts", topic, 5, &schemas);
+        let version = published_version(&broker, &guest("datagen-source"), &config, topic, 5).await;
+        assert_eq!(version, 1);
+        let client = client(&broker).await;
+        let latest = client.schema().get_latest_schema("texts-value").await.unwrap();
+        assert_eq!(latest.schema_type.to_ascii_lowercase(), "string");
+    }
+
     async fn an_incompatible_schema_stops_start_up_naming_the_subject(broker: Broker) {
         const TOPIC: &str = "/default/orders";
         let client = client(&broker).await;

@@ -96,11 +96,13 @@ impl Registry {
             } else {
                 "check the schema file and the registry"
             };
+            let what = match file.as_os_str().is_empty() {
+                true => format!("a {} schema", config_type_name(entry.schema_type)),
+                false => file.display().to_string(),
+            };
             SchemaError::Refused(format!(
-                "schema subject '{}': the registry refused {} as its next version: {}; {advice}",
-                entry.subject,
-                file.display(),
-                e.message
+                "schema subject '{}': the registry refused {what} as its next version: {}; {advice}",
+                entry.subject, e.message
             ))
         })
     }
@@ -185,30 +187,54 @@ pub struct TopicSchema {
     pub codec: Codec,
 }
 
-/// Reads a `[[schemas]]` entry's `schema_file` (relative to the
-/// configuration file) and checks that it is a schema of its `schema_type`:
+/// Reads a `[[schemas]]` entry's `schema_file` (see [`locate_schema_file`];
+/// none for `string`, `bytes` and `number`) and checks that it is a schema of its `schema_type`:
 /// the file's path and its bytes, or why not.
 pub fn read_schema_file(
     config: &ConnectorConfig,
     entry: &SchemaConfig,
 ) -> Result<(PathBuf, Vec<u8>), String> {
-    let base = config.path.parent().unwrap_or(Path::new("."));
-    let file = base.join(&entry.schema_file);
+    let subject = &entry.subject;
+    if entry.schema_file.as_os_str().is_empty() {
+        return match entry.schema_type {
+            // Nothing to define: the type says it all.
+            SchemaType::String | SchemaType::Bytes | SchemaType::Number => {
+                Ok((PathBuf::new(), Vec::new()))
+            }
+            _ => Err(format!(
+                "schema subject '{subject}': schema_file is empty; a {} schema needs its definition file",
+                config_type_name(entry.schema_type)
+            )),
+        };
+    }
+    let file = locate_schema_file(config, &entry.schema_file);
     let definition = std::fs::read(&file).map_err(|e| {
         format!(
-            "schema subject '{}': cannot read schema_file {}: {e}",
-            entry.subject,
+            "schema subject '{subject}': cannot read schema_file {}: {e}",
             file.display()
         )
     })?;
-    Codec::new(config_type_name(entry.schema_type), &definition).map_err(|e| {
-        format!(
-            "schema subject '{}': {} is {e}",
-            entry.subject,
-            file.display()
-        )
-    })?;
+    Codec::new(config_type_name(entry.schema_type), &definition)
+        .map_err(|e| format!("schema subject '{subject}': {} is {e}", file.display()))?;
     Ok((file, definition))
+}
+
+/// A relative `schema_file` is looked for beside the configuration file,
+/// then (as danube-connect resolves it) in the working directory.
+fn locate_schema_file(config: &ConnectorConfig, schema_file: &Path) -> PathBuf {
+    let beside_config = config
+        .path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(schema_file);
+    if schema_file.is_absolute() || beside_config.exists() || !schema_file.exists() {
+        return beside_config;
+    }
+    tracing::info!(
+        schema_file = %schema_file.display(),
+        "schema_file is not beside the configuration file; using the one in the working directory"
+    );
+    schema_file.to_path_buf()
 }
 
 /// The schemas of a source's topics, keyed by topic.
@@ -421,5 +447,37 @@ impl MessageSchemas {
             self.known.insert((id, version), schema.clone());
         }
         Ok(schema)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_in(dir: &Path) -> ConnectorConfig {
+        let text = "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"c\"\n";
+        ConnectorConfig::parse(text, &dir.join("c.toml"), &|_| None).unwrap()
+    }
+
+    /// A relative schema_file is found beside the configuration first, then
+    /// in the working directory (the test's is the crate's directory).
+    #[test]
+    fn a_relative_schema_file_is_found_beside_the_config_then_in_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let in_cwd = Path::new("Cargo.toml");
+        assert!(in_cwd.exists(), "the test runs in the host crate's directory");
+        assert_eq!(locate_schema_file(&config, in_cwd), in_cwd);
+        std::fs::write(dir.path().join("Cargo.toml"), "beside").unwrap();
+        assert_eq!(
+            locate_schema_file(&config, in_cwd),
+            dir.path().join("Cargo.toml")
+        );
+        // Found nowhere: the error names the path beside the configuration.
+        let missing = Path::new("missing.json");
+        assert_eq!(
+            locate_schema_file(&config, missing),
+            dir.path().join("missing.json")
+        );
     }
 }
