@@ -117,6 +117,13 @@ pub struct ProcessingConfig {
     pub producers_per_topic: u32,
     /// Source records published but not yet acked, at most.
     pub max_in_flight: u32,
+    /// While a source's polls come back full (it has more than the host
+    /// takes), its `commit` is called at most this often: each commit may
+    /// cost the connector a write to disk (the state store syncs every
+    /// put). A poll that returns fewer records than asked commits at once,
+    /// so sources that acknowledge upstream on commit (MQTT) are not held
+    /// back. 0: commit as soon as anything is acknowledged.
+    pub commit_interval_ms: u64,
     /// Bound on one publish or ack to Danube before it counts as failed.
     pub publish_timeout_ms: u64,
     /// How often the connector's `health()` is asked; a failure marks the
@@ -138,6 +145,7 @@ impl Default for ProcessingConfig {
             poll_interval_ms: 100,
             producers_per_topic: 4,
             max_in_flight: 5000,
+            commit_interval_ms: 100,
             publish_timeout_ms: 10_000,
             health_interval_ms: 10_000,
             metrics_port: 9090,

@@ -466,7 +466,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = config_in(dir.path());
         let in_cwd = Path::new("Cargo.toml");
-        assert!(in_cwd.exists(), "the test runs in the host crate's directory");
+        assert!(
+            in_cwd.exists(),
+            "the test runs in the host crate's directory"
+        );
         assert_eq!(locate_schema_file(&config, in_cwd), in_cwd);
         std::fs::write(dir.path().join("Cargo.toml"), "beside").unwrap();
         assert_eq!(

@@ -148,8 +148,14 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
         let processing = &host.processing;
         let mut stopping = *shutdown.borrow();
         let mut poll_backoff = self.policy.backoff();
-        let mut poll: Option<PendingCall> = None;
+        // The records the pending poll asked for, and the poll itself.
+        let mut poll: Option<(u32, PendingCall)> = None;
         let mut commit: Option<(Vec<Offset>, PendingCall)> = None;
+        // Commits are paced only while polls come back full: see
+        // `[processing] commit_interval_ms`.
+        let commit_interval = Duration::from_millis(processing.commit_interval_ms);
+        let mut saturated = false;
+        let mut last_commit = tokio::time::Instant::now();
 
         loop {
             // Records in flight are bounded by asking the guest for no more
@@ -163,13 +169,19 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
                     max: room as u32,
                     timeout_ms: processing.poll_interval_ms as u32,
                 };
-                poll = Some(Box::pin(async move {
-                    (trace_id, worker.call(trace_id, call).await)
-                }));
+                poll = Some((
+                    room as u32,
+                    Box::pin(async move { (trace_id, worker.call(trace_id, call).await) }),
+                ));
             }
+            // A drain paces its commits too, but not the last one.
+            let drained = stopping && self.tracker.outstanding() == 0;
+            let commit_due = drained || !saturated || last_commit.elapsed() >= commit_interval;
             if commit.is_none()
+                && commit_due
                 && let Some(offsets) = self.tracker.take_committable()
             {
+                last_commit = tokio::time::Instant::now();
                 let trace_id = new_trace_id();
                 let call = Call::Commit {
                     offsets: offsets.clone(),
@@ -188,10 +200,11 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
                     stopping = true;
                     tracing::info!(outstanding = self.tracker.outstanding(), "draining: no more polls, waiting for in-flight records");
                 }
-                (trace_id, outcome) = async { poll.as_mut().expect("guarded").await }, if poll.is_some() => {
-                    poll = None;
+                (trace_id, outcome) = async { poll.as_mut().expect("guarded").1.as_mut().await }, if poll.is_some() => {
+                    let (asked, _) = poll.take().expect("guarded");
                     match outcome.map_err(|e| Stop::WorkerGone(e.to_string()))? {
                         CallOutcome::Polled(records) => {
+                            saturated = records.len() >= asked as usize;
                             if poll_backoff.attempts() > 0 {
                                 self.policy.note_recovered();
                             }
@@ -233,6 +246,9 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
                     }
                 }
                 Some(done) = self.published.recv() => self.on_published(done)?,
+                // A paced commit falls due.
+                _ = tokio::time::sleep_until(last_commit + commit_interval),
+                    if commit.is_none() && !commit_due && self.tracker.has_committable() => {}
             }
         }
     }
@@ -512,6 +528,11 @@ impl OffsetTracker {
         )
     }
 
+    /// Whether any offset waits to be committed.
+    pub fn has_committable(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// Puts back offsets whose commit failed (newer ones win).
     pub fn requeue(&mut self, offsets: Vec<Offset>) {
         for o in offsets {
@@ -728,6 +749,73 @@ mod tests {
                 "committed {position} while the broker held {held} records"
             );
         }
+    }
+
+    /// While polls come back full, commits come at most every
+    /// `commit_interval_ms`; a source that returns fewer records than asked
+    /// gets its commit as soon as the broker acknowledged them.
+    #[tokio::test(start_paused = true)]
+    async fn commits_are_paced_only_while_polls_come_back_full() {
+        let commit_times = |total: u64, until_published: u64, batch_size: u32| async move {
+            let (broker, mut pipeline) = start(&format!(
+                "[processing]\nbatch_size = {batch_size}\nmax_in_flight = 10000\ncommit_interval_ms = 100\n"
+            ))
+            .await;
+            broker.set_send_latency(Duration::from_millis(1));
+            let began = tokio::time::Instant::now();
+            let times = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::new(Mutex::new(0u64));
+            // Returns at most 7 records per poll, `total` in all.
+            let guest = ScriptedGuest::new({
+                let (times, seen) = (times.clone(), seen.clone());
+                move |call| match call {
+                    Call::Poll { max, .. } => {
+                        let mut seen = seen.lock().unwrap();
+                        let from = *seen;
+                        let to = (from + u64::from(*max).min(7)).min(total);
+                        *seen = to;
+                        Answer::Outcome(CallOutcome::Polled((from..to).map(record).collect()))
+                    }
+                    Call::Commit { .. } => {
+                        times
+                            .lock()
+                            .unwrap()
+                            .push(began.elapsed().as_millis() as u64);
+                        Answer::Outcome(CallOutcome::Done)
+                    }
+                    other => panic!("{}", other.kind()),
+                }
+            })
+            .with_latency(Duration::from_millis(1));
+            let (shutdown, watching) = watch::channel(false);
+            let drive = async {
+                until(|| broker.published(TOPIC).len() as u64 >= until_published).await;
+                shutdown.send_replace(true);
+            };
+            let (result, ()) = tokio::join!(pipeline.run(&guest, watching), drive);
+            result.unwrap_or_else(|e| panic!("{e}"));
+            let times = times.lock().unwrap().clone();
+            times
+        };
+        // Asked for 7 at a time and always returning 7: saturated until the
+        // drain.
+        let paced = commit_times(u64::MAX, 2_000, 7).await;
+        let gaps: Vec<u64> = paced.windows(2).map(|w| w[1] - w[0]).collect();
+        // The last commit is the drain's, which is not paced.
+        // (Seen by the guest, a commit may wait a 1 ms poll out.)
+        let paced_gaps = &gaps[..gaps.len() - 1];
+        assert!(
+            paced_gaps.iter().all(|&g| (98..=103).contains(&g)),
+            "{paced:?}"
+        );
+        // Asked for 50 and returning 7: commits follow the acknowledgements.
+        let prompt = commit_times(2_000, 2_000, 50).await;
+        assert!(
+            prompt.len() > 5 * paced.len(),
+            "{} vs {}",
+            prompt.len(),
+            paced.len()
+        );
     }
 
     /// When the worker dies, what it had polled is still published before
