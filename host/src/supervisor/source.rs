@@ -794,8 +794,7 @@ mod tests {
             };
             let (result, ()) = tokio::join!(pipeline.run(&guest, watching), drive);
             result.unwrap_or_else(|e| panic!("{e}"));
-            let times = times.lock().unwrap().clone();
-            times
+            times.lock().unwrap().clone()
         };
         // Asked for 7 at a time and always returning 7: saturated until the
         // drain.
