@@ -302,7 +302,10 @@ danube_testkit::on_both_brokers! {
             let doc = doc.unwrap();
             let (_, detail) = status(&doc, "burst-sink");
             assert!(detail.contains("did not reach subscription s"), "the gaps are named: {detail}");
-            assert!(written + skipped <= COUNT, "{written} written, {skipped} skipped");
+            // No sum check: a renewed subscription is fed again from its
+            // first hole, so records once reported skipped may be written
+            // after all (written + skipped then exceeds COUNT).
+            assert!(skipped > 0, "{written} written and no gap counted");
             eprintln!("the real broker delivered {written} of {COUNT}; skipped and reported: {skipped}; /health: {detail}");
         } else {
             let doc = doc.unwrap();

@@ -258,7 +258,9 @@ mod tests {
     use super::*;
     use crate::contract::{Call, ConsumerConfig, SubscriptionType};
     use crate::observability::Observability;
-    use crate::supervisor::test_doubles::{Answer, MemoryBroker, ScriptedGuest, test_config};
+    use crate::supervisor::test_doubles::{
+        Answer, MemoryBroker, ScriptedGuest, test_config, until,
+    };
 
     const TOPIC: &str = "/default/in";
 
@@ -353,11 +355,7 @@ mod tests {
         };
         let (shutdown, watching) = watch::channel(false);
         let drive = async {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while broker.acked(TOPIC).len() < 6 {
-                assert!(Instant::now() < deadline, "acked {:?}", broker.acked(TOPIC));
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            until(|| broker.acked(TOPIC).len() == 6).await;
             shutdown.send_replace(true);
         };
         let (result, ()) = tokio::join!(

@@ -900,7 +900,7 @@ mod tests {
 
     use super::*;
     use crate::supervisor::test_doubles::{
-        Answer, MemoryBroker, ScriptedGuest, test_config, test_policy,
+        Answer, MemoryBroker, ScriptedGuest, test_config, test_policy, until,
     };
 
     const TOPIC: &str = "/default/in";
@@ -947,15 +947,6 @@ mod tests {
                 })
                 .collect(),
             other => panic!("a sink was called with {}", other.kind()),
-        }
-    }
-
-    /// Waits (on virtual time) until `done`, for at most a virtual minute.
-    async fn until(done: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !done() {
-            assert!(Instant::now() < deadline, "not reached within a minute");
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

@@ -613,7 +613,7 @@ mod tests {
     use std::sync::Mutex;
 
     use crate::supervisor::test_doubles::{
-        Answer, MemoryBroker, ScriptedGuest, test_config, test_policy,
+        Answer, MemoryBroker, ScriptedGuest, test_config, test_policy, until,
     };
 
     const TOPIC: &str = "/default/out";
@@ -692,16 +692,21 @@ mod tests {
         .with_latency(Duration::from_millis(1))
     }
 
-    /// Waits (on virtual time) until `done`, for at most a virtual minute.
-    async fn until(done: impl Fn() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while !done() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not reached within a minute"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    /// Runs the pipeline on `guest` until the broker holds `count` records,
+    /// then drains it.
+    async fn run_until_published(
+        pipeline: &mut SourcePipeline<'static, MemoryBroker>,
+        broker: &MemoryBroker,
+        guest: &ScriptedGuest,
+        count: usize,
+    ) {
+        let (shutdown, watching) = watch::channel(false);
+        let drive = async {
+            until(|| broker.published(TOPIC).len() >= count).await;
+            shutdown.send_replace(true);
+        };
+        let (result, ()) = tokio::join!(pipeline.run(guest, watching), drive);
+        result.unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// With a slow broker, the guest is never asked for more than
@@ -716,13 +721,7 @@ mod tests {
         broker.set_send_latency(Duration::from_millis(20));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let guest = source(&broker, &seen, 60, None);
-        let (shutdown, watching) = watch::channel(false);
-        let drive = async {
-            until(|| broker.published(TOPIC).len() >= 30).await;
-            shutdown.send_replace(true);
-        };
-        let (result, ()) = tokio::join!(pipeline.run(&guest, watching), drive);
-        result.unwrap_or_else(|e| panic!("{e}"));
+        run_until_published(&mut pipeline, &broker, &guest, 30).await;
 
         let seen = seen.lock().unwrap();
         let polled = seen.produced as usize;
@@ -756,7 +755,7 @@ mod tests {
     /// gets its commit as soon as the broker acknowledged them.
     #[tokio::test(start_paused = true)]
     async fn commits_are_paced_only_while_polls_come_back_full() {
-        let commit_times = |total: u64, until_published: u64, batch_size: u32| async move {
+        let commit_times = |total: u64, until_published: usize, batch_size: u32| async move {
             let (broker, mut pipeline) = start(&format!(
                 "[processing]\nbatch_size = {batch_size}\nmax_in_flight = 10000\ncommit_interval_ms = 100\n"
             ))
@@ -787,13 +786,7 @@ mod tests {
                 }
             })
             .with_latency(Duration::from_millis(1));
-            let (shutdown, watching) = watch::channel(false);
-            let drive = async {
-                until(|| broker.published(TOPIC).len() as u64 >= until_published).await;
-                shutdown.send_replace(true);
-            };
-            let (result, ()) = tokio::join!(pipeline.run(&guest, watching), drive);
-            result.unwrap_or_else(|e| panic!("{e}"));
+            run_until_published(&mut pipeline, &broker, &guest, until_published).await;
             times.lock().unwrap().clone()
         };
         // Asked for 7 at a time and always returning 7: saturated until the
@@ -847,13 +840,7 @@ mod tests {
         broker.fail_sends(3);
         let seen = Arc::new(Mutex::new(Seen::default()));
         let guest = source(&broker, &seen, 20, None);
-        let (shutdown, watching) = watch::channel(false);
-        let drive = async {
-            until(|| broker.published(TOPIC).len() >= 20).await;
-            shutdown.send_replace(true);
-        };
-        let (result, ()) = tokio::join!(pipeline.run(&guest, watching), drive);
-        result.unwrap_or_else(|e| panic!("{e}"));
+        run_until_published(&mut pipeline, &broker, &guest, 20).await;
         let published: Vec<String> = broker
             .published(TOPIC)
             .iter()

@@ -384,3 +384,15 @@ pub fn test_policy(config: &ConnectorConfig) -> RetryPolicy {
         metrics: crate::observability::Observability::new().connector("t"),
     }
 }
+
+/// Waits (on virtual time) until `done`, for at most a virtual minute.
+pub async fn until(done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reached within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
