@@ -311,9 +311,11 @@ impl ProducerConfig {
 /// How a subscription shares messages between its consumers.
 ///
 /// Deserializes from `"exclusive"`, `"shared"`, `"failover"` or
-/// `"key_shared"` (also `"key-shared"`), so it can sit in a connector's config.
+/// `"key_shared"`, in any case and with `-`, `_` or nothing between words
+/// (danube-connect writes `"Exclusive"`, `"Shared"`, `"FailOver"`), so it
+/// can sit in a connector's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum SubscriptionType {
     /// One consumer only.
     Exclusive,
@@ -323,19 +325,26 @@ pub enum SubscriptionType {
     /// One active consumer; the others take over if it goes away.
     Failover,
     /// Messages with the same key always go to the same consumer.
-    #[serde(alias = "key-shared")]
     KeyShared,
+}
+
+impl TryFrom<String> for SubscriptionType {
+    type Error = ConnectorError;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        name.parse()
+    }
 }
 
 impl std::str::FromStr for SubscriptionType {
     type Err = ConnectorError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
+        match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
             "exclusive" => Ok(Self::Exclusive),
             "shared" => Ok(Self::Shared),
             "failover" => Ok(Self::Failover),
-            "key_shared" | "key-shared" => Ok(Self::KeyShared),
+            "keyshared" => Ok(Self::KeyShared),
             other => Err(ConnectorError::config(format!(
                 "unknown subscription type `{other}`, expected one of exclusive, shared, failover, key_shared"
             ))),
@@ -420,5 +429,33 @@ impl ConnectorInfo {
             config_example: config_example.into(),
             ..Self::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SubscriptionType;
+
+    /// Our spellings and danube-connect's read the same; others are refused
+    /// naming the accepted ones.
+    #[test]
+    fn subscription_types_read_in_either_spelling() {
+        for (text, expected) in [
+            ("exclusive", SubscriptionType::Exclusive),
+            ("Exclusive", SubscriptionType::Exclusive),
+            ("Shared", SubscriptionType::Shared),
+            ("FailOver", SubscriptionType::Failover),
+            ("failover", SubscriptionType::Failover),
+            ("key_shared", SubscriptionType::KeyShared),
+            ("key-shared", SubscriptionType::KeyShared),
+            ("KeyShared", SubscriptionType::KeyShared),
+        ] {
+            let parsed: SubscriptionType =
+                serde_json::from_value(serde_json::json!(text)).unwrap();
+            assert_eq!(parsed, expected, "{text}");
+        }
+        let e = serde_json::from_value::<SubscriptionType>(serde_json::json!("broadcast"))
+            .unwrap_err();
+        assert!(e.to_string().contains("expected one of exclusive"), "{e}");
     }
 }
