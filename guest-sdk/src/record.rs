@@ -450,12 +450,11 @@ mod tests {
             ("key-shared", SubscriptionType::KeyShared),
             ("KeyShared", SubscriptionType::KeyShared),
         ] {
-            let parsed: SubscriptionType =
-                serde_json::from_value(serde_json::json!(text)).unwrap();
+            let parsed: SubscriptionType = serde_json::from_value(serde_json::json!(text)).unwrap();
             assert_eq!(parsed, expected, "{text}");
         }
-        let e = serde_json::from_value::<SubscriptionType>(serde_json::json!("broadcast"))
-            .unwrap_err();
+        let e =
+            serde_json::from_value::<SubscriptionType>(serde_json::json!("broadcast")).unwrap_err();
         assert!(e.to_string().contains("expected one of exclusive"), "{e}");
     }
 }

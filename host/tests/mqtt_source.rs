@@ -197,6 +197,23 @@ async fn wildcard_routes_fan_out_to_topics_with_different_partition_counts() {
              [[mqtt.routes]]\nfrom = \"sensors/#\"\nto = \"/default/other\"\nqos = 0\n\n\
              [[mqtt.topic_mappings]]\nmqtt_topic = \"alerts/#\"\ndanube_topic = \"/default/alerts\"\nqos = \"ExactlyOnce\"\npartitions = 2\n",
     );
+    // `validate` takes both shapes of a route, as `run` does.
+    let validated = Command::new(common::host_bin())
+        .args(["validate", "--module"])
+        .arg(module())
+        .arg("--config")
+        .arg(&cfg)
+        .env(
+            "XDG_CACHE_HOME",
+            common::target_dir().join("test-module-cache"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        validated.status.success(),
+        "validate refused both shapes of a route: {}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
     let host = Host::start(&module(), &cfg, &[]);
     wait_subscribed(&host, 1).await;
 

@@ -62,6 +62,12 @@ reliable_dispatch = true
 # Routing key of each record: "topic" (default; per-device order on
 # partitioned topics) or "none".
 routing_key = "topic"
+
+# The older shape of a route, as danube-connect writes it, is read too (same
+# keys, `mqtt_topic` for `from` and `danube_topic` for `to`):
+# [[mqtt.topic_mappings]]
+# mqtt_topic = "alerts/#"
+# danube_topic = "/iot/alerts"
 "#;
 
 /// QoS levels, by name (`AtLeastOnce`) or number (`1`).
