@@ -268,8 +268,8 @@ impl SinkRecord {
 pub struct ProducerConfig {
     /// `/namespace/name`.
     pub topic: String,
-    /// 0 or 1: a plain topic; N > 1: N partitions `name-part-0..N-1`, chosen
-    /// per record by its key.
+    /// 0: a plain topic; N > 0: N partitions `name-part-0..N-1` (1 is one
+    /// partition, as danube-connect has it), chosen per record by its key.
     pub partitions: u32,
     /// Reliable dispatch: the broker stores messages and tracks
     /// acknowledgements per subscription.
@@ -289,7 +289,7 @@ impl ProducerConfig {
         }
     }
 
-    /// Sets the number of partitions (0 or 1: unpartitioned).
+    /// Sets the number of partitions (0: unpartitioned).
     pub fn with_partitions(mut self, partitions: u32) -> Self {
         self.partitions = partitions;
         self

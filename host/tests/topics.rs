@@ -191,6 +191,37 @@ danube_testkit::on_both_brokers! {
         }
     }
 
+    /// `partitions = 1` is a partitioned topic of one partition, as in
+    /// danube-connect: the source publishes to `<topic>-part-0`, and a sink
+    /// of `<topic>` consumes it.
+    async fn one_partition_is_a_partitioned_topic(broker: Broker) {
+        const TOPIC: &str = "/default/single";
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), &broker, "single-sink", TOPIC, "");
+        let config = write_config(
+            dir.path(),
+            "source.toml",
+            &broker.url(),
+            "single-source",
+            &format!("[datagen]\ntopics = [\"{TOPIC}\"]\npartitions = 1\ncount = 100000\nrate = 200\n"),
+        );
+        let source = Host::start(&guest("datagen-source"), &config, &[]);
+        wait_written(dir.path(), 1, &sink).await;
+        let subscribed = sink
+            .log()
+            .lines()
+            .find(|l| l.contains("subscribed"))
+            .map(str::to_string)
+            .unwrap_or_default();
+        assert!(
+            subscribed.contains("/default/single-part-0"),
+            "the sink consumes the one partition: {subscribed}; log:\n{}",
+            sink.log()
+        );
+        assert!(source.terminate(DEADLINE).success());
+        assert!(sink.terminate(DEADLINE).success());
+    }
+
     async fn given_the_admin_api_a_source_creates_its_namespace(broker: Broker) {
         const TOPIC: &str = "/fleet/positions";
         let dir = tempfile::tempdir().unwrap();

@@ -22,7 +22,7 @@ const MAX_LAG: Duration = Duration::from_secs(1);
 const CONFIG_EXAMPLE: &str = r#"[datagen]
 # Topics to publish to; records go round-robin by sequence number.
 topics = ["/default/datagen"]
-# 0 or 1: plain topics; N > 1: N partitions (records spread by key).
+# 0: plain topics; N > 0: N partitions (`-part-0`...; records spread by key).
 partitions = 0
 # Reliable dispatch (stored and acknowledged by the broker).
 reliable = true

@@ -55,7 +55,7 @@ from = "sensors/#"
 to = "/iot/sensors"
 # Subscription QoS: AtMostOnce, AtLeastOnce (default) or ExactlyOnce (or 0, 1, 2).
 qos = "AtLeastOnce"
-# 0 or 1: a plain topic; N > 1: N partitions, chosen by the routing key.
+# 0: a plain topic; N > 0: N partitions (`-part-0`...), chosen by the routing key.
 partitions = 8
 # Reliable dispatch on the Danube topic; default: true for QoS 1 and 2, false for QoS 0.
 reliable_dispatch = true
@@ -417,16 +417,15 @@ impl Config {
                     r.filter
                 )));
             }
-            let partitions = if r.partitions <= 1 { 0 } else { r.partitions };
             if let Some((prev, p, rel)) = topics.get(&r.topic) {
-                if *p != partitions || *rel != r.reliable {
+                if *p != r.partitions || *rel != r.reliable {
                     return Err(ConnectorError::config(format!(
                         "`{at}`: Danube topic {:?} is also the target of `{prev}` with different `partitions` or `reliable_dispatch`",
                         r.topic
                     )));
                 }
             } else {
-                topics.insert(r.topic.clone(), (at.clone(), partitions, r.reliable));
+                topics.insert(r.topic.clone(), (at.clone(), r.partitions, r.reliable));
             }
         }
 
@@ -509,12 +508,9 @@ impl Settings {
             .iter()
             .filter(|r| seen.insert(r.topic.clone()))
             .map(|r| {
-                let p = ProducerConfig::new(&r.topic).with_reliable(r.reliable);
-                if r.partitions > 1 {
-                    p.with_partitions(r.partitions)
-                } else {
-                    p
-                }
+                ProducerConfig::new(&r.topic)
+                    .with_reliable(r.reliable)
+                    .with_partitions(r.partitions)
             })
             .collect()
     }

@@ -221,7 +221,8 @@ impl Danube for DanubeClient {
         if config.reliable {
             builder = builder.with_reliable_dispatch();
         }
-        if config.partitions > 1 {
+        // As danube-connect: 1 is a partitioned topic of one partition.
+        if config.partitions > 0 {
             builder = builder.with_partitions(config.partitions as usize);
         }
         if let Some(schema) = schema {
