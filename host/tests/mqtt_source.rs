@@ -1221,3 +1221,46 @@ async fn tls_connections_verify_the_broker_and_carry_the_flow() {
         assert_eq!(code, Some(2), "{name}: a configuration error; log:\n{log}");
     }
 }
+
+/// `danube-host validate` on a fixture of `tests/fixtures/danube-connectors`
+/// (danube-connect's own files, unchanged), run in its `source-mqtt/`
+/// directory as upstream runs it.
+fn validate_upstream(file: &str) -> std::process::Output {
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/danube-connectors/source-mqtt");
+    Command::new(common::host_bin())
+        .current_dir(&dir)
+        .args(["validate", "--module"])
+        .arg(module())
+        .arg("--config")
+        .arg(dir.join(file))
+        .env(
+            "XDG_CACHE_HOME",
+            common::target_dir().join("test-module-cache"),
+        )
+        .output()
+        .unwrap()
+}
+
+/// danube-connect's MQTT configurations are read as they are: the one with
+/// schemas validates whole (string, bytes and number schemas without a
+/// file, JSON Schemas from the working directory, `partitions = 1`); the
+/// example's only complaint is its schema files under `/etc/schemas`, which
+/// exist in upstream's container, not here.
+#[test]
+fn danube_connect_mqtt_configurations_validate_unchanged() {
+    let out = validate_upstream("config/connector-with-schemas.toml");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = validate_upstream("example/connector.toml");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot read schema_file /etc/schemas/sensor-data.json"),
+        "{stderr}"
+    );
+}
