@@ -10,6 +10,8 @@
 use apache_avro::types::Value as AvroValue;
 use serde_json::Value as Json;
 
+use crate::config::SchemaType;
+
 /// The checks and conversions of one schema version.
 pub enum Codec {
     /// Any payload.
@@ -30,31 +32,35 @@ impl std::fmt::Debug for Codec {
     }
 }
 
+/// Why a schema type cannot be used here.
+fn unsupported(schema_type: &str) -> String {
+    format!(
+        "schema type {schema_type:?} is not supported by this host (bytes, string, number, json_schema and avro are)"
+    )
+}
+
 impl Codec {
-    /// Builds the codec of a definition of `schema_type` (the registry's
-    /// names: `bytes`, `string`, `number`, `json_schema`, `avro`).
-    pub fn new(schema_type: &str, definition: &[u8]) -> Result<Codec, String> {
-        match schema_type.to_ascii_lowercase().as_str() {
-            "bytes" => Ok(Codec::Bytes),
-            "string" => Ok(Codec::String),
-            "number" => Ok(Codec::Number),
-            "json_schema" | "jsonschema" => {
+    /// Builds the codec of a definition of `schema_type`.
+    pub fn new(schema_type: SchemaType, definition: &[u8]) -> Result<Codec, String> {
+        match schema_type {
+            SchemaType::Bytes => Ok(Codec::Bytes),
+            SchemaType::String => Ok(Codec::String),
+            SchemaType::Number => Ok(Codec::Number),
+            SchemaType::JsonSchema => {
                 let schema: Json = serde_json::from_slice(definition)
                     .map_err(|e| format!("the JSON Schema is not JSON: {e}"))?;
                 let validator = jsonschema::validator_for(&schema)
                     .map_err(|e| format!("not a valid JSON Schema: {e}"))?;
                 Ok(Codec::JsonSchema(Box::new(validator)))
             }
-            "avro" => {
+            SchemaType::Avro => {
                 let text = std::str::from_utf8(definition)
                     .map_err(|_| "the Avro schema is not UTF-8 text".to_string())?;
                 apache_avro::Schema::parse_str(text)
                     .map(Codec::Avro)
                     .map_err(|e| format!("not a valid Avro schema: {e}"))
             }
-            other => Err(format!(
-                "schema type {other:?} is not supported by this host (bytes, string, number, json_schema and avro are)"
-            )),
+            SchemaType::Protobuf => Err(unsupported("protobuf")),
         }
     }
 
@@ -62,7 +68,11 @@ impl Codec {
     /// does not answer the bytes as registered but its own JSON form of the
     /// definition (`{"Avro":{"raw_schema":"...","fingerprint":"..."}}`,
     /// `{"JsonSchema":{..}}`, `"String"`); the schema is inside it.
+    /// `schema_type` is the registry's name of the type, read as the
+    /// configuration's `schema_type` is.
     pub fn registered(schema_type: &str, stored: &[u8]) -> Result<Codec, String> {
+        let schema_type =
+            SchemaType::try_from(schema_type.to_string()).map_err(|_| unsupported(schema_type))?;
         let wrapped = serde_json::from_slice::<Json>(stored)
             .ok()
             .and_then(|form| {
@@ -180,13 +190,13 @@ mod tests {
         {"name":"id","type":"long"},
         {"name":"note","type":["null","string"],"default":null}]}"#;
 
-    fn codec(schema_type: &str, definition: &str) -> Codec {
+    fn codec(schema_type: SchemaType, definition: &str) -> Codec {
         Codec::new(schema_type, definition.as_bytes()).unwrap()
     }
 
     #[test]
     fn json_schema_passes_valid_documents_and_names_what_is_wrong() {
-        let c = codec("json_schema", ORDER_JSON_SCHEMA);
+        let c = codec(SchemaType::JsonSchema, ORDER_JSON_SCHEMA);
         assert_eq!(c.encode(br#"{"id":7,"note":"x"}"#), Ok(None));
         let wrong = c.encode(br#"{"id":"seven"}"#).unwrap_err();
         assert!(
@@ -211,7 +221,9 @@ mod tests {
         let registered = Codec::registered("avro", &stored).unwrap();
         assert_eq!(
             registered.encode(br#"{"id": 7}"#).unwrap(),
-            codec("avro", avro).encode(br#"{"id": 7}"#).unwrap()
+            codec(SchemaType::Avro, avro)
+                .encode(br#"{"id": 7}"#)
+                .unwrap()
         );
         let json_schema = r#"{"type":"object","required":["id"]}"#;
         let stored = serde_json::to_vec(
@@ -232,22 +244,22 @@ mod tests {
     #[test]
     fn bad_definitions_are_refused() {
         assert!(
-            Codec::new("json_schema", b"{")
+            Codec::new(SchemaType::JsonSchema, b"{")
                 .unwrap_err()
                 .contains("not JSON")
         );
         assert!(
-            Codec::new("json_schema", br#"{"type":"no-such-type"}"#)
+            Codec::new(SchemaType::JsonSchema, br#"{"type":"no-such-type"}"#)
                 .unwrap_err()
                 .contains("not a valid JSON Schema")
         );
         assert!(
-            Codec::new("avro", br#"{"type":"record"}"#)
+            Codec::new(SchemaType::Avro, br#"{"type":"record"}"#)
                 .unwrap_err()
                 .contains("not a valid Avro schema")
         );
         assert!(
-            Codec::new("protobuf", b"")
+            Codec::new(SchemaType::Protobuf, b"")
                 .unwrap_err()
                 .contains("not supported")
         );
@@ -255,7 +267,7 @@ mod tests {
 
     #[test]
     fn avro_round_trips_through_binary() {
-        let c = codec("avro", ORDER_AVRO);
+        let c = codec(SchemaType::Avro, ORDER_AVRO);
         let encoded = c.encode(br#"{"id":7,"note":"x"}"#).unwrap().unwrap();
         // long 7 (zigzag 14), union branch 1 (zigzag 2), string of 1 byte.
         assert_eq!(encoded, [14, 2, 2, b'x']);
@@ -267,7 +279,7 @@ mod tests {
 
     #[test]
     fn avro_refuses_records_that_do_not_fit() {
-        let c = codec("avro", ORDER_AVRO);
+        let c = codec(SchemaType::Avro, ORDER_AVRO);
         let wrong = c.encode(br#"{"id":"seven"}"#).unwrap_err();
         assert!(wrong.contains("does not match the Avro schema"), "{wrong}");
         assert!(c.encode(br#"{"note":"x"}"#).is_err(), "id is required");
@@ -281,21 +293,24 @@ mod tests {
 
     #[test]
     fn avro_subjects_published_as_json_pass_through() {
-        let c = codec("avro", ORDER_AVRO);
+        let c = codec(SchemaType::Avro, ORDER_AVRO);
         assert_eq!(c.decode(br#"{"id":7}"#).unwrap(), None);
     }
 
     #[test]
     fn plain_types_check_text_and_numbers() {
-        assert!(codec("string", "").encode(&[0xff]).is_err());
-        assert_eq!(codec("number", "").encode(b"-1.5"), Ok(None));
+        assert!(codec(SchemaType::String, "").encode(&[0xff]).is_err());
+        assert_eq!(codec(SchemaType::Number, "").encode(b"-1.5"), Ok(None));
         assert!(
-            codec("number", "")
+            codec(SchemaType::Number, "")
                 .encode(b"\"1\"")
                 .unwrap_err()
                 .contains("a string")
         );
-        assert_eq!(codec("bytes", "").encode(&[0xff]), Ok(None));
-        assert_eq!(codec("json_schema", "{}").decode(b"x").unwrap(), None);
+        assert_eq!(codec(SchemaType::Bytes, "").encode(&[0xff]), Ok(None));
+        assert_eq!(
+            codec(SchemaType::JsonSchema, "{}").decode(b"x").unwrap(),
+            None
+        );
     }
 }

@@ -214,7 +214,7 @@ pub fn read_schema_file(
             file.display()
         )
     })?;
-    Codec::new(config_type_name(entry.schema_type), &definition)
+    Codec::new(entry.schema_type, &definition)
         .map_err(|e| format!("schema subject '{subject}': {} is {e}", file.display()))?;
     Ok((file, definition))
 }
