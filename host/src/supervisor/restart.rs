@@ -257,9 +257,8 @@ mod tests {
 
     use super::*;
     use crate::contract::{Call, ConsumerConfig, SubscriptionType};
-    use crate::observability::Observability;
     use crate::supervisor::test_doubles::{
-        Answer, MemoryBroker, ScriptedGuest, test_config, until,
+        Answer, MemoryBroker, ScriptedGuest, counted, test_config, test_policy, until,
     };
 
     const TOPIC: &str = "/default/in";
@@ -274,31 +273,13 @@ mod tests {
         }]))
     }
 
-    fn policy(config: &ConnectorConfig) -> (RetryPolicy, Observability) {
-        let observability = Observability::new();
-        let policy = RetryPolicy {
-            config: config.host.retry.clone(),
-            metrics: observability.connector("t"),
-        };
-        (policy, observability)
-    }
-
-    fn restarts_counted(observability: &Observability) -> u64 {
-        observability
-            .render_metrics()
-            .lines()
-            .find(|l| l.starts_with("connector_worker_restarts_total{"))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0)
-    }
-
     /// Workers that die before doing any work are restarted `max_retries`
     /// times with growing waits, then the connector stops naming the run.
     #[tokio::test(start_paused = true)]
     async fn deaths_without_progress_end_the_connector_after_max_retries() {
         let broker = MemoryBroker::new().await;
         let config = test_config("[retry]\nmax_retries = 2\nretry_backoff_ms = 100\n");
-        let (policy, observability) = policy(config);
+        let (policy, observability) = test_policy(config);
         let dying = || ScriptedGuest::new(|_| Answer::Die);
         let spawned = AtomicU32::new(0);
         let spawn = || {
@@ -314,7 +295,10 @@ mod tests {
             other => panic!("expected the connector to stop, got {other:?}"),
         }
         assert_eq!(spawned.load(Ordering::Relaxed), 2);
-        assert_eq!(restarts_counted(&observability), 2);
+        assert_eq!(
+            counted(&observability, "connector_worker_restarts_total", ""),
+            2
+        );
         // Waits of 50-100 and 100-200 ms.
         assert!((150..=300).contains(&waited), "{waited} ms");
     }
@@ -331,7 +315,7 @@ mod tests {
         let config = test_config(
             "[processing]\nbatch_size = 1\n\n[retry]\nmax_retries = 2\nretry_backoff_ms = 100\n",
         );
-        let (policy, observability) = policy(config);
+        let (policy, observability) = test_policy(config);
         // Writes one batch, then dies on the next.
         let flaky = || {
             let mut batches = 0;
@@ -369,7 +353,7 @@ mod tests {
             spawned.load(Ordering::Relaxed)
         );
         assert_eq!(
-            restarts_counted(&observability),
+            counted(&observability, "connector_worker_restarts_total", ""),
             u64::from(spawned.load(Ordering::Relaxed))
         );
         assert!(broker.published("/default/t-dlq").is_empty());
@@ -381,7 +365,7 @@ mod tests {
     async fn a_drain_during_the_restart_wait_starts_no_other_worker() {
         let broker = MemoryBroker::new().await;
         let config = test_config("[retry]\nretry_backoff_ms = 10000\n");
-        let (policy, _observability) = policy(config);
+        let (policy, _observability) = test_policy(config);
         let spawned = AtomicU32::new(0);
         let spawn = || {
             spawned.fetch_add(1, Ordering::Relaxed);

@@ -115,6 +115,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::test_doubles::{counted, test_config, test_policy};
 
     #[test]
     fn delays_grow_within_bounds_and_stop() {
@@ -138,19 +139,11 @@ mod tests {
         }
     }
 
-    /// A policy over a fresh registry, and the registry's text.
+    /// A policy over a fresh registry, and the registry.
     fn policy(max_retries: u32) -> (RetryPolicy, crate::observability::Observability) {
-        let observability = crate::observability::Observability::new();
-        let policy = RetryPolicy {
-            config: RetryConfig {
-                max_retries,
-                retry_backoff_ms: 100,
-                max_backoff_ms: 1_000,
-                ..RetryConfig::default()
-            },
-            metrics: observability.connector("c"),
-        };
-        (policy, observability)
+        test_policy(test_config(&format!(
+            "[retry]\nmax_retries = {max_retries}\nretry_backoff_ms = 100\nmax_backoff_ms = 1000\n"
+        )))
     }
 
     /// The operation fails `failures` times (retryably or not), then succeeds;
@@ -176,15 +169,6 @@ mod tests {
         (outcome, calls, started.elapsed())
     }
 
-    fn retries_counted(observability: &crate::observability::Observability) -> u64 {
-        observability
-            .render_metrics()
-            .lines()
-            .find(|l| l.starts_with("connector_retries_total{") && l.contains("publish"))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0)
-    }
-
     /// With time paused, the waits are exact to the backoff's bounds: two
     /// failures cost a 50-100 ms and a 100-200 ms wait, both counted.
     #[tokio::test(start_paused = true)]
@@ -196,7 +180,10 @@ mod tests {
             (150..=300).contains(&(waited.as_millis() as u64)),
             "{waited:?}"
         );
-        assert_eq!(retries_counted(&observability), 2);
+        assert_eq!(
+            counted(&observability, "connector_retries_total", "publish"),
+            2
+        );
     }
 
     /// An error that is not worth retrying ends at once; one that keeps
@@ -216,6 +203,9 @@ mod tests {
             (350..=700).contains(&(waited.as_millis() as u64)),
             "{waited:?}"
         );
-        assert_eq!(retries_counted(&observability), 3);
+        assert_eq!(
+            counted(&observability, "connector_retries_total", "publish"),
+            3
+        );
     }
 }

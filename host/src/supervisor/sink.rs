@@ -927,7 +927,7 @@ mod tests {
         let pipeline = SinkPipeline::start(
             &broker,
             config,
-            test_policy(config),
+            test_policy(config).0,
             vec![consumer],
             &watching,
         )

@@ -627,9 +627,10 @@ mod tests {
             reliable: true,
             schema_subject: None,
         };
-        let pipeline = SourcePipeline::start(&broker, config, test_policy(config), vec![producer])
-            .await
-            .unwrap_or_else(|_| panic!("the pipeline starts"));
+        let pipeline =
+            SourcePipeline::start(&broker, config, test_policy(config).0, vec![producer])
+                .await
+                .unwrap_or_else(|_| panic!("the pipeline starts"));
         (broker, pipeline)
     }
 

@@ -24,6 +24,7 @@ use super::retry::RetryPolicy;
 use super::worker::{Guest, WorkerGone};
 use crate::config::ConnectorConfig;
 use crate::contract::{Call, CallOutcome, ConsumerConfig, ProducerConfig};
+use crate::observability::Observability;
 
 /// What a scripted guest does with a call.
 pub enum Answer {
@@ -377,12 +378,26 @@ pub fn test_config(tables: &str) -> &'static ConnectorConfig {
     Box::leak(Box::new(config))
 }
 
-/// The retry policy `config` asks for, counting into a fresh registry.
-pub fn test_policy(config: &ConnectorConfig) -> RetryPolicy {
-    RetryPolicy {
+/// The retry policy `config` asks for, counting into a fresh registry,
+/// and that registry.
+pub fn test_policy(config: &ConnectorConfig) -> (RetryPolicy, Observability) {
+    let observability = Observability::new();
+    let policy = RetryPolicy {
         config: config.host.retry.clone(),
-        metrics: crate::observability::Observability::new().connector("t"),
-    }
+        metrics: observability.connector("t"),
+    };
+    (policy, observability)
+}
+
+/// The value of counter `name` in the first of its series whose labels
+/// hold `labels` (0 before it exists).
+pub fn counted(observability: &Observability, name: &str, labels: &str) -> u64 {
+    observability
+        .render_metrics()
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Waits (on virtual time) until `done`, for at most a virtual minute.
