@@ -256,21 +256,16 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::contract::{Call, ConsumerConfig, SubscriptionType};
+    use crate::contract::Call;
     use crate::supervisor::test_doubles::{
-        Answer, MemoryBroker, ScriptedGuest, counted, test_config, test_policy, until,
+        Answer, MemoryBroker, ScriptedGuest, counted, test_config, test_consumer, test_policy,
+        until,
     };
 
     const TOPIC: &str = "/default/in";
 
     fn opened_sink() -> CallOutcome {
-        CallOutcome::Opened(Opened::Sink(vec![ConsumerConfig {
-            topic: TOPIC.into(),
-            subscription: "s".into(),
-            subscription_type: SubscriptionType::Exclusive,
-            expected_schema_subject: None,
-            decode_avro: false,
-        }]))
+        CallOutcome::Opened(Opened::Sink(vec![test_consumer(TOPIC)]))
     }
 
     /// Workers that die before doing any work are restarted `max_retries`

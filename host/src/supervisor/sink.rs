@@ -900,7 +900,7 @@ mod tests {
 
     use super::*;
     use crate::supervisor::test_doubles::{
-        Answer, MemoryBroker, ScriptedGuest, test_config, test_policy, until,
+        Answer, MemoryBroker, ScriptedGuest, test_config, test_consumer, test_policy, until,
     };
 
     const TOPIC: &str = "/default/in";
@@ -916,13 +916,7 @@ mod tests {
         let broker = MemoryBroker::new().await;
         broker.create_topic(TOPIC);
         let config = test_config(tables);
-        let consumer = ConsumerConfig {
-            topic: TOPIC.into(),
-            subscription: "s".into(),
-            subscription_type: crate::contract::SubscriptionType::Exclusive,
-            expected_schema_subject: None,
-            decode_avro: false,
-        };
+        let consumer = test_consumer(TOPIC);
         let (shutdown, watching) = watch::channel(false);
         let pipeline = SinkPipeline::start(
             &broker,

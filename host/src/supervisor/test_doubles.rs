@@ -378,6 +378,17 @@ pub fn test_config(tables: &str) -> &'static ConnectorConfig {
     Box::leak(Box::new(config))
 }
 
+/// An exclusive subscription `s` to `topic`, as a sink under test opens.
+pub fn test_consumer(topic: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        topic: topic.into(),
+        subscription: "s".into(),
+        subscription_type: crate::contract::SubscriptionType::Exclusive,
+        expected_schema_subject: None,
+        decode_avro: false,
+    }
+}
+
 /// The retry policy `config` asks for, counting into a fresh registry,
 /// and that registry.
 pub fn test_policy(config: &ConnectorConfig) -> (RetryPolicy, Observability) {
