@@ -4,6 +4,7 @@
 //! modules fit together.
 
 pub mod bench_boundary;
+pub mod bindings;
 pub mod capability;
 pub mod config;
 pub mod contract;

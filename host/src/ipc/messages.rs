@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capability::SandboxLimits;
+use crate::capability::{ImportReply, ImportRequest, SandboxLimits};
 use crate::contract::{Call, CallOutcome, ModuleInfo};
 
 /// Bumped on any change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Supervisor → worker.
 #[derive(Debug, Serialize, Deserialize)]
@@ -19,9 +19,9 @@ pub enum ToWorker {
     Init(Box<WorkerInit>),
     /// A call into the guest; answered by [`FromWorker::Reply`] with the same id.
     Call { id: u64, trace_id: u64, call: Call },
-    /// The answer to [`FromWorker::StatePut`]: the change is on disk, or why
-    /// not. The guest's `state.put` returns only once it arrives.
-    StateSaved(Result<(), String>),
+    /// The answer to a [`FromWorker::Import`] request that waits for one;
+    /// the guest's import call returns only once it arrives.
+    ImportReply(ImportReply),
 }
 
 /// Everything a worker needs to load its module; sent once after the handshake.
@@ -79,28 +79,11 @@ pub enum FromWorker {
         /// The guest's linear memory after the call.
         memory_bytes: u64,
     },
-    /// The guest changed its state store; the supervisor persists it and
-    /// answers [`ToWorker::StateSaved`], which the worker waits for.
-    StatePut { key: String, value: Option<Vec<u8>> },
-    /// A connector-defined metric update (the `metrics` import).
-    Metric(GuestMetric),
+    /// What a host import asks of the supervisor, in the order the guest
+    /// made its calls (`capability::ImportHost` acts on it).
+    Import(ImportRequest),
     /// The worker made a system call its seccomp filter denies and is
     /// stopping. Written from a signal handler, so its encoding must not
     /// depend on the value: the number is fixed-width little-endian bytes.
     SyscallDenied { number_le: [u8; 4] },
-}
-
-/// A connector-defined metric update.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum GuestMetric {
-    Counter {
-        name: String,
-        value: u64,
-        labels: Vec<(String, String)>,
-    },
-    Gauge {
-        name: String,
-        value: f64,
-        labels: Vec<(String, String)>,
-    },
 }

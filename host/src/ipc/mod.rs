@@ -14,4 +14,4 @@ mod messages;
 mod tests;
 
 pub use frame::{MAX_FRAME_BYTES, read_frame, write_frame};
-pub use messages::{FromWorker, GuestMetric, PROTOCOL_VERSION, SelfTest, ToWorker, WorkerInit};
+pub use messages::{FromWorker, PROTOCOL_VERSION, SelfTest, ToWorker, WorkerInit};

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::*;
-use crate::capability::SandboxLimits;
+use crate::capability::metrics::GuestMetric;
 use crate::capability::network::NetRule;
+use crate::capability::{ImportReply, ImportRequest, SandboxLimits};
 use crate::contract::*;
 
 #[test]
@@ -195,7 +196,9 @@ mod properties {
                 trace_id,
                 call
             }),
-            prop::option::of(text()).prop_map(|e| ToWorker::StateSaved(e.map_or(Ok(()), Err))),
+            prop::option::of(text()).prop_map(|e| {
+                ToWorker::ImportReply(ImportReply::StateSaved(e.map_or(Ok(()), Err)))
+            }),
             (
                 any::<u32>(),
                 text(),
@@ -305,20 +308,23 @@ mod properties {
                 text(),
                 prop::option::of(prop::collection::vec(any::<u8>(), 0..32))
             )
-                .prop_map(|(key, value)| FromWorker::StatePut { key, value }),
+                .prop_map(|(key, value)| FromWorker::Import(ImportRequest::StatePut {
+                    key,
+                    value
+                })),
             (text(), any::<u64>(), attributes()).prop_map(|(name, value, labels)| {
-                FromWorker::Metric(GuestMetric::Counter {
+                FromWorker::Import(ImportRequest::Metric(GuestMetric::Counter {
                     name,
                     value,
                     labels,
-                })
+                }))
             }),
             (text(), any::<f64>(), attributes()).prop_map(|(name, value, labels)| {
-                FromWorker::Metric(GuestMetric::Gauge {
+                FromWorker::Import(ImportRequest::Metric(GuestMetric::Gauge {
                     name,
                     value,
                     labels,
-                })
+                }))
             }),
         ]
     }

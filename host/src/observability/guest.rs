@@ -25,7 +25,7 @@ use std::sync::Mutex;
 
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 
-use crate::ipc::GuestMetric;
+use crate::capability::metrics::GuestMetric;
 
 pub const PREFIX: &str = "connector_guest_";
 pub const MAX_NAME: usize = 100;

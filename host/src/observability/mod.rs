@@ -62,7 +62,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ipc::GuestMetric;
+use crate::capability::metrics::GuestMetric;
 
 pub use health::Status;
 pub use server::ServerHandle;

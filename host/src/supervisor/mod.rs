@@ -10,7 +10,6 @@ mod restart;
 pub(crate) mod retry;
 mod sink;
 mod source;
-mod state_store;
 #[cfg(test)]
 mod test_doubles;
 mod worker;
@@ -22,13 +21,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::capability;
+pub use crate::capability::state::StateStore;
 use crate::config::{ConnectorConfig, declared_example, documented_example};
 use crate::contract::{CallOutcome, ConnectorError, ModuleInfo};
 use crate::ipc::{PROTOCOL_VERSION, SelfTest, WorkerInit};
 use crate::observability::{ConnectorMetrics, Observability, ServerHandle, Status};
 pub use fleet::Fleet;
 use retry::RetryPolicy;
-pub use state_store::StateStore;
 pub use worker::{Guest, Worker};
 
 /// Exit codes of `danube-host`.

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::state_store::StateStore;
+use crate::capability::ImportHost;
+use crate::capability::state::StateStore;
 use crate::contract::{Call, CallOutcome, ModuleInfo};
 use crate::ipc::{FromWorker, ToWorker, WorkerInit, read_frame, write_frame};
 use crate::observability::ConnectorMetrics;
@@ -130,16 +131,19 @@ impl Worker {
         // Weak: the worker's socket is half-closed once every sender is gone,
         // which is how the worker learns to stop; the reader must not keep
         // it open.
-        let saved = outbox.downgrade();
+        let answers = outbox.downgrade();
         let (gone_tx, gone) = watch::channel(false);
         std::thread::Builder::new()
             .name("worker-reader".into())
             .spawn({
-                let metrics = metrics.clone();
+                let imports = ImportHost {
+                    state,
+                    metrics: metrics.clone(),
+                };
                 // Its log lines name the connector too.
                 let span = tracing::Span::current();
                 move || {
-                    span.in_scope(|| read_replies(reader, replies, state, saved, metrics));
+                    span.in_scope(|| read_replies(reader, replies, imports, answers));
                     gone_tx.send_replace(true);
                 }
             })?;
@@ -252,15 +256,14 @@ impl Guest for Worker {
     }
 }
 
-/// Resolves replies, persists state changes and forwards metrics, in the order
-/// the worker sent them: a state change made during a call is on disk before
+/// Resolves replies and acts on the imports' requests, in the order the
+/// worker sent them: a state change made during a call is on disk before
 /// that call's reply is handed out.
 fn read_replies(
     mut reader: UnixStream,
     pending: Pending,
-    mut state: StateStore,
-    saved: mpsc::WeakUnboundedSender<ToWorker>,
-    metrics: Option<ConnectorMetrics>,
+    mut imports: ImportHost,
+    answers: mpsc::WeakUnboundedSender<ToWorker>,
 ) {
     loop {
         match read_frame::<FromWorker>(&mut reader) {
@@ -269,7 +272,7 @@ fn read_replies(
                 outcome,
                 memory_bytes,
             })) => {
-                if let Some(metrics) = &metrics {
+                if let Some(metrics) = &imports.metrics {
                     metrics.set_guest_memory(memory_bytes);
                 }
                 let waiter = pending
@@ -281,20 +284,12 @@ fn read_replies(
                     let _ = waiter.send(outcome);
                 }
             }
-            Ok(Some(FromWorker::StatePut { key, value })) => {
-                let outcome = state.apply(key, value).map_err(|e| {
-                    let why = format!("{e:#}");
-                    tracing::error!(error = %why, "cannot persist the connector's state");
-                    why
-                });
+            Ok(Some(FromWorker::Import(request))) => {
                 // A worker being stopped waits for nothing: its socket closes.
-                if let Some(outbox) = saved.upgrade() {
-                    let _ = outbox.send(ToWorker::StateSaved(outcome));
-                }
-            }
-            Ok(Some(FromWorker::Metric(m))) => {
-                if let Some(metrics) = &metrics {
-                    metrics.guest_metric(m);
+                if let Some(reply) = imports.handle(request)
+                    && let Some(outbox) = answers.upgrade()
+                {
+                    let _ = outbox.send(ToWorker::ImportReply(reply));
                 }
             }
             Ok(Some(FromWorker::SyscallDenied { number_le })) => {

@@ -1,11 +1,11 @@
-//! The guest: generated bindings, instantiation and typed calls.
+//! The guest: instantiation and typed calls.
 //!
-//! The generated bindings stay in this file. Everything outside the worker
-//! speaks the host's own [`contract`](crate::contract) types; the conversions live here, at the
-//! edge.
+//! Everything outside the worker speaks the host's own
+//! [`contract`](crate::contract) types; the conversions from and to the
+//! generated [`bindings`](crate::bindings) live here, at the edge.
 
 use anyhow::bail;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
 use super::engine::first_line;
@@ -19,24 +19,8 @@ pub const WIT_VERSION: &str = "0.1.0";
 const SOURCE_EXPORT: &str = "danube:connect/source-connector";
 const SINK_EXPORT: &str = "danube:connect/sink-connector";
 
-pub mod source {
-    wasmtime::component::bindgen!({ path: "../wit", world: "source" });
-}
-
-pub mod sink {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "sink",
-        with: {
-            "danube:connect/types": super::source::danube::connect::types,
-            "danube:connect/log": super::source::danube::connect::log,
-            "danube:connect/state": super::source::danube::connect::state,
-            "danube:connect/metrics": super::source::danube::connect::metrics,
-        },
-    });
-}
-
-use source::danube::connect::types as wit;
+use crate::bindings::types as wit;
+use crate::bindings::{sink, source};
 
 /// Which world a component implements, read from its exports without running
 /// it. A module built for another version of the contract is named as such.
@@ -94,21 +78,16 @@ impl Guest {
         let mut linker: Linker<GuestState> = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         super::name_lookup::add_to_linker(&mut linker)?;
+        crate::capability::add_to_linker(&mut linker)?;
         let instance = match world {
-            World::Source => {
-                source::Source::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
-                Instance::Source(
-                    source::Source::instantiate(&mut store, component, &linker)
-                        .map_err(explain_link_error)?,
-                )
-            }
-            World::Sink => {
-                sink::Sink::add_to_linker::<_, HasSelf<GuestState>>(&mut linker, |s| s)?;
-                Instance::Sink(
-                    sink::Sink::instantiate(&mut store, component, &linker)
-                        .map_err(explain_link_error)?,
-                )
-            }
+            World::Source => Instance::Source(
+                source::Source::instantiate(&mut store, component, &linker)
+                    .map_err(explain_link_error)?,
+            ),
+            World::Sink => Instance::Sink(
+                sink::Sink::instantiate(&mut store, component, &linker)
+                    .map_err(explain_link_error)?,
+            ),
         };
         Ok(Guest { store, instance })
     }
@@ -299,7 +278,7 @@ fn explain_link_error(e: wasmtime::Error) -> anyhow::Error {
     match text.split('`').nth(1) {
         Some(import) if text.contains("matching implementation was not found") => {
             anyhow::anyhow!(
-                "the module imports `{import}`, which this host does not provide (it provides WASI 0.2 and danube:connect@{WIT_VERSION}'s log, state and metrics)"
+                "the module imports `{import}`, which this host does not provide (it provides WASI 0.2 and the imports of danube:connect@{WIT_VERSION})"
             )
         }
         _ => anyhow::anyhow!("cannot instantiate the module: {}", first_line(&text)),

@@ -8,12 +8,9 @@
 //! what comes next. The worker's own logs go to standard error, which it shares
 //! with the supervisor.
 
-mod budget;
 mod engine;
 mod guest;
 mod hardening;
-mod imports;
-mod log;
 mod name_lookup;
 mod sandbox;
 mod state;
@@ -26,14 +23,15 @@ use anyhow::Context;
 use wasmtime::StoreLimitsBuilder;
 use wasmtime::component::ResourceTable;
 
-use crate::capability::SandboxLimits;
+use crate::capability::log::{GuestLog, LogBudget};
+use crate::capability::state::GuestStore;
+use crate::capability::{Imports, SandboxLimits, SupervisorLink};
 use crate::contract::CallOutcome;
 use crate::guest_text;
 use crate::ipc::{FromWorker, PROTOCOL_VERSION, ToWorker, WorkerInit, read_frame, write_frame};
 pub use engine::default_cache_dir;
 use guest::Guest;
 pub use hardening::{describe_denied_syscall, ignore_host_signals};
-use log::LogBudget;
 use sandbox::GuestOutput;
 use state::{GuestState, MemoryLimiter};
 
@@ -121,7 +119,7 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
 
     loop {
         // Calls that arrived while a state put waited for its answer first.
-        let message = match guest.state_mut().queued.pop_front() {
+        let message = match guest.state_mut().imports.link.next_queued() {
             Some(message) => message,
             None => match read_frame::<ToWorker>(&mut reader)? {
                 Some(message) => message,
@@ -131,7 +129,7 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
         let ToWorker::Call { id, trace_id, call } = message else {
             anyhow::bail!("unexpected {message:?} frame between calls");
         };
-        guest.state_mut().trace_id = trace_id;
+        guest.state_mut().imports.log.trace_id = trace_id;
         let kind = call.kind();
         let result = guest.call(call);
         let memory_bytes = guest.state_mut().limits.memory_bytes as u64;
@@ -169,7 +167,7 @@ fn load(init: &WorkerInit, socket: UnixStream) -> anyhow::Result<Guest> {
     let engine = engine::new_engine(init.limits.fuel.is_some())?;
     let component = engine::load_component(&engine, &init.module, init.cache_dir.as_deref())?;
     let world = guest::detect_world(&engine, &component)?;
-    let log_budget = LogBudget::new();
+    let log_budget = LogBudget::default();
     let stdout = GuestOutput::new(&init.connector, "stdout", log_budget.clone());
     let stderr = GuestOutput::new(&init.connector, "stderr", log_budget.clone());
     let state = GuestState {
@@ -187,21 +185,20 @@ fn load(init: &WorkerInit, socket: UnixStream) -> anyhow::Result<Guest> {
             .call_timeout_ms
             .div_ceil(engine::EPOCH_TICK.as_millis() as u64)
             .max(1),
-        connector: init.connector.clone(),
-        trace_id: 0,
         allowed_names: init.limits.names.clone(),
-        kv: init.state.clone(),
-        queued: Default::default(),
-        state_writes: budget::Budget::new(
-            imports::STATE_WRITES_PER_SECOND,
-            imports::STATE_BYTES_PER_SECOND,
-        ),
         fuel: init.limits.fuel,
-        supervisor: socket,
-        log_budget,
+        imports: Imports {
+            log: GuestLog {
+                connector: init.connector.clone(),
+                trace_id: 0,
+                budget: log_budget,
+            },
+            state: GuestStore::new(init.state.clone()),
+            link: SupervisorLink::new(socket),
+        },
         stderr,
     };
-    hardening::lock_down(&init.limits, state.supervisor.as_raw_fd())
+    hardening::lock_down(&init.limits, state.imports.link.socket().as_raw_fd())
         .context("cannot lock the worker down")?;
     engine::start_epoch_ticker(&engine)?;
     if let Some(test) = &init.self_test {

@@ -12,8 +12,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
-use super::log::LogBudget;
 use crate::capability::SandboxLimits;
+use crate::capability::log::LogBudget;
 
 /// Builds the guest's WASI context. The guest sees none of the host's
 /// environment variables or arguments: secrets reach it only through its

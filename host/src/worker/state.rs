@@ -1,17 +1,12 @@
 //! The data a guest's store holds: WASI context, limits, and the state behind
 //! the host imports.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::os::unix::net::UnixStream;
-
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::budget::Budget;
-use super::log::LogBudget;
 use super::sandbox::GuestOutput;
-use crate::ipc::ToWorker;
+use crate::capability::{HasImports, Imports};
 
 pub struct GuestState {
     pub wasi: WasiCtx,
@@ -21,24 +16,10 @@ pub struct GuestState {
     pub call_ticks: u64,
     /// A call's fuel, when `[sandbox] fuel` is set.
     pub fuel: Option<u64>,
-    /// The connector's name, on every log line the guest writes.
-    pub connector: String,
-    /// Trace id of the call in progress, carried into the guest's log lines.
-    pub trace_id: u64,
     /// The only names the guest may look up (`[sandbox] allow`, `lookup`).
     pub allowed_names: Vec<String>,
-    /// The connector's state store; every change is also sent to the
-    /// supervisor, which persists it.
-    pub kv: BTreeMap<String, Vec<u8>>,
-    /// How much more the guest may rewrite its state store this second.
-    pub state_writes: Budget,
-    /// Where state changes are reported (the socket to the supervisor).
-    pub supervisor: UnixStream,
-    /// Calls the supervisor sent while a state put waited for its answer,
-    /// in order, for the call loop to run next.
-    pub queued: VecDeque<ToWorker>,
-    /// What the guest may still log this second.
-    pub log_budget: LogBudget,
+    /// What the host imports keep (`log`, `state`, `metrics`).
+    pub imports: Imports,
     /// The guest's stderr, kept to explain a trap with the guest's own panic
     /// message.
     pub stderr: GuestOutput,
@@ -82,5 +63,11 @@ impl WasiView for GuestState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl HasImports for GuestState {
+    fn imports(&mut self) -> &mut Imports {
+        &mut self.imports
     }
 }

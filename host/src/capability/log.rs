@@ -1,5 +1,6 @@
 //! The guest's log: the `log` import and the lines it writes to stdout and
-//! stderr, which go to the host's log tagged with the connector.
+//! stderr (`worker/sandbox.rs`), which go to the host's log tagged with the
+//! connector.
 //!
 //! Both are untrusted and share one budget: each line is bounded
 //! ([`guest_text::LOG_MESSAGE`]) and escaped, and at most [`LINES_PER_SECOND`]
@@ -11,8 +12,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::budget::Budget;
-use super::guest::source::danube::connect::log;
-use super::state::GuestState;
+use crate::bindings::log;
 use crate::guest_text::{self, one_line};
 
 /// Lines a guest may log per second, across the `log` import, stdout and
@@ -28,13 +28,15 @@ pub struct LogBudget {
     inner: Arc<Mutex<Budget>>,
 }
 
-impl LogBudget {
-    pub fn new() -> LogBudget {
+impl Default for LogBudget {
+    fn default() -> LogBudget {
         LogBudget {
             inner: Arc::new(Mutex::new(Budget::new(LINES_PER_SECOND, BYTES_PER_SECOND))),
         }
     }
+}
 
+impl LogBudget {
     /// Whether a line of `len` bytes may be written now. Reports what the
     /// last second dropped when a new one begins.
     fn admit(&self, connector: &str, len: usize) -> bool {
@@ -66,7 +68,17 @@ impl LogBudget {
     }
 }
 
-impl log::Host for GuestState {
+/// What `log` works on.
+pub struct GuestLog {
+    /// The connector's name, on every line.
+    pub connector: String,
+    /// Trace id of the call in progress, carried into the guest's lines.
+    pub trace_id: u64,
+    /// Shared with the guest's stdout and stderr.
+    pub budget: LogBudget,
+}
+
+impl log::Host for GuestLog {
     fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
         let message = one_line(message, guest_text::LOG_MESSAGE);
         let fields = guest_text::one_line_pairs(fields)
@@ -75,10 +87,7 @@ impl log::Host for GuestState {
             .collect::<Vec<_>>()
             .join(" ");
         let connector = self.connector.as_str();
-        if !self
-            .log_budget
-            .admit(connector, message.len() + fields.len())
-        {
+        if !self.budget.admit(connector, message.len() + fields.len()) {
             return;
         }
         let trace_id = self.trace_id;
