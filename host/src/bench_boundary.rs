@@ -12,7 +12,8 @@ use clap::Args;
 use futures::StreamExt;
 
 use crate::contract::{Call, CallOutcome, SinkRecord};
-use crate::supervisor::{Guest, LogSettings, StateStore, exit, start_worker};
+use crate::exit;
+use crate::supervisor::{Guest, LogSettings, StateStore, start_worker};
 
 /// Batches kept in flight, as the sink pipeline does.
 const BATCHES_IN_FLIGHT: usize = 2;

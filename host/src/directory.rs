@@ -31,8 +31,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::ConnectorConfig;
+use crate::exit;
 use crate::observability::Observability;
-use crate::supervisor::{self, Fleet, Invalid, LogSettings, exit};
+use crate::supervisor::{self, Fleet, Invalid, LogSettings};
 
 /// How long the directory must be quiet before it is scanned.
 const SETTLE: Duration = Duration::from_millis(300);

@@ -110,7 +110,7 @@ impl Fleet {
             Err(e) => (
                 e.id(),
                 Err(Failure {
-                    code: super::exit::INTERNAL,
+                    code: crate::exit::INTERNAL,
                     message: format!("the connector's supervisor task failed: {e}"),
                 }),
             ),

@@ -8,6 +8,7 @@ mod delivery_watch;
 mod fleet;
 mod restart;
 pub(crate) mod retry;
+mod signals;
 mod sink;
 mod source;
 #[cfg(test)]
@@ -24,26 +25,13 @@ use crate::capability;
 pub use crate::capability::state::StateStore;
 use crate::config::{ConnectorConfig, declared_example, documented_example};
 use crate::contract::{CallOutcome, ConnectorError, ModuleInfo};
+use crate::exit;
 use crate::ipc::{PROTOCOL_VERSION, SelfTest, WorkerInit};
 use crate::observability::{ConnectorMetrics, Observability, ServerHandle, Status};
 pub use fleet::Fleet;
 use retry::RetryPolicy;
+pub use signals::shutdown_on_signals;
 pub use worker::{Guest, Worker};
-
-/// Exit codes of `danube-host`.
-pub mod exit {
-    /// Drained and stopped on a signal, or finished.
-    pub const OK: u8 = 0;
-    /// Something unexpected inside the host.
-    pub const INTERNAL: u8 = 1;
-    /// Bad command line or configuration (host or connector).
-    pub const CONFIG: u8 = 2;
-    /// The module cannot be loaded: not a component, another world or version,
-    /// corrupt, missing imports.
-    pub const MODULE: u8 = 3;
-    /// The connector failed for good: a fatal error, a trap, retries spent.
-    pub const FATAL: u8 = 4;
-}
 
 /// Why a pipeline stopped before it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -345,42 +333,4 @@ async fn supervise_workers(
     };
     let result = restart::run_workers(&client, &config, &policy, first, spawn, &shutdown).await;
     result.map_err(|stop| Failure::new(stop.exit_code(), stop.to_string()))
-}
-
-/// Turns true on the first SIGTERM or SIGINT, asking for a drain; a second
-/// one exits at once.
-pub fn shutdown_on_signals() -> watch::Receiver<bool> {
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    tokio::spawn(watch_signals(shutdown_tx));
-    shutdown
-}
-
-async fn watch_signals(shutdown: watch::Sender<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("signal received: draining (send it again to exit at once)");
-    let _ = shutdown.send(true);
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::warn!("second signal: exiting without draining");
-    std::process::exit(130);
-}
-
-/// What `inspect` and `validate` print about a module.
-pub fn describe_module(info: &ModuleInfo) -> String {
-    format!(
-        "world: {}\ncontract: danube:connect@{}\nconnector: {} {}\n{}\n\nconfiguration example:\n{}",
-        info.world,
-        info.wit_version,
-        info.name,
-        info.version,
-        info.description,
-        info.config_example.trim_end()
-    )
 }
