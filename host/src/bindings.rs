@@ -28,3 +28,7 @@ pub mod sink {
 }
 
 pub use imports::danube::connect::{log, metrics, state, types};
+/// The worlds' exports, each looked up on its own: `configuration` is
+/// optional (modules built before it existed do not export it).
+pub use sink::exports::danube::connect::sink_connector;
+pub use source::exports::danube::connect::{configuration, source_connector};

@@ -11,10 +11,12 @@
 //! do: an unknown key comes with the nearest valid one, a wrong type with its
 //! line.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::connector_table::ConnectorTable;
 
 /// Environment variables the host reads (beside `SECTION_KEY` for connector keys).
 pub const ENV_SERVICE_URL: &str = "DANUBE_SERVICE_URL";
@@ -457,30 +459,38 @@ impl ConnectorConfig {
 
     /// Applies `SECTION_KEY` environment overrides to the connector's table,
     /// e.g. `MQTT_PASSWORD` for `[mqtt] password`. Only keys the table has or
-    /// the connector declares (`declared`, from [`declared_example`]) are
-    /// taken, so an unrelated variable never becomes an unknown key. A key
-    /// whose value in the file, or else in the example, is a string takes
+    /// the connector declares ([`ConnectorTable::env_keys`]) are taken, so
+    /// an unrelated variable never becomes an unknown key. A key whose value
+    /// in the file is a string, or which the connector types as text, takes
     /// the variable as it is (a password `123456` stays text); other keys
     /// read it as TOML.
     pub fn apply_connector_env(
         &mut self,
-        declared: &toml::Table,
+        declared: &ConnectorTable,
         env: &dyn Fn(&str) -> Option<String>,
     ) {
         let Some(section) = &self.section else { return };
+        let declared: BTreeMap<&str, bool> = declared
+            .env_keys()
+            .map(|(name, key)| (name, key.takes_text()))
+            .collect();
         let keys: BTreeSet<String> = self
             .connector
             .keys()
-            .chain(declared.keys())
-            .cloned()
+            .map(String::as_str)
+            .chain(declared.keys().copied())
+            .map(String::from)
             .collect();
         for key in keys {
             let var = format!("{section}_{key}").to_uppercase();
             if let Some(value) = env(&var) {
-                let typed = self.connector.get(&key).or_else(|| declared.get(&key));
-                let value = match typed {
-                    Some(toml::Value::String(_)) => toml::Value::String(value),
-                    _ => parse_env_value(&value),
+                let text = match self.connector.get(&key) {
+                    Some(value) => value.is_str(),
+                    None => declared.get(key.as_str()).copied().unwrap_or(false),
+                };
+                let value = match text {
+                    true => toml::Value::String(value),
+                    false => parse_env_value(&value),
                 };
                 self.connector.insert(key, value);
             }
@@ -502,47 +512,6 @@ impl ConnectorConfig {
             .state
             .dir
             .join(format!("{}.state.json", self.host.connector_name))
-    }
-}
-
-/// The keys a documented configuration example declares, with their example
-/// values, including optional keys shown commented out (`# key = value`):
-/// what `validate` accepts and suggests.
-pub fn documented_example(example: &str) -> toml::Table {
-    let uncommented: String = example
-        .lines()
-        .map(|line| {
-            let trimmed = line.trim_start();
-            match trimmed.strip_prefix('#') {
-                Some(rest)
-                    if rest
-                        .trim_start()
-                        .parse::<toml::Table>()
-                        .is_ok_and(|t| t.len() == 1) =>
-                {
-                    rest.trim_start()
-                }
-                _ => line,
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    declared_example(&uncommented)
-}
-
-/// The keys an example sets outright, not in comments: with the file's own
-/// keys, the only ones `SECTION_KEY` variables may set. A comment is no
-/// declaration: a module must not pick the variables it is handed by
-/// mentioning `# aws_secret_access_key` in its example. Its root keys, or
-/// the keys of its single table (examples may be written with or without
-/// the `[section]` header).
-pub fn declared_example(example: &str) -> toml::Table {
-    let Ok(table) = example.parse::<toml::Table>() else {
-        return toml::Table::new();
-    };
-    match table.values().next() {
-        Some(toml::Value::Table(inner)) if table.len() == 1 => inner.clone(),
-        _ => table,
     }
 }
 
@@ -956,15 +925,6 @@ count = 3
     }
 
     #[test]
-    fn documented_keys_include_commented_optional_ones() {
-        let example = documented_example(
-            "[file]\npath = \"/x\"\n# A comment, not a key.\n# fail_on = \"poison\"\n",
-        );
-        assert_eq!(example.keys().collect::<Vec<_>>(), ["fail_on", "path"]);
-        assert_eq!(example["fail_on"].as_str(), Some("poison"));
-    }
-
-    #[test]
     fn env_overrides_root_and_connector_keys() {
         let env = |k: &str| match k {
             "DANUBE_SERVICE_URL" => Some("http://10.0.0.1:6650".to_string()),
@@ -980,7 +940,7 @@ count = 3
         c.connector
             .insert("pin".into(), toml::Value::String("1".into()));
         c.apply_connector_env(
-            &declared_example("[datagen]\ncount = 1\npassword = \"\"\n# token = \"t\""),
+            &ConnectorTable::from_example("[datagen]\ncount = 1\npassword = \"\"\n# token = \"t\""),
             &env,
         );
         assert_eq!(c.connector["count"].as_integer(), Some(7));
@@ -1191,8 +1151,7 @@ count = 3
                     let _ = config.dead_letter_topic();
                     let _ = config.state_file();
                     let _ = config.host.metrics_addr();
-                    let declared = declared_example(text);
-                    config.apply_connector_env(&declared, &env);
+                    config.apply_connector_env(&ConnectorTable::from_example(text), &env);
                 }
                 Err(e) => {
                     let message = e.to_string();
@@ -1241,8 +1200,8 @@ count = 3
             }
 
             #[test]
-            fn documented_example_never_panics(text in prop_oneof![document(true), "\\PC{0,200}"]) {
-                let _ = documented_example(&text);
+            fn an_example_never_panics(text in prop_oneof![document(true), "\\PC{0,200}"]) {
+                let _ = ConnectorTable::from_example(&text);
             }
         }
 

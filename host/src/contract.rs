@@ -57,6 +57,10 @@ pub struct ModuleInfo {
     pub version: String,
     pub description: String,
     pub config_example: String,
+    /// The JSON Schema of the configuration table, as the module gave it
+    /// (at most [`guest_text::CONFIG_SCHEMA`](crate::guest_text::CONFIG_SCHEMA)
+    /// bytes, not yet read: [`crate::connector_table`] reads it).
+    pub config_schema: Option<String>,
 }
 
 /// The result of one guest call.

@@ -24,6 +24,9 @@ pub const VALUE: usize = 1024;
 pub const DESCRIPTION: usize = 4 * 1024;
 /// The configuration example a module describes itself with.
 pub const CONFIG_EXAMPLE: usize = 64 * 1024;
+/// The JSON Schema of its configuration table. Over it, the module is
+/// refused rather than the schema cut: cut JSON says nothing.
+pub const CONFIG_SCHEMA: usize = 64 * 1024;
 /// A source record's key and attributes together: metadata beside the
 /// payload, which the host holds until the broker acknowledges the record.
 /// Over it, the poll is refused rather than cut: they are data.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::capability::state::StateStore;
+use crate::connector_table::ConnectorTable;
 use crate::contract::ModuleInfo;
 use crate::exit;
 use crate::supervisor::{self, Guest, LogSettings};
@@ -23,10 +24,19 @@ pub async fn inspect(module: PathBuf, log: LogSettings) -> ExitCode {
     }
 }
 
-/// What `inspect` prints about a module.
+/// What `inspect` prints about a module: what it is, the keys of its
+/// configuration table (from its schema, where it gives one) and its
+/// example.
 fn describe_module(info: &ModuleInfo) -> String {
+    let keys = match ConnectorTable::of(info) {
+        Ok(table) => table
+            .key_lines()
+            .map(|lines| format!("\n\nconfiguration keys:\n{lines}"))
+            .unwrap_or_default(),
+        Err(e) => format!("\n\nconfiguration keys: {e}"),
+    };
     format!(
-        "world: {}\ncontract: danube:connect@{}\nconnector: {} {}\n{}\n\nconfiguration example:\n{}",
+        "world: {}\ncontract: danube:connect@{}\nconnector: {} {}\n{}{keys}\n\nconfiguration example:\n{}",
         info.world,
         info.wit_version,
         info.name,

@@ -23,7 +23,8 @@ use tokio::sync::watch;
 
 use crate::capability;
 pub use crate::capability::state::StateStore;
-use crate::config::{ConnectorConfig, declared_example, documented_example};
+use crate::config::ConnectorConfig;
+use crate::connector_table::ConnectorTable;
 use crate::contract::{CallOutcome, ConnectorError, ModuleInfo};
 use crate::exit;
 use crate::ipc::{PROTOCOL_VERSION, SelfTest, WorkerInit};
@@ -213,7 +214,8 @@ pub enum Invalid {
 }
 
 /// Loads `module` in a throwaway worker (no state, no broker) and checks
-/// `config`'s connector table against the keys the module documents.
+/// `config`'s connector table against what the module says of it: its
+/// schema's keys and rules, or the keys its example shows.
 pub async fn validate(
     module: &Path,
     config: &ConnectorConfig,
@@ -230,26 +232,11 @@ pub async fn validate(
         .map_err(Invalid::Module)?;
     let info = worker.info().clone();
     worker.stop().await;
-    let documented = documented_example(&info.config_example);
-    if let Some(section) = &config.section
-        && !documented.is_empty()
-        && let Some(unknown) = config
-            .connector
-            .keys()
-            .find(|k| !documented.contains_key(*k))
-    {
-        let hint = match crate::config::nearest(unknown, documented.keys().map(String::as_str)) {
-            Some(near) => format!("did you mean `{section}.{near}`?"),
-            None => format!(
-                "it documents: {}",
-                documented.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        };
-        return Err(Invalid::Config(format!(
-            "{}: unknown key `{section}.{unknown}` for {}; {hint}",
-            config.path.display(),
-            info.name
-        )));
+    let table = ConnectorTable::of(&info).map_err(|e| Invalid::Module(anyhow::anyhow!(e)))?;
+    if let Some(section) = &config.section {
+        table.check(section, &config.connector).map_err(|e| {
+            Invalid::Config(format!("{}: {e} ({})", config.path.display(), info.name))
+        })?;
     }
     Ok(info)
 }
@@ -303,9 +290,14 @@ async fn supervise_workers(
         .map_err(|e| Failure::new(exit::MODULE, format!("{e:#}")))?;
     let info = first.info().clone();
     tracing::info!(module = %module.display(), world = %info.world, guest = %info.name, guest_version = %info.version, "module loaded");
-    config.apply_connector_env(&declared_example(&info.config_example), &|k| {
-        std::env::var(k).ok()
-    });
+    let table = match ConnectorTable::of(&info) {
+        Ok(table) => table,
+        Err(e) => {
+            first.stop().await;
+            return Err(Failure::new(exit::MODULE, e));
+        }
+    };
+    config.apply_connector_env(&table, &|k| std::env::var(k).ok());
     let config = config;
 
     let limit = Duration::from_millis(config.host.processing.publish_timeout_ms);

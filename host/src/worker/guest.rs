@@ -20,7 +20,7 @@ const SOURCE_EXPORT: &str = "danube:connect/source-connector";
 const SINK_EXPORT: &str = "danube:connect/sink-connector";
 
 use crate::bindings::types as wit;
-use crate::bindings::{sink, source};
+use crate::bindings::{configuration, sink_connector, source_connector};
 
 /// Which world a component implements, read from its exports without running
 /// it. A module built for another version of the contract is named as such.
@@ -53,12 +53,21 @@ pub fn detect_world(engine: &Engine, component: &Component) -> anyhow::Result<Wo
 /// A running component instance of either world, with its store.
 pub struct Guest {
     store: Store<GuestState>,
-    instance: Instance,
+    connector: Connector,
+    /// `None` for a module built before the `configuration` export existed.
+    configuration: Option<configuration::Guest>,
 }
 
-enum Instance {
-    Source(source::Source),
-    Sink(sink::Sink),
+/// The world's connector export.
+enum Connector {
+    Source(source_connector::Guest),
+    Sink(sink_connector::Guest),
+}
+
+/// Where [`Connector`]'s functions are, found before instantiating.
+enum ConnectorIndices {
+    Source(source_connector::GuestIndices),
+    Sink(sink_connector::GuestIndices),
 }
 
 impl Guest {
@@ -79,23 +88,38 @@ impl Guest {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         super::name_lookup::add_to_linker(&mut linker)?;
         crate::capability::add_to_linker(&mut linker)?;
-        let instance = match world {
-            World::Source => Instance::Source(
-                source::Source::instantiate(&mut store, component, &linker)
-                    .map_err(explain_link_error)?,
-            ),
-            World::Sink => Instance::Sink(
-                sink::Sink::instantiate(&mut store, component, &linker)
-                    .map_err(explain_link_error)?,
-            ),
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(explain_link_error)?;
+        // Each export is found on its own, so that the optional one may be
+        // missing.
+        let connector = match world {
+            World::Source => ConnectorIndices::Source(source_connector::GuestIndices::new(&pre)?),
+            World::Sink => ConnectorIndices::Sink(sink_connector::GuestIndices::new(&pre)?),
         };
-        Ok(Guest { store, instance })
+        let configuration = configuration::GuestIndices::new(&pre).ok();
+        let instance = pre.instantiate(&mut store).map_err(explain_link_error)?;
+        let connector = match connector {
+            ConnectorIndices::Source(source) => {
+                Connector::Source(source.load(&mut store, &instance)?)
+            }
+            ConnectorIndices::Sink(sink) => Connector::Sink(sink.load(&mut store, &instance)?),
+        };
+        let configuration = configuration
+            .map(|c| c.load(&mut store, &instance))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("the module's `configuration` export does not match danube:connect@{WIT_VERSION}: {e}"))?;
+        Ok(Guest {
+            store,
+            connector,
+            configuration,
+        })
     }
 
     pub fn world(&self) -> World {
-        match self.instance {
-            Instance::Source(_) => World::Source,
-            Instance::Sink(_) => World::Sink,
+        match self.connector {
+            Connector::Source(_) => World::Source,
+            Connector::Sink(_) => World::Sink,
         }
     }
 
@@ -103,17 +127,29 @@ impl Guest {
         self.store.data_mut()
     }
 
-    /// Calls `describe`.
+    /// Calls `describe`, and `configuration.schema` where the module has it.
     pub fn describe(&mut self) -> wasmtime::Result<ModuleInfo> {
         arm(&mut self.store)?;
-        let info = match &self.instance {
-            Instance::Source(i) => i
-                .danube_connect_source_connector()
-                .call_describe(&mut self.store)?,
-            Instance::Sink(i) => i
-                .danube_connect_sink_connector()
-                .call_describe(&mut self.store)?,
+        let info = match &self.connector {
+            Connector::Source(i) => i.call_describe(&mut self.store)?,
+            Connector::Sink(i) => i.call_describe(&mut self.store)?,
         };
+        let config_schema = match &self.configuration {
+            Some(c) => {
+                arm(&mut self.store)?;
+                c.call_schema(&mut self.store)?
+            }
+            None => None,
+        };
+        if let Some(schema) = &config_schema
+            && schema.len() > guest_text::CONFIG_SCHEMA
+        {
+            wasmtime::bail!(
+                "the module's configuration schema is {} bytes, more than the host's {}; report it to the connector's authors",
+                schema.len(),
+                guest_text::CONFIG_SCHEMA
+            );
+        }
         Ok(ModuleInfo {
             world: self.world(),
             wit_version: WIT_VERSION.into(),
@@ -121,6 +157,7 @@ impl Guest {
             version: one_line(info.version, guest_text::NAME),
             description: lines(info.description, guest_text::DESCRIPTION),
             config_example: lines(info.config_example, guest_text::CONFIG_EXAMPLE),
+            config_schema,
         })
     }
 
@@ -130,22 +167,20 @@ impl Guest {
         use contract::Call;
         arm(&mut self.store)?;
         let store = &mut self.store;
-        let outcome = match (&self.instance, call) {
-            (Instance::Source(i), Call::Open { config_json }) => {
-                let g = i.danube_connect_source_connector();
-                outcome(g.call_open(store, &config_json)?, |configs| {
+        let outcome = match (&self.connector, call) {
+            (Connector::Source(i), Call::Open { config_json }) => {
+                outcome(i.call_open(store, &config_json)?, |configs| {
                     CallOutcome::Opened(Opened::Source(
                         configs.into_iter().map(from_producer_config).collect(),
                     ))
                 })
             }
-            (Instance::Source(i), Call::Poll { max, timeout_ms }) => {
-                let g = i.danube_connect_source_connector();
-                outcome(g.call_poll(store, max, timeout_ms)?, |records| {
+            (Connector::Source(i), Call::Poll { max, timeout_ms }) => {
+                outcome(i.call_poll(store, max, timeout_ms)?, |records| {
                     polled(records, max)
                 })
             }
-            (Instance::Source(i), Call::Commit { offsets }) => {
+            (Connector::Source(i), Call::Commit { offsets }) => {
                 let offsets: Vec<wit::Offset> = offsets
                     .into_iter()
                     .map(|o| wit::Offset {
@@ -153,30 +188,24 @@ impl Guest {
                         position: o.position,
                     })
                     .collect();
-                let g = i.danube_connect_source_connector();
-                outcome(g.call_commit(store, &offsets)?, |()| CallOutcome::Done)
+                outcome(i.call_commit(store, &offsets)?, |()| CallOutcome::Done)
             }
-            (Instance::Source(i), Call::Health) => {
-                let g = i.danube_connect_source_connector();
-                health_outcome(g.call_health(store)?)
-            }
-            (Instance::Source(i), Call::Close) => {
-                i.danube_connect_source_connector().call_close(store)?;
+            (Connector::Source(i), Call::Health) => health_outcome(i.call_health(store)?),
+            (Connector::Source(i), Call::Close) => {
+                i.call_close(store)?;
                 CallOutcome::Done
             }
-            (Instance::Sink(i), Call::Open { config_json }) => {
-                let g = i.danube_connect_sink_connector();
-                outcome(g.call_open(store, &config_json)?, |configs| {
+            (Connector::Sink(i), Call::Open { config_json }) => {
+                outcome(i.call_open(store, &config_json)?, |configs| {
                     CallOutcome::Opened(Opened::Sink(
                         configs.into_iter().map(from_consumer_config).collect(),
                     ))
                 })
             }
-            (Instance::Sink(i), Call::ProcessBatch { records }) => {
+            (Connector::Sink(i), Call::ProcessBatch { records }) => {
                 let records: Vec<wit::SinkRecord> =
                     records.into_iter().map(to_sink_record).collect();
-                let g = i.danube_connect_sink_connector();
-                outcome(g.call_process_batch(store, &records)?, |failures| {
+                outcome(i.call_process_batch(store, &records)?, |failures| {
                     CallOutcome::Processed(
                         failures
                             .into_iter()
@@ -188,12 +217,9 @@ impl Guest {
                     )
                 })
             }
-            (Instance::Sink(i), Call::Health) => {
-                let g = i.danube_connect_sink_connector();
-                health_outcome(g.call_health(store)?)
-            }
-            (Instance::Sink(i), Call::Close) => {
-                i.danube_connect_sink_connector().call_close(store)?;
+            (Connector::Sink(i), Call::Health) => health_outcome(i.call_health(store)?),
+            (Connector::Sink(i), Call::Close) => {
+                i.call_close(store)?;
                 CallOutcome::Done
             }
             (_, call) => CallOutcome::Error(contract::ConnectorError::Fatal(format!(
