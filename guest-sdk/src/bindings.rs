@@ -26,3 +26,16 @@ pub mod sink {
         runtime_path: "danube_connect_sdk::__private::wit_bindgen::rt",
     });
 }
+
+/// Bindings of the `described` world: the `configuration` export every
+/// connector built with this SDK adds to its world.
+pub mod described {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "danube:connect/described",
+        pub_export_macro: true,
+        export_macro_name: "__export_described_world",
+        default_bindings_module: "danube_connect_sdk::__private::described_bindings",
+        runtime_path: "danube_connect_sdk::__private::wit_bindgen::rt",
+    });
+}

@@ -111,6 +111,13 @@ macro_rules! conversions {
 conversions!(source_wit);
 conversions!(sink_wit);
 
+/// The JSON Schema of a connector's configuration table, from its
+/// `Config` type: what the host validates the table with, before `open`.
+#[doc(hidden)]
+pub fn config_schema<C: schemars::JsonSchema>() -> Option<String> {
+    serde_json::to_string(&schemars::schema_for!(C)).ok()
+}
+
 // ---- source ----
 
 #[doc(hidden)]
@@ -329,6 +336,16 @@ macro_rules! export_source {
                 }
             }
 
+            impl $crate::__private::Configuration for __DanubeConnectSource {
+                fn schema() -> ::core::option::Option<::std::string::String> {
+                    $crate::__private::config_schema::<<$ty as $crate::Source>::Config>()
+                }
+            }
+
+            $crate::__export_described_impl!(
+                __DanubeConnectSource with_types_in $crate::__private::described_bindings
+            );
+
             $crate::__export_source_impl!(
                 __DanubeConnectSource with_types_in $crate::__private::source_bindings
             );
@@ -381,6 +398,16 @@ macro_rules! export_sink {
                     $crate::__private::sink_close::<$ty>()
                 }
             }
+
+            impl $crate::__private::Configuration for __DanubeConnectSink {
+                fn schema() -> ::core::option::Option<::std::string::String> {
+                    $crate::__private::config_schema::<<$ty as $crate::Sink>::Config>()
+                }
+            }
+
+            $crate::__export_described_impl!(
+                __DanubeConnectSink with_types_in $crate::__private::described_bindings
+            );
 
             $crate::__export_sink_impl!(
                 __DanubeConnectSink with_types_in $crate::__private::sink_bindings

@@ -28,6 +28,7 @@
 //! danube-connect-sdk = { path = "../guest-sdk" }
 //! serde = { version = "1", features = ["derive"] }
 //! serde_json = "1"
+//! schemars = "1"
 //! ```
 //!
 //! `src/lib.rs`:
@@ -39,11 +40,15 @@
 //!     ConnectorError, ConnectorInfo, Offset, ProducerConfig, Source, SourceRecord, info, state,
 //! };
 //!
-//! /// The `[counter]` table of the host's config file.
-//! #[derive(serde::Deserialize)]
+//! /// The `[counter]` table of the host's config file. Its JSON Schema
+//! /// (field types, these doc comments) goes to the host, which checks the
+//! /// table with it and lists the keys in `danube-host inspect`.
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
 //! #[serde(deny_unknown_fields)]
 //! struct Config {
+//!     /// The topic the counter is published to.
 //!     topic: String,
+//!     /// How much the counter grows per record.
 //!     #[serde(default = "default_step")]
 //!     step: u64,
 //! }
@@ -142,6 +147,7 @@ pub use record::{
     ConnectorInfo, ConsumerConfig, Offset, ProducerConfig, SchemaRef, SinkRecord, SourceRecord,
     SubscriptionType,
 };
+pub use schemars::{self, JsonSchema};
 pub use sink::Sink;
 pub use source::Source;
 
@@ -150,6 +156,8 @@ pub const WIT_PACKAGE: &str = "danube:connect@0.1.0";
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::bindings::described as described_bindings;
+    pub use crate::bindings::described::exports::danube::connect::configuration::Guest as Configuration;
     pub use crate::bindings::sink as sink_bindings;
     pub use crate::bindings::sink::danube::connect::types as sink_types;
     pub use crate::bindings::sink::exports::danube::connect::sink_connector::Guest as SinkGuest;
@@ -157,8 +165,8 @@ pub mod __private {
     pub use crate::bindings::source::danube::connect::types as source_types;
     pub use crate::bindings::source::exports::danube::connect::source_connector::Guest as SourceGuest;
     pub use crate::export::{
-        sink_close, sink_describe, sink_health, sink_open, sink_process_batch, source_close,
-        source_commit, source_describe, source_health, source_open, source_poll,
+        config_schema, sink_close, sink_describe, sink_health, sink_open, sink_process_batch,
+        source_close, source_commit, source_describe, source_health, source_open, source_poll,
     };
     pub use wit_bindgen;
 }

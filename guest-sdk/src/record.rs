@@ -328,6 +328,21 @@ pub enum SubscriptionType {
     KeyShared,
 }
 
+/// A string: the names are read in any case, which an enum schema would not
+/// say.
+impl schemars::JsonSchema for SubscriptionType {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SubscriptionType".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "exclusive, shared, failover or key_shared, in any case and with -, _ or nothing between words",
+        })
+    }
+}
+
 impl TryFrom<String> for SubscriptionType {
     type Error = ConnectorError;
 

@@ -1,5 +1,6 @@
 //! The trait a sink connector implements.
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
 use crate::{BatchOutcome, ConnectorError, ConnectorInfo, ConsumerConfig, SinkRecord};
@@ -10,7 +11,7 @@ use crate::{BatchOutcome, ConnectorError, ConnectorInfo, ConsumerConfig, SinkRec
 /// Export the implementing type with [`export_sink!`](crate::export_sink).
 pub trait Sink: Sized + 'static {
     /// The connector's configuration table (see [`Source::Config`](crate::Source::Config)).
-    type Config: DeserializeOwned;
+    type Config: DeserializeOwned + JsonSchema;
 
     /// Describes the connector for `danube-host inspect`; called without
     /// `open`. Empty fields are filled from the connector crate's

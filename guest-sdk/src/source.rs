@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
 use crate::{ConnectorError, ConnectorInfo, Offset, ProducerConfig, SourceRecord};
@@ -16,7 +17,13 @@ pub trait Source: Sized + 'static {
     /// The connector's configuration table, deserialized from the table the
     /// host hands over. Use `#[serde(default)]` for optional keys and
     /// `#[serde(deny_unknown_fields)]` so that typos are reported.
-    type Config: DeserializeOwned;
+    ///
+    /// Its [`JsonSchema`] (`#[derive(schemars::JsonSchema)]`, with a doc
+    /// comment on each field) is exported to the host, which checks the
+    /// table's keys and values with it before `open` (`danube-host
+    /// validate` too), types environment overrides by it and lists the keys
+    /// in `danube-host inspect`.
+    type Config: DeserializeOwned + JsonSchema;
 
     /// Describes the connector for `danube-host inspect`; called without
     /// `open`. Empty fields are filled from the connector crate's

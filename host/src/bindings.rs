@@ -28,7 +28,12 @@ pub mod sink {
 }
 
 pub use imports::danube::connect::{log, metrics, state, types};
-/// The worlds' exports, each looked up on its own: `configuration` is
-/// optional (modules built before it existed do not export it).
+/// The `described` world: the optional `configuration` export.
+pub mod described {
+    wasmtime::component::bindgen!({ path: "../wit", world: "described" });
+}
+
+/// The exports, each looked up on its own, as `configuration` may be missing.
+pub use described::exports::danube::connect::configuration;
 pub use sink::exports::danube::connect::sink_connector;
-pub use source::exports::danube::connect::{configuration, source_connector};
+pub use source::exports::danube::connect::source_connector;

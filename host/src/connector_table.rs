@@ -87,7 +87,13 @@ impl ConnectorTable {
                     description: property
                         .get("description")
                         .and_then(Json::as_str)
-                        .map(|d| one_line(d.to_string(), guest_text::VALUE)),
+                        // Doc comments arrive with their line breaks.
+                        .map(|d| {
+                            one_line(
+                                d.split_whitespace().collect::<Vec<_>>().join(" "),
+                                guest_text::VALUE,
+                            )
+                        }),
                     from_env: true,
                 };
                 (one_line(name.clone(), guest_text::NAME), key)
@@ -334,7 +340,10 @@ mod tests {
         let keys: Vec<(&str, bool)> = t.env_keys().map(|(n, k)| (n, k.takes_text())).collect();
         assert_eq!(keys, [("mode", true), ("password", true), ("rate", false)]);
         let lines = t.key_lines().unwrap();
-        assert!(lines.contains("  rate (integer): Records a second."), "{lines}");
+        assert!(
+            lines.contains("  rate (integer): Records a second."),
+            "{lines}"
+        );
         assert!(lines.contains("  password (null or string)"), "{lines}");
         assert!(lines.contains("  mode (string)"), "{lines}");
     }
@@ -348,7 +357,9 @@ mod tests {
         let e = t.check("gen", &table("rate = \"fast\"")).unwrap_err();
         assert!(e.starts_with("`gen.rate`: "), "{e}");
         assert!(e.contains("integer"), "{e}");
-        let e = t.check("gen", &table("rate = -1\nmode = \"medium\"")).unwrap_err();
+        let e = t
+            .check("gen", &table("rate = -1\nmode = \"medium\""))
+            .unwrap_err();
         assert!(e.contains("`gen.rate`") && e.contains("`gen.mode`"), "{e}");
     }
 
@@ -366,12 +377,20 @@ mod tests {
             (r#"{"type": 12}"#, "not a valid JSON Schema"),
             (r#"{"properties": []}"#, "not a valid JSON Schema"),
             // No fetching: a remote reference cannot be resolved.
-            (r#"{"$ref": "http://127.0.0.1:9/s.json"}"#, "not a valid JSON Schema"),
+            (
+                r#"{"$ref": "http://127.0.0.1:9/s.json"}"#,
+                "not a valid JSON Schema",
+            ),
             // Patterns run on a linear-time engine, which has no
             // backreferences (a backtracking one could be made to spin).
-            (r#"{"properties": {"k": {"type": "string", "pattern": "(a)\\1"}}}"#, "not a valid JSON Schema"),
+            (
+                r#"{"properties": {"k": {"type": "string", "pattern": "(a)\\1"}}}"#,
+                "not a valid JSON Schema",
+            ),
         ] {
-            let e = ConnectorTable::from_schema(schema).err().unwrap_or_else(|| panic!("{schema} was taken"));
+            let e = ConnectorTable::from_schema(schema)
+                .err()
+                .unwrap_or_else(|| panic!("{schema} was taken"));
             assert!(e.contains(why), "{schema}: {e}");
             assert!(!e.contains('\n'), "{e:?}");
         }
@@ -396,7 +415,8 @@ mod tests {
         );
         assert!(!t.has_schema());
         assert_eq!(t.key_lines(), None);
-        t.check("file", &table("path = \"/y\"\nfail_on = \"never\"")).unwrap();
+        t.check("file", &table("path = \"/y\"\nfail_on = \"never\""))
+            .unwrap();
         let e = t.check("file", &table("pth = \"/y\"")).unwrap_err();
         assert!(e.contains("did you mean `file.path`?"), "{e}");
         // Only keys set outright may come from the environment.

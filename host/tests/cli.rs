@@ -375,6 +375,49 @@ fn unknown_connector_key_is_named_with_the_documented_keys() {
 }
 
 #[test]
+fn a_value_the_connectors_schema_refuses_is_named_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "datagen.toml",
+        format!("{ROOT}\n[datagen]\ntopics = [\"/default/d\"]\nrate = \"fast\"\n"),
+    );
+    let out = validate(&guest("datagen-source"), &config);
+    out.fails_with(
+        CONFIG,
+        &[
+            "datagen.toml",
+            "`datagen.rate`",
+            "\"fast\"",
+            "integer",
+            "datagen-source",
+        ],
+    );
+}
+
+#[test]
+fn inspect_lists_the_keys_of_the_connectors_schema() {
+    let out = inspect(&guest("clickhouse-sink"));
+    assert_eq!(out.code, OK, "{out:#?}");
+    let keys = out
+        .stdout
+        .split("configuration keys:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no key list: {}", out.stdout));
+    assert!(
+        keys.lines()
+            .any(|l| l.starts_with("  url (string): ClickHouse's HTTP interface")),
+        "{keys}"
+    );
+    assert!(
+        keys.lines()
+            .any(|l| l == "  connect_timeout_secs (integer)"),
+        "{keys}"
+    );
+}
+
+#[test]
 fn wrong_type_is_one_line_naming_the_key() {
     let (out, _dir) = validate_config(&format!("{ROOT}\n[retry]\nmax_retries = \"x\"\n"));
     out.fails_with(

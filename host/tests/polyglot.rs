@@ -307,3 +307,35 @@ fn new_rust_connector_builds_and_passes_its_test() {
         "{stdout}"
     );
 }
+
+/// The Python example exports no configuration schema (only the Rust SDK
+/// adds one): the host reads its keys from its example, as it did for every
+/// module before schemas, and still names a key it does not show.
+#[test]
+fn a_module_without_a_schema_is_checked_against_its_example() {
+    let module = example("python", "json_filter_sink");
+    let (code, stdout, stderr) = run_host(&["inspect", module.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("configuration keys:"), "{stdout}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let root = "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"f\"\n";
+    let table = "[json_filter]\ntopic = \"/default/e\"\npath = \"/tmp/x\"\n";
+    std::fs::write(&config, format!("{root}{table}")).unwrap();
+    let args = [
+        "validate",
+        "--module",
+        module.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let (code, _, stderr) = run_host(&args);
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::write(&config, format!("{root}{table}pth = \"/tmp/y\"\n")).unwrap();
+    let (code, _, stderr) = run_host(&args);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("unknown key `json_filter.pth`; did you mean `json_filter.path`?"),
+        "{stderr}"
+    );
+}

@@ -8,7 +8,7 @@ use danube_sink_mapping::{Column, Metadata};
 use serde::Deserialize;
 
 /// The `[clickhouse]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// ClickHouse's HTTP interface, `http://host:port` or `https://host:port`.
@@ -39,7 +39,7 @@ pub struct Config {
 }
 
 /// One topic written to one table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub topic: String,

@@ -37,7 +37,7 @@ keys = 0
 "#;
 
 /// The `[datagen]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub topics: Vec<String>,

@@ -35,7 +35,7 @@ subscription_type = "shared"
 "#;
 
 /// The `[file]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub path: PathBuf,

@@ -136,8 +136,22 @@ impl<'de> Deserialize<'de> for Qos {
     }
 }
 
+/// A name in any case, or the level's number.
+impl schemars::JsonSchema for Qos {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Qos".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["string", "integer"],
+            "description": "AtMostOnce, AtLeastOnce, ExactlyOnce (any case), or 0, 1, 2",
+        })
+    }
+}
+
 /// How a record's routing key is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RoutingKey {
     /// The MQTT topic the message was published on.
@@ -156,6 +170,17 @@ pub struct Text(pub String);
 impl fmt::Debug for Text {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("\"…\"")
+    }
+}
+
+/// Text, which may be written as another scalar.
+impl schemars::JsonSchema for Text {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Text".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": ["string", "integer", "number", "boolean"] })
     }
 }
 
@@ -194,7 +219,7 @@ impl<'de> Deserialize<'de> for Text {
 }
 
 /// `[[mqtt.routes]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub from: String,
@@ -210,7 +235,7 @@ pub struct RouteConfig {
 }
 
 /// `[[mqtt.topic_mappings]]`, the older shape of a route.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopicMapping {
     pub mqtt_topic: String,
@@ -230,7 +255,7 @@ fn default_qos() -> Qos {
 }
 
 /// The `[mqtt]` table as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_host")]

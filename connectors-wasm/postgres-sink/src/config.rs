@@ -82,11 +82,11 @@ metadata = { topic = "danube_topic", offset = "danube_offset", publish_time = "d
 
 /// A string that may arrive as a number: `POSTGRES_PASSWORD=1234` reaches the
 /// connector as an integer. Its `Debug` never shows the value.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(from = "Scalar")]
 pub struct Password(pub String);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum Scalar {
     Text(String),
@@ -113,7 +113,7 @@ impl fmt::Debug for Password {
 }
 
 /// The `[postgres]` table as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_host")]
@@ -150,7 +150,7 @@ pub struct Config {
 /// `disable` is the default because TLS needs certificates the sandbox must
 /// be granted; a server that requires TLS refuses a plain connection with a
 /// message pointing here.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     #[default]
@@ -183,7 +183,7 @@ fn default_subscription() -> String {
 }
 
 /// `[[postgres.routes]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub topic: String,

@@ -13,7 +13,7 @@ pub use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// The column types a payload field converts to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnType {
     /// From a JSON string.
@@ -113,7 +113,7 @@ fn describe(field: &Json) -> &'static str {
 }
 
 /// `[[<sink>.routes.columns]]`: one column filled from the JSON payload.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Column {
     pub column: String,
@@ -176,7 +176,7 @@ pub fn lookup<'a>(payload: &'a Json, path: &str) -> Option<&'a Json> {
 
 /// `metadata = { ... }`: which columns receive the Danube metadata of each
 /// record; none by default.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
     /// The topic the record was read from.

@@ -11,10 +11,13 @@ use danube_connect_sdk::{
 const STREAM: &str = "counter";
 const COMMITTED: &str = "committed";
 
-/// The `[counter]` table of the host's configuration file.
-#[derive(serde::Deserialize)]
+/// The `[counter]` table of the host's configuration file. Its JSON Schema,
+/// with these doc comments, is what `danube-host validate` checks the table
+/// with and `danube-host inspect` lists.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The topic the numbers are published to.
     topic: String,
     /// How many numbers to publish; 0 = no end.
     #[serde(default)]

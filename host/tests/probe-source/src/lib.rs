@@ -24,7 +24,7 @@ attribute_kb = 0
 "#;
 
 /// The `[probe]` table.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_topic")]

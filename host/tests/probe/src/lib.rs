@@ -76,7 +76,7 @@ unhealthy = "the reason health() fails"
 "#;
 
 /// The `[probe]` table.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_topic")]
@@ -126,14 +126,14 @@ pub struct Config {
 }
 
 /// How many `process-batch` calls fail retryably: a count, or `"forever"`.
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Failures {
     Times(u64),
     Always(Forever),
 }
 
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Forever {
     Forever,
