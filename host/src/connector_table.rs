@@ -10,7 +10,8 @@
 //!
 //! What it decides: which keys `validate` and directory mode accept (with
 //! a hint for a near miss), whether the values fit the schema (checked
-//! before the guest sees the table), which `SECTION_KEY` environment
+//! before the guest sees the table; errors never quote a value, which may
+//! be a secret), which `SECTION_KEY` environment
 //! variables may set a key and whether their value is taken as text, and
 //! the key list `inspect` prints.
 //!
@@ -174,7 +175,11 @@ impl ConnectorTable {
                 } else {
                     format!("`{section}.{path}`")
                 };
-                one_line(format!("{at}: {e}"), guest_text::VALUE)
+                // Masked: the value may be a secret in the wrong shape.
+                one_line(
+                    format!("{at}: {}", e.masked_with("the value")),
+                    guest_text::VALUE,
+                )
             })
             .collect();
         match violations.is_empty() {
@@ -355,8 +360,16 @@ mod tests {
         let e = t.check("gen", &table("rtae = 5")).unwrap_err();
         assert_eq!(e, "unknown key `gen.rtae`; did you mean `gen.rate`?");
         let e = t.check("gen", &table("rate = \"fast\"")).unwrap_err();
-        assert!(e.starts_with("`gen.rate`: "), "{e}");
-        assert!(e.contains("integer"), "{e}");
+        assert_eq!(e, "`gen.rate`: the value is not of type \"integer\"");
+        // A value in the wrong shape may be a secret: never quoted.
+        let e = t
+            .check("gen", &table("password = { s = \"hunter2\" }"))
+            .unwrap_err();
+        assert!(
+            e.starts_with("`gen.password`: the value is not of types"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
         let e = t
             .check("gen", &table("rate = -1\nmode = \"medium\""))
             .unwrap_err();

@@ -246,7 +246,8 @@ fn component_of_another_world_is_rejected_naming_what_it_exports() {
             &[
                 "other-world.wasm",
                 "exports no connector interface",
-                "it exports [danube:example/sink-connector@0.1.0]",
+                "it exports [",
+                "danube:example/sink-connector@0.1.0]",
             ],
         );
     }
@@ -383,16 +384,17 @@ fn a_value_the_connectors_schema_refuses_is_named_before_anything_runs() {
         format!("{ROOT}\n[datagen]\ntopics = [\"/default/d\"]\nrate = \"fast\"\n"),
     );
     let out = validate(&guest("datagen-source"), &config);
-    out.fails_with(
+    let line = out.fails_with(
         CONFIG,
         &[
             "datagen.toml",
             "`datagen.rate`",
-            "\"fast\"",
-            "integer",
+            "not of type \"integer\"",
             "datagen-source",
         ],
     );
+    // Values are never quoted: a secret in the wrong shape is one.
+    assert!(!line.contains("fast"), "{line}");
 }
 
 #[test]
@@ -412,7 +414,7 @@ fn inspect_lists_the_keys_of_the_connectors_schema() {
     );
     assert!(
         keys.lines()
-            .any(|l| l == "  connect_timeout_secs (integer)"),
+            .any(|l| l.starts_with("  connect_timeout_secs (integer): Bound")),
         "{keys}"
     );
 }

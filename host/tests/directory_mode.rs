@@ -488,12 +488,9 @@ async fn ten_connectors_run_side_by_side_and_a_failed_one_does_not_stop_them() {
         );
         layout.add(&layout.mods, &format!("gen{i}"), &module, &config);
     }
-    // Passes validation (the key exists) but its guest refuses the value.
-    let refused = layout.config(
-        &broker.url(),
-        "refused",
-        &datagen_config("/default/dir-refused", "rate = \"fast\"\n"),
-    );
+    // Passes validation (the schema takes any string) but its guest
+    // refuses the value when it opens.
+    let refused = layout.config(&broker.url(), "refused", &datagen_config("not-a-topic", ""));
     layout.add(&layout.mods, "refused", &module, &refused);
     let host = layout.start();
 

@@ -745,8 +745,8 @@ async fn refused_and_mistyped_passwords_stop_the_connector_without_showing_them(
             status.1
         );
 
-        // `validate` (which checks the host's side only) prints no password
-        // either, on stdout or in its JSON logs.
+        // `validate` (which checks the table against the connector's schema
+        // too) prints no password either, on stdout or in its JSON logs.
         let out = Command::new(common::host_bin())
             .args(["validate", "--module"])
             .arg(module())

@@ -11,30 +11,43 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// ClickHouse's HTTP interface, `http://host:port` or `https://host:port`.
+    /// ClickHouse's HTTP interface, `http://host:port` or `https://host:port`
+    /// (env `CLICKHOUSE_URL`); grant it with `[sandbox] allow`. Default:
+    /// `http://127.0.0.1:8123`.
     #[serde(default = "default_url")]
     pub url: String,
+    /// Database of every route's table. Default: `default`.
     #[serde(default = "default_database")]
     pub database: String,
+    /// User, sent as `X-ClickHouse-User`. Default: `default`.
     #[serde(default = "default_user")]
     pub user: String,
-    /// Sent as `X-ClickHouse-Key`; never logged.
+    /// Password (env `CLICKHOUSE_PASSWORD`), sent as `X-ClickHouse-Key`;
+    /// never logged nor put in errors. Default: empty.
     #[serde(default)]
     pub password: String,
-    /// For `https://`: a PEM CA bundle trusted instead of the built-in roots.
+    /// For `https://`: a PEM CA bundle trusted instead of the built-in
+    /// Mozilla roots, in a directory granted with `[sandbox] dirs`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// For `https://`: a client certificate and its key.
+    /// For `https://`: a PEM client certificate chain, for servers that
+    /// require one. Set together with `client_key_file`.
     #[serde(default)]
     pub client_cert_file: Option<PathBuf>,
+    /// For `https://`: the PEM private key of `client_cert_file`. Set both or
+    /// neither.
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+    /// Bound, in seconds, on opening a connection, TLS handshake included.
+    /// Default: 10.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
-    /// Bound on each step of a request: sending it, waiting for the answer,
-    /// reading the answer.
+    /// Bound, in seconds, on each step of a request: sending it, waiting for
+    /// the answer, reading the answer. Default: 60.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// `[[clickhouse.routes]]` tables, one per topic (required, at least
+    /// one).
     pub routes: Vec<Route>,
 }
 
@@ -42,21 +55,36 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
+    /// Topic to consume (required), `/namespace/name`; a partitioned topic's
+    /// partitions all go to this route. One route per topic.
     pub topic: String,
+    /// Subscription name; it keeps its position across restarts. Default:
+    /// `clickhouse-sink`.
     #[serde(default = "default_subscription")]
     pub subscription: String,
+    /// Subscription type: `exclusive`, `shared` (the default), `failover` or
+    /// `key_shared`.
     #[serde(default)]
     pub subscription_type: SubscriptionType,
+    /// Table to insert into (required), in `database`: letters, digits and
+    /// `_`, not starting with a digit.
     pub table: String,
-    /// `CREATE TABLE IF NOT EXISTS` a ReplacingMergeTree ordered by the dedup key.
+    /// `CREATE TABLE IF NOT EXISTS` the table as a ReplacingMergeTree ordered
+    /// by the dedup key, so redelivered records collapse. Default: false.
     #[serde(default)]
     pub auto_create: bool,
     /// Columns that order the auto-created table, and so identify a row for
-    /// ReplacingMergeTree; by default the topic and offset metadata columns.
+    /// ReplacingMergeTree; only with `auto_create`, and not nullable. Default:
+    /// the topic and offset metadata columns.
     #[serde(default)]
     pub dedup_key: Option<Vec<String>>,
+    /// Columns that receive Danube metadata, each optional: `{ topic = "col",
+    /// offset = "col", publish_time = "col", producer = "col" }`. Default:
+    /// none.
     #[serde(default)]
     pub metadata: Metadata,
+    /// `[[clickhouse.routes.columns]]` tables: columns filled from the JSON
+    /// payload. Default: none.
     #[serde(default)]
     pub columns: Vec<Column>,
 }

@@ -40,12 +40,25 @@ keys = 0
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Topics to publish to, each `/namespace/name`; records go round-robin
+    /// by sequence number. Default: `["/default/datagen"]`.
     pub topics: Vec<String>,
+    /// 0 (the default): plain topics; N > 0: N partitions per topic
+    /// (`-part-0`...), records spread by key.
     pub partitions: u32,
+    /// Reliable dispatch: records are stored and acknowledged by the broker.
+    /// Default: true.
     pub reliable: bool,
+    /// Records per second; 0 (the default) = as fast as the host polls.
     pub rate: u64,
+    /// Total records to generate (sequence numbers 0..count); 0 (the
+    /// default) = unlimited. Once reached, polls return nothing.
     pub count: u64,
+    /// Pad each JSON payload to about this many bytes; 0 (the default) = no
+    /// padding.
     pub payload_size: usize,
+    /// Number of distinct keys (`key-{seq % keys}`); 0 (the default) =
+    /// records have no key.
     pub keys: u64,
 }
 

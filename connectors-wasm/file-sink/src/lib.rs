@@ -38,18 +38,34 @@ subscription_type = "shared"
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Directory to write into (required). Grant it with `[sandbox] dirs`;
+    /// the connector sees it at the same path.
     pub path: PathBuf,
+    /// File inside `path` that records are appended to, one JSON line each.
+    /// Default: `records.jsonl`.
     #[serde(default = "default_file_name")]
     pub file_name: String,
+    /// Topics to consume (required), each `/namespace/name`.
     pub topics: Vec<String>,
+    /// Subscription name; it keeps its position across restarts. Default:
+    /// `file-sink`.
     #[serde(default = "default_subscription")]
     pub subscription: String,
+    /// Subscription type: `exclusive`, `shared` (the default), `failover` or
+    /// `key_shared`.
     #[serde(default)]
     pub subscription_type: SubscriptionType,
+    /// Only records published with this schema subject are written; the host
+    /// sends the others to the dead-letter topic. Unset: any schema or none.
     #[serde(default)]
     pub expected_schema_subject: Option<String>,
+    /// true (the default): Avro payloads are written decoded to JSON; false:
+    /// the Avro binary is written as published.
     #[serde(default = "default_decode_avro")]
     pub decode_avro: bool,
+    /// Testing aid: a record whose JSON payload has this field set to true is
+    /// reported as invalid data and goes to the dead-letter topic. Leave it
+    /// unset in production.
     #[serde(default)]
     pub fail_on: Option<String>,
 }

@@ -222,14 +222,25 @@ impl<'de> Deserialize<'de> for Text {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// MQTT topic filter (required); `+` matches one level, `#` the
+    /// remaining levels.
     pub from: String,
+    /// Danube topic to publish to (required), `/namespace/name`.
     pub to: String,
+    /// Subscription QoS: `AtMostOnce`, `AtLeastOnce` (the default) or
+    /// `ExactlyOnce`, or 0, 1, 2.
     #[serde(default = "default_qos")]
     pub qos: Qos,
+    /// 0 (the default): a plain Danube topic; N > 0: N partitions
+    /// (`-part-0`...), chosen by the routing key.
     #[serde(default)]
     pub partitions: u32,
+    /// Reliable dispatch on the Danube topic. Default: true for QoS 1 and 2,
+    /// false for QoS 0.
     #[serde(default)]
     pub reliable_dispatch: Option<bool>,
+    /// Routing key of each record: `topic` (the default; the MQTT topic, so
+    /// per-device order on partitioned topics) or `none`.
     #[serde(default)]
     pub routing_key: RoutingKey,
 }
@@ -238,14 +249,26 @@ pub struct RouteConfig {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopicMapping {
+    /// MQTT topic filter (required), as `from` in a route; `+` matches one
+    /// level, `#` the remaining levels.
     pub mqtt_topic: String,
+    /// Danube topic to publish to (required), `/namespace/name`, as `to` in
+    /// a route.
     pub danube_topic: String,
+    /// Subscription QoS: `AtMostOnce`, `AtLeastOnce` (the default) or
+    /// `ExactlyOnce`, or 0, 1, 2.
     #[serde(default = "default_qos")]
     pub qos: Qos,
+    /// 0 (the default): a plain Danube topic; N > 0: N partitions
+    /// (`-part-0`...), chosen by the routing key.
     #[serde(default)]
     pub partitions: u32,
+    /// Reliable dispatch on the Danube topic. Default: true for QoS 1 and 2,
+    /// false for QoS 0.
     #[serde(default)]
     pub reliable_dispatch: Option<bool>,
+    /// Routing key of each record: `topic` (the default; the MQTT topic, so
+    /// per-device order on partitioned topics) or `none`.
     #[serde(default)]
     pub routing_key: RoutingKey,
 }
@@ -258,40 +281,80 @@ fn default_qos() -> Qos {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// MQTT broker host name or address (env `MQTT_BROKER_HOST`). Default:
+    /// `localhost`.
     #[serde(default = "default_host")]
     pub broker_host: String,
+    /// MQTT broker port (env `MQTT_BROKER_PORT`), usually 8883 with TLS.
+    /// Default: 1883.
     #[serde(default = "default_port")]
     pub broker_port: u16,
+    /// Client identifier (required; env `MQTT_CLIENT_ID`). The broker keeps
+    /// the persistent session under it, so give every connector instance its
+    /// own.
     #[serde(default)]
     pub client_id: Option<Text>,
+    /// User name (env `MQTT_USERNAME`); unset or empty = none.
     #[serde(default)]
     pub username: Option<Text>,
+    /// Password (env `MQTT_PASSWORD`); unset or empty = none. Needs
+    /// `username`; never logged.
     #[serde(default)]
     pub password: Option<Text>,
+    /// Connect to the broker over TLS, usually on port 8883 (env
+    /// `MQTT_USE_TLS`). Default: false.
     #[serde(default)]
     pub use_tls: bool,
+    /// With `use_tls`: PEM file of the CA certificates to trust, in a
+    /// directory granted with `[sandbox] dirs`. Unset: the Mozilla root set
+    /// built into the connector.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// With `use_tls`: PEM client certificate chain, for brokers that require
+    /// mutual TLS. Set together with `client_key_file`.
     #[serde(default)]
     pub client_cert_file: Option<PathBuf>,
+    /// With `use_tls`: PEM private key of `client_cert_file`. Set both or
+    /// neither.
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+    /// With `use_tls`: the name (DNS name or IP address) the broker's
+    /// certificate must carry. Default: `broker_host`.
     #[serde(default)]
     pub tls_server_name: Option<String>,
+    /// MQTT keep-alive, in seconds; a PINGREQ goes out after half of it
+    /// without traffic. Default: 60; 0 disables it.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u16,
+    /// Bound, in seconds, on a TCP connect plus CONNACK, on SUBACK, on a
+    /// write and on an unanswered PINGREQ; at least 1, and keep it below
+    /// `[sandbox] call_timeout_ms`. Default: 10.
     #[serde(default = "default_connection_timeout")]
     pub connection_timeout_secs: u64,
+    /// false (the default): persistent session, unacknowledged QoS 1/2
+    /// messages are redelivered after a restart or reconnect. true: the
+    /// broker forgets them.
     #[serde(default)]
     pub clean_session: bool,
+    /// Add the `mqtt.topic`, `mqtt.qos`, `mqtt.retain` and `mqtt.dup`
+    /// attributes to each record. Default: true.
     #[serde(default = "yes")]
     pub include_metadata: bool,
+    /// Largest PUBLISH packet accepted, in bytes; larger ones are logged,
+    /// counted and dropped. Default: 10485760 (10 MiB).
     #[serde(default = "default_max_packet_size")]
     pub max_packet_size: usize,
+    /// Disable Nagle's algorithm on the MQTT socket. Default: true.
     #[serde(default = "yes")]
     pub tcp_nodelay: bool,
+    /// `[[mqtt.routes]]` tables, one per subscription; a message goes to the
+    /// first route whose filter matches its topic. At least one route (here
+    /// or in `topic_mappings`) is required.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// `[[mqtt.topic_mappings]]`: routes in the older danube-connect shape
+    /// (`mqtt_topic` for `from`, `danube_topic` for `to`), read in addition
+    /// to `routes`.
     #[serde(default)]
     pub topic_mappings: Vec<TopicMapping>,
 }

@@ -116,30 +116,56 @@ impl fmt::Debug for Password {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Server host name or address (env `POSTGRES_HOST`); grant it in
+    /// `[sandbox] allow` as `host:port`. Default: `127.0.0.1`.
     #[serde(default = "default_host")]
     pub host: String,
+    /// Server port (env `POSTGRES_PORT`). Default: 5432.
     #[serde(default = "default_port")]
     pub port: u16,
+    /// Database to connect to (env `POSTGRES_DATABASE`). Default: `postgres`.
     #[serde(default = "default_database")]
     pub database: String,
+    /// User to log in as (env `POSTGRES_USER`). Default: `postgres`.
     #[serde(default = "default_user")]
     pub user: String,
+    /// Password (env `POSTGRES_PASSWORD`), for SCRAM-SHA-256, MD5 or
+    /// cleartext password authentication; never logged nor put in an error.
+    /// Default: empty.
     #[serde(default)]
     pub password: Password,
+    /// TLS, with libpq's meaning (env `POSTGRES_SSLMODE`): `disable` (the
+    /// default), `require` (encrypted; with `ca_file` the chain is also
+    /// verified), `verify-ca` (chain) or `verify-full` (chain and host name).
     #[serde(default)]
     pub sslmode: SslMode,
+    /// PEM file of the CA certificates to trust instead of the built-in
+    /// Mozilla roots, in a directory granted with `[sandbox] dirs`. Not with
+    /// `sslmode = "disable"`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for `cert` authentication in
+    /// pg_hba.conf. Set together with `client_key_file`.
     #[serde(default)]
     pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`. Set both or neither.
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+    /// The name (DNS name or IP address) the server's certificate must
+    /// carry, when it is not `host`. Default: `host`.
     #[serde(default)]
     pub tls_server_name: Option<String>,
+    /// Bound, in seconds, on one TCP connect plus the authentication
+    /// exchange; at least 1. Default: 10.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// Bound, in seconds, on waiting for the server's answer to one
+    /// statement; past it the batch is retried on a new connection. At least
+    /// 1, and keep it below `[sandbox] call_timeout_ms`. Default: 20.
     #[serde(default = "default_query_timeout")]
     pub query_timeout_secs: u64,
+    /// `[[postgres.routes]]` tables, one per Danube topic; at least one is
+    /// required.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -186,18 +212,37 @@ fn default_subscription() -> String {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Danube topic to consume (required), `/namespace/name`; a partitioned
+    /// topic's partitions are included. One route per topic.
     pub topic: String,
+    /// Subscription name. Default: `postgres-sink`.
     #[serde(default = "default_subscription")]
     pub subscription: String,
+    /// Subscription type: `exclusive`, `shared` (the default), `failover` or
+    /// `key_shared`.
     #[serde(default)]
     pub subscription_type: SubscriptionType,
+    /// Table to write (required), optionally schema-qualified
+    /// (`public.sensor_readings`); quoted as written, so case is kept.
     pub table: String,
+    /// Run `CREATE TABLE IF NOT EXISTS` once per start, with the route's
+    /// columns (non-nullable ones `NOT NULL`) and a primary key on
+    /// `upsert_key`. Default: false.
     #[serde(default)]
     pub auto_create: bool,
+    /// Columns rows are upserted on (`INSERT ... ON CONFLICT DO UPDATE`), so
+    /// a redelivered record overwrites its own row; each must be a
+    /// non-nullable column of the route. Default: the topic and offset
+    /// metadata columns, which must then be set.
     #[serde(default)]
     pub upsert_key: Option<Vec<String>>,
+    /// Columns that receive Danube metadata, any subset of `{ topic = "col",
+    /// offset = "col", publish_time = "col", producer = "col" }`. Default:
+    /// none.
     #[serde(default)]
     pub metadata: Metadata,
+    /// `[[postgres.routes.columns]]` tables: columns filled from the JSON
+    /// payload.
     #[serde(default)]
     pub columns: Vec<danube_sink_mapping::Column>,
 }

@@ -116,12 +116,17 @@ fn describe(field: &Json) -> &'static str {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Column {
+    /// Column name (required).
     pub column: String,
-    /// Dotted path into the payload: `a.b.c`.
+    /// Dotted path into the JSON payload (required), like `a.b.c`.
     pub path: String,
+    /// Column type (required): `text`, `int`, `bigint`, `double`, `bool`,
+    /// `timestamp` or `json`. A field that does not convert to it makes the
+    /// record invalid data.
     #[serde(rename = "type")]
     pub kind: ColumnType,
-    /// A missing or null field is NULL instead of invalid data.
+    /// true: a missing or null field is NULL; false (the default): it makes
+    /// the record invalid data.
     #[serde(default)]
     pub nullable: bool,
 }
@@ -179,13 +184,15 @@ pub fn lookup<'a>(payload: &'a Json, path: &str) -> Option<&'a Json> {
 #[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
-    /// The topic the record was read from.
+    /// Column that receives the topic the record was read from; unset: none.
     pub topic: Option<String>,
-    /// The record's offset in its topic or partition.
+    /// Column that receives the record's offset in its topic or partition;
+    /// unset: none.
     pub offset: Option<String>,
-    /// When the record was published.
+    /// Column that receives the time the record was published; unset: none.
     pub publish_time: Option<String>,
-    /// The producer's name.
+    /// Column that receives the name of the producer that published the
+    /// record; unset: none.
     pub producer: Option<String>,
 }
 

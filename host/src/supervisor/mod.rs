@@ -233,12 +233,23 @@ pub async fn validate(
     let info = worker.info().clone();
     worker.stop().await;
     let table = ConnectorTable::of(&info).map_err(|e| Invalid::Module(anyhow::anyhow!(e)))?;
-    if let Some(section) = &config.section {
-        table.check(section, &config.connector).map_err(|e| {
-            Invalid::Config(format!("{}: {e} ({})", config.path.display(), info.name))
-        })?;
-    }
+    check_table(&table, config, &info).map_err(Invalid::Config)?;
     Ok(info)
+}
+
+/// Checks `config`'s connector table against what the module says of it;
+/// the error is one line naming the file, the key and the connector.
+fn check_table(
+    table: &ConnectorTable,
+    config: &ConnectorConfig,
+    info: &ModuleInfo,
+) -> Result<(), String> {
+    match &config.section {
+        Some(section) => table
+            .check(section, &config.connector)
+            .map_err(|e| format!("{}: {e} ({})", config.path.display(), info.name)),
+        None => Ok(()),
+    }
 }
 
 /// Supervises one connector until `shutdown` turns true (then drains) or it
@@ -298,6 +309,11 @@ async fn supervise_workers(
         }
     };
     config.apply_connector_env(&table, &|k| std::env::var(k).ok());
+    // What `validate` checks, after the environment's overrides.
+    if let Err(message) = check_table(&table, &config, &info) {
+        first.stop().await;
+        return Err(Failure::new(exit::CONFIG, message));
+    }
     let config = config;
 
     let limit = Duration::from_millis(config.host.processing.publish_timeout_ms);
