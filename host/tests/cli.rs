@@ -399,14 +399,7 @@ fn a_value_the_connectors_schema_refuses_is_named_before_anything_runs() {
 
 #[test]
 fn inspect_lists_the_keys_of_the_connectors_schema() {
-    let out = inspect(&guest("clickhouse-sink"));
-    assert_eq!(out.code, OK, "{out:#?}");
-    let keys = out
-        .stdout
-        .split("configuration keys:\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n\n").next())
-        .unwrap_or_else(|| panic!("no key list: {}", out.stdout));
+    let keys = key_list(&guest("clickhouse-sink"));
     assert!(
         keys.lines()
             .any(|l| l.starts_with("  url (string): ClickHouse's HTTP interface")),
@@ -417,6 +410,53 @@ fn inspect_lists_the_keys_of_the_connectors_schema() {
             .any(|l| l.starts_with("  connect_timeout_secs (integer): Bound")),
         "{keys}"
     );
+}
+
+/// The key list `inspect` prints from a module's schema, a line a key.
+fn key_list(module: &Path) -> String {
+    let out = inspect(module);
+    assert_eq!(out.code, OK, "{out:#?}");
+    out.stdout
+        .split("configuration keys:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no key list: {}", out.stdout))
+        .to_string()
+}
+
+/// A connector's README documents every key its schema has: the table a
+/// user reads cannot fall behind the one the host checks.
+#[test]
+fn every_key_of_a_connectors_schema_is_in_its_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for connector in [
+        "datagen-source",
+        "file-sink",
+        "mqtt-source",
+        "postgres-sink",
+        "clickhouse-sink",
+    ] {
+        let readme = std::fs::read_to_string(
+            root.join("connectors-wasm")
+                .join(connector)
+                .join("README.md"),
+        )
+        .unwrap();
+        let list = key_list(&guest(connector));
+        let keys: Vec<&str> = list
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(keys.len() > 3, "{connector}: {keys:?}");
+        let missing: Vec<&&str> = keys
+            .iter()
+            .filter(|k| !readme.contains(&format!("| `{k}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{connector}'s README has no table row for {missing:?}"
+        );
+    }
 }
 
 #[test]
