@@ -7,11 +7,34 @@
 //! runs next and with which grants, the `danube-host` binary itself: a guest
 //! that could write any of them could run its code as another connector, or
 //! outside the sandbox. So a grant that contains one of them, or lies inside
-//! one of the directories, is refused before any worker starts.
+//! one of the directories, is refused before any worker starts. The worker
+//! grants what is left through WASI ([`grant`]) and Landlock
+//! (`worker/hardening.rs`).
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
 use crate::config::ConnectorConfig;
+
+/// Opens each granted directory to the guest, read and write, at its own
+/// path.
+pub fn grant(builder: &mut WasiCtxBuilder, dirs: &[PathBuf]) -> anyhow::Result<()> {
+    for dir in dirs {
+        let guest_path = dir.to_string_lossy();
+        builder
+            .preopened_dir(dir, guest_path.as_ref(), FsPerms::ReadWrite)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "cannot grant directory {} ([sandbox] dirs): does it exist?",
+                    dir.display()
+                )
+            })?;
+    }
+    Ok(())
+}
 
 /// The paths no grant may reach, with what each is (for the message).
 pub struct Protected {

@@ -86,7 +86,7 @@ impl Guest {
         arm(&mut store)?;
         let mut linker: Linker<GuestState> = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        super::name_lookup::add_to_linker(&mut linker)?;
+        crate::capability::network::add_to_linker(&mut linker)?;
         crate::capability::add_to_linker(&mut linker)?;
         let pre = linker
             .instantiate_pre(component)

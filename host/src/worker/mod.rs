@@ -11,7 +11,6 @@
 mod engine;
 mod guest;
 mod hardening;
-mod name_lookup;
 mod sandbox;
 mod state;
 

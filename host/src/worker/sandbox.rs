@@ -1,19 +1,18 @@
 //! What a guest may touch: the WASI context it gets (no environment, no
-//! arguments, only granted directories, only allowed TCP destinations) and
-//! where its stdout and stderr go. The worker process's own confinement is in
+//! arguments; the directories [`files::grant`] opens and the TCP
+//! destinations [`network::grant`] lets it reach) and where its stdout and
+//! stderr go. The worker process's own confinement is in
 //! [`super::hardening`].
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
-use wasmtime_wasi::sockets::SocketAddrUse;
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
-use crate::capability::SandboxLimits;
 use crate::capability::log::LogBudget;
+use crate::capability::{SandboxLimits, files, network};
 
 /// Builds the guest's WASI context. The guest sees none of the host's
 /// environment variables or arguments: secrets reach it only through its
@@ -25,38 +24,8 @@ pub fn wasi_context(
 ) -> anyhow::Result<WasiCtx> {
     let mut builder = WasiCtxBuilder::new();
     builder.stdout(stdout).stderr(stderr);
-    for dir in &limits.dirs {
-        let guest_path = dir.to_string_lossy();
-        builder
-            .preopened_dir(dir, guest_path.as_ref(), FsPerms::ReadWrite)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
-                    "cannot grant directory {} ([sandbox] dirs): does it exist?",
-                    dir.display()
-                )
-            })?;
-    }
-    // The check is installed even with an empty allow list, so that every
-    // denied attempt is logged.
-    {
-        let rules = limits.allow.clone();
-        builder
-            .allow_tcp(true)
-            .allow_ip_name_lookup(!limits.allow.is_empty());
-        builder.socket_addr_check(move |addr, usage| {
-            let allowed = match usage {
-                // Every connect first binds the wildcard address implicitly.
-                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
-                SocketAddrUse::TcpConnect => rules.iter().any(|r| r.allows(addr)),
-                _ => false,
-            };
-            if !allowed && !matches!(usage, SocketAddrUse::TcpBind) {
-                tracing::warn!(%addr, ?usage, "network access denied by [sandbox] allow");
-            }
-            Box::pin(async move { allowed })
-        });
-    }
+    files::grant(&mut builder, &limits.dirs)?;
+    network::grant(&mut builder, &limits.allow);
     Ok(builder.build())
 }
 

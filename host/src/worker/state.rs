@@ -6,6 +6,7 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::sandbox::GuestOutput;
+use crate::capability::network::{HasNameLookup, NameLookup};
 use crate::capability::{HasImports, Imports};
 
 pub struct GuestState {
@@ -69,5 +70,17 @@ impl WasiView for GuestState {
 impl HasImports for GuestState {
     fn imports(&mut self) -> &mut Imports {
         &mut self.imports
+    }
+}
+
+impl HasNameLookup for GuestState {
+    fn name_lookup(&mut self) -> NameLookup<'_> {
+        NameLookup {
+            sockets: wasmtime_wasi::sockets::WasiSocketsCtxView {
+                ctx: self.wasi.sockets(),
+                table: &mut self.table,
+            },
+            allowed: &self.allowed_names,
+        }
     }
 }

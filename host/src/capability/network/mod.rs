@@ -1,13 +1,42 @@
 //! `[sandbox] allow`: the TCP destinations a guest may connect to, as
 //! `host:port` (names resolved by the host, when the configuration is read)
 //! or `address/prefix:port`. Nothing else is reachable: no other port, no
-//! UDP, no listening socket; and the guest may look up those names, and the
-//! ones of `[sandbox] lookup`, alone (`worker/name_lookup.rs`).
+//! UDP, no listening socket ([`grant`], through WASI); and the guest may look
+//! up those names, and the ones of `[sandbox] lookup`, alone ([`lookup`]).
+//! The worker's seccomp filter and Landlock rules hold the same line from
+//! outside (`worker/hardening.rs`).
+
+mod lookup;
 
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::sockets::SocketAddrUse;
+
+pub use lookup::{HasNameLookup, NameLookup, add_to_linker};
+
+/// Lets the guest's WASI sockets reach `rules` alone. The check is
+/// installed even with no rule, so that every denied attempt is logged.
+pub fn grant(builder: &mut WasiCtxBuilder, rules: &[NetRule]) {
+    let rules = rules.to_vec();
+    builder
+        .allow_tcp(true)
+        .allow_ip_name_lookup(!rules.is_empty());
+    builder.socket_addr_check(move |addr, usage| {
+        let allowed = match usage {
+            // Every connect first binds the wildcard address implicitly.
+            SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+            SocketAddrUse::TcpConnect => rules.iter().any(|r| r.allows(addr)),
+            _ => false,
+        };
+        if !allowed && !matches!(usage, SocketAddrUse::TcpBind) {
+            tracing::warn!(%addr, ?usage, "network access denied by [sandbox] allow");
+        }
+        Box::pin(async move { allowed })
+    });
+}
 
 /// One allowed TCP destination: an address range and a port.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -20,19 +20,16 @@ use wasmtime_wasi::p2::bindings::sockets::network::{
 };
 use wasmtime_wasi::sockets::WasiSocketsCtxView;
 
-use super::state::GuestState;
+/// A store whose data can look names up: wasmtime-wasi's sockets and the
+/// names allowed (the projection `add_to_linker` takes is a plain `fn`).
+pub trait HasNameLookup: 'static {
+    fn name_lookup(&mut self) -> NameLookup<'_>;
+}
 
 /// Replaces wasmtime-wasi's name lookup in `linker` with this one.
-pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+pub fn add_to_linker<T: HasNameLookup>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    let added =
-        ip_name_lookup::add_to_linker::<GuestState, AllowedNames>(linker, |state| NameLookup {
-            sockets: WasiSocketsCtxView {
-                ctx: state.wasi.sockets(),
-                table: &mut state.table,
-            },
-            allowed: &state.allowed_names,
-        });
+    let added = ip_name_lookup::add_to_linker::<T, AllowedNames>(linker, T::name_lookup);
     linker.allow_shadowing(false);
     added
 }
@@ -44,14 +41,14 @@ impl HasData for AllowedNames {
 }
 
 pub struct NameLookup<'a> {
-    sockets: WasiSocketsCtxView<'a>,
+    pub sockets: WasiSocketsCtxView<'a>,
     /// The names of `[sandbox] allow` and `lookup`, lower case.
-    allowed: &'a [String],
+    pub allowed: &'a [String],
 }
 
 /// Whether `name` may be looked up: an address literal, or an allowed name
 /// (case and a final dot aside).
-pub fn may_look_up(allowed: &[String], name: &str) -> bool {
+fn may_look_up(allowed: &[String], name: &str) -> bool {
     let bare = name.trim_start_matches('[').trim_end_matches(']');
     bare.parse::<std::net::IpAddr>().is_ok() || {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
