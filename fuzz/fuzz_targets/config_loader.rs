@@ -22,10 +22,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = parsed.dead_letter_topic();
             let _ = parsed.state_file();
             let example = ConnectorTable::from_example(&text);
-            let _ = example.check("section", &parsed.connector);
+            let _ = example.check(parsed.section.as_deref(), &parsed.connector);
             parsed.apply_connector_env(&example, &|_| Some(text.to_string()));
             if let Ok(schema) = &schema {
-                let _ = schema.check("section", &parsed.connector);
+                let _ = schema.check(parsed.section.as_deref(), &parsed.connector);
             }
         }
         Err(e) => {

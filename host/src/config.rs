@@ -378,7 +378,8 @@ impl HostConfig {
 pub struct ConnectorConfig {
     pub path: PathBuf,
     pub host: HostConfig,
-    /// Name of the connector's table, e.g. `mqtt`.
+    /// Name of the connector's table, e.g. `mqtt`; `None` when the
+    /// connector's settings are top-level tables (see `take_connector_table`).
     pub section: Option<String>,
     /// The connector's table, handed to the guest.
     pub connector: toml::Table,
@@ -565,9 +566,14 @@ fn known_keys() -> BTreeSet<String> {
     out
 }
 
-/// Removes the connector's table from the root. It is the one root table that
-/// is not the host's; a table whose name is a near miss of a host table is a
-/// typo, not a connector table.
+/// Takes the connector's settings out of the file. Usually they are its one
+/// table that is not the host's (`[mqtt]`: the section, whose name prefixes
+/// environment overrides). A connector may also keep them at the top level,
+/// as some of danube-connect's do (`[server]`, `[auth]`, `[[routes]]`): then
+/// every top-level table and array of tables that is not the host's is the
+/// connector's, gathered, with no section. Top-level values stay the host's,
+/// so that a mistyped host key is still named as one, and a table whose name
+/// is a near miss of a host table's is a typo, not the connector's.
 fn take_connector_table(
     root: &mut toml::Table,
     known: &BTreeSet<String>,
@@ -578,9 +584,14 @@ fn take_connector_table(
         .map(String::as_str)
         .filter(|k| root.get(*k).is_none_or(|v| v.is_table()))
         .collect();
+    let is_tables = |v: &toml::Value| match v {
+        toml::Value::Table(_) => true,
+        toml::Value::Array(items) => !items.is_empty() && items.iter().all(toml::Value::is_table),
+        _ => false,
+    };
     let candidates: Vec<String> = root
         .iter()
-        .filter(|(k, v)| v.is_table() && !known.contains(*k))
+        .filter(|(k, v)| is_tables(v) && !known.contains(*k))
         .map(|(k, _)| k.clone())
         .collect();
     for name in &candidates {
@@ -593,20 +604,18 @@ fn take_connector_table(
             ));
         }
     }
-    match candidates.as_slice() {
-        [] => Ok((None, toml::Table::new())),
-        [one] => match root.remove(one) {
-            Some(toml::Value::Table(t)) => Ok((Some(one.clone()), t)),
-            _ => Ok((None, toml::Table::new())),
-        },
-        many => Err(format!(
-            "found several connector tables ({}); a file configures one connector, move the others to files of their own",
-            many.iter()
-                .map(|n| format!("[{}]", n.escape_debug()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+    if let [one] = candidates.as_slice()
+        && let Some(toml::Value::Table(table)) = root.get(one)
+    {
+        let table = table.clone();
+        root.remove(one);
+        return Ok((Some(one.clone()), table));
     }
+    let gathered = candidates
+        .into_iter()
+        .filter_map(|name| root.remove(&name).map(|value| (name, value)))
+        .collect();
+    Ok((None, gathered))
 }
 
 fn unknown_key_message(key: &str, known: &BTreeSet<String>) -> String {
@@ -826,6 +835,26 @@ connector_name = "demo"
 [datagen]
 count = 3
 "#;
+
+    /// As danube-connect's webhook source writes its settings: top-level
+    /// tables and arrays of tables beside the host's.
+    #[test]
+    fn top_level_connector_settings_are_gathered_without_a_section() {
+        let text = "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"hook\"\n\
+            [processing]\nbatch_size = 10\n[server]\nport = 8080\n[auth]\ntype = \"hmac\"\n\
+            [[routes]]\nfrom = \"/a\"\nto = \"/default/a\"\n[[schemas]]\ntopic = \"/default/a\"\nsubject = \"a\"\nschema_type = \"string\"\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.section, None);
+        assert_eq!(
+            c.connector.keys().collect::<Vec<_>>(),
+            ["auth", "routes", "server"]
+        );
+        assert_eq!(c.host.processing.batch_size, 10);
+        assert_eq!(c.host.schemas.len(), 1);
+        // A top-level value is still the host's, so a typo is named.
+        let e = parse(&format!("conector_name = \"x\"\n{text}")).unwrap_err();
+        assert!(e.to_string().contains("unknown key `conector_name`"), "{e}");
+    }
 
     #[test]
     fn minimal_file_takes_defaults_and_finds_the_connector_table() {
@@ -1212,7 +1241,7 @@ count = 3
         fn names_with_newlines_are_escaped_in_errors() {
             for text in [
                 "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"demo\"\n[processing]\n\"a\\nb\" = 1\n",
-                "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"demo\"\n[\"a\\nb\"]\n[c]\n",
+                "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"demo\"\n[\"processin\\ng\"]\n",
             ] {
                 let e = ConnectorConfig::parse(text, Path::new("c.toml"), &|_| None).unwrap_err();
                 assert!(!e.to_string().contains('\n'), "{e:?}");

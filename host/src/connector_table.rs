@@ -142,20 +142,25 @@ impl ConnectorTable {
             .map(|(name, key)| (name.as_str(), key))
     }
 
-    /// Checks `[section]`'s keys, then (with a schema) its values. The error
-    /// names the key and says what is wrong, in one line.
-    pub fn check(&self, section: &str, table: &toml::Table) -> Result<(), String> {
+    /// Checks the table's keys, then (with a schema) its values. The error
+    /// names the key (`section.key`, or `key` for settings kept at the top
+    /// level) and says what is wrong, in one line.
+    pub fn check(&self, section: Option<&str>, table: &toml::Table) -> Result<(), String> {
+        let key = |name: &str| match section {
+            Some(section) => format!("`{section}.{name}`"),
+            None => format!("`{name}`"),
+        };
         if self.closed
             && let Some(unknown) = table.keys().find(|k| !self.keys.contains_key(*k))
         {
             let hint = match crate::config::nearest(unknown, self.keys.keys().map(String::as_str)) {
-                Some(near) => format!("did you mean `{section}.{near}`?"),
+                Some(near) => format!("did you mean {}?", key(near)),
                 None => format!(
                     "it takes: {}",
                     self.keys.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             };
-            return Err(format!("unknown key `{section}.{unknown}`; {hint}"));
+            return Err(format!("unknown key {}; {hint}", key(unknown)));
         }
         let Some(validator) = &self.validator else {
             return Ok(());
@@ -170,10 +175,10 @@ impl ConnectorTable {
                     .as_str()
                     .trim_start_matches('/')
                     .replace('/', ".");
-                let at = if path.is_empty() {
-                    format!("[{section}]")
-                } else {
-                    format!("`{section}.{path}`")
+                let at = match (path.is_empty(), section) {
+                    (false, _) => key(&path),
+                    (true, Some(section)) => format!("[{section}]"),
+                    (true, None) => "the connector's settings".to_string(),
                 };
                 // Masked: the value may be a secret in the wrong shape.
                 one_line(
@@ -356,14 +361,15 @@ mod tests {
     #[test]
     fn a_schema_checks_keys_and_values_naming_the_key() {
         let t = ConnectorTable::from_schema(SCHEMA).unwrap();
-        t.check("gen", &table("rate = 5\nmode = \"slow\"")).unwrap();
-        let e = t.check("gen", &table("rtae = 5")).unwrap_err();
+        t.check(Some("gen"), &table("rate = 5\nmode = \"slow\""))
+            .unwrap();
+        let e = t.check(Some("gen"), &table("rtae = 5")).unwrap_err();
         assert_eq!(e, "unknown key `gen.rtae`; did you mean `gen.rate`?");
-        let e = t.check("gen", &table("rate = \"fast\"")).unwrap_err();
+        let e = t.check(Some("gen"), &table("rate = \"fast\"")).unwrap_err();
         assert_eq!(e, "`gen.rate`: the value is not of type \"integer\"");
         // A value in the wrong shape may be a secret: never quoted.
         let e = t
-            .check("gen", &table("password = { s = \"hunter2\" }"))
+            .check(Some("gen"), &table("password = { s = \"hunter2\" }"))
             .unwrap_err();
         assert!(
             e.starts_with("`gen.password`: the value is not of types"),
@@ -371,7 +377,7 @@ mod tests {
         );
         assert!(!e.contains("hunter2"), "{e}");
         let e = t
-            .check("gen", &table("rate = -1\nmode = \"medium\""))
+            .check(Some("gen"), &table("rate = -1\nmode = \"medium\""))
             .unwrap_err();
         assert!(e.contains("`gen.rate`") && e.contains("`gen.mode`"), "{e}");
     }
@@ -380,7 +386,7 @@ mod tests {
     fn an_open_schema_takes_other_keys() {
         let open = SCHEMA.replace("\"additionalProperties\": false,", "");
         let t = ConnectorTable::from_schema(&open).unwrap();
-        t.check("gen", &table("anything = 1")).unwrap();
+        t.check(Some("gen"), &table("anything = 1")).unwrap();
     }
 
     #[test]
@@ -428,16 +434,16 @@ mod tests {
         );
         assert!(!t.has_schema());
         assert_eq!(t.key_lines(), None);
-        t.check("file", &table("path = \"/y\"\nfail_on = \"never\""))
+        t.check(Some("file"), &table("path = \"/y\"\nfail_on = \"never\""))
             .unwrap();
-        let e = t.check("file", &table("pth = \"/y\"")).unwrap_err();
+        let e = t.check(Some("file"), &table("pth = \"/y\"")).unwrap_err();
         assert!(e.contains("did you mean `file.path`?"), "{e}");
         // Only keys set outright may come from the environment.
         let env: Vec<&str> = t.env_keys().map(|(n, _)| n).collect();
         assert_eq!(env, ["path"]);
         // An example without keys says nothing of which keys are known.
         ConnectorTable::from_example("# nothing to set")
-            .check("file", &table("any = 1"))
+            .check(Some("file"), &table("any = 1"))
             .unwrap();
     }
 }

@@ -244,12 +244,9 @@ fn check_table(
     config: &ConnectorConfig,
     info: &ModuleInfo,
 ) -> Result<(), String> {
-    match &config.section {
-        Some(section) => table
-            .check(section, &config.connector)
-            .map_err(|e| format!("{}: {e} ({})", config.path.display(), info.name)),
-        None => Ok(()),
-    }
+    table
+        .check(config.section.as_deref(), &config.connector)
+        .map_err(|e| format!("{}: {e} ({})", config.path.display(), info.name))
 }
 
 /// Supervises one connector until `shutdown` turns true (then drains) or it
