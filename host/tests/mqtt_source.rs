@@ -1264,3 +1264,96 @@ fn danube_connect_mqtt_configurations_validate_unchanged() {
         "{stderr}"
     );
 }
+
+/// Copies the directory tree `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// The messages of each partition of a partitioned topic.
+fn partitions(broker: &TestBroker, topic: &str, count: usize) -> Vec<StoredMessage> {
+    (0..count)
+        .flat_map(|p| broker.messages(&format!("{topic}-part-{p}")))
+        .collect()
+}
+
+/// danube-connect's MQTT configuration with schemas runs as it is: the file
+/// unchanged (in a copy of its directory, upstream's working directory), the
+/// addresses through the environment overrides upstream documents, and the
+/// sandbox's grant on the command line. Each route's records land on its
+/// topic's partitions with the schema of its `[[schemas]]` entry; a record
+/// its JSON Schema refuses goes to the dead-letter topic.
+#[tokio::test(flavor = "multi_thread")]
+async fn danube_connect_mqtt_configuration_runs_unchanged() {
+    const SENSORS: usize = 20;
+    let broker = TestBroker::start().await.unwrap();
+    // As upstream's example bootstraps it on its broker.
+    broker.create_namespace("iot").unwrap();
+    let mqtt = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let upstream =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/danube-connectors/source-mqtt");
+    let cwd = dir.path().join("source-mqtt");
+    copy_tree(&upstream, &cwd);
+    let config = cwd.join("config/connector-with-schemas.toml");
+    let (port, allow) = (mqtt.port.to_string(), format!("127.0.0.1:{}", mqtt.port));
+    let env = [
+        ("DANUBE_SERVICE_URL", broker.url()),
+        ("MQTT_BROKER_HOST", "127.0.0.1".to_string()),
+        ("MQTT_BROKER_PORT", port),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let host = Host::start_in(&cwd, &module(), &config, &env, &["--allow", &allow]);
+    wait_subscribed(&host, 1).await;
+
+    let sensor = |i: usize| {
+        format!(
+            r#"{{"device_id":"d{i}","sensor_type":"temperature","value":{i}.5,"timestamp":"2026-12-07T06:00:00Z"}}"#
+        )
+    };
+    let mut sensors: Vec<String> = (0..SENSORS).map(sensor).collect();
+    sensors.push(r#"{"device_id":"d-bad","value":"hot"}"#.to_string());
+    finish(vec![
+        publish(mqtt.port, "sensors/room1", 1, sensors),
+        publish(mqtt.port, "metrics/cpu", 1, vec!["42".into(), "3.5".into()]),
+        publish(mqtt.port, "devices/d1/binary", 1, vec!["\u{1}\u{2}".into()]),
+    ]);
+    let dead_letters = "/default/mqtt-schema-example-dlq";
+    let arrived = wait_until_async(Duration::from_secs(30), || {
+        partitions(&broker, "/iot/sensors", 8).len() == SENSORS
+            && partitions(&broker, "/iot/metrics", 2).len() == 2
+            && partitions(&broker, "/iot/binary", 4).len() == 1
+            && broker.messages(dead_letters).len() == 1
+    })
+    .await;
+    assert!(
+        arrived,
+        "sensors {}, metrics {}, binary {}, dead letters {}; log:\n{}",
+        partitions(&broker, "/iot/sensors", 8).len(),
+        partitions(&broker, "/iot/metrics", 2).len(),
+        partitions(&broker, "/iot/binary", 4).len(),
+        broker.messages(dead_letters).len(),
+        host.log()
+    );
+    for message in partitions(&broker, "/iot/sensors", 8)
+        .iter()
+        .chain(partitions(&broker, "/iot/metrics", 2).iter())
+    {
+        assert!(message.schema_id.is_some(), "{message:?}");
+    }
+    let refused = &broker.messages(dead_letters)[0];
+    assert!(payload(refused).contains("d-bad"));
+    assert_eq!(refused.attributes["dlq.error_class"], "invalid_data");
+    // The connector's state lives in the working directory, as upstream's.
+    assert!(host.terminate(Duration::from_secs(30)).success());
+    assert!(cwd.join("danube-state").is_dir());
+}

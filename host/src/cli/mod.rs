@@ -95,6 +95,11 @@ struct RunArgs {
     /// Log format on standard error.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
+    /// Also let the connector connect to HOST:PORT, as an entry of
+    /// `[sandbox] allow` does (repeatable): for a file written without a
+    /// `[sandbox]` table, such as danube-connect's, run as it is.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "modules_dir")]
+    allow: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -144,7 +149,10 @@ fn load(args: &RunArgs) -> Result<(PathBuf, ConnectorConfig), ExitCode> {
         ));
     };
     match ConnectorConfig::load(&config_path) {
-        Ok(config) => Ok((module, config)),
+        Ok(mut config) => {
+            config.host.sandbox.allow.extend(args.allow.iter().cloned());
+            Ok((module, config))
+        }
         Err(e) => usage(&e.to_string()),
     }
 }

@@ -87,6 +87,14 @@ pub async fn wait_until_async(deadline: Duration, mut condition: impl FnMut() ->
     }
 }
 
+/// How [`Host::spawn`] starts the binary beyond its module and configuration.
+#[derive(Default)]
+struct Launch<'a> {
+    group_leader: bool,
+    dir: Option<&'a Path>,
+    args: &'a [&'a str],
+}
+
 /// A running `danube-host`, killed if the test ends without stopping it.
 pub struct Host {
     child: Option<Child>,
@@ -102,7 +110,23 @@ impl Host {
 
     /// [`Host::start`] with the `danube-host` binary at `binary`.
     pub fn start_binary(binary: &Path, module: &Path, config: &Path, env: &[(&str, &str)]) -> Host {
-        Host::spawn(binary, module, config, env, false)
+        Host::spawn(binary, module, config, env, Launch::default())
+    }
+
+    /// [`Host::start`] in the working directory `dir`, with more arguments.
+    pub fn start_in(
+        dir: &Path,
+        module: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Host {
+        let launch = Launch {
+            dir: Some(dir),
+            args,
+            ..Launch::default()
+        };
+        Host::spawn(Path::new(host_bin()), module, config, env, launch)
     }
 
     /// [`Host::start`] as the leader of a process group of its own, as a
@@ -110,7 +134,11 @@ impl Host {
     /// [`Host::signal_group`] reaches it and whatever else is in its group,
     /// as Ctrl-C in a terminal does.
     pub fn start_group_leader(module: &Path, config: &Path, env: &[(&str, &str)]) -> Host {
-        Host::spawn(Path::new(host_bin()), module, config, env, true)
+        let launch = Launch {
+            group_leader: true,
+            ..Launch::default()
+        };
+        Host::spawn(Path::new(host_bin()), module, config, env, launch)
     }
 
     fn spawn(
@@ -118,7 +146,7 @@ impl Host {
         module: &Path,
         config: &Path,
         env: &[(&str, &str)],
-        group_leader: bool,
+        launch: Launch,
     ) -> Host {
         use std::os::unix::process::CommandExt;
         let stderr_file = config.with_extension("log");
@@ -129,6 +157,7 @@ impl Host {
             .arg(module)
             .arg("--config")
             .arg(config)
+            .args(launch.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -136,8 +165,11 @@ impl Host {
         for (k, v) in env {
             command.env(k, v);
         }
-        if group_leader {
+        if launch.group_leader {
             command.process_group(0);
+        }
+        if let Some(dir) = launch.dir {
+            command.current_dir(dir);
         }
         Host {
             child: Some(command.spawn().expect("danube-host starts")),
