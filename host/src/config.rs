@@ -23,6 +23,8 @@ pub const ENV_SERVICE_URL: &str = "DANUBE_SERVICE_URL";
 pub const ENV_CONNECTOR_NAME: &str = "CONNECTOR_NAME";
 /// Overrides `[metrics] bind`; the container image sets it to `0.0.0.0`.
 pub const ENV_METRICS_BIND: &str = "METRICS_BIND";
+/// Overrides `[metrics] port` (and so `[processing] metrics_port`).
+pub const ENV_METRICS_PORT: &str = "METRICS_PORT";
 pub const ENV_CONFIG_PATH: &str = "CONNECTOR_CONFIG_PATH";
 pub const ENV_LOG_LEVEL: &str = "LOG_LEVEL";
 
@@ -426,13 +428,20 @@ impl ConnectorConfig {
         for (var, table, key) in [
             (ENV_LOG_LEVEL, "processing", "log_level"),
             (ENV_METRICS_BIND, "metrics", "bind"),
+            (ENV_METRICS_PORT, "metrics", "port"),
         ] {
             if let Some(value) = env(var) {
                 let table = root
                     .entry(table)
                     .or_insert_with(|| toml::Value::Table(toml::Table::new()));
                 if let toml::Value::Table(t) = table {
-                    t.insert(key.into(), toml::Value::String(value));
+                    // A port is a number; a value that is not one is named
+                    // by the type check below.
+                    let value = match key {
+                        "port" => parse_env_value(&value),
+                        _ => toml::Value::String(value),
+                    };
+                    t.insert(key.into(), value);
                 }
             }
         }
@@ -957,6 +966,7 @@ count = 3
     fn env_overrides_root_and_connector_keys() {
         let env = |k: &str| match k {
             "DANUBE_SERVICE_URL" => Some("http://10.0.0.1:6650".to_string()),
+            "METRICS_PORT" => Some("9191".to_string()),
             "DATAGEN_COUNT" => Some("7".to_string()),
             "DATAGEN_PASSWORD" => Some("s3cret".to_string()),
             "DATAGEN_TOKEN" => Some("123456".to_string()),
@@ -966,6 +976,7 @@ count = 3
         };
         let mut c = ConnectorConfig::parse(MINIMAL, Path::new("c.toml"), &env).unwrap();
         assert_eq!(c.host.danube_service_url, "http://10.0.0.1:6650");
+        assert_eq!(c.host.metrics_addr().port(), 9191);
         c.connector
             .insert("pin".into(), toml::Value::String("1".into()));
         c.apply_connector_env(

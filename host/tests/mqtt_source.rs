@@ -1222,18 +1222,20 @@ async fn tls_connections_verify_the_broker_and_carry_the_flow() {
     }
 }
 
-/// `danube-host validate` on a fixture of `tests/fixtures/danube-connectors`
-/// (danube-connect's own files, unchanged), run in its `source-mqtt/`
-/// directory as upstream runs it.
-fn validate_upstream(file: &str) -> std::process::Output {
+/// `danube-host COMMAND` (`validate` or `run`) on a fixture of
+/// `tests/fixtures/danube-connectors` (danube-connect's own files,
+/// unchanged), run in its `source-mqtt/` directory as upstream runs it.
+fn upstream(command: &str, file: &str) -> std::process::Output {
     let dir =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/danube-connectors/source-mqtt");
     Command::new(common::host_bin())
         .current_dir(&dir)
-        .args(["validate", "--module"])
+        .args([command, "--module"])
         .arg(module())
         .arg("--config")
         .arg(dir.join(file))
+        // Its metrics port is fixed (9090); tests run side by side.
+        .env("METRICS_PORT", "0")
         .env(
             "XDG_CACHE_HOME",
             common::target_dir().join("test-module-cache"),
@@ -1249,20 +1251,24 @@ fn validate_upstream(file: &str) -> std::process::Output {
 /// exist in upstream's container, not here.
 #[test]
 fn danube_connect_mqtt_configurations_validate_unchanged() {
-    let out = validate_upstream("config/connector-with-schemas.toml");
+    let out = upstream("validate", "config/connector-with-schemas.toml");
     assert!(
         out.status.success(),
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = validate_upstream("example/connector.toml");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("cannot read schema_file /etc/schemas/sensor-data.json"),
-        "{stderr}"
-    );
+    // `run` checks what `validate` does, first: it refuses the example for
+    // the same reason, before it reaches any broker.
+    for command in ["validate", "run"] {
+        let out = upstream(command, "example/connector.toml");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("cannot read schema_file /etc/schemas/sensor-data.json"),
+            "{command}: {stderr}"
+        );
+    }
 }
 
 /// Copies the directory tree `from` to `to`.
@@ -1310,6 +1316,8 @@ async fn danube_connect_mqtt_configuration_runs_unchanged() {
         ("DANUBE_SERVICE_URL", broker.url()),
         ("MQTT_BROKER_HOST", "127.0.0.1".to_string()),
         ("MQTT_BROKER_PORT", port),
+        // Its metrics port is fixed (9090); tests run side by side.
+        ("METRICS_PORT", "0".to_string()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let host = Host::start_in(&cwd, &module(), &config, &env, &["--allow", &allow]);

@@ -214,39 +214,42 @@ pub enum Invalid {
 }
 
 /// Loads `module` in a throwaway worker (no state, no broker) and checks
-/// `config`'s connector table against what the module says of it: its
-/// schema's keys and rules, or the keys its example shows.
+/// what every start checks before it reaches the broker.
 pub async fn validate(
     module: &Path,
     config: &ConnectorConfig,
     log: &LogSettings,
 ) -> Result<ModuleInfo, Invalid> {
-    // What needs neither the guest nor the broker: the schema files.
-    for entry in &config.host.schemas {
-        crate::schema::read_schema_file(config, entry)
-            .map_err(|e| Invalid::Config(format!("{}: [[schemas]] {e}", config.path.display())))?;
-    }
-    check_sandbox(module, config).map_err(Invalid::Config)?;
+    check_files(module, config).map_err(Invalid::Config)?;
     let worker = start_worker(module, Some(config), StateStore::in_memory(), log, None)
         .await
         .map_err(Invalid::Module)?;
     let info = worker.info().clone();
     worker.stop().await;
-    let table = ConnectorTable::of(&info).map_err(|e| Invalid::Module(anyhow::anyhow!(e)))?;
-    check_table(&table, config, &info).map_err(Invalid::Config)?;
+    check_connector(&mut config.clone(), &info)?;
     Ok(info)
 }
 
-/// Checks `config`'s connector table against what the module says of it;
-/// the error is one line naming the file, the key and the connector.
-fn check_table(
-    table: &ConnectorTable,
-    config: &ConnectorConfig,
-    info: &ModuleInfo,
-) -> Result<(), String> {
+/// What `validate` and every start check before loading the module: the
+/// schema files can be read, the sandbox's grants are sound.
+fn check_files(module: &Path, config: &ConnectorConfig) -> Result<(), String> {
+    for entry in &config.host.schemas {
+        crate::schema::read_schema_file(config, entry)
+            .map_err(|e| format!("{}: [[schemas]] {e}", config.path.display()))?;
+    }
+    check_sandbox(module, config)
+}
+
+/// What `validate` and every start check once the module has described
+/// itself: its configuration schema is usable, and the connector's table,
+/// with the environment's overrides applied to `config`, fits it. Errors
+/// are one line naming the file, the key and the connector.
+fn check_connector(config: &mut ConnectorConfig, info: &ModuleInfo) -> Result<(), Invalid> {
+    let table = ConnectorTable::of(info).map_err(|e| Invalid::Module(anyhow::anyhow!(e)))?;
+    config.apply_connector_env(&table, &|k| std::env::var(k).ok());
     table
         .check(config.section.as_deref(), &config.connector)
-        .map_err(|e| format!("{}: {e} ({})", config.path.display(), info.name))
+        .map_err(|e| Invalid::Config(format!("{}: {e} ({})", config.path.display(), info.name)))
 }
 
 /// Supervises one connector until `shutdown` turns true (then drains) or it
@@ -292,24 +295,18 @@ async fn supervise_workers(
         }
     };
 
-    check_sandbox(&module, &config).map_err(|m| Failure::new(exit::CONFIG, m))?;
+    check_files(&module, &config).map_err(|m| Failure::new(exit::CONFIG, m))?;
     let first = spawn(&config)
         .await
         .map_err(|e| Failure::new(exit::MODULE, format!("{e:#}")))?;
     let info = first.info().clone();
     tracing::info!(module = %module.display(), world = %info.world, guest = %info.name, guest_version = %info.version, "module loaded");
-    let table = match ConnectorTable::of(&info) {
-        Ok(table) => table,
-        Err(e) => {
-            first.stop().await;
-            return Err(Failure::new(exit::MODULE, e));
-        }
-    };
-    config.apply_connector_env(&table, &|k| std::env::var(k).ok());
-    // What `validate` checks, after the environment's overrides.
-    if let Err(message) = check_table(&table, &config, &info) {
+    if let Err(invalid) = check_connector(&mut config, &info) {
         first.stop().await;
-        return Err(Failure::new(exit::CONFIG, message));
+        return Err(match invalid {
+            Invalid::Module(e) => Failure::new(exit::MODULE, format!("{e:#}")),
+            Invalid::Config(message) => Failure::new(exit::CONFIG, message),
+        });
     }
     let config = config;
 
