@@ -41,6 +41,10 @@ connection_timeout_secs = 10
 clean_session = false
 # Add mqtt.topic, mqtt.qos, mqtt.retain and mqtt.dup attributes to each record.
 include_metadata = true
+# Payloads as received ("raw", the default), or as danube-connect publishes
+# them ("json_or_base64"): JSON as it is, anything else as
+# {"data": "<base64>", "size": N, "encoding": "base64"}.
+payload_format = "raw"
 # Largest PUBLISH packet accepted, bytes; larger ones are logged, counted and dropped.
 max_packet_size = 10485760
 # Disable Nagle's algorithm on the MQTT socket.
@@ -147,6 +151,38 @@ impl schemars::JsonSchema for Qos {
             "type": ["string", "integer"],
             "description": "AtMostOnce, AtLeastOnce, ExactlyOnce (any case), or 0, 1, 2",
         })
+    }
+}
+
+/// How an MQTT payload becomes a record's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// As received, byte for byte.
+    #[default]
+    Raw,
+    /// As danube-connect publishes it: a JSON payload as it is, anything
+    /// else as `{"data": "<base64>", "size": N, "encoding": "base64"}`, so
+    /// that every record on the topic is JSON.
+    JsonOrBase64,
+}
+
+impl PayloadFormat {
+    pub fn encode(self, payload: Vec<u8>) -> Vec<u8> {
+        use base64::Engine;
+        match self {
+            PayloadFormat::JsonOrBase64
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() =>
+            {
+                let envelope = serde_json::json!({
+                    "data": base64::engine::general_purpose::STANDARD.encode(&payload),
+                    "size": payload.len(),
+                    "encoding": "base64",
+                });
+                envelope.to_string().into_bytes()
+            }
+            _ => payload,
+        }
     }
 }
 
@@ -340,6 +376,11 @@ pub struct Config {
     /// attributes to each record. Default: true.
     #[serde(default = "yes")]
     pub include_metadata: bool,
+    /// How MQTT payloads are published: `raw` (the default), as received;
+    /// `json_or_base64`, as danube-connect publishes them (JSON as it is,
+    /// anything else as `{"data": "<base64>", "size": N, "encoding": "base64"}`).
+    #[serde(default)]
+    pub payload_format: PayloadFormat,
     /// Largest PUBLISH packet accepted, in bytes; larger ones are logged,
     /// counted and dropped. Default: 10485760 (10 MiB).
     #[serde(default = "default_max_packet_size")]
@@ -401,6 +442,7 @@ pub struct Settings {
     pub connection_timeout_secs: u64,
     pub clean_session: bool,
     pub include_metadata: bool,
+    pub payload_format: PayloadFormat,
     pub max_packet_size: usize,
     pub tcp_nodelay: bool,
     /// Set when `use_tls`: the loaded client configuration.
@@ -527,6 +569,7 @@ impl Config {
             connection_timeout_secs: self.connection_timeout_secs,
             clean_session: self.clean_session,
             include_metadata: self.include_metadata,
+            payload_format: self.payload_format,
             max_packet_size: self.max_packet_size,
             tcp_nodelay: self.tcp_nodelay,
             tls,
@@ -639,6 +682,28 @@ mod tests {
         assert_eq!(s.routes[0].partitions, 8);
         assert!(s.routes[0].reliable);
         assert_eq!(s.producers().len(), 1);
+    }
+
+    /// As danube-connect publishes MQTT payloads: JSON as it is, anything
+    /// else in a base64 envelope; `raw` (the default) leaves them alone.
+    #[test]
+    fn payloads_as_received_or_as_danube_connect_publishes_them() {
+        let json = br#"{"t": 21.5}"#.to_vec();
+        let text = b"not json \xff".to_vec();
+        assert_eq!(PayloadFormat::Raw.encode(text.clone()), text);
+        assert_eq!(PayloadFormat::JsonOrBase64.encode(json.clone()), json);
+        let envelope: serde_json::Value =
+            serde_json::from_slice(&PayloadFormat::JsonOrBase64.encode(text.clone())).unwrap();
+        assert_eq!(
+            envelope,
+            serde_json::json!({"data": "bm90IGpzb24g/w==", "size": 10, "encoding": "base64"})
+        );
+        let s = settings(
+            r#"{"client_id": "c", "payload_format": "json_or_base64",
+            "routes": [{"from": "a", "to": "/default/a"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.payload_format, PayloadFormat::JsonOrBase64);
     }
 
     #[test]

@@ -221,7 +221,8 @@ impl MqttSource {
         let position = (self.generation << GENERATION_SHIFT) | self.next_seq;
         self.next_seq += 1;
         let mut record =
-            SourceRecord::from_bytes(route.topic.clone(), m.payload).with_offset(STREAM, position);
+            SourceRecord::from_bytes(route.topic.clone(), self.s.payload_format.encode(m.payload))
+                .with_offset(STREAM, position);
         if route.routing_key == RoutingKey::Topic {
             record = record.with_key(m.topic.clone());
         }
