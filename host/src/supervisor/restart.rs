@@ -109,7 +109,7 @@ pub(super) async fn run_workers<D: Danube, G: Guest, S: Future<Output = Result<G
         };
         let started = tokio::time::Instant::now();
         let progress_before = pipeline.as_ref().map_or(0, Pipeline::progress);
-        let running = match open(&worker, config).await {
+        let running = match open(&worker, config, policy).await {
             Ok(opened) => match pipeline.take() {
                 Some(p) => Ok(p),
                 None => Pipeline::start(danube, config, policy, opened, shutdown).await,
@@ -174,21 +174,36 @@ pub(super) async fn run_workers<D: Danube, G: Guest, S: Future<Output = Result<G
     result
 }
 
-/// Calls the guest's `open` with its configuration table.
-async fn open(worker: &impl Guest, config: &ConnectorConfig) -> Result<Opened, Stop> {
-    let call = crate::contract::Call::Open {
-        config_json: config.connector_json(),
+/// Calls the guest's `open` with its configuration table. An external
+/// system that is not reachable yet (`retryable`) is waited for, with the
+/// `[retry]` backoff, as any other retried call.
+async fn open(
+    worker: &impl Guest,
+    config: &ConnectorConfig,
+    policy: &RetryPolicy,
+) -> Result<Opened, Stop> {
+    let attempt = || async {
+        let call = crate::contract::Call::Open {
+            config_json: config.connector_json(),
+        };
+        match worker.call(new_trace_id(), call).await {
+            Ok(CallOutcome::Opened(opened)) => Ok(opened),
+            Ok(CallOutcome::Error(ConnectorError::Retryable(why))) => {
+                Err((Stop::Fatal(format!("open failed: {why}")), true))
+            }
+            Ok(CallOutcome::Error(ConnectorError::Config(m))) => Err((
+                Stop::Config(format!(
+                    "{}: [{}] {m}",
+                    config.path.display(),
+                    config.section.as_deref().unwrap_or("connector")
+                )),
+                false,
+            )),
+            Ok(other) => Err((outcome_error("open", other), false)),
+            Err(e) => Err((Stop::WorkerGone(e.to_string()), false)),
+        }
     };
-    match worker.call(new_trace_id(), call).await {
-        Ok(CallOutcome::Opened(opened)) => Ok(opened),
-        Ok(CallOutcome::Error(ConnectorError::Config(m))) => Err(Stop::Config(format!(
-            "{}: [{}] {m}",
-            config.path.display(),
-            config.section.as_deref().unwrap_or("connector")
-        ))),
-        Ok(other) => Err(outcome_error("open", other)),
-        Err(e) => Err(Stop::WorkerGone(e.to_string())),
-    }
+    retry::retry(policy, "open", attempt).await
 }
 
 /// Asks the guest's `health()` every `interval`: a failure marks the connector
@@ -352,6 +367,60 @@ mod tests {
             u64::from(spawned.load(Ordering::Relaxed))
         );
         assert!(broker.published("/default/t-dlq").is_empty());
+    }
+
+    /// An external system not reachable when the connector opens is waited
+    /// for with the `[retry]` backoff, on the same worker; once the retries
+    /// are spent the connector stops naming the guest's reason.
+    #[tokio::test(start_paused = true)]
+    async fn a_retryable_open_is_retried_with_backoff() {
+        let broker = MemoryBroker::new().await;
+        broker.create_topic(TOPIC);
+        broker.produce(TOPIC, b"r", &[]);
+        let config = test_config("[retry]\nmax_retries = 3\nretry_backoff_ms = 100\n");
+        let (policy, observability) = test_policy(config);
+        let opening = |refusals: u32| {
+            let mut opens = 0;
+            ScriptedGuest::new(move |call| match call {
+                Call::Open { .. } => {
+                    opens += 1;
+                    match opens <= refusals {
+                        true => Answer::Outcome(CallOutcome::Error(ConnectorError::Retryable(
+                            "connection refused".into(),
+                        ))),
+                        false => Answer::Outcome(opened_sink()),
+                    }
+                }
+                Call::ProcessBatch { .. } => Answer::Outcome(CallOutcome::Processed(Vec::new())),
+                _ => Answer::Outcome(CallOutcome::Done),
+            })
+        };
+        let no_spawn = || async { Err::<ScriptedGuest, _>(Stop::Fatal("no second worker".into())) };
+        let (shutdown, watching) = watch::channel(false);
+        let began = Instant::now();
+        let drive = async {
+            until(|| broker.acked(TOPIC).len() == 1).await;
+            shutdown.send_replace(true);
+        };
+        let (result, ()) = tokio::join!(
+            run_workers(&broker, config, &policy, opening(2), no_spawn, &watching),
+            drive
+        );
+        result.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            counted(&observability, "connector_retries_total", "open"),
+            2
+        );
+        // Waits of 50-100 and 100-200 ms before the third open.
+        assert!(began.elapsed() >= Duration::from_millis(150));
+
+        let (policy, _observability) = test_policy(config);
+        let (_shutdown, watching) = watch::channel(false);
+        let result = run_workers(&broker, config, &policy, opening(10), no_spawn, &watching).await;
+        match result {
+            Err(Stop::Fatal(why)) => assert_eq!(why, "open failed: connection refused"),
+            other => panic!("expected the connector to stop, got {other:?}"),
+        }
     }
 
     /// A drain asked for while waiting to restart a worker ends the loop at
