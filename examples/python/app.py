@@ -2,7 +2,7 @@
 to them and appends them as lines to a file. See README.md."""
 
 import os
-from typing import List
+from typing import List, Optional
 
 import danube_connect as dc
 from enrich import Rules
@@ -32,7 +32,7 @@ class Opened:
         self.out = out
 
 
-opened: Opened
+opened: Optional[Opened] = None
 
 
 class SinkConnector(exports.SinkConnector):
@@ -81,4 +81,6 @@ class SinkConnector(exports.SinkConnector):
         return None
 
     def close(self) -> None:
-        opened.out.close()
+        # `close` may come without `open` (the host's contract).
+        if opened is not None:
+            opened.out.close()

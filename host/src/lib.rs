@@ -8,6 +8,7 @@ pub mod bindings;
 pub mod capability;
 pub mod cli;
 pub mod config;
+pub mod conformance;
 pub mod connector_table;
 pub mod contract;
 pub mod directory;

@@ -728,3 +728,123 @@ fn grants_reaching_the_hosts_own_files_are_refused() {
     let out = case(&dir.path().join("out"), "");
     assert_eq!(out.code, OK, "{out:#?}");
 }
+
+// ---- `danube-host test`: the conformance checks ----
+
+/// `danube-host test --module M --config C`.
+fn conformance(module: &Path, config: &Path) -> Output {
+    host(&[
+        "test",
+        "--log-format",
+        "text",
+        "--module",
+        module.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+}
+
+/// The rows of a report as (verdict, check).
+fn rows(out: &Output) -> Vec<(String, String)> {
+    out.stdout
+        .lines()
+        .filter_map(|l| {
+            let l = l.strip_prefix("  ")?;
+            let (verdict, rest) = l.split_once("  ")?;
+            let check = rest.split("  ").next()?.trim().to_string();
+            Some((verdict.to_string(), check))
+        })
+        .collect()
+}
+
+#[test]
+fn the_repositorys_source_and_sink_keep_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let datagen = write(
+        dir.path(),
+        "datagen.toml",
+        format!("{ROOT}\n[datagen]\ntopics = [\"/default/d\"]\n"),
+    );
+    let out = conformance(&guest("datagen-source"), &datagen);
+    assert_eq!(out.code, OK, "{out:#?}");
+    let rows = rows(&out);
+    assert!(rows.len() >= 11, "{out:#?}");
+    // A source that produces records runs every check but the one its
+    // schema makes the host's (an unknown key).
+    for (verdict, check) in &rows {
+        let expected = match check.as_str() {
+            "open refuses an unknown key, naming it" => "skip",
+            _ => "pass",
+        };
+        assert_eq!(verdict, expected, "{check}: {out:#?}");
+    }
+    assert!(
+        out.stdout
+            .contains("pass  a restarted instance resumes after its last commit"),
+        "{}",
+        out.stdout
+    );
+
+    let written = dir.path().join("out");
+    std::fs::create_dir(&written).unwrap();
+    let sink = write(
+        dir.path(),
+        "file.toml",
+        format!(
+            "{ROOT}\n[sandbox]\ndirs = [\"{0}\"]\n[file]\npath = \"{0}\"\ntopics = [\"/default/d\"]\n",
+            written.display()
+        ),
+    );
+    let out = conformance(&guest("file-sink"), &sink);
+    assert_eq!(out.code, OK, "{out:#?}");
+    assert!(
+        out.stdout
+            .contains("pass  process-batch reports failures within its batch  3 of 3 written"),
+        "{}",
+        out.stdout
+    );
+    let lines = std::fs::read_to_string(written.join("records.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 3);
+}
+
+/// A source that returns more records than it was asked for fails the
+/// check, with the reason, and the command exits 4.
+#[test]
+fn a_connector_breaking_the_contract_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "probe.toml",
+        format!("{ROOT}\n[probe]\noverfill_poll = true\n"),
+    );
+    let out = conformance(&guest("probe-source"), &config);
+    assert_eq!(out.code, 4, "{out:#?}");
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("poll returns at most max"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(line.starts_with("  FAIL"), "{line}");
+    assert!(
+        line.contains("poll returned 4 records when asked for at most 3"),
+        "{line}"
+    );
+    assert!(out.stdout.contains(" 1 failed"), "{}", out.stdout);
+}
+
+/// What does not validate is not tested: the same error and exit code as
+/// `validate`.
+#[test]
+fn test_refuses_what_validate_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "datagen.toml",
+        format!("{ROOT}\n[datagen]\nrtae = 1\n"),
+    );
+    let out = conformance(&guest("datagen-source"), &config);
+    out.fails_with(
+        CONFIG,
+        &["unknown key `datagen.rtae`; did you mean `datagen.rate`?"],
+    );
+}

@@ -339,3 +339,47 @@ fn a_module_without_a_schema_is_checked_against_its_example() {
         "{stderr}"
     );
 }
+
+/// Every example keeps the contract as `danube-host test` checks it (each
+/// with its own configuration, its files in a directory of the test's).
+#[test]
+fn every_example_passes_the_conformance_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let root = "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"conformance\"\n";
+    let grant = format!("[sandbox]\ndirs = [\"{}\"]\n", out.display());
+    for (module, table) in [
+        (
+            example("python", "json_filter_sink"),
+            format!(
+                "{grant}[json_filter]\ntopic = \"/default/e\"\npath = \"{}/kept.jsonl\"\n",
+                out.display()
+            ),
+        ),
+        (
+            example("js", "counter_source"),
+            "[counter]\ntopic = \"/default/counter\"\n".to_string(),
+        ),
+        (
+            example("c", "line_sink"),
+            format!(
+                "{grant}[line]\ntopic = \"/default/l\"\npath = \"{}/lines.txt\"\n",
+                out.display()
+            ),
+        ),
+    ] {
+        let config = dir.path().join("c.toml");
+        std::fs::write(&config, format!("{root}{table}")).unwrap();
+        let (code, stdout, stderr) = run_host(&[
+            "test",
+            "--module",
+            module.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{}:\n{stdout}{stderr}", module.display());
+        assert!(!stdout.contains("FAIL"), "{stdout}");
+        assert!(stdout.contains(" 0 failed"), "{stdout}");
+    }
+}

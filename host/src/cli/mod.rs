@@ -7,12 +7,14 @@
 //! danube-host --modules-dir connectors/                            # run every NAME.wasm + NAME.toml
 //! danube-host validate --module m.wasm --config c.toml            # check without running
 //! danube-host inspect m.wasm                                       # what a module is
+//! danube-host test --module m.wasm --config c.toml                # check it keeps the contract
 //! danube-host new --lang python my-sink                            # start a connector
 //! ```
 
 mod inspect;
 mod new;
 mod run;
+mod test;
 mod validate;
 
 use std::net::IpAddr;
@@ -47,6 +49,9 @@ enum Command {
     Run(RunArgs),
     /// Check a configuration file and a module without running them.
     Validate(RunArgs),
+    /// Check a module against the contract: the calls in the host's orders,
+    /// each answer held to what the contract promises (exit 4 if one fails).
+    Test(RunArgs),
     /// Describe a module: its world, contract version and configuration.
     Inspect {
         /// The connector's .wasm component.
@@ -120,6 +125,13 @@ pub fn main() -> ExitCode {
             let log = log_settings("warn", log_format);
             runtime().block_on(inspect::inspect(module, log))
         }
+        Some(Command::Test(args)) => match load(&args) {
+            Ok((module, config)) => {
+                let log = log_settings("warn", args.log_format);
+                runtime().block_on(test::test(module, config, log))
+            }
+            Err(code) => code,
+        },
         Some(Command::Validate(args)) => match load(&args) {
             Ok((module, config)) => {
                 let log = log_settings("warn", args.log_format);

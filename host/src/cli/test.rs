@@ -1,0 +1,60 @@
+//! `danube-host test`: the module checked against the contract
+//! ([`crate::conformance`]), as a table with a reason per row; exit code 4
+//! when a check fails, for CI.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::ConnectorConfig;
+use crate::conformance::{self, Verdict};
+use crate::exit;
+use crate::supervisor::{self, Invalid, LogSettings};
+
+/// Validates the module and its configuration as `validate` does (what does
+/// not validate is not tested), then runs the checks.
+pub async fn test(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> ExitCode {
+    match supervisor::validate(&module, &config, &log).await {
+        Ok(_) => {}
+        Err(Invalid::Module(e)) => {
+            eprintln!("danube-host: cannot load {}: {e:#}", module.display());
+            return ExitCode::from(exit::MODULE);
+        }
+        Err(Invalid::Config(message)) => {
+            eprintln!("danube-host: {message}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    }
+    let report = match conformance::run(&module, &config, &log).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("danube-host: cannot load {}: {e:#}", module.display());
+            return ExitCode::from(exit::MODULE);
+        }
+    };
+    let info = &report.info;
+    println!(
+        "{} {} ({} connector, danube:connect@{})",
+        info.name, info.version, info.world, info.wit_version
+    );
+    let width = report.rows.iter().map(|r| r.check.len()).max().unwrap_or(0);
+    for row in &report.rows {
+        let (verdict, detail) = match &row.verdict {
+            Verdict::Pass(d) => ("pass", d),
+            Verdict::Fail(d) => ("FAIL", d),
+            Verdict::Skip(d) => ("skip", d),
+        };
+        println!("  {verdict}  {:width$}  {detail}", row.check);
+    }
+    let count = |f: fn(&Verdict) -> bool| report.rows.iter().filter(|r| f(&r.verdict)).count();
+    let failed = count(Verdict::failed);
+    println!(
+        "{} checks: {} passed, {failed} failed, {} skipped",
+        report.rows.len(),
+        count(|v| matches!(v, Verdict::Pass(_))),
+        count(|v| matches!(v, Verdict::Skip(_))),
+    );
+    ExitCode::from(match failed {
+        0 => exit::OK,
+        _ => exit::FATAL,
+    })
+}

@@ -1,0 +1,448 @@
+//! `danube-host test`: a module checked against the contract
+//! (`docs/authoring.md`), the host playing its part directly, without a
+//! broker: the calls come in the orders the host makes them, and each
+//! answer is held to what the contract promises. Every check is a row that
+//! passes, fails with the reason, or is skipped with the reason (a source
+//! that produced nothing cannot show how it resumes).
+//!
+//! The module runs in real workers with the configuration's `[sandbox]`, so
+//! a connector that needs an external system needs it reachable here too.
+//! The module and its configuration are expected to pass `validate` first.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::capability::state::StateStore;
+use crate::config::ConnectorConfig;
+use crate::connector_table::ConnectorTable;
+use crate::contract::{
+    Call, CallOutcome, ConnectorError, ModuleInfo, Offset, Opened, SinkRecord, SourceRecord, World,
+};
+use crate::supervisor::{Guest, LogSettings, Worker, start_worker};
+
+/// How long a source gets to produce the records the checks look at.
+const RECORDS_WITHIN: Duration = Duration::from_secs(5);
+/// How many records a source's checks look at.
+const RECORDS: usize = 10;
+/// How much longer than its `timeout-ms` a poll may take (a worker's own
+/// overhead, a busy machine).
+const POLL_SLACK: Duration = Duration::from_secs(1);
+/// The key added to the table to see that unknown keys are refused.
+const UNKNOWN_KEY: &str = "conformance_unknown_key";
+
+/// One check and how it came out.
+pub struct Row {
+    pub check: &'static str,
+    pub verdict: Verdict,
+}
+
+pub enum Verdict {
+    Pass(String),
+    Fail(String),
+    Skip(String),
+}
+
+impl Verdict {
+    pub fn failed(&self) -> bool {
+        matches!(self, Verdict::Fail(_))
+    }
+}
+
+/// The module's description and its rows.
+pub struct Report {
+    pub info: ModuleInfo,
+    pub rows: Vec<Row>,
+}
+
+/// Runs every check of the module's world. `Err` is a module that cannot be
+/// loaded at all.
+pub async fn run(
+    module: &Path,
+    config: &ConnectorConfig,
+    log: &LogSettings,
+) -> anyhow::Result<Report> {
+    let state_dir = tempfile::tempdir()?;
+    let harness = Harness {
+        module,
+        config,
+        log,
+        state_file: state_dir.path().join("state.json"),
+    };
+    let first = harness.worker().await?;
+    let info = first.info().clone();
+    let mut rows = vec![Row {
+        check: "describe answers without open",
+        verdict: Verdict::Pass(format!("{} {}", info.name, info.version)),
+    }];
+    rows.push(Row {
+        check: "close without open",
+        verdict: match call(&first, Call::Close).await {
+            CallOutcome::Done => Verdict::Pass(String::new()),
+            other => Verdict::Fail(unexpected(&other)),
+        },
+    });
+    first.stop().await;
+    rows.push(harness.unknown_key_check(&info).await?);
+    match info.world {
+        World::Source => harness.source_checks(&mut rows).await?,
+        World::Sink => harness.sink_checks(&mut rows).await?,
+    }
+    Ok(Report { info, rows })
+}
+
+struct Harness<'a> {
+    module: &'a Path,
+    config: &'a ConnectorConfig,
+    log: &'a LogSettings,
+    /// The state store every worker of the run shares, as a restarted
+    /// connector's workers do.
+    state_file: std::path::PathBuf,
+}
+
+impl Harness<'_> {
+    async fn worker(&self) -> anyhow::Result<Worker> {
+        let state = StateStore::open(&self.state_file)?;
+        start_worker(self.module, Some(self.config), state, self.log, None).await
+    }
+
+    /// An unknown key must be a `config` error naming it: a typo in an
+    /// operator's file must not go unnoticed.
+    async fn unknown_key_check(&self, info: &ModuleInfo) -> anyhow::Result<Row> {
+        let check = "open refuses an unknown key, naming it";
+        let mut table = self.config.connector.clone();
+        table.insert(UNKNOWN_KEY.into(), toml::Value::Integer(1));
+        if ConnectorTable::of(info).is_ok_and(|t| t.check(None, &table).is_err()) {
+            return Ok(Row {
+                check,
+                verdict: Verdict::Skip(
+                    "the host refuses it by the module's schema, before open".into(),
+                ),
+            });
+        }
+        let worker = self.worker().await?;
+        let config_json = serde_json::to_string(&table)?;
+        let verdict = match call(&worker, Call::Open { config_json }).await {
+            CallOutcome::Error(ConnectorError::Config(m)) if m.contains(UNKNOWN_KEY) => {
+                Verdict::Pass(m)
+            }
+            CallOutcome::Error(ConnectorError::Config(m)) => Verdict::Fail(format!(
+                "a config error that does not name `{UNKNOWN_KEY}`: {m}"
+            )),
+            CallOutcome::Opened(_) => Verdict::Fail(format!(
+                "`{UNKNOWN_KEY}` was accepted: a mistyped key would go unnoticed (refuse unknown fields)"
+            )),
+            other => Verdict::Fail(unexpected(&other)),
+        };
+        let _ = call(&worker, Call::Close).await;
+        worker.stop().await;
+        Ok(Row { check, verdict })
+    }
+
+    async fn source_checks(&self, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+        let worker = self.worker().await?;
+        let Some(Opened::Source(producers)) = self.open(&worker, rows).await else {
+            worker.stop().await;
+            return Ok(());
+        };
+        let topics: Vec<String> = producers.into_iter().map(|p| p.topic).collect();
+
+        // Polls until enough records, holding each poll to its bounds.
+        let (max, timeout_ms) = (3, 200);
+        let (mut records, mut broken, mut slow) = (Vec::new(), None, None);
+        let began = Instant::now();
+        while records.len() < RECORDS && began.elapsed() < RECORDS_WITHIN {
+            let asked = Instant::now();
+            match call(&worker, Call::Poll { max, timeout_ms }).await {
+                CallOutcome::Polled(polled) => {
+                    let took = asked.elapsed();
+                    if took > Duration::from_millis(timeout_ms.into()) + POLL_SLACK {
+                        slow.get_or_insert(format!(
+                            "a poll with timeout-ms {timeout_ms} took {} ms",
+                            took.as_millis()
+                        ));
+                    }
+                    records.extend(polled);
+                }
+                // Its external system is not there yet: asked again, as the
+                // host would after a backoff.
+                CallOutcome::Error(ConnectorError::Retryable(_)) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => {
+                    broken = Some(unexpected(&other));
+                    break;
+                }
+            }
+        }
+        rows.push(Row {
+            check: "poll returns at most max",
+            verdict: match &broken {
+                Some(why) => Verdict::Fail(why.clone()),
+                None => Verdict::Pass(format!(
+                    "{} records in polls of at most {max}",
+                    records.len()
+                )),
+            },
+        });
+        rows.push(Row {
+            check: "poll returns within timeout-ms",
+            verdict: slow.map_or(Verdict::Pass(String::new()), Verdict::Fail),
+        });
+        let mut record_rows = [
+            "records name declared topics",
+            "offsets grow within each stream",
+            "a restarted instance resumes after its last commit",
+        ]
+        .map(|check| Row {
+            check,
+            verdict: Verdict::Skip(match &broken {
+                Some(_) => "poll broke the contract (above)".to_string(),
+                None => format!(
+                    "the source produced no record in {} s: give it input for this check",
+                    RECORDS_WITHIN.as_secs()
+                ),
+            }),
+        });
+        // Commits the first half, for the restart below.
+        let half = records.len() / 2;
+        let committed = last_offsets(&records[..half]);
+        let commit = match committed.is_empty() {
+            true => None,
+            false => {
+                let offsets = committed
+                    .iter()
+                    .map(|(stream, position)| Offset {
+                        stream: stream.clone(),
+                        position: *position,
+                    })
+                    .collect();
+                Some(call(&worker, Call::Commit { offsets }).await)
+            }
+        };
+        self.finish(&worker, rows).await;
+        worker.stop().await;
+        if let Some(next) = records.get(half) {
+            record_rows[0].verdict = match records.iter().find(|r| !topics.contains(&r.topic)) {
+                Some(r) => Verdict::Fail(format!(
+                    "a record for {}, not declared in open ({})",
+                    r.topic,
+                    topics.join(", ")
+                )),
+                None => Verdict::Pass(String::new()),
+            };
+            record_rows[1].verdict = offsets_grow(&records);
+            record_rows[2].verdict = match commit {
+                None => {
+                    Verdict::Skip("its first records carry no offsets: nothing to commit".into())
+                }
+                Some(CallOutcome::Done) => self.resume_check(&committed, next).await?,
+                Some(other) => Verdict::Fail(format!("commit: {}", unexpected(&other))),
+            };
+        }
+        rows.extend(record_rows);
+        Ok(())
+    }
+
+    /// A new instance on the same state: nothing committed comes again, and
+    /// the first record after the commit is not skipped.
+    async fn resume_check(
+        &self,
+        committed: &BTreeMap<String, u64>,
+        next: &SourceRecord,
+    ) -> anyhow::Result<Verdict> {
+        let worker = self.worker().await?;
+        let config_json = self.config.connector_json();
+        let verdict = match call(&worker, Call::Open { config_json }).await {
+            CallOutcome::Opened(_) => {
+                let mut again = Vec::new();
+                let began = Instant::now();
+                while again.len() < RECORDS && began.elapsed() < RECORDS_WITHIN {
+                    match call(
+                        &worker,
+                        Call::Poll {
+                            max: 3,
+                            timeout_ms: 200,
+                        },
+                    )
+                    .await
+                    {
+                        CallOutcome::Polled(polled) => again.extend(polled),
+                        other => return Ok(Verdict::Fail(unexpected(&other))),
+                    }
+                }
+                let repeated = again.iter().find(|r| {
+                    r.offset
+                        .as_ref()
+                        .is_some_and(|o| committed.get(&o.stream).is_some_and(|c| o.position <= *c))
+                });
+                match repeated {
+                    Some(r) => {
+                        let o = r.offset.as_ref().expect("found by its offset");
+                        Verdict::Fail(format!(
+                            "position {} of stream {:?} was committed and is polled again",
+                            o.position, o.stream
+                        ))
+                    }
+                    None if again.iter().any(|r| r.payload == next.payload) => {
+                        Verdict::Pass(format!("{} records after the restart", again.len()))
+                    }
+                    None if again.is_empty() => Verdict::Skip(
+                        "no record after the restart: nothing shows that none was skipped".into(),
+                    ),
+                    None => Verdict::Fail(
+                        "the first record after the commit did not come again: records were skipped"
+                            .into(),
+                    ),
+                }
+            }
+            other => Verdict::Fail(format!("open after the restart: {}", unexpected(&other))),
+        };
+        let _ = call(&worker, Call::Close).await;
+        worker.stop().await;
+        Ok(verdict)
+    }
+
+    async fn sink_checks(&self, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+        let worker = self.worker().await?;
+        let Some(Opened::Sink(consumers)) = self.open(&worker, rows).await else {
+            worker.stop().await;
+            return Ok(());
+        };
+        let topic = consumers[0].topic.clone();
+        let records: Vec<SinkRecord> = (0..3u64)
+            .map(|i| SinkRecord {
+                topic: topic.clone(),
+                payload: serde_json::json!({ "conformance": i })
+                    .to_string()
+                    .into_bytes(),
+                attributes: Vec::new(),
+                key: None,
+                publish_time: 0,
+                producer: "conformance".into(),
+                offset: i,
+                redelivery_count: 0,
+                schema: None,
+            })
+            .collect();
+        let batch = records.len();
+        let verdict = match call(&worker, Call::ProcessBatch { records }).await {
+            CallOutcome::Processed(failures) => {
+                match failures.iter().find(|f| {
+                    f.index as usize >= batch
+                        || !matches!(
+                            f.error,
+                            ConnectorError::Retryable(_) | ConnectorError::InvalidData(_)
+                        )
+                }) {
+                    Some(f) => Verdict::Fail(format!(
+                        "failure {} in a batch of {batch}: {}",
+                        f.index, f.error
+                    )),
+                    None => Verdict::Pass(format!("{} of {batch} written", batch - failures.len())),
+                }
+            }
+            CallOutcome::Error(ConnectorError::Retryable(why)) => Verdict::Skip(format!(
+                "the batch was not written ({why}): is the external system reachable?"
+            )),
+            CallOutcome::Error(ConnectorError::InvalidData(why)) => {
+                Verdict::Pass(format!("the test records are invalid data for it: {why}"))
+            }
+            other => Verdict::Fail(unexpected(&other)),
+        };
+        rows.push(Row {
+            check: "process-batch reports failures within its batch",
+            verdict,
+        });
+        self.finish(&worker, rows).await;
+        worker.stop().await;
+        Ok(())
+    }
+
+    /// Opens with the configuration's table; the row says what came back.
+    async fn open(&self, worker: &Worker, rows: &mut Vec<Row>) -> Option<Opened> {
+        let config_json = self.config.connector_json();
+        let (verdict, opened) = match call(worker, Call::Open { config_json }).await {
+            CallOutcome::Opened(opened) => {
+                let topics = match &opened {
+                    Opened::Source(p) => p.len(),
+                    Opened::Sink(c) => c.len(),
+                };
+                match topics {
+                    0 => (Verdict::Fail("it declared no topic".into()), None),
+                    n => (Verdict::Pass(format!("{n} topic(s)")), Some(opened)),
+                }
+            }
+            other => (Verdict::Fail(unexpected(&other)), None),
+        };
+        rows.push(Row {
+            check: "open declares its topics",
+            verdict,
+        });
+        opened
+    }
+
+    /// `health`, then `close`, each a row.
+    async fn finish(&self, worker: &Worker, rows: &mut Vec<Row>) {
+        rows.push(Row {
+            check: "health answers",
+            verdict: match call(worker, Call::Health).await {
+                CallOutcome::Done => Verdict::Pass(String::new()),
+                CallOutcome::Error(ConnectorError::Retryable(why)) => {
+                    Verdict::Pass(format!("degraded: {why}"))
+                }
+                other => Verdict::Fail(unexpected(&other)),
+            },
+        });
+        rows.push(Row {
+            check: "close after open",
+            verdict: match call(worker, Call::Close).await {
+                CallOutcome::Done => Verdict::Pass(String::new()),
+                other => Verdict::Fail(unexpected(&other)),
+            },
+        });
+    }
+}
+
+/// One call; a worker that went away reads as a trap.
+async fn call(worker: &Worker, call: Call) -> CallOutcome {
+    match worker.call(crate::supervisor::new_trace_id(), call).await {
+        Ok(outcome) => outcome,
+        Err(gone) => CallOutcome::Trapped(gone.to_string()),
+    }
+}
+
+fn unexpected(outcome: &CallOutcome) -> String {
+    match outcome {
+        CallOutcome::Error(e) => format!("it returned {e}"),
+        CallOutcome::Trapped(why) => format!("it trapped: {why}"),
+        other => format!("an unexpected answer: {other:?}"),
+    }
+}
+
+/// Per stream, the last offset of `records`.
+fn last_offsets(records: &[SourceRecord]) -> BTreeMap<String, u64> {
+    let mut last = BTreeMap::new();
+    for offset in records.iter().filter_map(|r| r.offset.as_ref()) {
+        last.insert(offset.stream.clone(), offset.position);
+    }
+    last
+}
+
+fn offsets_grow(records: &[SourceRecord]) -> Verdict {
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for offset in records.iter().filter_map(|r| r.offset.as_ref()) {
+        if let Some(previous) = last.insert(&offset.stream, offset.position)
+            && offset.position <= previous
+        {
+            return Verdict::Fail(format!(
+                "stream {:?}: position {} after {previous}",
+                offset.stream, offset.position
+            ));
+        }
+    }
+    match last.is_empty() {
+        true => Verdict::Skip("its records carry no offsets".into()),
+        false => Verdict::Pass(format!("{} stream(s)", last.len())),
+    }
+}
