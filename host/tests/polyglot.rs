@@ -245,8 +245,34 @@ fn scaffold(lang: &str, name: &str, parent: &Path) -> std::path::PathBuf {
     parent.join(name)
 }
 
+/// `danube-host test` on a scaffolded module with its own `connector.toml`,
+/// run in its directory; the directories it grants are made first.
+fn passes_the_conformance_checks(dir: &Path, module: &Path) {
+    let config = dir.join("connector.toml");
+    let table: toml::Table = std::fs::read_to_string(&config).unwrap().parse().unwrap();
+    let grants = table
+        .get("sandbox")
+        .and_then(|s| s.get("dirs"))
+        .and_then(|d| d.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for grant in grants.iter().filter_map(|g| g.as_str()) {
+        std::fs::create_dir_all(grant).unwrap();
+    }
+    let (code, stdout, stderr) = run_host(&[
+        "test",
+        "--module",
+        module.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{}:\n{stdout}{stderr}", module.display());
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+}
+
 /// Builds a scaffolded Python, JavaScript or C connector, runs its test and
-/// checks that the component is a connector with the new name.
+/// the conformance checks, and checks that the component is a connector
+/// with the new name.
 fn scaffold_builds_and_passes_its_test(lang: &str, world: &str) {
     let parent = tempfile::tempdir().unwrap();
     let name = format!("my-{lang}-connector");
@@ -261,6 +287,7 @@ fn scaffold_builds_and_passes_its_test(lang: &str, world: &str) {
         stdout.contains(&format!("connector: {name} 0.1.0")),
         "{stdout}"
     );
+    passes_the_conformance_checks(&dir, &module);
 }
 
 #[test]
@@ -306,6 +333,7 @@ fn new_rust_connector_builds_and_passes_its_test() {
         stdout.contains("connector: my-rust-connector 0.1.0"),
         "{stdout}"
     );
+    passes_the_conformance_checks(&dir, &module);
 }
 
 /// The Python example exports no configuration schema (only the Rust SDK
