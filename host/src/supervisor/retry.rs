@@ -91,22 +91,54 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, (E, bool)>>,
 {
-    let mut backoff = policy.backoff();
+    let mut attempts = Attempts::new(policy, what);
     loop {
-        match op().await {
+        if let Some(settled) = attempts.settle(op().await).await {
+            return settled;
+        }
+    }
+}
+
+/// The attempts of one retried operation, for a loop that cannot hand
+/// [`retry`] a closure (one whose attempts borrow something mutably, as a
+/// consumer's `ack` does): the same backoff, counting and logging.
+pub struct Attempts<'a> {
+    policy: &'a RetryPolicy,
+    what: &'a str,
+    backoff: Backoff,
+}
+
+impl<'a> Attempts<'a> {
+    pub fn new(policy: &'a RetryPolicy, what: &'a str) -> Attempts<'a> {
+        Attempts {
+            policy,
+            what,
+            backoff: policy.backoff(),
+        }
+    }
+
+    /// What an attempt's outcome means: `Some` when it is final (a success,
+    /// an error not worth retrying, or the last retry spent), `None` after
+    /// waiting out the delay before the next attempt.
+    pub async fn settle<T, E: std::fmt::Display>(
+        &mut self,
+        outcome: Result<T, (E, bool)>,
+    ) -> Option<Result<T, E>> {
+        match outcome {
             Ok(v) => {
-                if backoff.attempts() > 0 {
-                    policy.note_recovered();
+                if self.backoff.attempts() > 0 {
+                    self.policy.note_recovered();
                 }
-                return Ok(v);
+                Some(Ok(v))
             }
-            Err((e, retryable)) => match backoff.next_delay().filter(|_| retryable) {
+            Err((e, retryable)) => match self.backoff.next_delay().filter(|_| retryable) {
                 Some(delay) => {
-                    policy.note_retry(what, &e);
-                    tracing::warn!(operation = what, error = %e, attempt = backoff.attempts(), retry_in_ms = delay.as_millis() as u64, "retrying");
+                    self.policy.note_retry(self.what, &e);
+                    tracing::warn!(operation = self.what, error = %e, attempt = self.backoff.attempts(), retry_in_ms = delay.as_millis() as u64, "retrying");
                     tokio::time::sleep(delay).await;
+                    None
                 }
-                None => return Err(e),
+                None => Some(Err(e)),
             },
         }
     }

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use super::danube::{self, Absent, Consume, Danube, DanubeFailure};
 use super::dead_letter::{DeadLetter, Rejected};
 use super::delivery_watch::Watcher;
-use super::retry::RetryPolicy;
+use super::retry::{self, RetryPolicy};
 use super::worker::Guest;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::{ConnectorConfig, OnExhausted};
@@ -867,26 +867,17 @@ async fn acknowledge(
     policy: &RetryPolicy,
     limit: Duration,
 ) {
-    let mut backoff = policy.backoff();
-    loop {
-        match danube::bounded(limit, consumer.ack(message)).await {
-            Ok(()) => {
-                if backoff.attempts() > 0 {
-                    policy.note_recovered();
-                }
-                return;
-            }
-            Err(e) => match backoff.next_delay().filter(|_| e.retryable) {
-                Some(delay) => {
-                    policy.note_retry("ack", &e);
-                    tokio::time::sleep(delay).await;
-                }
-                None => {
-                    tracing::warn!(error = %e, offset = message.msg_id.topic_offset, "ack failed; the broker will deliver the message again");
-                    return;
-                }
-            },
+    let mut attempts = retry::Attempts::new(policy, "ack");
+    let acked = loop {
+        let outcome = danube::bounded(limit, consumer.ack(message))
+            .await
+            .map_err(danube::split);
+        if let Some(settled) = attempts.settle(outcome).await {
+            break settled;
         }
+    };
+    if let Err(e) = acked {
+        tracing::warn!(error = %e, offset = message.msg_id.topic_offset, "ack failed; the broker will deliver the message again");
     }
 }
 
