@@ -116,7 +116,8 @@ impl Harness<'_> {
             return Ok(Row {
                 check,
                 verdict: Verdict::Skip(
-                    "the host refuses it by the module's schema, before open".into(),
+                    "the host refuses it before open, by the keys the module's schema or example lists"
+                        .into(),
                 ),
             });
         }
