@@ -229,17 +229,21 @@ async fn c_line_sink_writes_each_record_as_a_line_and_dead_letters_what_cannot_b
     );
 }
 
-/// `danube-host new --lang LANG NAME` in a fresh directory; returns the
-/// connector's directory (kept in `parent`).
-fn scaffold(lang: &str, name: &str, parent: &Path) -> std::path::PathBuf {
-    let (code, stdout, stderr) = run_host(&[
+/// `danube-host new --lang LANG [--world WORLD] NAME` in a fresh directory;
+/// returns the connector's directory (kept in `parent`).
+fn scaffold(lang: &str, world: Option<&str>, name: &str, parent: &Path) -> std::path::PathBuf {
+    let mut args = vec![
         "new",
         "--lang",
         lang,
         "--dir",
         parent.to_str().unwrap(),
         name,
-    ]);
+    ];
+    if let Some(world) = world {
+        args.extend(["--world", world]);
+    }
+    let (code, stdout, stderr) = run_host(&args);
     assert_eq!(code, 0, "new --lang {lang}: {stderr}");
     assert!(stdout.contains(name), "{stdout}");
     parent.join(name)
@@ -282,7 +286,7 @@ fn conforms(module: &Path, config: &Path) {
 fn scaffold_builds_and_passes_its_test(lang: &str, world: &str) {
     let parent = tempfile::tempdir().unwrap();
     let name = format!("my-{lang}-connector");
-    let dir = scaffold(lang, &name, parent.path());
+    let dir = scaffold(lang, None, &name, parent.path());
     make(&dir, "test");
     make(&dir, "all");
     let module = dir.join(format!("build/{}.wasm", name.replace('-', "_")));
@@ -311,10 +315,12 @@ fn new_c_connector_builds_and_passes_its_test() {
     scaffold_builds_and_passes_its_test("c", "sink");
 }
 
-#[test]
-fn new_rust_connector_builds_and_passes_its_test() {
+/// A scaffolded Rust connector of `world` builds, passes its own test and
+/// the conformance checks, and is a connector of that world with the new
+/// name.
+fn rust_scaffold_builds_and_passes_its_test(world: &str, name: &str) {
     let parent = tempfile::tempdir().unwrap();
-    let dir = scaffold("rust", "my-rust-connector", parent.path());
+    let dir = scaffold("rust", Some(world), name, parent.path());
     // A shared target directory keeps the SDK's dependencies built across runs.
     let cargo = |args: &[&str]| {
         let out =
@@ -332,14 +338,27 @@ fn new_rust_connector_builds_and_passes_its_test() {
     };
     cargo(&["test"]);
     cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
-    let module = target_dir().join("scaffold-rust/wasm32-wasip2/release/my_rust_connector.wasm");
+    let module = target_dir()
+        .join("scaffold-rust/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
     let (code, stdout, stderr) = run_host(&["inspect", module.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&format!("world: {world}")), "{stdout}");
     assert!(
-        stdout.contains("connector: my-rust-connector 0.1.0"),
+        stdout.contains(&format!("connector: {name} 0.1.0")),
         "{stdout}"
     );
     passes_the_conformance_checks(&dir, &module);
+}
+
+#[test]
+fn new_rust_connector_builds_and_passes_its_test() {
+    rust_scaffold_builds_and_passes_its_test("source", "my-rust-connector");
+}
+
+#[test]
+fn new_rust_sink_builds_and_passes_its_test() {
+    rust_scaffold_builds_and_passes_its_test("sink", "my-rust-sink");
 }
 
 /// The Python example exports no configuration schema (only the Rust SDK

@@ -63,6 +63,9 @@ enum Command {
     New {
         #[arg(long, value_enum)]
         lang: scaffold::Lang,
+        /// A source or a sink (default: the language's first template).
+        #[arg(long, value_enum)]
+        world: Option<scaffold::Kind>,
         /// The connector's name, also its directory's.
         name: String,
         /// Where to create it.
@@ -139,7 +142,12 @@ pub fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Some(Command::New { lang, name, dir }) => new::new(lang, &name, &dir),
+        Some(Command::New {
+            lang,
+            world,
+            name,
+            dir,
+        }) => new::new(lang, world, &name, &dir),
         Some(Command::Run(args)) => run::run(args),
         None => run::run(cli.run),
     }

@@ -6,8 +6,13 @@ use std::process::ExitCode;
 use crate::exit;
 use crate::scaffold;
 
-pub fn new(lang: scaffold::Lang, name: &str, dir: &Path) -> ExitCode {
-    match scaffold::create(lang, name, dir) {
+pub fn new(
+    lang: scaffold::Lang,
+    world: Option<scaffold::Kind>,
+    name: &str,
+    dir: &Path,
+) -> ExitCode {
+    match scaffold::create(lang, world, name, dir) {
         Ok(created) => {
             println!("created {}: see its README.md", created.display());
             ExitCode::from(exit::OK)

@@ -22,10 +22,18 @@ pub enum Lang {
     C,
 }
 
-/// One language's files, as (path in the new directory, text), and the name
-/// they use for the connector, which `new` replaces.
+/// Which world a new connector implements.
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+pub enum Kind {
+    Source,
+    Sink,
+}
+
+/// One template's files, as (path in the new directory, text), the name
+/// they use for the connector, which `new` replaces, and its world.
 struct Template {
     name: &'static str,
+    kind: Kind,
     files: &'static [(&'static str, &'static str)],
 }
 
@@ -48,6 +56,7 @@ const GITIGNORE: (&str, &str) = (".gitignore", "/build\n");
 
 const PYTHON: Template = Template {
     name: "json-filter-sink",
+    kind: Kind::Sink,
     files: &[
         example_file!("python", "app.py"),
         example_file!("python", "enrich.py"),
@@ -63,6 +72,7 @@ const PYTHON: Template = Template {
 
 const JS: Template = Template {
     name: "counter-source",
+    kind: Kind::Source,
     files: &[
         example_file!("js", "app.js"),
         example_file!("js", "counter.js"),
@@ -79,6 +89,7 @@ const JS: Template = Template {
 
 const C: Template = Template {
     name: "line-sink",
+    kind: Kind::Sink,
     files: &[
         example_file!("c", "app.c"),
         example_file!("c", "line.c"),
@@ -94,9 +105,10 @@ const C: Template = Template {
     ],
 };
 
-/// The Rust template depends on this repository's SDK by path.
-const RUST: Template = Template {
+/// The Rust templates depend on this repository's SDK by path.
+const RUST_SOURCE: Template = Template {
     name: "counter-source",
+    kind: Kind::Source,
     files: &[
         ("Cargo.toml", include_str!("rust/Cargo.toml.in")),
         ("src/lib.rs", include_str!("rust/lib.rs")),
@@ -106,21 +118,65 @@ const RUST: Template = Template {
     ],
 };
 
+const RUST_SINK: Template = Template {
+    name: "lines-sink",
+    kind: Kind::Sink,
+    files: &[
+        ("Cargo.toml", include_str!("rust/Cargo.toml.in")),
+        ("src/lib.rs", include_str!("rust-sink/lib.rs")),
+        ("connector.toml", include_str!("rust-sink/connector.toml")),
+        ("README.md", include_str!("rust-sink/README.md")),
+        (".gitignore", "/target\n"),
+    ],
+};
+
 impl Lang {
-    fn template(self) -> &'static Template {
+    /// The language's templates, the one `new` takes without `--world`
+    /// first.
+    fn templates(self) -> &'static [&'static Template] {
         match self {
-            Lang::Rust => &RUST,
-            Lang::Python => &PYTHON,
-            Lang::Js => &JS,
-            Lang::C => &C,
+            Lang::Rust => &[&RUST_SOURCE, &RUST_SINK],
+            Lang::Python => &[&PYTHON],
+            Lang::Js => &[&JS],
+            Lang::C => &[&C],
+        }
+    }
+
+    fn template(self, kind: Option<Kind>) -> anyhow::Result<&'static Template> {
+        let templates = self.templates();
+        let Some(kind) = kind else {
+            return Ok(templates[0]);
+        };
+        match templates.iter().find(|t| t.kind == kind) {
+            Some(template) => Ok(template),
+            None => bail!(
+                "there is no {kind:?} template for {self:?} yet; it has: {} (--world {})",
+                templates
+                    .iter()
+                    .map(|t| t.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                templates
+                    .iter()
+                    .map(|t| format!("{:?}", t.kind).to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
         }
     }
 }
 
-/// Writes a new connector named `name` in `lang` into `parent/name` and
-/// returns that directory. Refuses to touch an existing directory.
-pub fn create(lang: Lang, name: &str, parent: &Path) -> anyhow::Result<PathBuf> {
+/// Writes a new connector named `name` in `lang` (a `kind` of connector,
+/// else the language's first template) into `parent/name` and returns that
+/// directory. Refuses to touch an existing directory.
+pub fn create(
+    lang: Lang,
+    kind: Option<Kind>,
+    name: &str,
+    parent: &Path,
+) -> anyhow::Result<PathBuf> {
     check_name(name)?;
+    let template = lang.template(kind)?;
     let dir = parent.join(name);
     if dir.exists() {
         bail!(
@@ -128,7 +184,6 @@ pub fn create(lang: Lang, name: &str, parent: &Path) -> anyhow::Result<PathBuf> 
             dir.display()
         );
     }
-    let template = lang.template();
     for (path, text) in template.files {
         let file = dir.join(path);
         std::fs::create_dir_all(file.parent().unwrap_or(&dir))
@@ -146,6 +201,7 @@ fn render(text: &str, template_name: &str, name: &str) -> String {
     let snake = |s: &str| s.replace('-', "_");
     text.replace(template_name, name)
         .replace(&snake(template_name), &snake(name))
+        .replace("@NAME@", name)
         .replace("../../", "")
         .replace(
             "@SDK_PATH@",
@@ -190,16 +246,29 @@ mod tests {
     }
 
     #[test]
-    fn every_language_writes_its_files_and_refuses_an_existing_directory() {
+    fn every_template_writes_its_files_and_refuses_an_existing_directory() {
         let parent = tempfile::tempdir().unwrap();
         for lang in Lang::value_variants() {
-            let name = format!("my-{lang:?}").to_lowercase();
-            let dir = create(*lang, &name, parent.path()).unwrap();
-            for (path, _) in lang.template().files {
-                let text = std::fs::read_to_string(dir.join(path)).unwrap();
-                assert!(!text.contains("../../"), "{path} points outside {name}");
+            for template in lang.templates() {
+                let name = format!("my-{lang:?}-{:?}", template.kind).to_lowercase();
+                let dir = create(*lang, Some(template.kind), &name, parent.path()).unwrap();
+                for (path, _) in template.files {
+                    let text = std::fs::read_to_string(dir.join(path)).unwrap();
+                    assert!(!text.contains("../../"), "{path} points outside {name}");
+                    assert!(
+                        !text.contains(template.name),
+                        "{path} keeps {}",
+                        template.name
+                    );
+                    assert!(!text.contains("@NAME@"), "{path}");
+                }
+                assert!(create(*lang, Some(template.kind), &name, parent.path()).is_err());
             }
-            assert!(create(*lang, &name, parent.path()).is_err());
         }
+        let e = create(Lang::C, Some(Kind::Source), "c-source", parent.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("no Source template for C yet"),
+            "{e}"
+        );
     }
 }
