@@ -284,9 +284,23 @@ fn conforms(module: &Path, config: &Path) {
 /// the conformance checks, and checks that the component is a connector
 /// with the new name.
 fn scaffold_builds_and_passes_its_test(lang: &str, world: &str) {
+    scaffold_of_world_builds_and_passes_its_test(
+        lang,
+        None,
+        world,
+        &format!("my-{lang}-connector"),
+    );
+}
+
+/// [`scaffold_builds_and_passes_its_test`] for `new --world WORLD`.
+fn scaffold_of_world_builds_and_passes_its_test(
+    lang: &str,
+    asked: Option<&str>,
+    world: &str,
+    name: &str,
+) {
     let parent = tempfile::tempdir().unwrap();
-    let name = format!("my-{lang}-connector");
-    let dir = scaffold(lang, None, &name, parent.path());
+    let dir = scaffold(lang, asked, name, parent.path());
     make(&dir, "test");
     make(&dir, "all");
     let module = dir.join(format!("build/{}.wasm", name.replace('-', "_")));
@@ -303,6 +317,16 @@ fn scaffold_builds_and_passes_its_test(lang: &str, world: &str) {
 #[test]
 fn new_python_connector_builds_and_passes_its_test() {
     scaffold_builds_and_passes_its_test("python", "sink");
+}
+
+#[test]
+fn new_python_source_builds_and_passes_its_test() {
+    scaffold_of_world_builds_and_passes_its_test(
+        "python",
+        Some("source"),
+        "source",
+        "my-python-source",
+    );
 }
 
 #[test]

@@ -70,6 +70,29 @@ const PYTHON: Template = Template {
     ],
 };
 
+/// A Python source has no example of its own: its template lives here.
+const PYTHON_SOURCE: Template = Template {
+    name: "counter-source",
+    kind: Kind::Source,
+    files: &[
+        ("app.py", include_str!("python-source/app.py")),
+        ("counter.py", include_str!("python-source/counter.py")),
+        (
+            "test_counter.py",
+            include_str!("python-source/test_counter.py"),
+        ),
+        (
+            "connector.toml",
+            include_str!("python-source/connector.toml"),
+        ),
+        ("Makefile", include_str!("python-source/Makefile")),
+        ("README.md", include_str!("python-source/README.md")),
+        repo_file!("sdk/python/danube_connect.py"),
+        repo_file!("wit/connect.wit"),
+        GITIGNORE,
+    ],
+};
+
 const JS: Template = Template {
     name: "counter-source",
     kind: Kind::Source,
@@ -136,7 +159,7 @@ impl Lang {
     fn templates(self) -> &'static [&'static Template] {
         match self {
             Lang::Rust => &[&RUST_SOURCE, &RUST_SINK],
-            Lang::Python => &[&PYTHON],
+            Lang::Python => &[&PYTHON, &PYTHON_SOURCE],
             Lang::Js => &[&JS],
             Lang::C => &[&C],
         }
