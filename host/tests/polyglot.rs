@@ -330,6 +330,11 @@ fn new_python_source_builds_and_passes_its_test() {
 }
 
 #[test]
+fn new_js_sink_builds_and_passes_its_test() {
+    scaffold_of_world_builds_and_passes_its_test("js", Some("sink"), "sink", "my-js-sink");
+}
+
+#[test]
 fn new_js_connector_builds_and_passes_its_test() {
     scaffold_builds_and_passes_its_test("js", "source");
 }

@@ -70,6 +70,18 @@ export function putJson(key, value) {
   }
 }
 
+/** A subscription for a sink's `open` (exclusive unless `shared`); Avro
+ *  payloads arrive decoded to JSON. */
+export function consumer(topic, subscription, { shared = false } = {}) {
+  return {
+    topic,
+    subscription,
+    subscriptionType: shared ? 'shared' : 'exclusive',
+    expectedSchemaSubject: undefined,
+    decodeAvro: true,
+  };
+}
+
 /** A topic for a source's `open`. */
 export function producer(topic, { partitions = 0, reliable = true } = {}) {
   return { topic, partitions, reliable, schemaSubject: undefined };

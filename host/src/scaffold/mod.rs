@@ -128,6 +128,24 @@ const C: Template = Template {
     ],
 };
 
+/// A JavaScript sink has no example of its own: its template lives here.
+const JS_SINK: Template = Template {
+    name: "log-sink",
+    kind: Kind::Sink,
+    files: &[
+        ("app.js", include_str!("js-sink/app.js")),
+        ("summary.js", include_str!("js-sink/summary.js")),
+        ("summary.test.js", include_str!("js-sink/summary.test.js")),
+        ("package.json", include_str!("js-sink/package.json")),
+        ("connector.toml", include_str!("js-sink/connector.toml")),
+        ("Makefile", include_str!("js-sink/Makefile")),
+        ("README.md", include_str!("js-sink/README.md")),
+        repo_file!("sdk/js/danube-connect.js"),
+        repo_file!("wit/connect.wit"),
+        GITIGNORE,
+    ],
+};
+
 /// The Rust templates depend on this repository's SDK by path.
 const RUST_SOURCE: Template = Template {
     name: "counter-source",
@@ -160,7 +178,7 @@ impl Lang {
         match self {
             Lang::Rust => &[&RUST_SOURCE, &RUST_SINK],
             Lang::Python => &[&PYTHON, &PYTHON_SOURCE],
-            Lang::Js => &[&JS],
+            Lang::Js => &[&JS, &JS_SINK],
             Lang::C => &[&C],
         }
     }
