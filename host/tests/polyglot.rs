@@ -335,6 +335,11 @@ fn new_js_sink_builds_and_passes_its_test() {
 }
 
 #[test]
+fn new_c_source_builds_and_passes_its_test() {
+    scaffold_of_world_builds_and_passes_its_test("c", Some("source"), "source", "my-c-source");
+}
+
+#[test]
 fn new_js_connector_builds_and_passes_its_test() {
     scaffold_builds_and_passes_its_test("js", "source");
 }

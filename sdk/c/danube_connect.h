@@ -25,4 +25,8 @@ typedef enum {
 // kept as written.
 dc_config_status dc_config_string(const char *json, size_t len, const char *key, char **out);
 
+// Reads the top-level whole number `key` (0 or more) into `*out`;
+// DC_CONFIG_MISSING when it is absent or not such a number.
+dc_config_status dc_config_u64(const char *json, size_t len, const char *key, unsigned long long *out);
+
 #endif

@@ -29,11 +29,10 @@ pub enum Kind {
     Sink,
 }
 
-/// One template's files, as (path in the new directory, text), the name
-/// they use for the connector, which `new` replaces, and its world.
+/// One template's files, as (path in the new directory, text), and the
+/// name they use for the connector, which `new` replaces.
 struct Template {
     name: &'static str,
-    kind: Kind,
     files: &'static [(&'static str, &'static str)],
 }
 
@@ -56,7 +55,6 @@ const GITIGNORE: (&str, &str) = (".gitignore", "/build\n");
 
 const PYTHON: Template = Template {
     name: "json-filter-sink",
-    kind: Kind::Sink,
     files: &[
         example_file!("python", "app.py"),
         example_file!("python", "enrich.py"),
@@ -73,7 +71,6 @@ const PYTHON: Template = Template {
 /// A Python source has no example of its own: its template lives here.
 const PYTHON_SOURCE: Template = Template {
     name: "counter-source",
-    kind: Kind::Source,
     files: &[
         ("app.py", include_str!("python-source/app.py")),
         ("counter.py", include_str!("python-source/counter.py")),
@@ -95,7 +92,6 @@ const PYTHON_SOURCE: Template = Template {
 
 const JS: Template = Template {
     name: "counter-source",
-    kind: Kind::Source,
     files: &[
         example_file!("js", "app.js"),
         example_file!("js", "counter.js"),
@@ -112,7 +108,6 @@ const JS: Template = Template {
 
 const C: Template = Template {
     name: "line-sink",
-    kind: Kind::Sink,
     files: &[
         example_file!("c", "app.c"),
         example_file!("c", "line.c"),
@@ -131,7 +126,6 @@ const C: Template = Template {
 /// A JavaScript sink has no example of its own: its template lives here.
 const JS_SINK: Template = Template {
     name: "log-sink",
-    kind: Kind::Sink,
     files: &[
         ("app.js", include_str!("js-sink/app.js")),
         ("summary.js", include_str!("js-sink/summary.js")),
@@ -146,10 +140,27 @@ const JS_SINK: Template = Template {
     ],
 };
 
+/// A C source has no example of its own: its template lives here.
+const C_SOURCE: Template = Template {
+    name: "counter-source",
+    files: &[
+        ("app.c", include_str!("c-source/app.c")),
+        ("counter.c", include_str!("c-source/counter.c")),
+        ("counter.h", include_str!("c-source/counter.h")),
+        ("test_counter.c", include_str!("c-source/test_counter.c")),
+        ("connector.toml", include_str!("c-source/connector.toml")),
+        ("Makefile", include_str!("c-source/Makefile")),
+        ("README.md", include_str!("c-source/README.md")),
+        repo_file!("sdk/c/danube_connect.c"),
+        repo_file!("sdk/c/danube_connect.h"),
+        repo_file!("wit/connect.wit"),
+        GITIGNORE,
+    ],
+};
+
 /// The Rust templates depend on this repository's SDK by path.
 const RUST_SOURCE: Template = Template {
     name: "counter-source",
-    kind: Kind::Source,
     files: &[
         ("Cargo.toml", include_str!("rust/Cargo.toml.in")),
         ("src/lib.rs", include_str!("rust/lib.rs")),
@@ -161,7 +172,6 @@ const RUST_SOURCE: Template = Template {
 
 const RUST_SINK: Template = Template {
     name: "lines-sink",
-    kind: Kind::Sink,
     files: &[
         ("Cargo.toml", include_str!("rust/Cargo.toml.in")),
         ("src/lib.rs", include_str!("rust-sink/lib.rs")),
@@ -172,43 +182,31 @@ const RUST_SINK: Template = Template {
 };
 
 impl Lang {
-    /// The language's templates, the one `new` takes without `--world`
-    /// first.
-    fn templates(self) -> &'static [&'static Template] {
-        match self {
-            Lang::Rust => &[&RUST_SOURCE, &RUST_SINK],
-            Lang::Python => &[&PYTHON, &PYTHON_SOURCE],
-            Lang::Js => &[&JS, &JS_SINK],
-            Lang::C => &[&C],
+    /// The template of a `kind` of connector in this language.
+    fn template(self, kind: Kind) -> &'static Template {
+        match (self, kind) {
+            (Lang::Rust, Kind::Source) => &RUST_SOURCE,
+            (Lang::Rust, Kind::Sink) => &RUST_SINK,
+            (Lang::Python, Kind::Source) => &PYTHON_SOURCE,
+            (Lang::Python, Kind::Sink) => &PYTHON,
+            (Lang::Js, Kind::Source) => &JS,
+            (Lang::Js, Kind::Sink) => &JS_SINK,
+            (Lang::C, Kind::Source) => &C_SOURCE,
+            (Lang::C, Kind::Sink) => &C,
         }
     }
 
-    fn template(self, kind: Option<Kind>) -> anyhow::Result<&'static Template> {
-        let templates = self.templates();
-        let Some(kind) = kind else {
-            return Ok(templates[0]);
-        };
-        match templates.iter().find(|t| t.kind == kind) {
-            Some(template) => Ok(template),
-            None => bail!(
-                "there is no {kind:?} template for {self:?} yet; it has: {} (--world {})",
-                templates
-                    .iter()
-                    .map(|t| t.name)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                templates
-                    .iter()
-                    .map(|t| format!("{:?}", t.kind).to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            ),
+    /// What `new` makes without `--world`: the language's example.
+    fn default_kind(self) -> Kind {
+        match self {
+            Lang::Rust | Lang::Js => Kind::Source,
+            Lang::Python | Lang::C => Kind::Sink,
         }
     }
 }
 
 /// Writes a new connector named `name` in `lang` (a `kind` of connector,
-/// else the language's first template) into `parent/name` and returns that
+/// else the language's default) into `parent/name` and returns that
 /// directory. Refuses to touch an existing directory.
 pub fn create(
     lang: Lang,
@@ -217,7 +215,7 @@ pub fn create(
     parent: &Path,
 ) -> anyhow::Result<PathBuf> {
     check_name(name)?;
-    let template = lang.template(kind)?;
+    let template = lang.template(kind.unwrap_or(lang.default_kind()));
     let dir = parent.join(name);
     if dir.exists() {
         bail!(
@@ -290,9 +288,10 @@ mod tests {
     fn every_template_writes_its_files_and_refuses_an_existing_directory() {
         let parent = tempfile::tempdir().unwrap();
         for lang in Lang::value_variants() {
-            for template in lang.templates() {
-                let name = format!("my-{lang:?}-{:?}", template.kind).to_lowercase();
-                let dir = create(*lang, Some(template.kind), &name, parent.path()).unwrap();
+            for kind in Kind::value_variants() {
+                let template = lang.template(*kind);
+                let name = format!("my-{lang:?}-{kind:?}").to_lowercase();
+                let dir = create(*lang, Some(*kind), &name, parent.path()).unwrap();
                 for (path, _) in template.files {
                     let text = std::fs::read_to_string(dir.join(path)).unwrap();
                     assert!(!text.contains("../../"), "{path} points outside {name}");
@@ -303,13 +302,8 @@ mod tests {
                     );
                     assert!(!text.contains("@NAME@"), "{path}");
                 }
-                assert!(create(*lang, Some(template.kind), &name, parent.path()).is_err());
+                assert!(create(*lang, Some(*kind), &name, parent.path()).is_err());
             }
         }
-        let e = create(Lang::C, Some(Kind::Source), "c-source", parent.path()).unwrap_err();
-        assert!(
-            e.to_string().contains("no Source template for C yet"),
-            "{e}"
-        );
     }
 }
