@@ -13,7 +13,7 @@
 typedef exports_danube_connect_sink_connector_connector_error_t connector_error_t;
 
 static const char CONFIG_EXAMPLE[] =
-    "[line]\n"
+    "[line_sink]\n"
     "# Topic to consume and subscription name.\n"
     "topic = \"/default/lines\"\n"
     "subscription = \"line-sink\"\n"

@@ -4,7 +4,7 @@
 import * as dc from './danube-connect.js';
 import { Counter } from './counter.js';
 
-const CONFIG_EXAMPLE = `[counter]
+const CONFIG_EXAMPLE = `[counter_source]
 # Topic to publish to.
 topic = "/default/counter"
 # How many numbers to publish (0..count-1); 0 = no end.

@@ -9,7 +9,7 @@ from enrich import Rules
 from wit_world import exports
 from wit_world.imports import types
 
-CONFIG_EXAMPLE = """[json_filter]
+CONFIG_EXAMPLE = """[json_filter_sink]
 # Topic to consume and subscription name.
 topic = "/default/events"
 subscription = "json-filter"

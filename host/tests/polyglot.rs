@@ -118,7 +118,7 @@ async fn python_json_filter_sink_writes_matching_records_enriched_and_dead_lette
         .collect();
     let table = |topic: &str, file: &Path| {
         format!(
-            "[json_filter]\ntopic = \"{topic}\"\nsubscription = \"sub\"\npath = \"{}\"\nwhere = {{ level = \"error\" }}\nadd = {{ pipeline = \"py\" }}\n",
+            "[json_filter_sink]\ntopic = \"{topic}\"\nsubscription = \"sub\"\npath = \"{}\"\nwhere = {{ level = \"error\" }}\nadd = {{ pipeline = \"py\" }}\n",
             file.display()
         )
     };
@@ -179,7 +179,7 @@ async fn js_counter_source_publishes_its_numbers_and_resumes_after_the_last_comm
             &broker.url(),
             "js-counter",
             &format!(
-                "[processing]\nproducers_per_topic = 1\n\n[counter]\ntopic = \"{TOPIC}\"\ncount = {count}\n"
+                "[processing]\nproducers_per_topic = 1\n\n[counter_source]\ntopic = \"{TOPIC}\"\ncount = {count}\n"
             ),
         );
         let source = Host::start(&module, &config, &[]);
@@ -208,7 +208,7 @@ async fn c_line_sink_writes_each_record_as_a_line_and_dead_letters_what_cannot_b
         .collect();
     let table = |topic: &str, file: &Path| {
         format!(
-            "[line]\ntopic = \"{topic}\"\nsubscription = \"sub\"\npath = \"{}\"\n",
+            "[line_sink]\ntopic = \"{topic}\"\nsubscription = \"sub\"\npath = \"{}\"\n",
             file.display()
         )
     };
@@ -407,7 +407,7 @@ fn a_module_without_a_schema_is_checked_against_its_example() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
     let root = "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"f\"\n";
-    let table = "[json_filter]\ntopic = \"/default/e\"\npath = \"/tmp/x\"\n";
+    let table = "[json_filter_sink]\ntopic = \"/default/e\"\npath = \"/tmp/x\"\n";
     std::fs::write(&config, format!("{root}{table}")).unwrap();
     let args = [
         "validate",
@@ -422,7 +422,8 @@ fn a_module_without_a_schema_is_checked_against_its_example() {
     let (code, _, stderr) = run_host(&args);
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("unknown key `json_filter.pth`; did you mean `json_filter.path`?"),
+        stderr
+            .contains("unknown key `json_filter_sink.pth`; did you mean `json_filter_sink.path`?"),
         "{stderr}"
     );
 }
@@ -440,18 +441,18 @@ fn every_example_passes_the_conformance_checks() {
         (
             example("python", "json_filter_sink"),
             format!(
-                "{grant}[json_filter]\ntopic = \"/default/e\"\npath = \"{}/kept.jsonl\"\n",
+                "{grant}[json_filter_sink]\ntopic = \"/default/e\"\npath = \"{}/kept.jsonl\"\n",
                 out.display()
             ),
         ),
         (
             example("js", "counter_source"),
-            "[counter]\ntopic = \"/default/counter\"\n".to_string(),
+            "[counter_source]\ntopic = \"/default/counter\"\n".to_string(),
         ),
         (
             example("c", "line_sink"),
             format!(
-                "{grant}[line]\ntopic = \"/default/l\"\npath = \"{}/lines.txt\"\n",
+                "{grant}[line_sink]\ntopic = \"/default/l\"\npath = \"{}/lines.txt\"\n",
                 out.display()
             ),
         ),

@@ -302,6 +302,10 @@ mod tests {
                     );
                     assert!(!text.contains("@NAME@"), "{path}");
                 }
+                // The configuration table is named after the connector too.
+                let config = std::fs::read_to_string(dir.join("connector.toml")).unwrap();
+                let table = format!("[{}]", name.replace('-', "_"));
+                assert!(config.contains(&table), "{name}: no {table} in:\n{config}");
                 assert!(create(*lang, Some(*kind), &name, parent.path()).is_err());
             }
         }

@@ -11,7 +11,7 @@ from counter import Counter
 from wit_world import exports
 from wit_world.imports import types
 
-CONFIG_EXAMPLE = """[counter]
+CONFIG_EXAMPLE = """[counter_source]
 # Topic to publish to.
 topic = "/default/counter"
 # How many numbers to publish (0..count-1); 0 = no end.

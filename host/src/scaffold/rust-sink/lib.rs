@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use danube_connect_sdk::{BatchOutcome, ConnectorError, ConnectorInfo, ConsumerConfig, Sink, SinkRecord, info};
 
-/// The `[lines]` table of the host's configuration file. Its JSON Schema,
+/// The `[lines_sink]` table of the host's configuration file. Its JSON Schema,
 /// with these doc comments, is what `danube-host validate` checks the table
 /// with and `danube-host inspect` lists.
 #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -37,7 +37,7 @@ impl Sink for Lines {
     fn describe() -> ConnectorInfo {
         ConnectorInfo::new(
             "Appends each record's payload, as text, as one line of a file.",
-            "[lines]\n# Topic to consume and subscription name.\ntopic = \"/default/lines\"\nsubscription = \"lines-sink\"\n# File the lines are appended to; grant its directory in [sandbox] dirs.\npath = \"/tmp/lines-sink/lines.txt\"\n",
+            "[lines_sink]\n# Topic to consume and subscription name.\ntopic = \"/default/lines\"\nsubscription = \"lines-sink\"\n# File the lines are appended to; grant its directory in [sandbox] dirs.\npath = \"/tmp/lines-sink/lines.txt\"\n",
         )
     }
 

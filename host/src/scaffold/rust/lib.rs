@@ -11,7 +11,7 @@ use danube_connect_sdk::{
 const STREAM: &str = "counter";
 const COMMITTED: &str = "committed";
 
-/// The `[counter]` table of the host's configuration file. Its JSON Schema,
+/// The `[counter_source]` table of the host's configuration file. Its JSON Schema,
 /// with these doc comments, is what `danube-host validate` checks the table
 /// with and `danube-host inspect` lists.
 #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -42,7 +42,7 @@ impl Source for Counter {
     fn describe() -> ConnectorInfo {
         ConnectorInfo::new(
             "Publishes {\"n\": 0}, {\"n\": 1}, ... and resumes after the last acknowledged number.",
-            "[counter]\n# Topic to publish to.\ntopic = \"/default/counter\"\n# How many numbers to publish; 0 = no end.\ncount = 100\n",
+            "[counter_source]\n# Topic to publish to.\ntopic = \"/default/counter\"\n# How many numbers to publish; 0 = no end.\ncount = 100\n",
         )
     }
 
