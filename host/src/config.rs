@@ -614,10 +614,9 @@ fn take_connector_table(
         }
     }
     if let [one] = candidates.as_slice()
-        && let Some(toml::Value::Table(table)) = root.get(one)
+        && root.get(one).is_some_and(toml::Value::is_table)
+        && let Some(toml::Value::Table(table)) = root.remove(one)
     {
-        let table = table.clone();
-        root.remove(one);
         return Ok((Some(one.clone()), table));
     }
     let gathered = candidates

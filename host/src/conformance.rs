@@ -25,6 +25,9 @@ use crate::supervisor::{Guest, LogSettings, Worker, start_worker};
 const RECORDS_WITHIN: Duration = Duration::from_secs(5);
 /// How many records a source's checks look at.
 const RECORDS: usize = 10;
+/// The `max` and `timeout-ms` of the checks' polls.
+const POLL_MAX: u32 = 3;
+const POLL_TIMEOUT_MS: u32 = 200;
 /// How much longer than its `timeout-ms` a poll may take (a worker's own
 /// overhead, a busy machine).
 const POLL_SLACK: Duration = Duration::from_secs(1);
@@ -148,40 +151,17 @@ impl Harness<'_> {
         };
         let topics: Vec<String> = producers.into_iter().map(|p| p.topic).collect();
 
-        // Polls until enough records, holding each poll to its bounds.
-        let (max, timeout_ms) = (3, 200);
-        let (mut records, mut broken, mut slow) = (Vec::new(), None, None);
-        let began = Instant::now();
-        while records.len() < RECORDS && began.elapsed() < RECORDS_WITHIN {
-            let asked = Instant::now();
-            match call(&worker, Call::Poll { max, timeout_ms }).await {
-                CallOutcome::Polled(polled) => {
-                    let took = asked.elapsed();
-                    if took > Duration::from_millis(timeout_ms.into()) + POLL_SLACK {
-                        slow.get_or_insert(format!(
-                            "a poll with timeout-ms {timeout_ms} took {} ms",
-                            took.as_millis()
-                        ));
-                    }
-                    records.extend(polled);
-                }
-                // Its external system is not there yet: asked again, as the
-                // host would after a backoff.
-                CallOutcome::Error(ConnectorError::Retryable(_)) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                other => {
-                    broken = Some(unexpected(&other));
-                    break;
-                }
-            }
-        }
+        let Polls {
+            records,
+            broken,
+            slow,
+        } = poll_records(&worker).await;
         rows.push(Row {
             check: "poll returns at most max",
             verdict: match &broken {
                 Some(why) => Verdict::Fail(why.clone()),
                 None => Verdict::Pass(format!(
-                    "{} records in polls of at most {max}",
+                    "{} records in polls of at most {POLL_MAX}",
                     records.len()
                 )),
             },
@@ -255,48 +235,12 @@ impl Harness<'_> {
         let worker = self.worker().await?;
         let config_json = self.config.connector_json();
         let verdict = match call(&worker, Call::Open { config_json }).await {
-            CallOutcome::Opened(_) => {
-                let mut again = Vec::new();
-                let began = Instant::now();
-                while again.len() < RECORDS && began.elapsed() < RECORDS_WITHIN {
-                    match call(
-                        &worker,
-                        Call::Poll {
-                            max: 3,
-                            timeout_ms: 200,
-                        },
-                    )
-                    .await
-                    {
-                        CallOutcome::Polled(polled) => again.extend(polled),
-                        other => return Ok(Verdict::Fail(unexpected(&other))),
-                    }
-                }
-                let repeated = again.iter().find(|r| {
-                    r.offset
-                        .as_ref()
-                        .is_some_and(|o| committed.get(&o.stream).is_some_and(|c| o.position <= *c))
-                });
-                match repeated {
-                    Some(r) => {
-                        let o = r.offset.as_ref().expect("found by its offset");
-                        Verdict::Fail(format!(
-                            "position {} of stream {:?} was committed and is polled again",
-                            o.position, o.stream
-                        ))
-                    }
-                    None if again.iter().any(|r| r.payload == next.payload) => {
-                        Verdict::Pass(format!("{} records after the restart", again.len()))
-                    }
-                    None if again.is_empty() => Verdict::Skip(
-                        "no record after the restart: nothing shows that none was skipped".into(),
-                    ),
-                    None => Verdict::Fail(
-                        "the first record after the commit did not come again: records were skipped"
-                            .into(),
-                    ),
-                }
-            }
+            CallOutcome::Opened(_) => match poll_records(&worker).await {
+                Polls {
+                    broken: Some(why), ..
+                } => Verdict::Fail(why),
+                Polls { records, .. } => resumed(committed, next, &records),
+            },
             other => Verdict::Fail(format!("open after the restart: {}", unexpected(&other))),
         };
         let _ = call(&worker, Call::Close).await;
@@ -405,6 +349,54 @@ impl Harness<'_> {
     }
 }
 
+/// What a run of polls brought: up to [`RECORDS`] records within
+/// [`RECORDS_WITHIN`], the first answer that broke the contract, and the
+/// first poll that ran past its `timeout-ms`.
+struct Polls {
+    records: Vec<SourceRecord>,
+    broken: Option<String>,
+    slow: Option<String>,
+}
+
+/// Polls as the host does, `POLL_MAX` records and `POLL_TIMEOUT_MS` at a
+/// time; a `retryable` poll (its external system is not there yet) is asked
+/// again after a pause, as the host would after a backoff.
+async fn poll_records(worker: &Worker) -> Polls {
+    let mut polls = Polls {
+        records: Vec::new(),
+        broken: None,
+        slow: None,
+    };
+    let began = Instant::now();
+    while polls.records.len() < RECORDS && began.elapsed() < RECORDS_WITHIN {
+        let asked = Instant::now();
+        let call_poll = Call::Poll {
+            max: POLL_MAX,
+            timeout_ms: POLL_TIMEOUT_MS,
+        };
+        match call(worker, call_poll).await {
+            CallOutcome::Polled(polled) => {
+                let took = asked.elapsed();
+                if took > Duration::from_millis(POLL_TIMEOUT_MS.into()) + POLL_SLACK {
+                    polls.slow.get_or_insert(format!(
+                        "a poll with timeout-ms {POLL_TIMEOUT_MS} took {} ms",
+                        took.as_millis()
+                    ));
+                }
+                polls.records.extend(polled);
+            }
+            CallOutcome::Error(ConnectorError::Retryable(_)) => {
+                tokio::time::sleep(Duration::from_millis(POLL_TIMEOUT_MS.into())).await;
+            }
+            other => {
+                polls.broken = Some(unexpected(&other));
+                break;
+            }
+        }
+    }
+    polls
+}
+
 /// One call; a worker that went away reads as a trap.
 async fn call(worker: &Worker, call: Call) -> CallOutcome {
     match worker.call(crate::supervisor::new_trace_id(), call).await {
@@ -418,6 +410,38 @@ fn unexpected(outcome: &CallOutcome) -> String {
         CallOutcome::Error(e) => format!("it returned {e}"),
         CallOutcome::Trapped(why) => format!("it trapped: {why}"),
         other => format!("an unexpected answer: {other:?}"),
+    }
+}
+
+/// What the records polled after a restart show: nothing committed came
+/// again, and `next`, the first record after the commit, was not skipped.
+fn resumed(
+    committed: &BTreeMap<String, u64>,
+    next: &SourceRecord,
+    again: &[SourceRecord],
+) -> Verdict {
+    let repeated = again.iter().find(|r| {
+        r.offset
+            .as_ref()
+            .is_some_and(|o| committed.get(&o.stream).is_some_and(|c| o.position <= *c))
+    });
+    match repeated {
+        Some(r) => {
+            let o = r.offset.as_ref().expect("found by its offset");
+            Verdict::Fail(format!(
+                "position {} of stream {:?} was committed and is polled again",
+                o.position, o.stream
+            ))
+        }
+        None if again.iter().any(|r| r.payload == next.payload) => {
+            Verdict::Pass(format!("{} records after the restart", again.len()))
+        }
+        None if again.is_empty() => {
+            Verdict::Skip("no record after the restart: nothing shows that none was skipped".into())
+        }
+        None => Verdict::Fail(
+            "the first record after the commit did not come again: records were skipped".into(),
+        ),
     }
 }
 

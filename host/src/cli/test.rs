@@ -8,21 +8,13 @@ use std::process::ExitCode;
 use crate::config::ConnectorConfig;
 use crate::conformance::{self, Verdict};
 use crate::exit;
-use crate::supervisor::{self, Invalid, LogSettings};
+use crate::supervisor::LogSettings;
 
 /// Validates the module and its configuration as `validate` does (what does
 /// not validate is not tested), then runs the checks.
 pub async fn test(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> ExitCode {
-    match supervisor::validate(&module, &config, &log).await {
-        Ok(_) => {}
-        Err(Invalid::Module(e)) => {
-            eprintln!("danube-host: cannot load {}: {e:#}", module.display());
-            return ExitCode::from(exit::MODULE);
-        }
-        Err(Invalid::Config(message)) => {
-            eprintln!("danube-host: {message}");
-            return ExitCode::from(exit::CONFIG);
-        }
+    if let Err(code) = super::validate::validated(&module, &config, &log).await {
+        return code;
     }
     let report = match conformance::run(&module, &config, &log).await {
         Ok(report) => report,

@@ -1,15 +1,16 @@
 //! `danube-host validate`: a module and its configuration checked together,
 //! without a broker.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::config::ConnectorConfig;
+use crate::contract::ModuleInfo;
 use crate::exit;
 use crate::supervisor::{self, Invalid, LogSettings};
 
 pub async fn validate(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> ExitCode {
-    match supervisor::validate(&module, &config, &log).await {
+    match validated(&module, &config, &log).await {
         Ok(info) => {
             println!(
                 "ok: {} runs {} connector {} {} (danube:connect@{})",
@@ -17,13 +18,28 @@ pub async fn validate(module: PathBuf, config: ConnectorConfig, log: LogSettings
             );
             ExitCode::from(exit::OK)
         }
-        Err(Invalid::Module(e)) => {
-            eprintln!("danube-host: cannot load {}: {e:#}", module.display());
-            ExitCode::from(exit::MODULE)
-        }
-        Err(Invalid::Config(message)) => {
-            eprintln!("danube-host: {message}");
-            ExitCode::from(exit::CONFIG)
-        }
+        Err(code) => code,
     }
+}
+
+/// The module's description when it and its configuration validate, or
+/// the exit code once what is wrong is on standard error (for `validate`
+/// and the commands that begin as it does).
+pub(super) async fn validated(
+    module: &Path,
+    config: &ConnectorConfig,
+    log: &LogSettings,
+) -> Result<ModuleInfo, ExitCode> {
+    supervisor::validate(module, config, log)
+        .await
+        .map_err(|invalid| match invalid {
+            Invalid::Module(e) => {
+                eprintln!("danube-host: cannot load {}: {e:#}", module.display());
+                ExitCode::from(exit::MODULE)
+            }
+            Invalid::Config(message) => {
+                eprintln!("danube-host: {message}");
+                ExitCode::from(exit::CONFIG)
+            }
+        })
 }
