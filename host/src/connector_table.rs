@@ -129,11 +129,6 @@ impl ConnectorTable {
         }
     }
 
-    /// Whether the module gave a schema (else the example was read).
-    pub fn has_schema(&self) -> bool {
-        self.validator.is_some()
-    }
-
     /// The keys `SECTION_KEY` variables may set.
     pub fn env_keys(&self) -> impl Iterator<Item = (&str, &Key)> {
         self.keys
@@ -346,7 +341,6 @@ mod tests {
     #[test]
     fn a_schema_gives_keys_types_and_documentation() {
         let t = ConnectorTable::from_schema(SCHEMA).unwrap();
-        assert!(t.has_schema());
         let keys: Vec<(&str, bool)> = t.env_keys().map(|(n, k)| (n, k.takes_text())).collect();
         assert_eq!(keys, [("mode", true), ("password", true), ("rate", false)]);
         let lines = t.key_lines().unwrap();
@@ -432,7 +426,7 @@ mod tests {
         let t = ConnectorTable::from_example(
             "[file]\npath = \"/x\"\n# A comment, not a key.\n# fail_on = \"poison\"\n",
         );
-        assert!(!t.has_schema());
+        // Without a schema, `inspect` shows the example alone.
         assert_eq!(t.key_lines(), None);
         t.check(Some("file"), &table("path = \"/y\"\nfail_on = \"never\""))
             .unwrap();
