@@ -1,6 +1,7 @@
 //! mqtt-source end to end: a real mosquitto (started here on a free loopback
 //! port), `mosquitto_pub` publishing, `danube-host` running the connector and
-//! the test broker receiving. Needs the Debian packages `mosquitto` and
+//! the test broker receiving (danube-connect's own configuration runs on the
+//! real broker too). Needs the Debian packages `mosquitto` and
 //! `mosquitto-clients`.
 
 mod common;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use common::mosquitto::{Mosquitto, finish, publish, publish_with};
 use common::tls::{make_ca, make_server_certificate};
 use common::{Host, endpoint, guest, http_get, wait_until, wait_until_async, write_config};
-use danube_testkit::{StoredMessage, TestBroker};
+use danube_testkit::{BrokerKind, StoredMessage, Tap, TestBroker, take_turn};
 
 fn payload(m: &StoredMessage) -> String {
     String::from_utf8(m.payload.clone()).unwrap()
@@ -85,6 +86,7 @@ fn sensors_route(topic: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_qos1_messages_arrive_with_their_attributes_and_are_acknowledged() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const DEVICES: usize = 4;
     const PER_DEVICE: usize = 2_500;
     const TOPIC: &str = "/default/sensors";
@@ -184,6 +186,7 @@ async fn ten_thousand_qos1_messages_arrive_with_their_attributes_and_are_acknowl
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wildcard_routes_fan_out_to_topics_with_different_partition_counts() {
+    let _turn = take_turn(BrokerKind::Test).await;
     let broker = TestBroker::start().await.unwrap();
     let mqtt = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
@@ -313,6 +316,7 @@ async fn wildcard_routes_fan_out_to_topics_with_different_partition_counts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_killed_mid_flow_loses_nothing_with_a_persistent_session() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const TOTAL: usize = 6_000;
     const TOPIC: &str = "/default/kill";
     let broker = TestBroker::start().await.unwrap();
@@ -396,6 +400,7 @@ async fn a_host_killed_mid_flow_loses_nothing_with_a_persistent_session() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_connector_reconnects_when_the_mqtt_broker_restarts() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const TOPIC: &str = "/default/restart";
     let broker = TestBroker::start().await.unwrap();
     let mut mqtt = Mosquitto::start();
@@ -574,6 +579,7 @@ fn served(host: &Host) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn passwords_from_the_table_and_the_environment_never_show_in_logs_or_endpoints() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const TOPIC: &str = "/default/secret";
     let broker = TestBroker::start().await.unwrap();
     let mut mqtt = mosquitto_with_passwords();
@@ -680,6 +686,7 @@ async fn passwords_from_the_table_and_the_environment_never_show_in_logs_or_endp
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_and_mistyped_passwords_stop_the_connector_without_showing_them() {
+    let _turn = take_turn(BrokerKind::Test).await;
     let broker = TestBroker::start().await.unwrap();
     let mqtt = mosquitto_with_passwords();
     let dir = tempfile::tempdir().unwrap();
@@ -804,6 +811,7 @@ fn publish_file(port: u16, topic: &str, qos: u8, file: &Path) -> Child {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn messages_over_max_packet_size_are_dropped_with_a_log_line_and_the_flow_goes_on() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const TOPIC: &str = "/default/sized";
     let broker = TestBroker::start().await.unwrap();
     let mqtt = Mosquitto::start();
@@ -1038,6 +1046,7 @@ fn fake_session(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_packets_cost_the_connection_not_the_connector() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const TOPIC: &str = "/default/fake";
     let script = vec![
         // Remaining length over four bytes.
@@ -1154,6 +1163,7 @@ fn mosquitto_with_tls() -> Mosquitto {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_connections_verify_the_broker_and_carry_the_flow() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const TOPIC: &str = "/default/tls";
     const COUNT: usize = 500;
     let broker = TestBroker::start().await.unwrap();
@@ -1285,83 +1295,90 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The messages of each partition of a partitioned topic.
-fn partitions(broker: &TestBroker, topic: &str, count: usize) -> Vec<StoredMessage> {
-    (0..count)
-        .flat_map(|p| broker.messages(&format!("{topic}-part-{p}")))
-        .collect()
-}
+danube_testkit::on_both_brokers! {
+    /// danube-connect's MQTT configuration with schemas runs as it is: the
+    /// file unchanged (in a copy of its directory, upstream's working
+    /// directory), the addresses through the environment overrides upstream
+    /// documents, and the sandbox's grant on the command line. Each route's
+    /// records land on its topic's partitions with the schema of its
+    /// `[[schemas]]` entry; a record its JSON Schema refuses goes to the
+    /// dead-letter topic.
+    async fn danube_connect_mqtt_configuration_runs_unchanged(broker: Broker) {
+        const SENSORS: usize = 20;
+        const DEAD_LETTERS: &str = "/default/mqtt-schema-example-dlq";
+        // As upstream's deployment bootstraps its broker: the namespace of
+        // the file's topics exists. The topics exist too, with the
+        // partitions the file gives them, for the taps to subscribe before
+        // anything is published (a new subscription starts at the latest
+        // message).
+        broker.create_namespace("iot").await.unwrap();
+        let topics = [("/iot/sensors", 8), ("/iot/metrics", 2), ("/iot/binary", 4), (DEAD_LETTERS, 0)];
+        let mut taps = Vec::new();
+        for (topic, partitions) in topics {
+            broker.create_topic(topic, partitions, true).await.unwrap();
+            taps.push(Tap::start(&broker.url(), topic).await.unwrap());
+        }
+        let mqtt = Mosquitto::start();
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/danube-connectors/source-mqtt");
+        let cwd = dir.path().join("source-mqtt");
+        copy_tree(&upstream, &cwd);
+        let config = cwd.join("config/connector-with-schemas.toml");
+        let (port, allow) = (mqtt.port.to_string(), format!("127.0.0.1:{}", mqtt.port));
+        let env = [
+            ("DANUBE_SERVICE_URL", broker.url()),
+            ("MQTT_BROKER_HOST", "127.0.0.1".to_string()),
+            ("MQTT_BROKER_PORT", port),
+            // Its metrics port is fixed (9090); tests run side by side.
+            ("METRICS_PORT", "0".to_string()),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let host = Host::start_in(&cwd, &module(), &config, &env, &["--allow", &allow]);
+        wait_subscribed(&host, 1).await;
 
-/// danube-connect's MQTT configuration with schemas runs as it is: the file
-/// unchanged (in a copy of its directory, upstream's working directory), the
-/// addresses through the environment overrides upstream documents, and the
-/// sandbox's grant on the command line. Each route's records land on its
-/// topic's partitions with the schema of its `[[schemas]]` entry; a record
-/// its JSON Schema refuses goes to the dead-letter topic.
-#[tokio::test(flavor = "multi_thread")]
-async fn danube_connect_mqtt_configuration_runs_unchanged() {
-    const SENSORS: usize = 20;
-    let broker = TestBroker::start().await.unwrap();
-    // As upstream's example bootstraps it on its broker.
-    broker.create_namespace("iot").unwrap();
-    let mqtt = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let upstream =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/danube-connectors/source-mqtt");
-    let cwd = dir.path().join("source-mqtt");
-    copy_tree(&upstream, &cwd);
-    let config = cwd.join("config/connector-with-schemas.toml");
-    let (port, allow) = (mqtt.port.to_string(), format!("127.0.0.1:{}", mqtt.port));
-    let env = [
-        ("DANUBE_SERVICE_URL", broker.url()),
-        ("MQTT_BROKER_HOST", "127.0.0.1".to_string()),
-        ("MQTT_BROKER_PORT", port),
-        // Its metrics port is fixed (9090); tests run side by side.
-        ("METRICS_PORT", "0".to_string()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let host = Host::start_in(&cwd, &module(), &config, &env, &["--allow", &allow]);
-    wait_subscribed(&host, 1).await;
-
-    let sensor = |i: usize| {
-        format!(
-            r#"{{"device_id":"d{i}","sensor_type":"temperature","value":{i}.5,"timestamp":"2026-12-07T06:00:00Z"}}"#
-        )
-    };
-    let mut sensors: Vec<String> = (0..SENSORS).map(sensor).collect();
-    sensors.push(r#"{"device_id":"d-bad","value":"hot"}"#.to_string());
-    finish(vec![
-        publish(mqtt.port, "sensors/room1", 1, sensors),
-        publish(mqtt.port, "metrics/cpu", 1, vec!["42".into(), "3.5".into()]),
-        publish(mqtt.port, "devices/d1/binary", 1, vec!["\u{1}\u{2}".into()]),
-    ]);
-    let dead_letters = "/default/mqtt-schema-example-dlq";
-    let arrived = wait_until_async(Duration::from_secs(30), || {
-        partitions(&broker, "/iot/sensors", 8).len() == SENSORS
-            && partitions(&broker, "/iot/metrics", 2).len() == 2
-            && partitions(&broker, "/iot/binary", 4).len() == 1
-            && broker.messages(dead_letters).len() == 1
-    })
-    .await;
-    assert!(
-        arrived,
-        "sensors {}, metrics {}, binary {}, dead letters {}; log:\n{}",
-        partitions(&broker, "/iot/sensors", 8).len(),
-        partitions(&broker, "/iot/metrics", 2).len(),
-        partitions(&broker, "/iot/binary", 4).len(),
-        broker.messages(dead_letters).len(),
-        host.log()
-    );
-    for message in partitions(&broker, "/iot/sensors", 8)
-        .iter()
-        .chain(partitions(&broker, "/iot/metrics", 2).iter())
-    {
-        assert!(message.schema_id.is_some(), "{message:?}");
+        let sensor = |i: usize| {
+            format!(
+                r#"{{"device_id":"d{i}","sensor_type":"temperature","value":{i}.5,"timestamp":"2026-12-07T06:00:00Z"}}"#
+            )
+        };
+        let mut sensors: Vec<String> = (0..SENSORS).map(sensor).collect();
+        sensors.push(r#"{"device_id":"d-bad","value":"hot"}"#.to_string());
+        // Keyed by MQTT topic: five rooms spread over the partitions.
+        let mut publishers: Vec<Child> = sensors
+            .chunks(5)
+            .enumerate()
+            .map(|(room, readings)| publish(mqtt.port, &format!("sensors/room{room}"), 1, readings.to_vec()))
+            .collect();
+        publishers.extend([
+            publish(mqtt.port, "metrics/cpu", 1, vec!["42".into(), "3.5".into()]),
+            publish(mqtt.port, "devices/d1/binary", 1, vec!["\u{1}\u{2}".into()]),
+        ]);
+        finish(publishers);
+        let [sensors, metrics, binary, dead_letters] = &taps[..] else {
+            unreachable!()
+        };
+        let expected = [(sensors, SENSORS), (metrics, 2), (binary, 1), (dead_letters, 1)];
+        for (tap, count) in expected {
+            tap.wait_for(count, Duration::from_secs(30)).await;
+        }
+        let arrived: Vec<usize> = taps.iter().map(|t| t.stored().len()).collect();
+        assert_eq!(
+            arrived,
+            [SENSORS, 2, 1, 1],
+            "sensors, metrics, binary, dead letters; log:\n{}",
+            host.log()
+        );
+        for message in sensors.stored().iter().chain(&metrics.stored()) {
+            assert!(message.schema_id.is_some(), "{message:?}");
+        }
+        let spread: HashSet<String> = sensors.stored().into_iter().map(|m| m.topic).collect();
+        assert!(spread.len() > 1, "one partition only: {spread:?}");
+        let refused = &dead_letters.stored()[0];
+        assert!(String::from_utf8_lossy(&refused.payload).contains("d-bad"));
+        assert_eq!(refused.attributes["dlq.error_class"], "invalid_data");
+        // The connector's state lives in the working directory, as upstream's.
+        assert!(host.terminate(Duration::from_secs(30)).success());
+        assert!(cwd.join("danube-state").is_dir());
     }
-    let refused = &broker.messages(dead_letters)[0];
-    assert!(payload(refused).contains("d-bad"));
-    assert_eq!(refused.attributes["dlq.error_class"], "invalid_data");
-    // The connector's state lives in the working directory, as upstream's.
-    assert!(host.terminate(Duration::from_secs(30)).success());
-    assert!(cwd.join("danube-state").is_dir());
 }
