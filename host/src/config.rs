@@ -119,7 +119,9 @@ pub struct ProcessingConfig {
     /// Records with the same key always use the same producer, so per-key order
     /// holds.
     pub producers_per_topic: u32,
-    /// Source records published but not yet acked, at most.
+    /// Source records published but not yet acked, at most. A source whose
+    /// window is full is polled again once `batch_size` records (or half the
+    /// window, when smaller) fit.
     pub max_in_flight: u32,
     /// While a source's polls come back full (it has more than the host
     /// takes), its `commit` is called at most this often: each commit may
