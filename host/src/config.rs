@@ -684,7 +684,7 @@ fn one_line_type_error(text: &str) -> String {
 }
 
 /// Turns a TOML error into one line with its line number.
-fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+pub fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
     let message = e.message().trim().replace('\n', " ");
     match e.span() {
         Some(span) => {

@@ -415,7 +415,7 @@ impl Directory {
         }
         let text = std::str::from_utf8(&pair.config_bytes)
             .map_err(|_| Refusal::Rejected(format!("{}: not UTF-8 text", pair.config.display())))?;
-        let config = ConnectorConfig::parse(text, &pair.config, &|k| std::env::var(k).ok())
+        let mut config = ConnectorConfig::parse(text, &pair.config, &|k| std::env::var(k).ok())
             .map_err(|e| Refusal::Rejected(e.to_string()))?;
         let connector_name = &config.host.connector_name;
         if let Some(other) = self.members.iter().find_map(|(other, member)| {
@@ -433,7 +433,7 @@ impl Directory {
                 pair.module.display()
             ))
         })?;
-        match supervisor::validate(&snapshot, &config, &self.log).await {
+        match supervisor::validate(&snapshot, &mut config, &self.log).await {
             Ok(_) => Ok((config, snapshot)),
             Err(invalid) => {
                 let _ = std::fs::remove_file(&snapshot);

@@ -733,7 +733,12 @@ fn grants_reaching_the_hosts_own_files_are_refused() {
 
 /// `danube-host test --module M --config C`.
 fn conformance(module: &Path, config: &Path) -> Output {
-    host(&[
+    conformance_with(module, config, &[])
+}
+
+/// `danube-host test --module M --config C --scenario S...`.
+fn conformance_with(module: &Path, config: &Path, scenarios: &[&Path]) -> Output {
+    let mut args = vec![
         "test",
         "--log-format",
         "text",
@@ -741,7 +746,19 @@ fn conformance(module: &Path, config: &Path) -> Output {
         module.to_str().unwrap(),
         "--config",
         config.to_str().unwrap(),
-    ])
+    ];
+    for scenario in scenarios {
+        args.extend(["--scenario", scenario.to_str().unwrap()]);
+    }
+    host(&args)
+}
+
+/// The line of a report's row for `check`.
+fn row<'o>(out: &'o Output, check: &str) -> &'o str {
+    out.stdout
+        .lines()
+        .find(|l| l.contains(check))
+        .unwrap_or_else(|| panic!("no row {check:?}: {out:#?}"))
 }
 
 /// The rows of a report as (verdict, check).
@@ -847,4 +864,96 @@ fn test_refuses_what_validate_refuses() {
         CONFIG,
         &["unknown key `datagen.rtae`; did you mean `datagen.rate`?"],
     );
+}
+
+/// A connector's own scenarios run after the contract, a row each: a
+/// source's first records matched field by field, a sink's records each
+/// with the outcome it must get; a record that does not match fails its row
+/// with the record and the difference, and the command exits 4.
+#[test]
+fn scenarios_check_what_a_connector_does_with_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let datagen = write(
+        dir.path(),
+        "datagen.toml",
+        format!("{ROOT}\n[datagen]\ntopics = [\"/default/a\", \"/default/b\"]\n"),
+    );
+    let strict = write(
+        dir.path(),
+        "strict.toml",
+        "[[records]]\ntopic = \"/default/a\"\npayload = '{\"seq\":0,\"key\":null,\"topic\":\"/default/a\",\"pad\":\"\"}'\n\
+         attributes = { seq = \"0\" }\n\n\
+         [[records]]\ntopic = \"/default/b\"\npayload_json = { seq = 1, topic = \"/default/b\", pad = \"\" }\n",
+    );
+    // payload_json has no null: record 2's "key":null makes it differ.
+    let wrong = write(
+        dir.path(),
+        "wrong.toml",
+        "[[records]]\nattributes = { seq = \"0\" }\n\n[[records]]\nattributes = { seq = \"2\" }\n",
+    );
+    let out = conformance_with(&guest("datagen-source"), &datagen, &[&strict, &wrong]);
+    assert_eq!(out.code, 4, "{out:#?}");
+    let strict_row = row(&out, "scenario strict.toml");
+    assert!(strict_row.starts_with("  FAIL"), "{strict_row}");
+    assert!(
+        strict_row.contains("record 2: payload {\"seq\":1,\"key\":null"),
+        "{strict_row}"
+    );
+    let failed = row(&out, "scenario wrong.toml");
+    assert!(
+        failed.contains(r#"record 2: attribute "seq" is Some("1"), expected "2""#),
+        "{failed}"
+    );
+
+    let right = write(
+        dir.path(),
+        "right.toml",
+        "[[records]]\ntopic = \"/default/a\"\nattributes = { seq = \"0\" }\n\n\
+         [[records]]\npayload = '{\"seq\":1,\"key\":null,\"topic\":\"/default/b\",\"pad\":\"\"}'\n",
+    );
+    let out = conformance_with(&guest("datagen-source"), &datagen, &[&right]);
+    assert_eq!(out.code, OK, "{out:#?}");
+    assert!(
+        row(&out, "scenario right.toml").starts_with("  pass"),
+        "{out:#?}"
+    );
+
+    // A sink: the file sink writes JSON lines, and refuses a record marked
+    // with its `fail_on` field.
+    let written = dir.path().join("out");
+    std::fs::create_dir(&written).unwrap();
+    let sink = write(
+        dir.path(),
+        "file.toml",
+        format!(
+            "{ROOT}\n[sandbox]\ndirs = [\"{0}\"]\n[file]\npath = \"{0}\"\ntopics = [\"/default/d\"]\nfail_on = \"poison\"\n",
+            written.display()
+        ),
+    );
+    let records = "[[records]]\npayload_json = { id = 1 }\n\n\
+                   [[records]]\npayload_json = { id = 2, poison = true }\nexpect = \"invalid_data\"\n";
+    let good = write(dir.path(), "good.toml", records);
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        records.replace("invalid_data", "written"),
+    );
+    let out = conformance_with(&guest("file-sink"), &sink, &[&good, &bad]);
+    assert_eq!(out.code, 4, "{out:#?}");
+    assert!(
+        row(&out, "scenario good.toml").ends_with("2 records as expected"),
+        "{out:#?}"
+    );
+    let line = row(&out, "scenario bad.toml");
+    assert!(
+        line.contains("record 2: invalid_data (") && line.ends_with("expected written"),
+        "{line}"
+    );
+    let lines = std::fs::read_to_string(written.join("records.jsonl")).unwrap();
+    assert!(lines.contains(r#""id":1"#), "{lines}");
+
+    // A scenario file that cannot be used stops the command before any check.
+    let broken = write(dir.path(), "broken.toml", "[[records]]\npayload = 1\n");
+    let out = conformance_with(&guest("file-sink"), &sink, &[&broken]);
+    out.fails_with(CONFIG, &["broken.toml: line 2", "expected a string"]);
 }

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::clickhouse::{
-    ClickHouse, PASSWORD, broker, https_sink_config, produce, reading, route, sink_config,
-    start_host,
+    ClickHouse, PASSWORD, broker, config_text, https_sink_config, produce, reading, route,
+    sink_config, start_host,
 };
 use common::tls::make_ca;
-use common::{Host, guest, wait_subscribed, wait_until_async};
+use common::{Host, guest, wait_subscribed, wait_until_async, write_config};
 use danube_testkit::TestBroker;
 use serde_json::{Value, json};
 
@@ -420,4 +420,39 @@ async fn https_verifies_the_server_and_carries_the_rows() {
         log.contains("TLS handshake failed") && log.contains("UnknownIssuer"),
         "log:\n{log}"
     );
+}
+
+/// clickhouse-sink through `danube-host test`: the contract, then a scenario
+/// of readings and one whose `m.reading` is not an integer; the readings
+/// are in the table afterwards.
+#[test]
+fn clickhouse_sink_keeps_the_contract_and_its_scenario() {
+    const TOPIC: &str = "/default/readings";
+    let ch = ClickHouse::start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&ch.url(), ch.http_port, "", &route(TOPIC, "ch", "scenario"));
+    let config = write_config(
+        dir.path(),
+        "ch.toml",
+        "http://127.0.0.1:6650",
+        "ch-harness",
+        &text,
+    );
+    let mut payloads: Vec<(Value, &str)> = (0..5).map(|seq| (reading(seq), "written")).collect();
+    let mut wrong = reading(5);
+    wrong["m"]["reading"] = json!("abc");
+    payloads.push((wrong, "invalid_data"));
+    let scenario = common::sink_scenario(dir.path(), "readings.toml", &payloads);
+    let (passed, report) = common::conformance(
+        &guest("clickhouse-sink"),
+        &config,
+        &[&scenario],
+        &[("CLICKHOUSE_PASSWORD", PASSWORD)],
+    );
+    assert!(passed, "{report}");
+    assert!(
+        report.contains("pass  scenario readings.toml") && report.contains("6 records as expected"),
+        "{report}"
+    );
+    assert_eq!(ch.query("SELECT count() FROM scenario FINAL").trim(), "5");
 }

@@ -547,3 +547,39 @@ async fn tls_required_by_the_sink_but_not_offered_stops_it_saying_so() {
         "log:\n{log}"
     );
 }
+
+/// postgres-sink through `danube-host test`: the contract, then a scenario
+/// of readings and one the table cannot take (no `seq`, a column that is
+/// not nullable); the readings are in the table afterwards.
+#[test]
+fn postgres_sink_keeps_the_contract_and_its_scenario() {
+    let pg = Postgres::start(PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let route = postgres::route("/default/readings", SUBSCRIPTION, "scenario", KEYED);
+    let config = write_config(
+        dir.path(),
+        "pg.toml",
+        "http://127.0.0.1:6650",
+        "pg-harness",
+        &pg.sink_config("", &route),
+    );
+    let mut payloads: Vec<(serde_json::Value, &str)> =
+        (0..5).map(|seq| (reading(seq, 1), "written")).collect();
+    payloads.push((json!({"device": "dev-x", "ok": true}), "invalid_data"));
+    let scenario = common::sink_scenario(dir.path(), "readings.toml", &payloads);
+    let (passed, report) = common::conformance(
+        &guest("postgres-sink"),
+        &config,
+        &[&scenario],
+        &[("POSTGRES_PASSWORD", PASSWORD)],
+    );
+    assert!(passed, "{report}");
+    assert!(
+        report.contains("pass  scenario readings.toml") && report.contains("6 records as expected"),
+        "{report}"
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM scenario WHERE seq < 5 AND device LIKE 'dev-%'"),
+        5
+    );
+}

@@ -51,7 +51,7 @@ enum Command {
     Validate(RunArgs),
     /// Check a module against the contract: the calls in the host's orders,
     /// each answer held to what the contract promises (exit 4 if one fails).
-    Test(RunArgs),
+    Test(TestArgs),
     /// Describe a module: its world, contract version and configuration.
     Inspect {
         /// The connector's .wasm component.
@@ -78,6 +78,17 @@ enum Command {
     /// Internal: measures the supervisor-worker boundary (for danube-bench).
     #[command(hide = true)]
     BenchBoundary(bench_boundary::BenchArgs),
+}
+
+#[derive(Args, Clone)]
+struct TestArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// A scenario of the connector's own (TOML: records to feed a sink or
+    /// expect from a source; see docs/authoring.md), checked after the
+    /// contract. Repeatable.
+    #[arg(long = "scenario", value_name = "FILE")]
+    scenarios: Vec<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -128,10 +139,10 @@ pub fn main() -> ExitCode {
             let log = log_settings("warn", log_format);
             runtime().block_on(inspect::inspect(module, log))
         }
-        Some(Command::Test(args)) => match load(&args) {
+        Some(Command::Test(args)) => match load(&args.run) {
             Ok((module, config)) => {
-                let log = log_settings("warn", args.log_format);
-                runtime().block_on(test::test(module, config, log))
+                let log = log_settings("warn", args.run.log_format);
+                runtime().block_on(test::test(module, config, &args.scenarios, log))
             }
             Err(code) => code,
         },

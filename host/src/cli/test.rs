@@ -6,17 +6,33 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::ConnectorConfig;
-use crate::conformance::{self, Verdict};
+use crate::conformance::{self, Scenario, Verdict};
 use crate::exit;
 use crate::supervisor::LogSettings;
 
 /// Validates the module and its configuration as `validate` does (what does
-/// not validate is not tested), then runs the checks.
-pub async fn test(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> ExitCode {
-    if let Err(code) = super::validate::validated(&module, &config, &log).await {
+/// not validate is not tested), reads the scenarios, then runs the checks.
+pub async fn test(
+    module: PathBuf,
+    mut config: ConnectorConfig,
+    scenarios: &[PathBuf],
+    log: LogSettings,
+) -> ExitCode {
+    if let Err(code) = super::validate::validated(&module, &mut config, &log).await {
         return code;
     }
-    let report = match conformance::run(&module, &config, &log).await {
+    let scenarios = match scenarios
+        .iter()
+        .map(|p| Scenario::load(p))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(scenarios) => scenarios,
+        Err(message) => {
+            eprintln!("danube-host: {message}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let report = match conformance::run(&module, &config, &log, &scenarios).await {
         Ok(report) => report,
         Err(e) => {
             eprintln!("danube-host: cannot load {}: {e:#}", module.display());

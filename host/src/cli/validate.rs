@@ -9,8 +9,8 @@ use crate::contract::ModuleInfo;
 use crate::exit;
 use crate::supervisor::{self, Invalid, LogSettings};
 
-pub async fn validate(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> ExitCode {
-    match validated(&module, &config, &log).await {
+pub async fn validate(module: PathBuf, mut config: ConnectorConfig, log: LogSettings) -> ExitCode {
+    match validated(&module, &mut config, &log).await {
         Ok(info) => {
             println!(
                 "ok: {} runs {} connector {} {} (danube:connect@{})",
@@ -22,12 +22,13 @@ pub async fn validate(module: PathBuf, config: ConnectorConfig, log: LogSettings
     }
 }
 
-/// The module's description when it and its configuration validate, or
-/// the exit code once what is wrong is on standard error (for `validate`
-/// and the commands that begin as it does).
+/// The module's description when it and its configuration validate (the
+/// configuration then has the environment's overrides applied), or the
+/// exit code once what is wrong is on standard error (for `validate` and
+/// the commands that begin as it does).
 pub(super) async fn validated(
     module: &Path,
-    config: &ConnectorConfig,
+    config: &mut ConnectorConfig,
     log: &LogSettings,
 ) -> Result<ModuleInfo, ExitCode> {
     supervisor::validate(module, config, log)

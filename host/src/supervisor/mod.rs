@@ -214,10 +214,11 @@ pub enum Invalid {
 }
 
 /// Loads `module` in a throwaway worker (no state, no broker) and checks
-/// what every start checks before it reaches the broker.
+/// what every start checks before it reaches the broker; `config` comes
+/// back with the environment's overrides applied, as a start would use it.
 pub async fn validate(
     module: &Path,
-    config: &ConnectorConfig,
+    config: &mut ConnectorConfig,
     log: &LogSettings,
 ) -> Result<ModuleInfo, Invalid> {
     check_files(module, config).map_err(Invalid::Config)?;
@@ -226,7 +227,7 @@ pub async fn validate(
         .map_err(Invalid::Module)?;
     let info = worker.info().clone();
     worker.stop().await;
-    check_connector(&mut config.clone(), &info)?;
+    check_connector(config, &info)?;
     Ok(info)
 }
 

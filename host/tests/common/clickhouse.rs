@@ -268,7 +268,7 @@ pub fn https_sink_config(
     write_config(dir, &format!("{name}.toml"), &broker.url(), name, &text)
 }
 
-fn config_text(url: &str, port: u16, sandbox: &str, routes: &str) -> String {
+pub fn config_text(url: &str, port: u16, sandbox: &str, routes: &str) -> String {
     format!(
         "[retry]\nmax_retries = 100\nretry_backoff_ms = 100\nmax_backoff_ms = 1000\n\n\
          [sandbox]\nallow = [\"127.0.0.1:{port}\"]\n{sandbox}\n\

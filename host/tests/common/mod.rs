@@ -508,3 +508,46 @@ pub fn tap_seqs(tap: &danube_testkit::Tap) -> std::collections::BTreeMap<u64, us
     }
     seqs
 }
+
+/// `danube-host test` on `module` with `config`, its `scenarios` and `env`:
+/// whether it passed, and its report.
+pub fn conformance(
+    module: &Path,
+    config: &Path,
+    scenarios: &[&Path],
+    env: &[(&str, &str)],
+) -> (bool, String) {
+    let mut command = Command::new(host_bin());
+    command
+        .args(["test", "--log-format", "text", "--module"])
+        .arg(module)
+        .arg("--config")
+        .arg(config)
+        .env("XDG_CACHE_HOME", target_dir().join("test-module-cache"))
+        .envs(env.iter().copied());
+    for scenario in scenarios {
+        command.arg("--scenario").arg(scenario);
+    }
+    let out = command.output().expect("danube-host runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
+}
+
+/// A scenario file for `danube-host test` handing a sink `payloads`, each
+/// with the outcome it must get (`written`, `invalid_data`, `retryable`).
+pub fn sink_scenario(dir: &Path, name: &str, payloads: &[(serde_json::Value, &str)]) -> PathBuf {
+    let records: Vec<String> = payloads
+        .iter()
+        .map(|(payload, expect)| {
+            let payload = toml::Value::String(payload.to_string());
+            format!("[[records]]\npayload = {payload}\nexpect = \"{expect}\"\n")
+        })
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, records.join("\n")).unwrap();
+    path
+}

@@ -21,6 +21,9 @@ use crate::contract::{
 };
 use crate::supervisor::{Guest, LogSettings, Worker, start_worker};
 
+mod scenario;
+pub use scenario::Scenario;
+
 /// How long a source gets to produce the records the checks look at.
 const RECORDS_WITHIN: Duration = Duration::from_secs(5);
 /// How many records a source's checks look at.
@@ -36,7 +39,7 @@ const UNKNOWN_KEY: &str = "conformance_unknown_key";
 
 /// One check and how it came out.
 pub struct Row {
-    pub check: &'static str,
+    pub check: String,
     pub verdict: Verdict,
 }
 
@@ -58,12 +61,13 @@ pub struct Report {
     pub rows: Vec<Row>,
 }
 
-/// Runs every check of the module's world. `Err` is a module that cannot be
-/// loaded at all.
+/// Runs every check of the module's world, then the connector's own
+/// scenarios. `Err` is a module that cannot be loaded at all.
 pub async fn run(
     module: &Path,
     config: &ConnectorConfig,
     log: &LogSettings,
+    scenarios: &[Scenario],
 ) -> anyhow::Result<Report> {
     let state_dir = tempfile::tempdir()?;
     let harness = Harness {
@@ -75,11 +79,11 @@ pub async fn run(
     let first = harness.worker().await?;
     let info = first.info().clone();
     let mut rows = vec![Row {
-        check: "describe answers without open",
+        check: "describe answers without open".into(),
         verdict: Verdict::Pass(format!("{} {}", info.name, info.version)),
     }];
     rows.push(Row {
-        check: "close without open",
+        check: "close without open".into(),
         verdict: match call(&first, Call::Close).await {
             CallOutcome::Done => Verdict::Pass(String::new()),
             other => Verdict::Fail(unexpected(&other)),
@@ -90,6 +94,9 @@ pub async fn run(
     match info.world {
         World::Source => harness.source_checks(&mut rows).await?,
         World::Sink => harness.sink_checks(&mut rows).await?,
+    }
+    for scenario in scenarios {
+        rows.push(harness.scenario(scenario).await?);
     }
     Ok(Report { info, rows })
 }
@@ -117,7 +124,7 @@ impl Harness<'_> {
         table.insert(UNKNOWN_KEY.into(), toml::Value::Integer(1));
         if ConnectorTable::of(info).is_ok_and(|t| t.check(None, &table).is_err()) {
             return Ok(Row {
-                check,
+                check: check.into(),
                 verdict: Verdict::Skip(
                     "the host refuses it before open, by the keys the module's schema or example lists"
                         .into(),
@@ -140,7 +147,10 @@ impl Harness<'_> {
         };
         let _ = call(&worker, Call::Close).await;
         worker.stop().await;
-        Ok(Row { check, verdict })
+        Ok(Row {
+            check: check.into(),
+            verdict,
+        })
     }
 
     async fn source_checks(&self, rows: &mut Vec<Row>) -> anyhow::Result<()> {
@@ -155,9 +165,9 @@ impl Harness<'_> {
             records,
             broken,
             slow,
-        } = poll_records(&worker).await;
+        } = poll_records(&worker, RECORDS).await;
         rows.push(Row {
-            check: "poll returns at most max",
+            check: "poll returns at most max".into(),
             verdict: match &broken {
                 Some(why) => Verdict::Fail(why.clone()),
                 None => Verdict::Pass(format!(
@@ -167,7 +177,7 @@ impl Harness<'_> {
             },
         });
         rows.push(Row {
-            check: "poll returns within timeout-ms",
+            check: "poll returns within timeout-ms".into(),
             verdict: slow.map_or(Verdict::Pass(String::new()), Verdict::Fail),
         });
         let mut record_rows = [
@@ -176,7 +186,7 @@ impl Harness<'_> {
             "a restarted instance resumes after its last commit",
         ]
         .map(|check| Row {
-            check,
+            check: check.into(),
             verdict: Verdict::Skip(match &broken {
                 Some(_) => "poll broke the contract (above)".to_string(),
                 None => format!(
@@ -235,7 +245,7 @@ impl Harness<'_> {
         let worker = self.worker().await?;
         let config_json = self.config.connector_json();
         let verdict = match call(&worker, Call::Open { config_json }).await {
-            CallOutcome::Opened(_) => match poll_records(&worker).await {
+            CallOutcome::Opened(_) => match poll_records(&worker, RECORDS).await {
                 Polls {
                     broken: Some(why), ..
                 } => Verdict::Fail(why),
@@ -296,7 +306,7 @@ impl Harness<'_> {
             other => Verdict::Fail(unexpected(&other)),
         };
         rows.push(Row {
-            check: "process-batch reports failures within its batch",
+            check: "process-batch reports failures within its batch".into(),
             verdict,
         });
         self.finish(&worker, rows).await;
@@ -321,7 +331,7 @@ impl Harness<'_> {
             other => (Verdict::Fail(unexpected(&other)), None),
         };
         rows.push(Row {
-            check: "open declares its topics",
+            check: "open declares its topics".into(),
             verdict,
         });
         opened
@@ -330,7 +340,7 @@ impl Harness<'_> {
     /// `health`, then `close`, each a row.
     async fn finish(&self, worker: &Worker, rows: &mut Vec<Row>) {
         rows.push(Row {
-            check: "health answers",
+            check: "health answers".into(),
             verdict: match call(worker, Call::Health).await {
                 CallOutcome::Done => Verdict::Pass(String::new()),
                 CallOutcome::Error(ConnectorError::Retryable(why)) => {
@@ -340,7 +350,7 @@ impl Harness<'_> {
             },
         });
         rows.push(Row {
-            check: "close after open",
+            check: "close after open".into(),
             verdict: match call(worker, Call::Close).await {
                 CallOutcome::Done => Verdict::Pass(String::new()),
                 other => Verdict::Fail(unexpected(&other)),
@@ -349,7 +359,7 @@ impl Harness<'_> {
     }
 }
 
-/// What a run of polls brought: up to [`RECORDS`] records within
+/// What a run of polls brought: up to the records wanted within
 /// [`RECORDS_WITHIN`], the first answer that broke the contract, and the
 /// first poll that ran past its `timeout-ms`.
 struct Polls {
@@ -361,14 +371,14 @@ struct Polls {
 /// Polls as the host does, `POLL_MAX` records and `POLL_TIMEOUT_MS` at a
 /// time; a `retryable` poll (its external system is not there yet) is asked
 /// again after a pause, as the host would after a backoff.
-async fn poll_records(worker: &Worker) -> Polls {
+async fn poll_records(worker: &Worker, wanted: usize) -> Polls {
     let mut polls = Polls {
         records: Vec::new(),
         broken: None,
         slow: None,
     };
     let began = Instant::now();
-    while polls.records.len() < RECORDS && began.elapsed() < RECORDS_WITHIN {
+    while polls.records.len() < wanted && began.elapsed() < RECORDS_WITHIN {
         let asked = Instant::now();
         let call_poll = Call::Poll {
             max: POLL_MAX,
