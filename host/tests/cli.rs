@@ -753,6 +753,22 @@ fn conformance_with(module: &Path, config: &Path, scenarios: &[&Path]) -> Output
     host(&args)
 }
 
+/// A file-sink configuration in `dir` writing into `dir/out` (made here),
+/// with `extra` lines in its table: the configuration and the directory.
+fn file_sink(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
+    let written = dir.join("out");
+    std::fs::create_dir(&written).unwrap();
+    let config = write(
+        dir,
+        "file.toml",
+        format!(
+            "{ROOT}\n[sandbox]\ndirs = [\"{0}\"]\n[file]\npath = \"{0}\"\ntopics = [\"/default/d\"]\n{extra}",
+            written.display()
+        ),
+    );
+    (config, written)
+}
+
 /// The line of a report's row for `check`.
 fn row<'o>(out: &'o Output, check: &str) -> &'o str {
     out.stdout
@@ -802,16 +818,7 @@ fn the_repositorys_source_and_sink_keep_the_contract() {
         out.stdout
     );
 
-    let written = dir.path().join("out");
-    std::fs::create_dir(&written).unwrap();
-    let sink = write(
-        dir.path(),
-        "file.toml",
-        format!(
-            "{ROOT}\n[sandbox]\ndirs = [\"{0}\"]\n[file]\npath = \"{0}\"\ntopics = [\"/default/d\"]\n",
-            written.display()
-        ),
-    );
+    let (sink, written) = file_sink(dir.path(), "");
     let out = conformance(&guest("file-sink"), &sink);
     assert_eq!(out.code, OK, "{out:#?}");
     assert!(
@@ -920,16 +927,7 @@ fn scenarios_check_what_a_connector_does_with_records() {
 
     // A sink: the file sink writes JSON lines, and refuses a record marked
     // with its `fail_on` field.
-    let written = dir.path().join("out");
-    std::fs::create_dir(&written).unwrap();
-    let sink = write(
-        dir.path(),
-        "file.toml",
-        format!(
-            "{ROOT}\n[sandbox]\ndirs = [\"{0}\"]\n[file]\npath = \"{0}\"\ntopics = [\"/default/d\"]\nfail_on = \"poison\"\n",
-            written.display()
-        ),
-    );
+    let (sink, written) = file_sink(dir.path(), "fail_on = \"poison\"\n");
     let records = "[[records]]\npayload_json = { id = 1 }\n\n\
                    [[records]]\npayload_json = { id = 2, poison = true }\nexpect = \"invalid_data\"\n";
     let good = write(dir.path(), "good.toml", records);
