@@ -7,7 +7,7 @@
 //! `commit` sees an offset only once the broker acknowledged that record and
 //! every record polled before it from the same stream ([`OffsetTracker`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -262,7 +262,7 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
         let id = self.next_id;
         self.next_id += 1;
         self.policy.metrics.received(&record.topic, 1);
-        self.tracker.push(id, record.offset.clone());
+        self.tracker.push(id, record.offset.take());
         self.policy
             .metrics
             .set_in_flight(self.tracker.outstanding());
@@ -473,13 +473,26 @@ fn sanitize(topic: &str) -> String {
 
 /// Which offsets may be committed: per stream, the position of the last record
 /// such that it and every record polled before it were acknowledged.
+///
+/// It sees every record twice (published, acknowledged), so stream names are
+/// kept once and records refer to them by index: no allocation per record.
 #[derive(Default)]
 pub struct OffsetTracker {
-    /// Per stream, the records not yet committable, in poll order.
-    streams: HashMap<String, VecDeque<Entry>>,
-    stream_of: HashMap<u64, String>,
-    ready: BTreeMap<String, u64>,
+    /// The streams seen so far, by index; a source has a handful.
+    streams: Vec<Stream>,
+    index: HashMap<String, usize>,
+    /// The stream of each record that carries an offset, by record id.
+    stream_of: HashMap<u64, usize>,
     outstanding: usize,
+}
+
+#[derive(Default)]
+struct Stream {
+    name: String,
+    /// The records not yet committable, in poll order.
+    pending: VecDeque<Entry>,
+    /// The position to commit next, if any.
+    ready: Option<u64>,
 }
 
 struct Entry {
@@ -493,16 +506,28 @@ impl OffsetTracker {
     pub fn push(&mut self, id: u64, offset: Option<Offset>) {
         self.outstanding += 1;
         if let Some(offset) = offset {
-            self.stream_of.insert(id, offset.stream.clone());
-            self.streams
-                .entry(offset.stream)
-                .or_default()
-                .push_back(Entry {
-                    id,
-                    position: offset.position,
-                    acked: false,
-                });
+            let stream = self.stream(offset.stream);
+            self.stream_of.insert(id, stream);
+            self.streams[stream].pending.push_back(Entry {
+                id,
+                position: offset.position,
+                acked: false,
+            });
         }
+    }
+
+    /// The index of stream `name`, kept from now on if it is new.
+    fn stream(&mut self, name: String) -> usize {
+        if let Some(&index) = self.index.get(&name) {
+            return index;
+        }
+        let index = self.streams.len();
+        self.index.insert(name.clone(), index);
+        self.streams.push(Stream {
+            name,
+            ..Stream::default()
+        });
+        index
     }
 
     /// Marks a record acknowledged by the broker.
@@ -511,44 +536,42 @@ impl OffsetTracker {
         let Some(stream) = self.stream_of.remove(&id) else {
             return;
         };
-        let Some(entries) = self.streams.get_mut(&stream) else {
-            return;
-        };
-        if let Ok(i) = entries.binary_search_by_key(&id, |e| e.id) {
-            entries[i].acked = true;
+        let stream = &mut self.streams[stream];
+        if let Ok(i) = stream.pending.binary_search_by_key(&id, |e| e.id) {
+            stream.pending[i].acked = true;
         }
-        while entries.front().is_some_and(|e| e.acked) {
-            let e = entries.pop_front().expect("checked");
-            self.ready.insert(stream.clone(), e.position);
-        }
-        if entries.is_empty() {
-            self.streams.remove(&stream);
+        while stream.pending.front().is_some_and(|e| e.acked) {
+            let e = stream.pending.pop_front().expect("checked");
+            stream.ready = Some(e.position);
         }
     }
 
     /// The offsets ready to commit since the last call, one per stream.
     pub fn take_committable(&mut self) -> Option<Vec<Offset>> {
-        if self.ready.is_empty() {
-            return None;
-        }
-        Some(
-            std::mem::take(&mut self.ready)
-                .into_iter()
-                .map(|(stream, position)| Offset { stream, position })
-                .collect(),
-        )
+        let offsets: Vec<Offset> = self
+            .streams
+            .iter_mut()
+            .filter_map(|s| {
+                s.ready.take().map(|position| Offset {
+                    stream: s.name.clone(),
+                    position,
+                })
+            })
+            .collect();
+        (!offsets.is_empty()).then_some(offsets)
     }
 
     /// Whether any offset waits to be committed.
     pub fn has_committable(&self) -> bool {
-        !self.ready.is_empty()
+        self.streams.iter().any(|s| s.ready.is_some())
     }
 
     /// Puts back offsets whose commit failed (newer ones win).
     pub fn requeue(&mut self, offsets: Vec<Offset>) {
         for o in offsets {
-            let e = self.ready.entry(o.stream).or_insert(o.position);
-            *e = (*e).max(o.position);
+            let stream = self.stream(o.stream);
+            let ready = &mut self.streams[stream].ready;
+            *ready = Some(ready.map_or(o.position, |r| r.max(o.position)));
         }
     }
 
