@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::mosquitto::{Mosquitto, finish, publish, publish_with};
+use common::mosquitto::{Mosquitto, finish, publish, publish_paced, publish_with};
 use common::tls::{make_ca, make_server_certificate};
 use common::{Host, endpoint, guest, http_get, wait_until, wait_until_async, write_config};
 use danube_testkit::{BrokerKind, StoredMessage, Tap, TestBroker, take_turn};
@@ -1381,4 +1381,40 @@ danube_testkit::on_both_brokers! {
         assert!(host.terminate(Duration::from_secs(30)).success());
         assert!(cwd.join("danube-state").is_dir());
     }
+}
+
+/// mqtt-source through `danube-host test` against mosquitto, with readings
+/// published at QoS 1 while it runs: every check passes, the resumption
+/// included (a persistent session: the broker delivers again what the first
+/// instance did not commit, and not what it did).
+#[test]
+fn mqtt_source_keeps_the_contract() {
+    let mqtt = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "mqtt.toml",
+        "http://127.0.0.1:6650",
+        "mqtt-harness",
+        &format!(
+            "{}[mqtt]\nbroker_host = \"127.0.0.1\"\nbroker_port = {}\nclient_id = \"mqtt-harness\"\n\
+             clean_session = false\n\n{}qos = \"AtLeastOnce\"\n",
+            sandbox(mqtt.port),
+            mqtt.port,
+            sensors_route("/default/sensors")
+        ),
+    );
+    // Readings all along the run: its first instance subscribes a moment
+    // after it starts, and what comes before is not kept for a session
+    // that does not exist yet.
+    let readings = (0..100_000).map(|i| format!(r#"{{"seq":{i}}}"#)).collect();
+    let mut publisher = publish_paced(mqtt.port, "sensors/room1", 1, readings, 25);
+    let (passed, report) = common::conformance(&module(), &config, &[], &[]);
+    publisher.kill().unwrap();
+    publisher.wait().unwrap();
+    assert!(passed, "{report}");
+    assert!(
+        report.contains("pass  a restarted instance resumes after its last commit"),
+        "{report}"
+    );
 }
