@@ -537,8 +537,15 @@ impl OffsetTracker {
             return;
         };
         let stream = &mut self.streams[stream];
-        if let Ok(i) = stream.pending.binary_search_by_key(&id, |e| e.id) {
-            stream.pending[i].acked = true;
+        // A stream's ids are consecutive unless other streams' records come
+        // between them: then its place is searched for.
+        let pending = &mut stream.pending;
+        let direct = pending
+            .front()
+            .and_then(|front| usize::try_from(id.checked_sub(front.id)?).ok())
+            .filter(|&i| pending.get(i).is_some_and(|e| e.id == id));
+        if let Some(i) = direct.or_else(|| pending.binary_search_by_key(&id, |e| e.id).ok()) {
+            pending[i].acked = true;
         }
         while stream.pending.front().is_some_and(|e| e.acked) {
             let e = stream.pending.pop_front().expect("checked");
