@@ -738,3 +738,83 @@ async fn module_copies_live_in_a_private_directory_removed_at_exit() {
     assert!(host.terminate(DEADLINE).success());
     assert!(!dir.exists(), "{} is left behind", dir.display());
 }
+
+/// `danube-host dev` on a datagen source: a watched source file changes and
+/// the build (a copy of the module into place) runs, then the connector is
+/// started again; a configuration that does not validate is reported while
+/// the running one keeps publishing; the mended one starts again. Every
+/// restart resumes from the last commit: each record is published once.
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_rebuilds_and_restarts_on_changes_resuming_from_the_last_commit() {
+    let _turn = take_turn(BrokerKind::Test).await;
+    const TOPIC: &str = "/default/dev";
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let module = dir.path().join("dev.wasm");
+    std::fs::copy(guest("datagen-source"), &module).unwrap();
+    let tables = |rate: &str| datagen_config(TOPIC, &format!("rate = {rate}\n"));
+    let config = write_config(dir.path(), "dev.toml", &broker.url(), "dev", &tables("200"));
+    let build = format!(
+        "cp {} {}",
+        guest("datagen-source").display(),
+        module.display()
+    );
+    let watch = src.to_str().unwrap();
+    let host = Host::start_dev(&module, &config, &["--build", &build, "--watch", watch]);
+    let published = |n: usize| {
+        let broker = &broker;
+        move || broker.messages(TOPIC).len() >= n
+    };
+    let said = |host: &Host, line: &str, n: usize| host.log().matches(line).count() >= n;
+
+    assert!(
+        wait_until_async(DEADLINE, published(100)).await,
+        "{}",
+        host.log()
+    );
+    std::fs::write(src.join("lib.rs"), "// changed").unwrap();
+    let rebuilt = wait_until_async(DEADLINE, || {
+        said(&host, "building: cp ", 1) && said(&host, "restarted dev", 1)
+    })
+    .await;
+    assert!(rebuilt, "{}", host.log());
+
+    // A key the connector does not have: reported, and it keeps publishing.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{good}rtae = 1\n")).unwrap();
+    let refused = wait_until_async(DEADLINE, || {
+        said(&host, "unknown key `datagen.rtae`", 1)
+            && said(&host, "dev keeps running as it was", 1)
+    })
+    .await;
+    assert!(refused, "{}", host.log());
+    let before = broker.messages(TOPIC).len();
+    assert!(
+        wait_until_async(DEADLINE, published(before + 100)).await,
+        "{}",
+        host.log()
+    );
+
+    std::fs::write(&config, good.replace("rate = 200", "rate = 300")).unwrap();
+    assert!(
+        wait_until_async(DEADLINE, || said(&host, "restarted dev", 2)).await,
+        "{}",
+        host.log()
+    );
+    let before = broker.messages(TOPIC).len();
+    assert!(
+        wait_until_async(DEADLINE, published(before + 100)).await,
+        "{}",
+        host.log()
+    );
+    assert!(host.terminate(DEADLINE).success());
+
+    let seqs = published_seqs(&broker, TOPIC);
+    let expected: Vec<u64> = (0..seqs.len() as u64).collect();
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, expected, "each record once, none skipped");
+}

@@ -11,6 +11,7 @@
 //! danube-host new --lang python my-sink                            # start a connector
 //! ```
 
+mod dev;
 mod inspect;
 mod new;
 mod run;
@@ -52,6 +53,10 @@ enum Command {
     /// Check a module against the contract: the calls in the host's orders,
     /// each answer held to what the contract promises (exit 4 if one fails).
     Test(TestArgs),
+    /// Run one connector for development: started again when its module or
+    /// configuration changes, rebuilt first when a watched source changes
+    /// (`--build`), its state kept.
+    Dev(DevArgs),
     /// Describe a module: its world, contract version and configuration.
     Inspect {
         /// The connector's .wasm component.
@@ -78,6 +83,20 @@ enum Command {
     /// Internal: measures the supervisor-worker boundary (for danube-bench).
     #[command(hide = true)]
     BenchBoundary(bench_boundary::BenchArgs),
+}
+
+#[derive(Args, Clone)]
+struct DevArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// The command that builds the module (run with `sh -c` when a watched
+    /// source changes), e.g. "cargo build --release --target wasm32-wasip2".
+    #[arg(long, value_name = "COMMAND")]
+    build: Option<String>,
+    /// A source file or directory to watch (recursively) for `--build`; not
+    /// the build's output directory. Repeatable.
+    #[arg(long = "watch", value_name = "PATH", requires = "build")]
+    watch: Vec<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -139,6 +158,7 @@ pub fn main() -> ExitCode {
             let log = log_settings("warn", log_format);
             runtime().block_on(inspect::inspect(module, log))
         }
+        Some(Command::Dev(args)) => dev::dev(args),
         Some(Command::Test(args)) => match load(&args.run) {
             Ok((module, config)) => {
                 let log = log_settings("warn", args.run.log_format);

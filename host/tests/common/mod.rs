@@ -93,6 +93,8 @@ struct Launch<'a> {
     group_leader: bool,
     dir: Option<&'a Path>,
     args: &'a [&'a str],
+    /// The subcommand; `run` when `None`.
+    command: Option<&'a str>,
 }
 
 /// A running `danube-host`, killed if the test ends without stopping it.
@@ -129,6 +131,17 @@ impl Host {
         Host::spawn(Path::new(host_bin()), module, config, env, launch)
     }
 
+    /// `danube-host dev` on `module` and `config` with more arguments; what
+    /// it says on standard output goes to [`Host::log`] too.
+    pub fn start_dev(module: &Path, config: &Path, args: &[&str]) -> Host {
+        let launch = Launch {
+            args,
+            command: Some("dev"),
+            ..Launch::default()
+        };
+        Host::spawn(Path::new(host_bin()), module, config, &[], launch)
+    }
+
     /// [`Host::start`] as the leader of a process group of its own, as a
     /// shell starts a job (or `timeout` and `tini -g` their child): then
     /// [`Host::signal_group`] reaches it and whatever else is in its group,
@@ -151,15 +164,17 @@ impl Host {
         use std::os::unix::process::CommandExt;
         let stderr_file = config.with_extension("log");
         let stderr = std::fs::File::create(&stderr_file).unwrap();
+        let stdout = stderr.try_clone().unwrap();
         let mut command = Command::new(binary);
         command
-            .args(["run", "--log-format", "text", "--module"])
+            .arg(launch.command.unwrap_or("run"))
+            .args(["--log-format", "text", "--module"])
             .arg(module)
             .arg("--config")
             .arg(config)
             .args(launch.args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .env("XDG_CACHE_HOME", target_dir().join("test-module-cache"));
         for (k, v) in env {
