@@ -744,6 +744,7 @@ async fn module_copies_live_in_a_private_directory_removed_at_exit() {
 /// started again; a configuration that does not validate is reported while
 /// the running one keeps publishing; the mended one starts again. Every
 /// restart resumes from the last commit: each record is published once.
+/// The records are printed as they flow.
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_rebuilds_and_restarts_on_changes_resuming_from_the_last_commit() {
     let _turn = take_turn(BrokerKind::Test).await;
@@ -775,6 +776,9 @@ async fn dev_rebuilds_and_restarts_on_changes_resuming_from_the_last_commit() {
         "{}",
         host.log()
     );
+    // The records as they flow, a sample of them.
+    let shown = wait_until_async(DEADLINE, || said(&host, r#"  -> /default/dev {"seq":"#, 5)).await;
+    assert!(shown, "{}", host.log());
     std::fs::write(src.join("lib.rs"), "// changed").unwrap();
     let rebuilt = wait_until_async(DEADLINE, || {
         said(&host, "building: cp ", 1) && said(&host, "restarted dev", 1)

@@ -6,19 +6,23 @@
 //!
 //! A change that does not validate (or a build that fails) is reported and
 //! the running connector is left as it is; a connector that stops waits for
-//! the next change instead of ending the command.
+//! the next change instead of ending the command. The records it produces
+//! or consumes are printed as they flow, through its tap
+//! ([`crate::observability::tap`]), at most `--records` lines a second.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
 
 use super::{DevArgs, load, log_settings, runtime};
 use crate::config::ConnectorConfig;
 use crate::exit;
 use crate::observability::Observability;
+use crate::observability::tap::TappedRecord;
 use crate::supervisor::{self, Fleet, LogSettings, shutdown_on_signals};
 
 /// Changes closer together than this make one restart (an editor's save,
@@ -67,9 +71,12 @@ async fn dev_loop(
         }
     };
     let mut shutdown = shutdown_on_signals();
-    let mut fleet = Fleet::new(observability, log.clone());
+    let mut fleet = Fleet::new(observability.clone(), log.clone());
     let mut name = config.host.connector_name.clone();
     fleet.start(&name, module.clone(), config);
+    let mut records = observability.tap(&name).listen();
+    let mut shown = Shown::new(args.records);
+    let mut second = tokio::time::interval(Duration::from_secs(1));
     say(&format!(
         "running {name}; watching {}{}",
         watched_list(&module, &config_path, &args.watch),
@@ -81,6 +88,13 @@ async fn dev_loop(
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
+            record = records.recv(), if args.records > 0 => match record {
+                Ok(record) => shown.offer(&record),
+                Err(broadcast::error::RecvError::Lagged(lost)) => shown.skipped += lost,
+                // The connector was forgotten with its tap: listen to the next.
+                Err(broadcast::error::RecvError::Closed) => records = observability.tap(&name).listen(),
+            },
+            _ = second.tick() => shown.flush(),
             (_, ended) = fleet.next_ended() => match ended {
                 Ok(()) => say(&format!("{name} stopped; waiting for a change")),
                 Err(failure) => say(&format!("{name} failed: {failure}; waiting for a change")),
@@ -102,6 +116,7 @@ async fn dev_loop(
                         let _ = fleet.stop(&name).await;
                         name = config.host.connector_name.clone();
                         fleet.start(&name, module.clone(), config);
+                        records = observability.tap(&name).listen();
                         say(&format!("restarted {name}; it resumes from its last commit"));
                     }
                     Err(message) => say(&format!("{message}; {name} keeps running as it was")),
@@ -117,6 +132,48 @@ async fn dev_loop(
             ExitCode::from(failure.code)
         }
         _ => ExitCode::from(exit::OK),
+    }
+}
+
+/// The records printed, at most `per_second` lines a second; the rest are
+/// counted and the count printed once a second.
+struct Shown {
+    per_second: u32,
+    window: Instant,
+    lines: u32,
+    skipped: u64,
+}
+
+impl Shown {
+    fn new(per_second: u32) -> Shown {
+        Shown {
+            per_second,
+            window: Instant::now(),
+            lines: 0,
+            skipped: 0,
+        }
+    }
+
+    fn offer(&mut self, record: &TappedRecord) {
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            self.flush();
+        }
+        match self.lines < self.per_second {
+            true => {
+                self.lines += 1;
+                println!("  {}", record.line());
+            }
+            false => self.skipped += 1,
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.skipped > 0 {
+            println!("  ... {} more records", self.skipped);
+        }
+        self.window = Instant::now();
+        self.lines = 0;
+        self.skipped = 0;
     }
 }
 

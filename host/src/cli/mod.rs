@@ -97,6 +97,10 @@ struct DevArgs {
     /// the build's output directory. Repeatable.
     #[arg(long = "watch", value_name = "PATH", requires = "build")]
     watch: Vec<PathBuf>,
+    /// Records printed a second at most, as they flow (the rest are
+    /// counted); 0 prints none.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    records: u32,
 }
 
 #[derive(Args, Clone)]

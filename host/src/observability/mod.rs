@@ -57,9 +57,11 @@ mod guest;
 mod health;
 mod metrics;
 mod server;
+pub mod tap;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::capability::metrics::GuestMetric;
@@ -77,6 +79,7 @@ struct Inner {
     metrics: metrics::HostMetrics,
     guest: guest::GuestMetrics,
     health: health::Board,
+    taps: Mutex<HashMap<String, tap::Tap>>,
 }
 
 impl Default for Observability {
@@ -94,6 +97,7 @@ impl Observability {
                 metrics,
                 guest,
                 health: health::Board::default(),
+                taps: Mutex::default(),
             }),
         }
     }
@@ -107,8 +111,19 @@ impl Observability {
         ConnectorMetrics {
             name: Arc::from(name),
             fixed: Arc::new(self.inner.metrics.for_connector(name)),
+            tap: self.tap(name),
             inner: self.inner.clone(),
         }
+    }
+
+    /// The record tap of connector `name` (see [`tap`]).
+    pub fn tap(&self, name: &str) -> tap::Tap {
+        let mut taps = self
+            .inner
+            .taps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        taps.entry(name.to_string()).or_default().clone()
     }
 
     /// Drops a connector that no longer runs from `/health`, `/ready` and
@@ -119,6 +134,12 @@ impl Observability {
         self.inner.health.remove(name);
         self.inner.metrics.forget(name);
         self.inner.guest.forget(name);
+        let mut taps = self
+            .inner
+            .taps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        taps.remove(name);
     }
 
     /// Binds `addr` and serves `/metrics`, `/health` and `/ready` until the
@@ -149,10 +170,19 @@ impl Observability {
 pub struct ConnectorMetrics {
     name: Arc<str>,
     fixed: Arc<metrics::ConnectorSeries>,
+    tap: tap::Tap,
     inner: Arc<Inner>,
 }
 
 impl ConnectorMetrics {
+    /// Hands the connector's tap a record, made by `record` only while
+    /// somebody listens.
+    pub fn tap(&self, record: impl FnOnce() -> tap::TappedRecord) {
+        if self.tap.listened() {
+            self.tap.send(record());
+        }
+    }
+
     /// Source: records polled from the guest for `topic`. Sink: messages
     /// consumed from `topic`. `n = 0` only makes the series appear.
     pub fn received(&self, topic: &str, n: u64) {

@@ -33,6 +33,7 @@ use crate::contract::{
     Call, CallOutcome, ConnectorError, ConsumerConfig, RecordFailure, SchemaRef, SinkRecord,
 };
 use crate::observability::Status;
+use crate::observability::tap::{Direction, TappedRecord};
 use crate::schema::{MessageSchemas, Registry, SchemaError, SchemaRules, Verdict};
 
 /// Batches handed to the worker and not yet answered.
@@ -452,6 +453,17 @@ async fn process_records(
 ) -> Result<Vec<RecordFailure>, Stop> {
     let mut backoff = policy.backoff();
     policy.metrics.batch_size(deliveries.len());
+    for delivery in deliveries {
+        let message = &delivery.message;
+        policy.metrics.tap(|| {
+            TappedRecord::new(
+                Direction::Consumed,
+                &message.msg_id.topic_name,
+                message.routing_key.as_deref(),
+                delivery.decoded.as_deref().unwrap_or(&message.payload),
+            )
+        });
+    }
     // Indices (into `deliveries`) still to write, and final failures.
     let mut todo: Vec<usize> = (0..deliveries.len()).collect();
     let mut failed: Vec<RecordFailure> = Vec::new();

@@ -24,6 +24,7 @@ use super::worker::Guest;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::ConnectorConfig;
 use crate::contract::{Call, CallOutcome, ConnectorError, Offset, ProducerConfig, SourceRecord};
+use crate::observability::tap::{Direction, TappedRecord};
 use crate::schema::{Registry, SchemaError, SourceSchemas};
 
 /// A record on its way to a lane.
@@ -262,6 +263,14 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
         let id = self.next_id;
         self.next_id += 1;
         self.policy.metrics.received(&record.topic, 1);
+        self.policy.metrics.tap(|| {
+            TappedRecord::new(
+                Direction::Produced,
+                &record.topic,
+                record.key.as_deref(),
+                &record.payload,
+            )
+        });
         self.tracker.push(id, record.offset.take());
         self.policy
             .metrics
