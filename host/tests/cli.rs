@@ -955,3 +955,27 @@ fn scenarios_check_what_a_connector_does_with_records() {
     let out = conformance_with(&guest("file-sink"), &sink, &[&broken]);
     out.fails_with(CONFIG, &["broken.toml: line 2", "expected a string"]);
 }
+
+/// Without `--config`, `test` runs the module's own configuration example:
+/// datagen's passes as it is.
+#[test]
+fn test_without_a_configuration_uses_the_modules_example() {
+    let module = guest("datagen-source");
+    let out = host(&[
+        "test",
+        "--log-format",
+        "text",
+        "--module",
+        module.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, OK, "{out:#?}");
+    assert!(
+        out.stdout
+            .starts_with("no --config: testing the module's configuration example"),
+        "{out:#?}"
+    );
+    assert!(
+        row(&out, "a restarted instance resumes after its last commit").starts_with("  pass"),
+        "{out:#?}"
+    );
+}

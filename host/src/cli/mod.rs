@@ -163,12 +163,19 @@ pub fn main() -> ExitCode {
             runtime().block_on(inspect::inspect(module, log))
         }
         Some(Command::Dev(args)) => dev::dev(args),
-        Some(Command::Test(args)) => match load(&args.run) {
-            Ok((module, config)) => {
+        Some(Command::Test(args)) => match (&args.run.module, &args.run.config) {
+            // Without a configuration, the module's own example is tested.
+            (Some(module), None) => {
                 let log = log_settings("warn", args.run.log_format);
-                runtime().block_on(test::test(module, config, &args.scenarios, log))
+                runtime().block_on(test::test_example(module.clone(), &args.scenarios, log))
             }
-            Err(code) => code,
+            _ => match load(&args.run) {
+                Ok((module, config)) => {
+                    let log = log_settings("warn", args.run.log_format);
+                    runtime().block_on(test::test(module, config, &args.scenarios, log))
+                }
+                Err(code) => code,
+            },
         },
         Some(Command::Validate(args)) => match load(&args) {
             Ok((module, config)) => {

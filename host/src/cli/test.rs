@@ -5,10 +5,56 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::capability::state::StateStore;
 use crate::config::ConnectorConfig;
 use crate::conformance::{self, Scenario, Verdict};
 use crate::exit;
-use crate::supervisor::LogSettings;
+use crate::supervisor::{self, Guest, LogSettings};
+
+/// [`test`] with the module's own configuration example as its table,
+/// under a configuration of defaults: for a first look before writing one.
+pub async fn test_example(module: PathBuf, scenarios: &[PathBuf], log: LogSettings) -> ExitCode {
+    let worker =
+        match supervisor::start_worker(&module, None, StateStore::in_memory(), &log, None).await {
+            Ok(worker) => worker,
+            Err(e) => {
+                eprintln!("danube-host: cannot load {}: {e:#}", module.display());
+                return ExitCode::from(exit::MODULE);
+            }
+        };
+    let info = worker.info().clone();
+    worker.stop().await;
+    let name: String = info
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let text = format!(
+        "danube_service_url = \"http://127.0.0.1:6650\"\nconnector_name = \"{name}\"\n\n{}",
+        info.config_example
+    );
+    // Relative paths in the example read from the module's directory.
+    let path = module.with_extension("example.toml");
+    let config = match ConnectorConfig::parse(&text, &path, &|k| std::env::var(k).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!(
+                "danube-host: the module's configuration example does not parse ({e}); give --config"
+            );
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    println!(
+        "no --config: testing the module's configuration example (danube-host inspect shows it)"
+    );
+    test(module, config, scenarios, log).await
+}
 
 /// Validates the module and its configuration as `validate` does (what does
 /// not validate is not tested), reads the scenarios, then runs the checks.
