@@ -100,11 +100,9 @@ async fn dev_loop(
                 Err(failure) => say(&format!("{name} failed: {failure}; waiting for a change")),
             },
             Some(first) = changes.recv() => {
-                if settle(first, &mut changes).await == Change::Source {
-                    let Some(build) = &args.build else {
-                        say("a source file changed; give --build to rebuild on changes");
-                        continue;
-                    };
+                // Sources are watched only with a build (`--watch` requires it).
+                let change = settle(first, &mut changes).await;
+                if let (Change::Source, Some(build)) = (change, &args.build) {
                     if !build_with(build).await {
                         continue;
                     }
