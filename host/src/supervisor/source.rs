@@ -247,7 +247,13 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
                         other => return Err(outcome_error("commit", other)),
                     }
                 }
-                Some(done) = self.published.recv() => self.on_published(done)?,
+                Some(done) = self.published.recv() => {
+                    self.on_published(done)?;
+                    // Those that came meanwhile, in the same turn of the loop.
+                    while let Ok(done) = self.published.try_recv() {
+                        self.on_published(done)?;
+                    }
+                }
                 // A paced commit falls due.
                 _ = tokio::time::sleep_until(last_commit + commit_interval),
                     if commit.is_none() && !commit_due && self.tracker.has_committable() => {}
