@@ -491,11 +491,17 @@ fn sanitize(topic: &str) -> String {
 ///
 /// It sees every record twice (published, acknowledged), so stream names are
 /// kept once and records refer to them by index: no allocation per record.
+/// A stream with nothing left in flight is forgotten once its offset is
+/// taken (its slot is reused): a source may name a new stream per file or
+/// per session, and what a guest names must not grow the supervisor.
 #[derive(Default)]
 pub struct OffsetTracker {
-    /// The streams seen so far, by index; a source has a handful.
+    /// The streams with records in flight or an offset to commit, by slot;
+    /// a source has a handful.
     streams: Vec<Stream>,
     index: HashMap<String, usize>,
+    /// Slots of forgotten streams, for the next new one.
+    free: Vec<usize>,
     /// The stream of each record that carries an offset, by record id.
     stream_of: HashMap<u64, usize>,
     outstanding: usize,
@@ -531,18 +537,27 @@ impl OffsetTracker {
         }
     }
 
-    /// The index of stream `name`, kept from now on if it is new.
+    /// The slot of stream `name`, taken for it if it is new.
     fn stream(&mut self, name: String) -> usize {
-        if let Some(&index) = self.index.get(&name) {
-            return index;
+        if let Some(&slot) = self.index.get(&name) {
+            return slot;
         }
-        let index = self.streams.len();
-        self.index.insert(name.clone(), index);
-        self.streams.push(Stream {
-            name,
+        let stream = Stream {
+            name: name.clone(),
             ..Stream::default()
-        });
-        index
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.streams[slot] = stream;
+                slot
+            }
+            None => {
+                self.streams.push(stream);
+                self.streams.len() - 1
+            }
+        };
+        self.index.insert(name, slot);
+        slot
     }
 
     /// Marks a record acknowledged by the broker.
@@ -570,16 +585,22 @@ impl OffsetTracker {
 
     /// The offsets ready to commit since the last call, one per stream.
     pub fn take_committable(&mut self) -> Option<Vec<Offset>> {
-        let offsets: Vec<Offset> = self
-            .streams
-            .iter_mut()
-            .filter_map(|s| {
-                s.ready.take().map(|position| Offset {
-                    stream: s.name.clone(),
-                    position,
-                })
-            })
-            .collect();
+        let mut offsets = Vec::new();
+        for (slot, s) in self.streams.iter_mut().enumerate() {
+            let Some(position) = s.ready.take() else {
+                continue;
+            };
+            let stream = match s.pending.is_empty() {
+                // Nothing of it in flight any more: forgotten.
+                true => {
+                    self.index.remove(&s.name);
+                    self.free.push(slot);
+                    std::mem::take(&mut s.name)
+                }
+                false => s.name.clone(),
+            };
+            offsets.push(Offset { stream, position });
+        }
         (!offsets.is_empty()).then_some(offsets)
     }
 
@@ -643,6 +664,43 @@ mod tests {
             }])
         );
         assert_eq!(t.outstanding(), 0);
+    }
+
+    /// A stream per record (a hostile or a file-per-stream source) does not
+    /// grow the tracker: a stream is forgotten once committed with nothing
+    /// in flight, and its slot serves the next.
+    #[test]
+    fn finished_streams_are_forgotten() {
+        let mut t = OffsetTracker::default();
+        for id in 0..1000 {
+            t.push(id, off(&format!("s{id}"), 1));
+            t.ack(id);
+            assert_eq!(
+                t.take_committable(),
+                Some(vec![Offset {
+                    stream: format!("s{id}"),
+                    position: 1
+                }])
+            );
+        }
+        assert_eq!(t.streams.len(), 1);
+        assert!(t.index.is_empty());
+        // One still in flight stays known beside one that finished.
+        t.push(1000, off("a", 1));
+        t.push(1001, off("b", 1));
+        t.push(1002, off("a", 2));
+        t.ack(1000);
+        t.ack(1001);
+        assert_eq!(t.take_committable().unwrap().len(), 2);
+        assert_eq!(t.index.keys().collect::<Vec<_>>(), ["a"]);
+        t.ack(1002);
+        assert_eq!(
+            t.take_committable(),
+            Some(vec![Offset {
+                stream: "a".into(),
+                position: 2
+            }])
+        );
     }
 
     #[test]
