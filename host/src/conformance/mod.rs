@@ -266,18 +266,9 @@ impl Harness<'_> {
         };
         let topic = consumers[0].topic.clone();
         let records: Vec<SinkRecord> = (0..3u64)
-            .map(|i| SinkRecord {
-                topic: topic.clone(),
-                payload: serde_json::json!({ "conformance": i })
-                    .to_string()
-                    .into_bytes(),
-                attributes: Vec::new(),
-                key: None,
-                publish_time: 0,
-                producer: "conformance".into(),
-                offset: i,
-                redelivery_count: 0,
-                schema: None,
+            .map(|i| {
+                let payload = serde_json::json!({ "conformance": i }).to_string();
+                sink_record(topic.clone(), payload.into_bytes(), i)
             })
             .collect();
         let batch = records.len();
@@ -405,6 +396,22 @@ async fn poll_records(worker: &Worker, wanted: usize) -> Polls {
         }
     }
     polls
+}
+
+/// A record as the harness hands it to a sink, at `offset` of `topic`,
+/// first delivered, from producer `conformance`.
+fn sink_record(topic: String, payload: Vec<u8>, offset: u64) -> SinkRecord {
+    SinkRecord {
+        topic,
+        payload,
+        attributes: Vec::new(),
+        key: None,
+        publish_time: 0,
+        producer: "conformance".into(),
+        offset,
+        redelivery_count: 0,
+        schema: None,
+    }
 }
 
 /// One call; a worker that went away reads as a trap.

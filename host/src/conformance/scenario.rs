@@ -27,14 +27,17 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Harness, Row, Verdict, call, poll_records, unexpected};
+use super::{Harness, Row, Verdict, call, poll_records, sink_record, unexpected};
 use crate::config::describe_toml_error;
 use crate::contract::{Call, CallOutcome, ConnectorError, Opened, SinkRecord, SourceRecord};
+use crate::guest_text::one_line;
 use crate::supervisor::{Guest, Worker};
 
 /// Records in one scenario, at most: a scenario is a handful of telling
 /// cases, and a sink gets them in one batch.
 const MAX_RECORDS: usize = 1000;
+/// Bytes of a polled payload a failing row shows.
+const SHOWN: usize = 120;
 
 /// One scenario file.
 #[derive(Debug)]
@@ -148,29 +151,21 @@ impl ScenarioRecord {
                 ));
             }
         }
-        let text = || String::from_utf8_lossy(&record.payload);
+        // The payload is the guest's: bounded and escaped before it is shown.
+        let text = || one_line(String::from_utf8_lossy(&record.payload).into_owned(), SHOWN);
         if let Some(expected) = &self.payload
             && expected.as_bytes() != record.payload
         {
-            return Some(format!("payload {}, expected {expected}", shown(&text())));
+            return Some(format!("payload {}, expected {expected}", text()));
         }
         if let Some(expected) = &self.payload_json {
             let expected = serde_json::to_value(expected).unwrap_or_default();
             let polled: Option<serde_json::Value> = serde_json::from_slice(&record.payload).ok();
             if polled.as_ref() != Some(&expected) {
-                return Some(format!("payload {}, expected {expected}", shown(&text())));
+                return Some(format!("payload {}, expected {expected}", text()));
             }
         }
         None
-    }
-}
-
-/// A payload in a row, cut to a readable length.
-fn shown(text: &str) -> String {
-    const SHOWN: usize = 120;
-    match text.char_indices().nth(SHOWN) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_string(),
     }
 }
 
@@ -208,20 +203,13 @@ async fn sink_scenario(worker: &Worker, scenario: &Scenario, subscribed: &str) -
         .records
         .iter()
         .enumerate()
-        .map(|(offset, r)| SinkRecord {
-            topic: r.topic.clone().unwrap_or_else(|| subscribed.to_string()),
-            payload: r.payload_bytes(),
-            attributes: r
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            key: r.key.clone(),
-            publish_time: 0,
-            producer: "conformance".into(),
-            offset: offset as u64,
-            redelivery_count: 0,
-            schema: None,
+        .map(|(offset, r)| {
+            let topic = r.topic.clone().unwrap_or_else(|| subscribed.to_string());
+            SinkRecord {
+                attributes: r.attributes.clone().into_iter().collect(),
+                key: r.key.clone(),
+                ..sink_record(topic, r.payload_bytes(), offset as u64)
+            }
         })
         .collect();
     let failures = match call(worker, Call::ProcessBatch { records }).await {
