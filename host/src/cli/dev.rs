@@ -18,7 +18,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use super::{DevArgs, load, log_settings, runtime};
+use super::{DevArgs, load, load_config, log_settings, runtime};
 use crate::config::ConnectorConfig;
 use crate::exit;
 use crate::observability::Observability;
@@ -187,15 +187,11 @@ async fn checked(
     allow: &[String],
     log: &LogSettings,
 ) -> Result<ConnectorConfig, String> {
-    let mut config = ConnectorConfig::load(config_path).map_err(|e| e.to_string())?;
-    config.host.sandbox.allow.extend(allow.iter().cloned());
-    match supervisor::validate(module, &mut config, log).await {
-        Ok(_) => Ok(config),
-        Err(supervisor::Invalid::Module(e)) => {
-            Err(format!("cannot load {}: {e:#}", module.display()))
-        }
-        Err(supervisor::Invalid::Config(message)) => Err(message),
-    }
+    let mut config = load_config(config_path, allow).map_err(|e| e.to_string())?;
+    supervisor::validate(module, &mut config, log)
+        .await
+        .map_err(|invalid| invalid.describe(module))?;
+    Ok(config)
 }
 
 /// Runs the build command in a shell, its output going to the terminal;

@@ -19,7 +19,7 @@ mod test;
 mod validate;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -210,13 +210,17 @@ fn load(args: &RunArgs) -> Result<(PathBuf, ConnectorConfig), ExitCode> {
             "missing --config: the connector's TOML configuration (or set {ENV_CONFIG_PATH})"
         ));
     };
-    match ConnectorConfig::load(&config_path) {
-        Ok(mut config) => {
-            config.host.sandbox.allow.extend(args.allow.iter().cloned());
-            Ok((module, config))
-        }
+    match load_config(&config_path, &args.allow) {
+        Ok(config) => Ok((module, config)),
         Err(e) => usage(&e.to_string()),
     }
+}
+
+/// The configuration file with the command line's `--allow` grants added.
+fn load_config(path: &Path, allow: &[String]) -> Result<ConnectorConfig, config::ConfigError> {
+    let mut config = ConnectorConfig::load(path)?;
+    config.host.sandbox.allow.extend(allow.iter().cloned());
+    Ok(config)
 }
 
 fn log_settings(configured: &str, format: LogFormat) -> LogSettings {

@@ -33,14 +33,11 @@ pub(super) async fn validated(
 ) -> Result<ModuleInfo, ExitCode> {
     supervisor::validate(module, config, log)
         .await
-        .map_err(|invalid| match invalid {
-            Invalid::Module(e) => {
-                eprintln!("danube-host: cannot load {}: {e:#}", module.display());
-                ExitCode::from(exit::MODULE)
-            }
-            Invalid::Config(message) => {
-                eprintln!("danube-host: {message}");
-                ExitCode::from(exit::CONFIG)
-            }
+        .map_err(|invalid| {
+            eprintln!("danube-host: {}", invalid.describe(module));
+            ExitCode::from(match invalid {
+                Invalid::Module(_) => exit::MODULE,
+                Invalid::Config(_) => exit::CONFIG,
+            })
         })
 }

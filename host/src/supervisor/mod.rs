@@ -213,6 +213,17 @@ pub enum Invalid {
     Config(String),
 }
 
+impl Invalid {
+    /// One line for a person: what is wrong, naming `module` when it is the
+    /// module that cannot be loaded.
+    pub fn describe(&self, module: &Path) -> String {
+        match self {
+            Invalid::Module(e) => format!("cannot load {}: {e:#}", module.display()),
+            Invalid::Config(message) => message.clone(),
+        }
+    }
+}
+
 /// Loads `module` in a throwaway worker (no state, no broker) and checks
 /// what every start checks before it reaches the broker; `config` comes
 /// back with the environment's overrides applied, as a start would use it.
