@@ -566,17 +566,12 @@ fn postgres_sink_keeps_the_contract_and_its_scenario() {
     let mut payloads: Vec<(serde_json::Value, &str)> =
         (0..5).map(|seq| (reading(seq, 1), "written")).collect();
     payloads.push((json!({"device": "dev-x", "ok": true}), "invalid_data"));
-    let scenario = common::sink_scenario(dir.path(), "readings.toml", &payloads);
-    let (passed, report) = common::conformance(
+    common::assert_sink_scenario_passes(
+        dir.path(),
         &guest("postgres-sink"),
         &config,
-        &[&scenario],
+        &payloads,
         &[("POSTGRES_PASSWORD", PASSWORD)],
-    );
-    assert!(passed, "{report}");
-    assert!(
-        report.contains("pass  scenario readings.toml") && report.contains("6 records as expected"),
-        "{report}"
     );
     assert_eq!(
         pg.count("SELECT count(*) FROM scenario WHERE seq < 5 AND device LIKE 'dev-%'"),

@@ -552,9 +552,17 @@ pub fn conformance(
     (out.status.success(), report)
 }
 
-/// A scenario file for `danube-host test` handing a sink `payloads`, each
-/// with the outcome it must get (`written`, `invalid_data`, `retryable`).
-pub fn sink_scenario(dir: &Path, name: &str, payloads: &[(serde_json::Value, &str)]) -> PathBuf {
+/// Runs `danube-host test` on the sink `module` with `config` and `env` and
+/// a scenario (written in `dir`) handing it `payloads`, each with the
+/// outcome it must get (`written`, `invalid_data`, `retryable`); asserts
+/// that every check and the scenario passed.
+pub fn assert_sink_scenario_passes(
+    dir: &Path,
+    module: &Path,
+    config: &Path,
+    payloads: &[(serde_json::Value, &str)],
+    env: &[(&str, &str)],
+) {
     let records: Vec<String> = payloads
         .iter()
         .map(|(payload, expect)| {
@@ -562,7 +570,13 @@ pub fn sink_scenario(dir: &Path, name: &str, payloads: &[(serde_json::Value, &st
             format!("[[records]]\npayload = {payload}\nexpect = \"{expect}\"\n")
         })
         .collect();
-    let path = dir.join(name);
-    std::fs::write(&path, records.join("\n")).unwrap();
-    path
+    let scenario = dir.join("scenario.toml");
+    std::fs::write(&scenario, records.join("\n")).unwrap();
+    let (passed, report) = conformance(module, config, &[&scenario], env);
+    assert!(passed, "{report}");
+    let expected = format!("{} records as expected", payloads.len());
+    assert!(
+        report.contains("pass  scenario scenario.toml") && report.contains(&expected),
+        "{report}"
+    );
 }
