@@ -843,11 +843,7 @@ fn a_connector_breaking_the_contract_fails_with_the_reason() {
     );
     let out = conformance(&guest("probe-source"), &config);
     assert_eq!(out.code, 4, "{out:#?}");
-    let line = out
-        .stdout
-        .lines()
-        .find(|l| l.contains("poll returns at most max"))
-        .unwrap_or_else(|| panic!("{}", out.stdout));
+    let line = row(&out, "poll returns at most max");
     assert!(line.starts_with("  FAIL"), "{line}");
     assert!(
         line.contains("poll returned 4 records when asked for at most 3"),
