@@ -193,6 +193,15 @@ impl SinkRecord {
         &self.topic
     }
 
+    /// The topic the message belongs to: a partition's `/namespace/name`
+    /// without its `-part-N`, as the connector named it in `open`.
+    pub fn base_topic(&self) -> &str {
+        match self.topic.rsplit_once("-part-") {
+            Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+            _ => &self.topic,
+        }
+    }
+
     /// The payload bytes.
     pub fn payload(&self) -> &[u8] {
         &self.payload
@@ -449,7 +458,16 @@ impl ConnectorInfo {
 
 #[cfg(test)]
 mod tests {
-    use super::SubscriptionType;
+    use super::{SinkRecord, SubscriptionType};
+
+    #[test]
+    fn partitions_read_as_their_topic() {
+        let base = |topic: &str| SinkRecord::new(topic, Vec::new()).base_topic().to_string();
+        assert_eq!(base("/default/a-part-3"), "/default/a");
+        assert_eq!(base("/default/a"), "/default/a");
+        assert_eq!(base("/default/a-part-x"), "/default/a-part-x");
+        assert_eq!(base("/default/a-part-"), "/default/a-part-");
+    }
 
     /// Our spellings and danube-connect's read the same; others are refused
     /// naming the accepted ones.

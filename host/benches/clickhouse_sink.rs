@@ -21,7 +21,8 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use common::clickhouse::{ClickHouse, broker, produce, reading, route, sink_config, start_host};
+use common::clickhouse::{ClickHouse, broker, reading, route, sink_config, start_host};
+use common::produce_json;
 use common::{wait_subscribed, wait_until};
 
 /// One row of the table.
@@ -97,7 +98,7 @@ async fn run(ch: &ClickHouse, index: usize, case: &Case, messages: u64) -> f64 {
     let host = start_host(&cfg);
     wait_subscribed(&broker, std::slice::from_ref(&topic), "bench", &host).await;
     assert!(host.terminate(Duration::from_secs(30)).success());
-    produce(&broker.url(), &topic, (0..messages).map(reading)).await;
+    produce_json(broker.url(), &topic, (0..messages).map(reading)).await;
 
     let count_sql = format!("SELECT count() FROM {table}");
     let host = start_host(&cfg);

@@ -435,6 +435,7 @@ fn every_key_of_a_connectors_schema_is_in_its_readme() {
         "mqtt-source",
         "postgres-sink",
         "clickhouse-sink",
+        "http-sink",
     ] {
         let readme = std::fs::read_to_string(
             root.join("connectors-wasm")

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::clickhouse::{
-    ClickHouse, PASSWORD, broker, config_text, https_sink_config, produce, reading, route,
-    sink_config, start_host,
+    ClickHouse, PASSWORD, broker, config_text, https_sink_config, reading, route, sink_config,
+    start_host,
 };
 use common::tls::make_ca;
 use common::{Host, guest, wait_subscribed, wait_until_async, write_config};
@@ -62,7 +62,7 @@ impl Systems {
 
     /// Publishes `payloads` to the topic.
     async fn produce(&self, payloads: impl IntoIterator<Item = Value>) {
-        produce(&self.broker.url(), self.topic, payloads).await
+        common::produce_json(self.broker.url(), self.topic, payloads).await
     }
 }
 

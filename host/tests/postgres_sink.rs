@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::postgres::{self, CERT_USER, KEYED, Postgres, ServerTls, USER, reading};
 use common::tls::make_ca;
 use common::{
-    Host, guest, kill_worker, reliable_producer, wait_subscribed, wait_until_async, write_config,
+    Host, guest, kill_worker, produce_json, wait_subscribed, wait_until_async, write_config,
 };
 use danube_testkit::TestBroker;
 use serde_json::json;
@@ -91,17 +91,6 @@ fn start(cfg: &Path, password: &str) -> Host {
     )
 }
 
-/// Sends `payloads` in order through one reliable producer.
-async fn produce(broker_url: String, topic: &str, payloads: Vec<serde_json::Value>) {
-    let producer = reliable_producer(&broker_url, topic).await;
-    for p in payloads {
-        producer
-            .send(serde_json::to_vec(&p).unwrap(), None)
-            .await
-            .unwrap();
-    }
-}
-
 /// Waits for `host`, run with `cfg`, to stop by itself; returns its exit
 /// code and log.
 async fn exit_of(host: Host, cfg: &Path) -> (Option<i32>, String) {
@@ -125,7 +114,7 @@ async fn ten_thousand_records_land_as_typed_rows() {
     let host = setup.run(&cfg, TOPIC).await;
     let (broker, pg) = (&setup.broker, &setup.pg);
 
-    produce(broker.url(), TOPIC, readings(0..N, 1)).await;
+    produce_json(broker.url(), TOPIC, readings(0..N, 1)).await;
     let landed = pg.wait_count(
         "SELECT count(*) FROM readings",
         N as i64,
@@ -198,7 +187,7 @@ async fn records_the_table_refuses_go_to_the_dead_letter_topic_and_the_rest_land
     let mut payloads = readings(0..N, 1);
     payloads[50]["seq"] = json!("fifty"); // a string where a bigint goes
     payloads[120]["reading"]["temp"] = json!(5000.0); // breaks the CHECK
-    produce(broker.url(), TOPIC, payloads).await;
+    produce_json(broker.url(), TOPIC, payloads).await;
 
     let dlq = "/default/pg-dlq-dlq";
     assert!(
@@ -262,7 +251,7 @@ async fn postgres_stopped_mid_flow_loses_and_duplicates_nothing() {
     let host = setup.run(&cfg, TOPIC).await;
     let broker = &setup.broker;
 
-    let producing = tokio::spawn(produce(broker.url(), TOPIC, readings(0..N, 1)));
+    let producing = tokio::spawn(produce_json(broker.url(), TOPIC, readings(0..N, 1)));
     let some = setup.pg.wait_count(
         "SELECT least(count(*), 500) FROM restart",
         500,
@@ -312,7 +301,7 @@ async fn batches_delivered_twice_leave_one_copy_of_each_row() {
 
     // First pass, with the worker killed mid-flow: the batch it held is
     // written again by its successor.
-    let producing = tokio::spawn(produce(broker.url(), TOPIC, readings(0..N, 1)));
+    let producing = tokio::spawn(produce_json(broker.url(), TOPIC, readings(0..N, 1)));
     let some = pg.wait_count(
         "SELECT least(count(*), 300) FROM twice",
         300,
@@ -339,7 +328,7 @@ async fn batches_delivered_twice_leave_one_copy_of_each_row() {
     );
 
     // Second pass: the same keys again, as a producer that re-sends would.
-    produce(broker.url(), TOPIC, readings(0..N, 2)).await;
+    produce_json(broker.url(), TOPIC, readings(0..N, 2)).await;
     let updated = pg.wait_count(
         "SELECT count(*) FROM twice WHERE version = 2",
         N as i64,
@@ -396,7 +385,7 @@ fn certificates(pg: &Postgres) -> tempfile::TempDir {
 /// Produces `n` readings to `/default/TABLE` and waits until `table` holds
 /// them; fails with the host's log.
 async fn assert_rows_arrive(setup: &Setup, table: &str, n: u64, host: &Host) {
-    produce(
+    produce_json(
         setup.broker.url(),
         &format!("/default/{table}"),
         readings(0..n, 1),

@@ -3,10 +3,8 @@
 use std::time::Duration;
 
 use danube_connect_sdk::ConnectorError;
-use danube_connector_tls::rustls::pki_types::CertificateDer;
-use danube_connector_tls::{TlsFiles, tls_failure};
+use danube_connector_tls::http::{Timeouts, agent, handshake_failure};
 use ureq::Agent;
-use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 
 use crate::config::Config;
 
@@ -58,20 +56,11 @@ pub struct Client {
 impl Client {
     /// The agent for `config`'s server; fails when a TLS file cannot be read.
     pub fn new(config: &Config) -> Result<Client, ConnectorError> {
-        let tls = tls_config(&config.tls_files()).map_err(ConnectorError::config)?;
-        // Per-step timeouts only: a global or per-call timeout would make
-        // ureq resolve names on a thread of its own, which WASI has not.
-        let step = Some(Duration::from_secs(config.request_timeout_secs));
-        let agent: Agent = Agent::config_builder()
-            .http_status_as_error(false)
-            .tls_config(tls)
-            .timeout_connect(Some(Duration::from_secs(config.connect_timeout_secs)))
-            .timeout_send_request(step)
-            .timeout_send_body(step)
-            .timeout_recv_response(step)
-            .timeout_recv_body(step)
-            .build()
-            .into();
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(config.connect_timeout_secs),
+            step: Duration::from_secs(config.request_timeout_secs),
+        };
+        let agent = agent(&config.tls_files(), timeouts).map_err(ConnectorError::config)?;
         Ok(Client {
             agent,
             url: config.url.trim_end_matches('/').to_string() + "/",
@@ -107,12 +96,7 @@ impl Client {
     /// A request that got no answer: a certificate the TLS handshake refused
     /// is for the configuration to fix; anything else may pass.
     fn unreachable(&self, e: &ureq::Error) -> ConnectorError {
-        let refused = match e {
-            ureq::Error::Rustls(failure) => Some(failure),
-            ureq::Error::Io(io) => tls_failure(io),
-            _ => None,
-        };
-        match refused {
+        match handshake_failure(e) {
             Some(failure) => ConnectorError::config(format!(
                 "ClickHouse at {}: TLS handshake failed: {failure}; check `ca_file` and the host in `url`",
                 self.url
@@ -122,38 +106,6 @@ impl Client {
             }
         }
     }
-}
-
-/// ureq's TLS settings from the TLS keys: `ca_file` or the built-in Mozilla
-/// roots, and the client certificate if set.
-fn tls_config(files: &TlsFiles<'_>) -> Result<TlsConfig, String> {
-    let certificates = files.certificates()?;
-    let ureq_certs = |certs: &[CertificateDer<'_>]| -> Vec<Certificate<'static>> {
-        certs
-            .iter()
-            .map(|c| Certificate::from_der(c).to_owned())
-            .collect()
-    };
-    let roots = match &certificates.ca {
-        Some(ca) => RootCerts::new_with_certs(&ureq_certs(ca)),
-        None => RootCerts::WebPki,
-    };
-    let client = match (&certificates.client, files.client_key_file) {
-        (Some((chain, _)), Some(key_file)) => {
-            // ureq takes a key as DER only with a kind it does not export, so
-            // it parses the PEM file (already checked) itself.
-            let key = std::fs::read(key_file)
-                .map_err(|e| e.to_string())
-                .and_then(|pem| PrivateKey::from_pem(&pem).map_err(|e| e.to_string()))
-                .map_err(|e| format!("`client_key_file` {}: {e}", key_file.display()))?;
-            Some(ClientCert::new_with_certs(&ureq_certs(chain), key))
-        }
-        _ => None,
-    };
-    Ok(TlsConfig::builder()
-        .root_certs(roots)
-        .client_cert(client)
-        .build())
 }
 
 /// The class of a ClickHouse error response with HTTP `status` and `body`

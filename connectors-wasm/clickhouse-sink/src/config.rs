@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use danube_connect_sdk::{ConnectorError, SubscriptionType};
 use danube_connector_tls::TlsFiles;
+use danube_connector_tls::http::check_url;
 use danube_sink_mapping::{Column, Metadata};
 use serde::Deserialize;
 
@@ -134,18 +135,7 @@ pub fn check_identifier(what: &str, name: &str) -> Result<(), ConnectorError> {
 impl Config {
     /// Checks what serde cannot: names, the URL, one route per topic.
     pub fn check(&self) -> Result<(), ConnectorError> {
-        if self.url.starts_with("http://") {
-            if let Some(key) = self.tls_files().first_set() {
-                return Err(ConnectorError::config(format!(
-                    "`{key}` is set but `url` is http://: use https:// or remove `{key}`"
-                )));
-            }
-        } else if !self.url.starts_with("https://") {
-            return Err(ConnectorError::config(format!(
-                "`url` must start with http:// or https://, not `{}`",
-                self.url
-            )));
-        }
+        check_url("url", &self.url, &self.tls_files()).map_err(ConnectorError::config)?;
         check_identifier("`database`", &self.database)?;
         if self.routes.is_empty() {
             return Err(ConnectorError::config(

@@ -153,14 +153,6 @@ pub struct ClickHouseSink {
     by_topic: HashMap<String, usize>,
 }
 
-/// The topic a record's topic belongs to: partitions read as `name-part-N`.
-fn base_topic(topic: &str) -> &str {
-    match topic.rsplit_once("-part-") {
-        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
-        _ => topic,
-    }
-}
-
 impl ClickHouseSink {
     /// A `SELECT 1` with the configured credentials.
     fn health_check(&self) -> Result<(), ConnectorError> {
@@ -276,7 +268,7 @@ impl Sink for ClickHouseSink {
         let mut outcome = BatchOutcome::new();
         let mut rows: Vec<Rows> = self.tables.iter().map(|_| Rows::default()).collect();
         for (index, record) in records.iter().enumerate() {
-            let Some(&t) = self.by_topic.get(base_topic(record.topic())) else {
+            let Some(&t) = self.by_topic.get(record.base_topic()) else {
                 outcome.fail(
                     index,
                     ConnectorError::invalid_data(format!(
@@ -398,13 +390,6 @@ mod tests {
             assert!(e.message().contains(wanted), "{e}");
             assert_eq!(buf.len(), before);
         }
-    }
-
-    #[test]
-    fn partitions_route_to_their_topic() {
-        assert_eq!(base_topic("/default/a-part-3"), "/default/a");
-        assert_eq!(base_topic("/default/a"), "/default/a");
-        assert_eq!(base_topic("/default/a-part-x"), "/default/a-part-x");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::server::{Server, free_port, read_log};
 use super::tls::make_server_certificate;
-use super::{Host, guest, reliable_producer, write_config};
+use super::{Host, guest, write_config};
 
 /// The user the server knows, and its password.
 pub const USER: &str = "danube";
@@ -290,15 +290,4 @@ pub fn start_host(config: &Path) -> Host {
         config,
         &[("CLICKHOUSE_PASSWORD", PASSWORD)],
     )
-}
-
-/// Sends `payloads` in order through one reliable producer.
-pub async fn produce(broker_url: &str, topic: &str, payloads: impl IntoIterator<Item = Value>) {
-    let producer = reliable_producer(broker_url, topic).await;
-    for p in payloads {
-        producer
-            .send(serde_json::to_vec(&p).unwrap(), None)
-            .await
-            .unwrap();
-    }
 }

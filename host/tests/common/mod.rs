@@ -4,6 +4,7 @@
 
 pub mod clickhouse;
 pub mod directory;
+pub mod http_endpoint;
 pub mod mosquitto;
 pub mod polyglot;
 pub mod postgres;
@@ -358,6 +359,21 @@ pub async fn reliable_producer(broker_url: &str, topic: &str) -> danube_client::
         .unwrap();
     producer.create().await.unwrap();
     producer
+}
+
+/// Sends `payloads` as JSON, in order, through one reliable producer.
+pub async fn produce_json(
+    broker_url: String,
+    topic: &str,
+    payloads: impl IntoIterator<Item = serde_json::Value>,
+) {
+    let producer = reliable_producer(&broker_url, topic).await;
+    for p in payloads {
+        producer
+            .send(serde_json::to_vec(&p).unwrap(), None)
+            .await
+            .unwrap();
+    }
 }
 
 /// For tests of `[sandbox] dirs`: a directory `granted` under `dir` holding
