@@ -27,6 +27,18 @@ pub mod sink {
     });
 }
 
+/// Bindings of the `ingress` world (see [`source`]).
+pub mod ingress {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "danube:connect/ingress",
+        pub_export_macro: true,
+        export_macro_name: "__export_ingress_world",
+        default_bindings_module: "danube_connect_sdk::__private::ingress_bindings",
+        runtime_path: "danube_connect_sdk::__private::wit_bindgen::rt",
+    });
+}
+
 /// Bindings of the `described` world: the `configuration` export every
 /// connector built with this SDK adds to its world.
 pub mod described {

@@ -5,12 +5,13 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::time::Duration;
 
+use crate::bindings::ingress::danube::connect::types as ingress_wit;
 use crate::bindings::sink::danube::connect::types as sink_wit;
 use crate::bindings::source::danube::connect::types as source_wit;
 use crate::config::parse_config;
 use crate::{
-    ConnectorError, ConnectorInfo, ConsumerConfig, Offset, ProducerConfig, SchemaRef, Sink,
-    SinkRecord, Source, SourceRecord, SubscriptionType,
+    ConnectorError, ConnectorInfo, ConsumerConfig, HttpRequest, Ingress, Offset, ProducerConfig,
+    SchemaRef, Sink, SinkRecord, Source, SourceRecord, SubscriptionType,
 };
 
 /// The lifecycle of the one connector instance a component holds.
@@ -95,6 +96,32 @@ macro_rules! conversions {
             }
         }
 
+        impl From<ProducerConfig> for $wit::ProducerConfig {
+            fn from(p: ProducerConfig) -> Self {
+                Self {
+                    topic: p.topic,
+                    partitions: p.partitions,
+                    reliable: p.reliable,
+                    schema_subject: p.schema_subject,
+                }
+            }
+        }
+
+        impl From<SourceRecord> for $wit::SourceRecord {
+            fn from(r: SourceRecord) -> Self {
+                Self {
+                    topic: r.topic,
+                    payload: r.payload,
+                    attributes: r.attributes,
+                    key: r.key,
+                    offset: r.offset.map(|o| $wit::Offset {
+                        stream: o.stream,
+                        position: o.position,
+                    }),
+                }
+            }
+        }
+
         impl From<ConnectorInfo> for $wit::ConnectorInfo {
             fn from(i: ConnectorInfo) -> Self {
                 Self {
@@ -110,6 +137,7 @@ macro_rules! conversions {
 
 conversions!(source_wit);
 conversions!(sink_wit);
+conversions!(ingress_wit);
 
 /// The JSON Schema of a connector's configuration table, from its
 /// `Config` type: what the host validates the table with, before `open`.
@@ -136,15 +164,7 @@ pub fn source_open<T: Source>(
     let config = parse_config::<T::Config>(&config)?;
     let (instance, producers) = T::open(config)?;
     store(instance);
-    Ok(producers
-        .into_iter()
-        .map(|p: ProducerConfig| source_wit::ProducerConfig {
-            topic: p.topic,
-            partitions: p.partitions,
-            reliable: p.reliable,
-            schema_subject: p.schema_subject,
-        })
-        .collect())
+    Ok(producers.into_iter().map(Into::into).collect())
 }
 
 #[doc(hidden)]
@@ -155,19 +175,7 @@ pub fn source_poll<T: Source>(
     let records = with_instance::<T, _>("poll", |s| {
         s.poll(max as usize, Duration::from_millis(timeout_ms.into()))
     })?;
-    Ok(records
-        .into_iter()
-        .map(|r: SourceRecord| source_wit::SourceRecord {
-            topic: r.topic,
-            payload: r.payload,
-            attributes: r.attributes,
-            key: r.key,
-            offset: r.offset.map(|o| source_wit::Offset {
-                stream: o.stream,
-                position: o.position,
-            }),
-        })
-        .collect())
+    Ok(records.into_iter().map(Into::into).collect())
 }
 
 #[doc(hidden)]
@@ -276,6 +284,69 @@ pub fn sink_health<T: Sink>() -> Result<(), String> {
 
 #[doc(hidden)]
 pub fn sink_close<T: Sink>() {
+    if let Some(mut instance) = take::<T>() {
+        instance.close();
+    }
+}
+
+// ---- ingress ----
+
+#[doc(hidden)]
+pub fn ingress_describe<T: Ingress>(
+    name: &str,
+    version: &str,
+    description: &str,
+) -> ingress_wit::ConnectorInfo {
+    fill_info(T::describe(), name, version, description).into()
+}
+
+#[doc(hidden)]
+pub fn ingress_open<T: Ingress>(
+    config: String,
+) -> Result<ingress_wit::IngressSetup, ingress_wit::ConnectorError> {
+    let config = parse_config::<T::Config>(&config)?;
+    let (instance, setup) = T::open(config)?;
+    store(instance);
+    Ok(ingress_wit::IngressSetup {
+        producers: setup.producers.into_iter().map(Into::into).collect(),
+        routes: setup
+            .routes
+            .into_iter()
+            .map(|r| ingress_wit::IngressRoute {
+                path: r.path,
+                requests_per_second: r.requests_per_second,
+                burst: r.burst,
+            })
+            .collect(),
+    })
+}
+
+#[doc(hidden)]
+pub fn ingress_handle<T: Ingress>(
+    request: ingress_wit::HttpRequest,
+) -> Result<Vec<ingress_wit::SourceRecord>, ingress_wit::ConnectorError> {
+    let request = HttpRequest {
+        method: request.method,
+        path: request.path,
+        query: request.query,
+        headers: request.headers,
+        body: request.body,
+        remote_address: request.remote_address,
+    };
+    let records = with_instance::<T, _>("handle", |s| s.handle(request))?;
+    Ok(records.into_iter().map(Into::into).collect())
+}
+
+#[doc(hidden)]
+pub fn ingress_health<T: Ingress>() -> Result<(), String> {
+    match with_instance::<T, _>("health", |s| Ok(s.health())) {
+        Ok(r) => r,
+        Err(e) => Err(e.message().to_string()),
+    }
+}
+
+#[doc(hidden)]
+pub fn ingress_close<T: Ingress>() {
     if let Some(mut instance) = take::<T>() {
         instance.close();
     }
@@ -411,6 +482,66 @@ macro_rules! export_sink {
 
             $crate::__export_sink_impl!(
                 __DanubeConnectSink with_types_in $crate::__private::sink_bindings
+            );
+        };
+    };
+}
+
+/// Exports an [`Ingress`] implementation as the component's
+/// `danube:connect/ingress-connector` interface.
+///
+/// ```ignore
+/// danube_connect_sdk::export_ingress!(MyWebhook);
+/// ```
+#[macro_export]
+macro_rules! export_ingress {
+    ($ty:ty) => {
+        const _: () = {
+            use $crate::__private::ingress_types as __wit;
+
+            struct __DanubeConnectIngress;
+
+            impl $crate::__private::IngressGuest for __DanubeConnectIngress {
+                fn describe() -> __wit::ConnectorInfo {
+                    $crate::__private::ingress_describe::<$ty>(
+                        ::core::env!("CARGO_PKG_NAME"),
+                        ::core::env!("CARGO_PKG_VERSION"),
+                        ::core::env!("CARGO_PKG_DESCRIPTION"),
+                    )
+                }
+                fn open(
+                    config: ::std::string::String,
+                ) -> ::core::result::Result<__wit::IngressSetup, __wit::ConnectorError> {
+                    $crate::__private::ingress_open::<$ty>(config)
+                }
+                fn handle(
+                    request: __wit::HttpRequest,
+                ) -> ::core::result::Result<
+                    ::std::vec::Vec<__wit::SourceRecord>,
+                    __wit::ConnectorError,
+                > {
+                    $crate::__private::ingress_handle::<$ty>(request)
+                }
+                fn health() -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::ingress_health::<$ty>()
+                }
+                fn close() {
+                    $crate::__private::ingress_close::<$ty>()
+                }
+            }
+
+            impl $crate::__private::Configuration for __DanubeConnectIngress {
+                fn schema() -> ::core::option::Option<::std::string::String> {
+                    $crate::__private::config_schema::<<$ty as $crate::Ingress>::Config>()
+                }
+            }
+
+            $crate::__export_described_impl!(
+                __DanubeConnectIngress with_types_in $crate::__private::described_bindings
+            );
+
+            $crate::__export_ingress_impl!(
+                __DanubeConnectIngress with_types_in $crate::__private::ingress_bindings
             );
         };
     };

@@ -134,6 +134,7 @@ mod bindings;
 mod config;
 mod error;
 mod export;
+mod ingress;
 pub mod log;
 pub mod metrics;
 mod record;
@@ -143,6 +144,7 @@ pub mod state;
 
 pub use config::parse_config;
 pub use error::{BatchOutcome, ConnectorError, RecordFailure};
+pub use ingress::{HttpRequest, Ingress, IngressRoute, IngressSetup};
 pub use record::{
     ConnectorInfo, ConsumerConfig, Offset, ProducerConfig, SchemaRef, SinkRecord, SourceRecord,
     SubscriptionType,
@@ -158,6 +160,9 @@ pub const WIT_PACKAGE: &str = "danube:connect@0.1.0";
 pub mod __private {
     pub use crate::bindings::described as described_bindings;
     pub use crate::bindings::described::exports::danube::connect::configuration::Guest as Configuration;
+    pub use crate::bindings::ingress as ingress_bindings;
+    pub use crate::bindings::ingress::danube::connect::types as ingress_types;
+    pub use crate::bindings::ingress::exports::danube::connect::ingress_connector::Guest as IngressGuest;
     pub use crate::bindings::sink as sink_bindings;
     pub use crate::bindings::sink::danube::connect::types as sink_types;
     pub use crate::bindings::sink::exports::danube::connect::sink_connector::Guest as SinkGuest;
@@ -165,7 +170,8 @@ pub mod __private {
     pub use crate::bindings::source::danube::connect::types as source_types;
     pub use crate::bindings::source::exports::danube::connect::source_connector::Guest as SourceGuest;
     pub use crate::export::{
-        config_schema, sink_close, sink_describe, sink_health, sink_open, sink_process_batch,
+        config_schema, ingress_close, ingress_describe, ingress_handle, ingress_health,
+        ingress_open, sink_close, sink_describe, sink_health, sink_open, sink_process_batch,
         source_close, source_commit, source_describe, source_health, source_open, source_poll,
     };
     pub use wit_bindgen;

@@ -4,7 +4,7 @@
 //! [`capability`](crate::capability), one module per interface.
 
 /// The interfaces every connector imports (the `imports` world), generated
-/// once and shared by both worlds below.
+/// once and shared by the worlds below.
 pub mod imports {
     wasmtime::component::bindgen!({ path: "../wit", world: "imports" });
 }
@@ -27,6 +27,15 @@ pub mod sink {
     });
 }
 
+/// The `ingress` world: its imports are [`imports`]'.
+pub mod ingress {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "ingress",
+        with: { "danube:connect": super::imports::danube::connect },
+    });
+}
+
 pub use imports::danube::connect::{log, metrics, state, types};
 /// The `described` world: the optional `configuration` export.
 pub mod described {
@@ -35,5 +44,6 @@ pub mod described {
 
 /// The exports, each looked up on its own, as `configuration` may be missing.
 pub use described::exports::danube::connect::configuration;
+pub use ingress::exports::danube::connect::ingress_connector;
 pub use sink::exports::danube::connect::sink_connector;
 pub use source::exports::danube::connect::source_connector;

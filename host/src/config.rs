@@ -54,6 +54,9 @@ pub struct HostConfig {
     pub metrics: MetricsConfig,
     pub broker: BrokerConfig,
     pub schemas: Vec<SchemaConfig>,
+    /// `[server]`: the HTTP listener of an ingress connector; refused for
+    /// other connectors.
+    pub server: Option<ServerConfig>,
 }
 
 /// `[retry]`: how retryable errors from the guest and from Danube back off.
@@ -296,6 +299,46 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[server]`: where an ingress connector takes HTTP requests, with
+/// danube-connect's webhook keys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address to listen on. All interfaces by default, as webhooks come
+    /// from elsewhere. Env: `SERVER_HOST`.
+    pub host: std::net::IpAddr,
+    /// Port; 0 picks a free one (it is logged). Env: `SERVER_PORT`.
+    pub port: u16,
+    /// How long, in seconds, a request may wait for its records to be
+    /// stored before it is answered 503 (the sender tries again).
+    pub timeout_seconds: u64,
+    /// Largest request body, in bytes; a larger one is answered 413.
+    pub max_body_size: usize,
+    /// PEM certificate chain: with `tls_key_path`, the listener speaks
+    /// HTTPS only.
+    pub tls_cert_path: Option<PathBuf>,
+    /// PEM private key of `tls_cert_path`.
+    pub tls_key_path: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            port: 8080,
+            timeout_seconds: 30,
+            max_body_size: 1 << 20,
+            tls_cert_path: None,
+            tls_key_path: None,
+        }
+    }
+}
+
+/// Overrides `[server] host`.
+pub const ENV_SERVER_HOST: &str = "SERVER_HOST";
+/// Overrides `[server] port`.
+pub const ENV_SERVER_PORT: &str = "SERVER_PORT";
+
 /// `[[schemas]]`: the schema a source topic's messages are published with,
 /// with danube-connect's keys.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -431,7 +474,14 @@ impl ConnectorConfig {
             (ENV_LOG_LEVEL, "processing", "log_level"),
             (ENV_METRICS_BIND, "metrics", "bind"),
             (ENV_METRICS_PORT, "metrics", "port"),
+            (ENV_SERVER_HOST, "server", "host"),
+            (ENV_SERVER_PORT, "server", "port"),
         ] {
+            // `[server]` is an ingress connector's: the environment of any
+            // other connector may well have a SERVER_PORT of its own.
+            if table == "server" && !root.contains_key("server") {
+                continue;
+            }
             if let Some(value) = env(var) {
                 let table = root
                     .entry(table)
@@ -558,6 +608,11 @@ fn known_keys() -> BTreeSet<String> {
     let defaults = toml::Table::try_from(HostConfig::default()).unwrap_or_default();
     walk("", &defaults, &mut out);
     // Optional keys are absent from the serialized defaults.
+    out.insert("server".into());
+    let server = toml::Table::try_from(ServerConfig::default()).unwrap_or_default();
+    walk("server", &server, &mut out);
+    out.insert("server.tls_cert_path".into());
+    out.insert("server.tls_key_path".into());
     out.insert("sandbox.cache_dir".into());
     out.insert("sandbox.fuel".into());
     out.insert("dead_letter.topic".into());
@@ -855,15 +910,34 @@ count = 3
             [[routes]]\nfrom = \"/a\"\nto = \"/default/a\"\n[[schemas]]\ntopic = \"/default/a\"\nsubject = \"a\"\nschema_type = \"string\"\n";
         let c = parse(text).unwrap();
         assert_eq!(c.section, None);
-        assert_eq!(
-            c.connector.keys().collect::<Vec<_>>(),
-            ["auth", "routes", "server"]
-        );
+        // `[server]` is the ingress listener's, so the host's.
+        assert_eq!(c.connector.keys().collect::<Vec<_>>(), ["auth", "routes"]);
+        assert_eq!(c.host.server.as_ref().map(|s| s.port), Some(8080));
         assert_eq!(c.host.processing.batch_size, 10);
         assert_eq!(c.host.schemas.len(), 1);
         // A top-level value is still the host's, so a typo is named.
         let e = parse(&format!("conector_name = \"x\"\n{text}")).unwrap_err();
         assert!(e.to_string().contains("unknown key `conector_name`"), "{e}");
+    }
+
+    #[test]
+    fn server_env_overrides_apply_only_to_a_file_with_a_server_table() {
+        let env = |k: &str| match k {
+            ENV_SERVER_PORT => Some("9443".to_string()),
+            ENV_SERVER_HOST => Some("127.0.0.1".to_string()),
+            _ => None,
+        };
+        let c = ConnectorConfig::parse(MINIMAL, Path::new("c.toml"), &env).unwrap();
+        assert_eq!(
+            c.host.server, None,
+            "a connector without [server] gets none"
+        );
+        let text = format!("{MINIMAL}\n[server]\nport = 8080\n");
+        let c = ConnectorConfig::parse(&text, Path::new("c.toml"), &env).unwrap();
+        let server = c.host.server.unwrap();
+        assert_eq!(server.port, 9443);
+        assert_eq!(server.host.to_string(), "127.0.0.1");
+        assert_eq!(server.max_body_size, 1 << 20);
     }
 
     #[test]

@@ -10,10 +10,25 @@ use serde::{Deserialize, Serialize};
 /// A guest function call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Call {
-    Open { config_json: String },
-    Poll { max: u32, timeout_ms: u32 },
-    Commit { offsets: Vec<Offset> },
-    ProcessBatch { records: Vec<SinkRecord> },
+    Open {
+        config_json: String,
+    },
+    Poll {
+        max: u32,
+        timeout_ms: u32,
+    },
+    Commit {
+        offsets: Vec<Offset>,
+    },
+    ProcessBatch {
+        records: Vec<SinkRecord>,
+    },
+    /// One request to an ingress connector, which may make at most `max`
+    /// records of it.
+    Handle {
+        request: HttpRequest,
+        max: u32,
+    },
     Health,
     Close,
 }
@@ -26,6 +41,7 @@ impl Call {
             Call::Poll { .. } => "poll",
             Call::Commit { .. } => "commit",
             Call::ProcessBatch { .. } => "process_batch",
+            Call::Handle { .. } => "handle",
             Call::Health => "health",
             Call::Close => "close",
         }
@@ -37,6 +53,7 @@ impl Call {
 pub enum World {
     Source,
     Sink,
+    Ingress,
 }
 
 impl std::fmt::Display for World {
@@ -44,6 +61,7 @@ impl std::fmt::Display for World {
         f.write_str(match self {
             World::Source => "source",
             World::Sink => "sink",
+            World::Ingress => "ingress",
         })
     }
 }
@@ -70,6 +88,8 @@ pub enum CallOutcome {
     Polled(Vec<SourceRecord>),
     /// Per-record failures of a `process-batch`; empty when all were written.
     Processed(Vec<RecordFailure>),
+    /// The records an ingress connector made from one request.
+    Handled(Vec<SourceRecord>),
     Done,
     /// The guest returned an error.
     Error(ConnectorError),
@@ -82,6 +102,34 @@ pub enum CallOutcome {
 pub enum Opened {
     Source(Vec<ProducerConfig>),
     Sink(Vec<ConsumerConfig>),
+    Ingress(IngressSetup),
+}
+
+/// What an ingress connector serves and publishes to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngressSetup {
+    pub producers: Vec<ProducerConfig>,
+    pub routes: Vec<IngressRoute>,
+}
+
+/// A path an ingress connector serves, with its own rate limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngressRoute {
+    pub path: String,
+    pub requests_per_second: Option<u32>,
+    pub burst: Option<u32>,
+}
+
+/// An HTTP request handed to an ingress connector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    pub remote_address: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]

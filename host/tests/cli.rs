@@ -247,7 +247,7 @@ fn component_of_another_world_is_rejected_naming_what_it_exports() {
                 "other-world.wasm",
                 "exports no connector interface",
                 "it exports [",
-                "danube:example/sink-connector@0.1.0]",
+                "danube:example/sink-connector@0.1.0",
             ],
         );
     }
@@ -436,6 +436,7 @@ fn every_key_of_a_connectors_schema_is_in_its_readme() {
         "postgres-sink",
         "clickhouse-sink",
         "http-sink",
+        "webhook-source",
     ] {
         let readme = std::fs::read_to_string(
             root.join("connectors-wasm")
@@ -448,7 +449,7 @@ fn every_key_of_a_connectors_schema_is_in_its_readme() {
             .lines()
             .filter_map(|l| l.split_whitespace().next())
             .collect();
-        assert!(keys.len() > 3, "{connector}: {keys:?}");
+        assert!(!keys.is_empty(), "{connector}: {keys:?}");
         let missing: Vec<&&str> = keys
             .iter()
             .filter(|k| !readme.contains(&format!("| `{k}` |")))

@@ -10,7 +10,7 @@
 //! a configuration error naming the topic and the rule.
 
 use crate::config::SandboxConfig;
-use crate::contract::Opened;
+use crate::contract::{IngressSetup, Opened};
 
 /// The patterns themselves, when the configuration is read.
 pub fn check_patterns(sandbox: &SandboxConfig) -> Result<(), String> {
@@ -29,7 +29,7 @@ pub fn check_patterns(sandbox: &SandboxConfig) -> Result<(), String> {
 /// Whether `sandbox` lets the connector open what `opened` names.
 pub fn check_opened(sandbox: &SandboxConfig, opened: &Opened) -> Result<(), String> {
     let (kind, named): (&str, Vec<(&str, Option<&str>)>) = match opened {
-        Opened::Source(producers) => (
+        Opened::Source(producers) | Opened::Ingress(IngressSetup { producers, .. }) => (
             "publish to",
             producers.iter().map(|p| (p.topic.as_str(), None)).collect(),
         ),

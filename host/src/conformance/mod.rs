@@ -17,7 +17,8 @@ use crate::capability::state::StateStore;
 use crate::config::ConnectorConfig;
 use crate::connector_table::ConnectorTable;
 use crate::contract::{
-    Call, CallOutcome, ConnectorError, ModuleInfo, Offset, Opened, SinkRecord, SourceRecord, World,
+    Call, CallOutcome, ConnectorError, HttpRequest, ModuleInfo, Offset, Opened, SinkRecord,
+    SourceRecord, World,
 };
 use crate::supervisor::{Guest, LogSettings, Worker, start_worker};
 
@@ -94,6 +95,7 @@ pub async fn run(
     match info.world {
         World::Source => harness.source_checks(&mut rows).await?,
         World::Sink => harness.sink_checks(&mut rows).await?,
+        World::Ingress => harness.ingress_checks(&mut rows).await?,
     }
     for scenario in scenarios {
         rows.push(harness.scenario(scenario).await?);
@@ -313,6 +315,7 @@ impl Harness<'_> {
                 let topics = match &opened {
                     Opened::Source(p) => p.len(),
                     Opened::Sink(c) => c.len(),
+                    Opened::Ingress(setup) => setup.producers.len(),
                 };
                 match topics {
                     0 => (Verdict::Fail("it declared no topic".into()), None),
@@ -326,6 +329,66 @@ impl Harness<'_> {
             verdict,
         });
         opened
+    }
+
+    /// An ingress connector serves at least one path, and a JSON request to
+    /// its first path makes records for declared topics only (or is refused
+    /// as invalid data, for the sender to fix).
+    async fn ingress_checks(&self, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+        let worker = self.worker().await?;
+        let Some(Opened::Ingress(setup)) = self.open(&worker, rows).await else {
+            worker.stop().await;
+            return Ok(());
+        };
+        let topics: Vec<&str> = setup.producers.iter().map(|p| p.topic.as_str()).collect();
+        let verdict = match setup.routes.first() {
+            None => Verdict::Fail("it serves no path".into()),
+            Some(route) => {
+                let request = HttpRequest {
+                    method: "POST".into(),
+                    path: route.path.clone(),
+                    query: String::new(),
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    body: br#"{"conformance": true}"#.to_vec(),
+                    remote_address: "127.0.0.1:1".into(),
+                };
+                match call(
+                    &worker,
+                    Call::Handle {
+                        request,
+                        max: POLL_MAX,
+                    },
+                )
+                .await
+                {
+                    CallOutcome::Handled(records) => {
+                        match records.iter().find(|r| !topics.contains(&r.topic.as_str())) {
+                            Some(r) => Verdict::Fail(format!(
+                                "a record for {}, not declared in open ({})",
+                                r.topic,
+                                topics.join(", ")
+                            )),
+                            None => Verdict::Pass(format!(
+                                "{} record(s) from a request to {}",
+                                records.len(),
+                                route.path
+                            )),
+                        }
+                    }
+                    CallOutcome::Error(ConnectorError::InvalidData(why)) => {
+                        Verdict::Pass(format!("refused as invalid data: {why}"))
+                    }
+                    other => Verdict::Fail(unexpected(&other)),
+                }
+            }
+        };
+        rows.push(Row {
+            check: "handle makes records for declared topics".into(),
+            verdict,
+        });
+        self.finish(&worker, rows).await;
+        worker.stop().await;
+        Ok(())
     }
 
     /// `health`, then `close`, each a row.

@@ -185,6 +185,10 @@ impl Harness<'_> {
                 None => Verdict::Fail("it declared no topic".into()),
             },
             CallOutcome::Opened(Opened::Source(_)) => source_scenario(&worker, scenario).await,
+            CallOutcome::Opened(Opened::Ingress(_)) => Verdict::Skip(
+                "scenarios are for sources and sinks; an ingress connector is tested with requests"
+                    .into(),
+            ),
             other => Verdict::Fail(format!("open: {}", unexpected(&other))),
         };
         let _ = call(&worker, Call::Close).await;

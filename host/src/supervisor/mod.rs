@@ -6,6 +6,8 @@ pub(crate) mod danube;
 mod dead_letter;
 mod delivery_watch;
 mod fleet;
+mod ingress;
+mod publisher;
 mod restart;
 pub(crate) mod retry;
 mod signals;
@@ -25,7 +27,7 @@ use crate::capability;
 pub use crate::capability::state::StateStore;
 use crate::config::ConnectorConfig;
 use crate::connector_table::ConnectorTable;
-use crate::contract::{CallOutcome, ConnectorError, ModuleInfo};
+use crate::contract::{CallOutcome, ConnectorError, ModuleInfo, World};
 use crate::exit;
 use crate::ipc::{PROTOCOL_VERSION, SelfTest, WorkerInit};
 use crate::observability::{ConnectorMetrics, Observability, ServerHandle, Status};
@@ -257,6 +259,14 @@ fn check_files(module: &Path, config: &ConnectorConfig) -> Result<(), String> {
 /// with the environment's overrides applied to `config`, fits it. Errors
 /// are one line naming the file, the key and the connector.
 fn check_connector(config: &mut ConnectorConfig, info: &ModuleInfo) -> Result<(), Invalid> {
+    if config.host.server.is_some() && info.world != World::Ingress {
+        return Err(Invalid::Config(format!(
+            "{}: [server] configures the HTTP listener of an ingress connector, and {} is a {} connector: remove [server]",
+            config.path.display(),
+            info.name,
+            info.world
+        )));
+    }
     let table = ConnectorTable::of(info).map_err(|e| Invalid::Module(anyhow::anyhow!(e)))?;
     config.apply_connector_env(&table, &|k| std::env::var(k).ok());
     table

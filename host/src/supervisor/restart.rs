@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::danube::Danube;
 use super::retry::{self, RetryPolicy};
 use super::worker::Guest;
-use super::{Stop, new_trace_id, outcome_error, sink, source};
+use super::{Stop, ingress, new_trace_id, outcome_error, sink, source};
 use crate::capability;
 use crate::config::ConnectorConfig;
 use crate::contract::{CallOutcome, ConnectorError, Opened};
@@ -24,6 +24,7 @@ use crate::observability::{ConnectorMetrics, Status};
 enum Pipeline<'a, D: Danube> {
     Source(Box<source::SourcePipeline<'a, D>>),
     Sink(Box<sink::SinkPipeline<'a, D>>),
+    Ingress(Box<ingress::IngressPipeline<'a, D>>),
 }
 
 impl<'a, D: Danube> Pipeline<'a, D> {
@@ -43,6 +44,9 @@ impl<'a, D: Danube> Pipeline<'a, D> {
             Opened::Sink(consumers) => Pipeline::Sink(Box::new(
                 sink::SinkPipeline::start(danube, config, policy, consumers, shutdown).await?,
             )),
+            Opened::Ingress(setup) => Pipeline::Ingress(Box::new(
+                ingress::IngressPipeline::start(danube, config, policy, setup).await?,
+            )),
         })
     }
 
@@ -54,6 +58,7 @@ impl<'a, D: Danube> Pipeline<'a, D> {
         match self {
             Pipeline::Source(p) => p.run(worker, shutdown).await,
             Pipeline::Sink(p) => p.run(worker, shutdown).await,
+            Pipeline::Ingress(p) => p.run(worker, shutdown).await,
         }
     }
 
@@ -61,22 +66,26 @@ impl<'a, D: Danube> Pipeline<'a, D> {
         match self {
             Pipeline::Source(p) => p.progress(),
             Pipeline::Sink(p) => p.progress(),
+            Pipeline::Ingress(p) => p.progress(),
         }
     }
 
-    /// A source is ready once its producers exist, a sink once every one of
-    /// its subscriptions is open (until then what is published does not
-    /// reach it: a new subscription starts at the latest message).
+    /// A source is ready once its producers exist, an ingress once it
+    /// listens too, a sink once every one of its subscriptions is open
+    /// (until then what is published does not reach it: a new subscription
+    /// starts at the latest message).
     fn ready(&self) -> bool {
         match self {
-            Pipeline::Source(_) => true,
+            Pipeline::Source(_) | Pipeline::Ingress(_) => true,
             Pipeline::Sink(p) => p.subscribed(),
         }
     }
 
     async fn finish(self) {
-        if let Pipeline::Sink(p) = self {
-            p.finish().await;
+        match self {
+            Pipeline::Sink(p) => p.finish().await,
+            Pipeline::Ingress(p) => p.finish(),
+            Pipeline::Source(_) => {}
         }
     }
 }

@@ -1,61 +1,31 @@
-//! The source pipeline: poll the guest, publish to Danube, commit what the
-//! broker acknowledged.
-//!
-//! Records are spread over several producers per topic ("lanes"), because a
-//! `danube-client` producer has one send in flight at a time. Records with the
-//! same key always take the same lane, so per-key order holds. The guest's
+//! The source pipeline: poll the guest, publish to Danube
+//! ([`Publisher`]), commit what the broker acknowledged. The guest's
 //! `commit` sees an offset only once the broker acknowledged that record and
 //! every record polled before it from the same stream ([`OffsetTracker`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Future;
-use tokio::sync::{mpsc, watch};
-use tracing::Instrument;
+use tokio::sync::watch;
 
-use super::danube::{self, Danube, DanubeFailure, Publish};
-use super::dead_letter::{DeadLetter, Rejected};
+use super::danube::Danube;
+use super::publisher::{Published, Publisher, Sent};
 use super::retry::RetryPolicy;
 use super::worker::Guest;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::ConnectorConfig;
 use crate::contract::{Call, CallOutcome, ConnectorError, Offset, ProducerConfig, SourceRecord};
-use crate::observability::tap::{Direction, TappedRecord};
-use crate::schema::{Registry, SchemaError, SourceSchemas};
-
-/// A record on its way to a lane.
-struct Outgoing {
-    id: u64,
-    record: SourceRecord,
-}
-
-/// A lane's report on one record.
-struct Published {
-    id: u64,
-    topic: String,
-    result: Result<(), DanubeFailure>,
-    /// It went to the dead-letter topic instead of its own.
-    dead_lettered: bool,
-}
 
 /// The Danube side of a source: producers (in lanes) and the offset tracker.
 /// It outlives worker restarts, so producers stay connected.
 pub struct SourcePipeline<'a, D: Danube> {
     config: &'a ConnectorConfig,
     policy: RetryPolicy,
-    lanes: Lanes,
-    published: mpsc::UnboundedReceiver<Published>,
-    published_tx: mpsc::UnboundedSender<Published>,
-    /// The schemas of the topics, which payloads are checked against.
-    schemas: SourceSchemas,
-    dead_letter: Arc<DeadLetter<D>>,
+    publisher: Publisher<D>,
     tracker: OffsetTracker,
     next_id: u64,
-    round_robin: usize,
     /// Records acknowledged by the broker so far.
     acked: u64,
 }
@@ -73,43 +43,14 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
         policy: RetryPolicy,
         producers: Vec<ProducerConfig>,
     ) -> Result<SourcePipeline<'a, D>, Stop> {
-        let limit = Duration::from_millis(config.host.processing.publish_timeout_ms);
-        let (published_tx, published) = mpsc::unbounded_channel::<Published>();
-        let registry = Registry::new(danube, &policy, limit);
-        let schemas = SourceSchemas::prepare(&registry, config, &producers)
-            .await
-            .map_err(|e| match e {
-                SchemaError::Refused(why) => Stop::Config(why),
-                unreachable => Stop::Fatal(unreachable.to_string()),
-            })?;
-        let lanes = start_lanes(
-            danube,
-            config,
-            &policy,
-            &producers,
-            &schemas,
-            limit,
-            &published_tx,
-        )
-        .await?;
-        let dead_letter = Arc::new(DeadLetter::new(danube, config, &policy, limit));
-        for p in &producers {
-            // Series exist from the start, at 0.
-            policy.metrics.received(&p.topic, 0);
-            policy.metrics.sent(&p.topic, 0);
-        }
+        let publisher = Publisher::start(danube, config, &policy, &producers).await?;
         tracing::info!(connector = %config.host.connector_name, topics = producers.len(), lanes_per_topic = config.host.processing.producers_per_topic, "source pipeline running");
         Ok(SourcePipeline {
             config,
             policy,
-            lanes,
-            published,
-            published_tx,
-            schemas,
-            dead_letter,
+            publisher,
             tracker: OffsetTracker::default(),
             next_id: 0,
-            round_robin: 0,
             acked: 0,
         })
     }
@@ -129,7 +70,7 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
             // Let what is in flight land, so the next worker starts from a
             // quiet pipeline; offsets not yet committed are polled again.
             while self.tracker.outstanding() > 0 {
-                let Some(done) = self.published.recv().await else {
+                let Some(done) = self.publisher.next().await else {
                     break;
                 };
                 self.on_published(done)?;
@@ -247,10 +188,10 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
                         other => return Err(outcome_error("commit", other)),
                     }
                 }
-                Some(done) = self.published.recv() => {
+                Some(done) = self.publisher.next() => {
                     self.on_published(done)?;
                     // Those that came meanwhile, in the same turn of the loop.
-                    while let Ok(done) = self.published.try_recv() {
+                    while let Some(done) = self.publisher.try_next() {
                         self.on_published(done)?;
                     }
                 }
@@ -265,62 +206,17 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
     /// it does not fit its topic's schema. Either way its offset is committed
     /// only once the broker acknowledged it.
     fn dispatch(&mut self, mut record: SourceRecord) -> Result<(), Stop> {
-        let lane = pick_lane(&self.lanes, &record, &mut self.round_robin)?;
         let id = self.next_id;
         self.next_id += 1;
-        self.policy.metrics.received(&record.topic, 1);
-        self.policy.metrics.tap(|| {
-            TappedRecord::new(
-                Direction::Produced,
-                &record.topic,
-                record.key.as_deref(),
-                &record.payload,
-            )
-        });
         self.tracker.push(id, record.offset.take());
         self.policy
             .metrics
             .set_in_flight(self.tracker.outstanding());
-        let encoded = match self.schemas.get(&record.topic) {
-            Some(schema) => schema.codec.encode(&record.payload),
-            None => Ok(None),
-        };
-        match encoded {
-            Ok(encoded) => {
-                if let Some(payload) = encoded {
-                    record.payload = payload;
-                }
-                lane.send(Outgoing { id, record })
-                    .map_err(|_| Stop::Fatal("a publishing lane stopped".into()))
-            }
-            Err(why) => {
-                let dead_letter = self.dead_letter.clone();
-                let published = self.published_tx.clone();
-                tokio::spawn(
-                    async move {
-                        let error = ConnectorError::InvalidData(why);
-                        let result = dead_letter
-                            .send(Rejected::produced(&record), &error)
-                            .await
-                            .map_err(|e| DanubeFailure {
-                                message: format!(
-                                    "the dead-letter topic {}: {}",
-                                    dead_letter.topic, e.message
-                                ),
-                                ..e
-                            });
-                        let _ = published.send(Published {
-                            id,
-                            topic: record.topic,
-                            result,
-                            dead_lettered: true,
-                        });
-                    }
-                    .in_current_span(),
-                );
-                Ok(())
-            }
+        match self.publisher.send(id, record)? {
+            Sent::Published => {}
+            Sent::Refused { record, why } => self.publisher.dead_letter(id, record, why),
         }
+        Ok(())
     }
 
     /// Records acknowledged so far: a worker whose records were acked made
@@ -334,10 +230,7 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
             Ok(()) => {
                 self.acked += 1;
                 self.tracker.ack(done.id);
-                match done.dead_lettered {
-                    true => self.policy.metrics.dead_lettered(&done.topic, 1),
-                    false => self.policy.metrics.sent(&done.topic, 1),
-                }
+                self.publisher.count(&done);
                 self.policy
                     .metrics
                     .set_in_flight(self.tracker.outstanding());
@@ -359,131 +252,6 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
 /// measured at `max_in_flight` 5,000).
 fn refill_at(batch_size: u32, max_in_flight: u32) -> usize {
     batch_size.min(max_in_flight.div_ceil(2)) as usize
-}
-
-/// The lanes of each topic.
-type Lanes = HashMap<String, Vec<mpsc::UnboundedSender<Outgoing>>>;
-
-async fn start_lanes(
-    danube: &impl Danube,
-    config: &ConnectorConfig,
-    policy: &RetryPolicy,
-    producers: &[ProducerConfig],
-    schemas: &SourceSchemas,
-    limit: Duration,
-    published: &mpsc::UnboundedSender<Published>,
-) -> Result<Lanes, Stop> {
-    let host = &config.host;
-    let per_topic = host.processing.producers_per_topic as usize;
-    // Unique per process: a broker may still hold the names of a previous run.
-    let run_tag: u32 = rand::random();
-    let mut lanes = Lanes::new();
-    for producer_config in producers {
-        let mut senders = Vec::with_capacity(per_topic);
-        for index in 0..per_topic {
-            let name = format!(
-                "{}-{}-{index}-{run_tag:08x}",
-                host.connector_name,
-                sanitize(&producer_config.topic)
-            );
-            let schema = schemas.get(&producer_config.topic).map(|s| &s.reference);
-            let producer = danube::create_producer(
-                danube,
-                host.broker.admin_url.as_deref(),
-                &name,
-                producer_config,
-                schema,
-                policy,
-                limit,
-            )
-            .await
-            .map_err(|e| Stop::Fatal(e.message))?;
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(
-                lane(
-                    producer,
-                    producer_config.topic.clone(),
-                    rx,
-                    published.clone(),
-                    policy.clone(),
-                    limit,
-                )
-                .in_current_span(),
-            );
-            senders.push(tx);
-        }
-        lanes.insert(producer_config.topic.clone(), senders);
-    }
-    Ok(lanes)
-}
-
-/// Publishes one lane's records in order, one at a time.
-async fn lane(
-    producer: impl Publish,
-    topic: String,
-    mut records: mpsc::UnboundedReceiver<Outgoing>,
-    published: mpsc::UnboundedSender<Published>,
-    policy: RetryPolicy,
-    limit: Duration,
-) {
-    while let Some(Outgoing { id, record }) = records.recv().await {
-        let result = danube::publish(
-            &producer,
-            &record.payload,
-            &record.attributes,
-            record.key.as_deref(),
-            &policy,
-            limit,
-        )
-        .await;
-        let failed = result.is_err();
-        if published
-            .send(Published {
-                id,
-                topic: topic.clone(),
-                result,
-                dead_lettered: false,
-            })
-            .is_err()
-            || failed
-        {
-            return;
-        }
-    }
-}
-
-fn pick_lane<'a>(
-    lanes: &'a Lanes,
-    record: &SourceRecord,
-    round_robin: &mut usize,
-) -> Result<&'a mpsc::UnboundedSender<Outgoing>, Stop> {
-    let Some(senders) = lanes.get(&record.topic) else {
-        return Err(Stop::Fatal(format!(
-            "the connector produced a record for topic {:?}, which it did not declare in open (declared: {})",
-            record.topic,
-            lanes.keys().cloned().collect::<Vec<_>>().join(", ")
-        )));
-    };
-    let index = match &record.key {
-        Some(key) => {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            key.hash(&mut h);
-            h.finish() as usize % senders.len()
-        }
-        None => {
-            *round_robin = round_robin.wrapping_add(1);
-            *round_robin % senders.len()
-        }
-    };
-    Ok(&senders[index])
-}
-
-fn sanitize(topic: &str) -> String {
-    topic
-        .trim_start_matches('/')
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
 }
 
 /// Which offsets may be committed: per stream, the position of the last record
@@ -626,6 +394,8 @@ impl OffsetTracker {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn off(stream: &str, position: u64) -> Option<Offset> {

@@ -18,9 +18,10 @@ use crate::guest_text::{self, lines, one_line};
 pub const WIT_VERSION: &str = "0.1.0";
 const SOURCE_EXPORT: &str = "danube:connect/source-connector";
 const SINK_EXPORT: &str = "danube:connect/sink-connector";
+const INGRESS_EXPORT: &str = "danube:connect/ingress-connector";
 
 use crate::bindings::types as wit;
-use crate::bindings::{configuration, sink_connector, source_connector};
+use crate::bindings::{configuration, ingress_connector, sink_connector, source_connector};
 
 /// Which world a component implements, read from its exports without running
 /// it. A module built for another version of the contract is named as such.
@@ -31,7 +32,11 @@ pub fn detect_world(engine: &Engine, component: &Component) -> anyhow::Result<Wo
         .map(|(name, _)| name.to_string())
         .collect();
     for name in &exports {
-        for (prefix, world) in [(SOURCE_EXPORT, World::Source), (SINK_EXPORT, World::Sink)] {
+        for (prefix, world) in [
+            (SOURCE_EXPORT, World::Source),
+            (SINK_EXPORT, World::Sink),
+            (INGRESS_EXPORT, World::Ingress),
+        ] {
             let Some(rest) = name.strip_prefix(prefix) else {
                 continue;
             };
@@ -45,7 +50,7 @@ pub fn detect_world(engine: &Engine, component: &Component) -> anyhow::Result<Wo
         }
     }
     bail!(
-        "the module exports no connector interface ({SOURCE_EXPORT} or {SINK_EXPORT}); it exports [{}]. Is it a connector built against the danube:connect WIT?",
+        "the module exports no connector interface ({SOURCE_EXPORT}, {SINK_EXPORT} or {INGRESS_EXPORT}); it exports [{}]. Is it a connector built against the danube:connect WIT?",
         exports.join(", ")
     )
 }
@@ -62,12 +67,14 @@ pub struct Guest {
 enum Connector {
     Source(source_connector::Guest),
     Sink(sink_connector::Guest),
+    Ingress(ingress_connector::Guest),
 }
 
 /// Where [`Connector`]'s functions are, found before instantiating.
 enum ConnectorIndices {
     Source(source_connector::GuestIndices),
     Sink(sink_connector::GuestIndices),
+    Ingress(ingress_connector::GuestIndices),
 }
 
 impl Guest {
@@ -96,6 +103,9 @@ impl Guest {
         let connector = match world {
             World::Source => ConnectorIndices::Source(source_connector::GuestIndices::new(&pre)?),
             World::Sink => ConnectorIndices::Sink(sink_connector::GuestIndices::new(&pre)?),
+            World::Ingress => {
+                ConnectorIndices::Ingress(ingress_connector::GuestIndices::new(&pre)?)
+            }
         };
         let configuration = configuration::GuestIndices::new(&pre).ok();
         let instance = pre.instantiate(&mut store).map_err(explain_link_error)?;
@@ -104,6 +114,9 @@ impl Guest {
                 Connector::Source(source.load(&mut store, &instance)?)
             }
             ConnectorIndices::Sink(sink) => Connector::Sink(sink.load(&mut store, &instance)?),
+            ConnectorIndices::Ingress(ingress) => {
+                Connector::Ingress(ingress.load(&mut store, &instance)?)
+            }
         };
         let configuration = configuration
             .map(|c| c.load(&mut store, &instance))
@@ -120,6 +133,7 @@ impl Guest {
         match self.connector {
             Connector::Source(_) => World::Source,
             Connector::Sink(_) => World::Sink,
+            Connector::Ingress(_) => World::Ingress,
         }
     }
 
@@ -133,6 +147,7 @@ impl Guest {
         let info = match &self.connector {
             Connector::Source(i) => i.call_describe(&mut self.store)?,
             Connector::Sink(i) => i.call_describe(&mut self.store)?,
+            Connector::Ingress(i) => i.call_describe(&mut self.store)?,
         };
         let config_schema = match &self.configuration {
             Some(c) => {
@@ -219,6 +234,48 @@ impl Guest {
             }
             (Connector::Sink(i), Call::Health) => health_outcome(i.call_health(store)?),
             (Connector::Sink(i), Call::Close) => {
+                i.call_close(store)?;
+                CallOutcome::Done
+            }
+            (Connector::Ingress(i), Call::Open { config_json }) => {
+                outcome(i.call_open(store, &config_json)?, |setup| {
+                    CallOutcome::Opened(Opened::Ingress(contract::IngressSetup {
+                        producers: setup
+                            .producers
+                            .into_iter()
+                            .map(from_producer_config)
+                            .collect(),
+                        routes: setup
+                            .routes
+                            .into_iter()
+                            .map(|r| contract::IngressRoute {
+                                path: r.path,
+                                requests_per_second: r.requests_per_second,
+                                burst: r.burst,
+                            })
+                            .collect(),
+                    }))
+                })
+            }
+            (Connector::Ingress(i), Call::Handle { request, max }) => {
+                let request = wit::HttpRequest {
+                    method: request.method,
+                    path: request.path,
+                    query: request.query,
+                    headers: request.headers,
+                    body: request.body,
+                    remote_address: request.remote_address,
+                };
+                match i.call_handle(store, &request)? {
+                    Ok(records) => match polled(records, max) {
+                        CallOutcome::Polled(records) => CallOutcome::Handled(records),
+                        refused => refused,
+                    },
+                    Err(e) => CallOutcome::Error(from_error(e)),
+                }
+            }
+            (Connector::Ingress(i), Call::Health) => health_outcome(i.call_health(store)?),
+            (Connector::Ingress(i), Call::Close) => {
                 i.call_close(store)?;
                 CallOutcome::Done
             }
