@@ -55,8 +55,26 @@ pub struct HostConfig {
     pub broker: BrokerConfig,
     pub schemas: Vec<SchemaConfig>,
     /// `[server]`: the HTTP listener of an ingress connector; refused for
-    /// other connectors.
+    /// other connectors, as are `[auth]` and `[rate_limit]`.
     pub server: Option<ServerConfig>,
+    /// `[auth]`: how an ingress connector's senders authenticate.
+    pub auth: Option<AuthConfig>,
+    /// `[rate_limit]`: how many requests an ingress connector takes.
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+impl HostConfig {
+    /// The first of the ingress tables (`[server]`, `[auth]`,
+    /// `[rate_limit]`) the file has, to refuse it for other connectors.
+    pub fn ingress_table(&self) -> Option<&'static str> {
+        [
+            ("server", self.server.is_some()),
+            ("auth", self.auth.is_some()),
+            ("rate_limit", self.rate_limit.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(table, set)| set.then_some(table))
+    }
 }
 
 /// `[retry]`: how retryable errors from the guest and from Danube back off.
@@ -332,6 +350,85 @@ impl Default for ServerConfig {
             tls_key_path: None,
         }
     }
+}
+
+/// `[auth]`: how senders to an ingress connector prove who they are, with
+/// danube-connect's webhook keys; a request that fails is answered 401.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// `none`, `apikey`, `hmac` or `jwt`.
+    #[serde(rename = "type")]
+    pub kind: AuthKind,
+    /// The environment variable holding the secret: the API key, the HMAC
+    /// signing secret, or the JWT HMAC secret. Read by the host at start;
+    /// never logged.
+    pub secret_env: Option<String>,
+    /// `apikey`: the header carrying the key (default `X-API-Key`);
+    /// `hmac`: the header carrying the signature (required), as
+    /// `sha256=<hex>`, `<hex>`, or Stripe's `t=<time>,v1=<hex>`.
+    pub header: Option<String>,
+    /// `hmac`: `sha256` (the default) or `sha512`; `jwt`: `HS256` (the
+    /// default with `secret_env`), `HS384`, `HS512`, `RS256` (the default
+    /// with `public_key_path`), `RS384`, `RS512`, `ES256`, `ES384`.
+    pub algorithm: Option<String>,
+    /// `jwt`: the PEM public key tokens are verified with, instead of a
+    /// secret.
+    pub public_key_path: Option<PathBuf>,
+    /// `hmac`: the header carrying the signing time (Unix seconds), when it
+    /// is not in the signature header (Stripe's `t=`). The signed text is
+    /// then `<time>.<body>`. Default: `X-Webhook-Timestamp`.
+    pub timestamp_header: Option<String>,
+    /// `hmac`: how far, in seconds, the signing time may be from now; and
+    /// how long a signature is remembered to refuse it sent again.
+    pub tolerance_seconds: u64,
+    /// `hmac`: refuse a signature without a signing time (true, the
+    /// default: a captured request could otherwise be replayed later).
+    /// false accepts an HMAC of the body alone (GitHub's
+    /// `X-Hub-Signature-256`), remembered for `tolerance_seconds`.
+    pub require_timestamp: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            kind: AuthKind::None,
+            secret_env: None,
+            header: None,
+            algorithm: None,
+            public_key_path: None,
+            timestamp_header: None,
+            tolerance_seconds: 300,
+            require_timestamp: true,
+        }
+    }
+}
+
+/// `[auth] type`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    None,
+    #[serde(alias = "api_key")]
+    Apikey,
+    Hmac,
+    Jwt,
+}
+
+/// `[rate_limit]`: the requests an ingress connector takes, over all
+/// senders and per sender; above them a request is answered 429 with
+/// `Retry-After`. danube-connect's keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RateLimitConfig {
+    /// Requests per second over all senders; 0: no limit.
+    pub requests_per_second: u32,
+    /// Requests that may come at once above that rate. Default: the rate.
+    pub burst_size: u32,
+    /// Limit each sender (by address) too.
+    pub per_ip_enabled: bool,
+    /// Requests per second from one sender, with as many at once.
+    pub per_ip_requests_per_second: Option<u32>,
 }
 
 /// Overrides `[server] host`.
@@ -613,6 +710,22 @@ fn known_keys() -> BTreeSet<String> {
     walk("server", &server, &mut out);
     out.insert("server.tls_cert_path".into());
     out.insert("server.tls_key_path".into());
+    out.insert("auth".into());
+    let auth = toml::Table::try_from(AuthConfig::default()).unwrap_or_default();
+    walk("auth", &auth, &mut out);
+    for key in [
+        "secret_env",
+        "header",
+        "algorithm",
+        "public_key_path",
+        "timestamp_header",
+    ] {
+        out.insert(format!("auth.{key}"));
+    }
+    out.insert("rate_limit".into());
+    let rate_limit = toml::Table::try_from(RateLimitConfig::default()).unwrap_or_default();
+    walk("rate_limit", &rate_limit, &mut out);
+    out.insert("rate_limit.per_ip_requests_per_second".into());
     out.insert("sandbox.cache_dir".into());
     out.insert("sandbox.fuel".into());
     out.insert("dead_letter.topic".into());
@@ -910,9 +1023,10 @@ count = 3
             [[routes]]\nfrom = \"/a\"\nto = \"/default/a\"\n[[schemas]]\ntopic = \"/default/a\"\nsubject = \"a\"\nschema_type = \"string\"\n";
         let c = parse(text).unwrap();
         assert_eq!(c.section, None);
-        // `[server]` is the ingress listener's, so the host's.
-        assert_eq!(c.connector.keys().collect::<Vec<_>>(), ["auth", "routes"]);
+        // `[server]` and `[auth]` are the ingress listener's, so the host's.
+        assert_eq!(c.connector.keys().collect::<Vec<_>>(), ["routes"]);
         assert_eq!(c.host.server.as_ref().map(|s| s.port), Some(8080));
+        assert_eq!(c.host.auth.as_ref().map(|a| a.kind), Some(AuthKind::Hmac));
         assert_eq!(c.host.processing.batch_size, 10);
         assert_eq!(c.host.schemas.len(), 1);
         // A top-level value is still the host's, so a typo is named.

@@ -33,24 +33,38 @@ forward_headers = ["x-event-type"]
 # rate_limit = { requests_per_second = 100, burst_size = 200 }
 "#;
 
-/// The connector's table: the `[[endpoints]]` of the file.
+/// The connector's table: the `[[endpoints]]` (or `[[routes]]`) of the
+/// file.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `[[endpoints]]`: one path each, published to one topic (required,
-    /// at least one).
+    /// `[[endpoints]]`: one path each, published to one topic. With
+    /// `routes`, at least one in all.
+    #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// `[[routes]]`: endpoints as danube-connect's newer files write them
+    /// (`from` for `path`, `to` for `danube_topic`).
+    #[serde(default)]
+    pub routes: Vec<Endpoint>,
 }
 
 /// One path and the topic its requests go to.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// The path senders post to, starting with `/` (required).
+    /// The path senders post to, starting with `/` (required, or `from`).
+    #[serde(default)]
     pub path: String,
+    /// `path`, as `[[routes]]` write it.
+    #[serde(default)]
+    pub from: Option<String>,
     /// The topic each request's body is published to, `/namespace/name`
-    /// (required).
+    /// (required, or `to`).
+    #[serde(default)]
     pub danube_topic: String,
+    /// `danube_topic`, as `[[routes]]` write it.
+    #[serde(default)]
+    pub to: Option<String>,
     /// 0: a plain topic (the default); N > 0: N partitions, chosen by the
     /// routing key.
     #[serde(default)]
@@ -94,48 +108,84 @@ pub struct RateLimit {
 }
 
 impl Config {
-    fn check(&self) -> Result<(), ConnectorError> {
-        if self.endpoints.is_empty() {
-            return Err(ConnectorError::config(
-                "`endpoints` must list at least one path",
-            ));
-        }
-        for (i, e) in self.endpoints.iter().enumerate() {
-            if !e.path.starts_with('/') {
-                return Err(ConnectorError::config(format!(
-                    "endpoint path `{}` must start with `/`",
-                    e.path
-                )));
-            }
-            if self.endpoints[..i].iter().any(|o| o.path == e.path) {
-                return Err(ConnectorError::config(format!(
-                    "endpoint path `{}` is listed twice",
-                    e.path
-                )));
-            }
-            if e.key_header.is_some() && e.key_field.is_some() {
-                return Err(ConnectorError::config(format!(
-                    "endpoint `{}`: set `key_header` or `key_field`, not both",
-                    e.path
-                )));
-            }
-            if let Some(limit) = &e.rate_limit {
-                if limit.per_ip_enabled || limit.per_ip_requests_per_second.is_some() {
-                    return Err(ConnectorError::config(format!(
-                        "endpoint `{}`: per-sender limits are set in [rate_limit] (per_ip_enabled, per_ip_requests_per_second), not per endpoint",
-                        e.path
-                    )));
-                }
-                if limit.requests_per_second == 0 {
-                    return Err(ConnectorError::config(format!(
-                        "endpoint `{}`: `rate_limit.requests_per_second` must be at least 1",
-                        e.path
-                    )));
-                }
-            }
-        }
-        Ok(())
+    /// Both lists as one, `from` and `to` read as `path` and
+    /// `danube_topic`, checked.
+    fn into_endpoints(self) -> Result<Vec<Endpoint>, ConnectorError> {
+        let endpoints = self
+            .endpoints
+            .into_iter()
+            .chain(self.routes)
+            .map(|mut e| {
+                e.path = either("path", e.path, "from", e.from.take())?;
+                e.danube_topic = either("danube_topic", e.danube_topic, "to", e.to.take())?;
+                Ok(e)
+            })
+            .collect::<Result<Vec<_>, ConnectorError>>()?;
+        check(&endpoints)?;
+        Ok(endpoints)
     }
+}
+
+/// The value of a key that has two names: exactly one must be set.
+fn either(
+    name: &str,
+    value: String,
+    other: &str,
+    other_value: Option<String>,
+) -> Result<String, ConnectorError> {
+    match (value.is_empty(), other_value) {
+        (false, None) => Ok(value),
+        (true, Some(v)) if !v.is_empty() => Ok(v),
+        (false, Some(_)) => Err(ConnectorError::config(format!(
+            "an endpoint sets both `{name}` and `{other}`: keep one"
+        ))),
+        (true, _) => Err(ConnectorError::config(format!(
+            "an endpoint has no `{name}` (or `{other}`)"
+        ))),
+    }
+}
+
+fn check(endpoints: &[Endpoint]) -> Result<(), ConnectorError> {
+    if endpoints.is_empty() {
+        return Err(ConnectorError::config(
+            "`endpoints` (or `routes`) must list at least one path",
+        ));
+    }
+    for (i, e) in endpoints.iter().enumerate() {
+        if !e.path.starts_with('/') {
+            return Err(ConnectorError::config(format!(
+                "endpoint path `{}` must start with `/`",
+                e.path
+            )));
+        }
+        if endpoints[..i].iter().any(|o| o.path == e.path) {
+            return Err(ConnectorError::config(format!(
+                "endpoint path `{}` is listed twice",
+                e.path
+            )));
+        }
+        if e.key_header.is_some() && e.key_field.is_some() {
+            return Err(ConnectorError::config(format!(
+                "endpoint `{}`: set `key_header` or `key_field`, not both",
+                e.path
+            )));
+        }
+        if let Some(limit) = &e.rate_limit {
+            if limit.per_ip_enabled || limit.per_ip_requests_per_second.is_some() {
+                return Err(ConnectorError::config(format!(
+                    "endpoint `{}`: per-sender limits are set in [rate_limit] (per_ip_enabled, per_ip_requests_per_second), not per endpoint",
+                    e.path
+                )));
+            }
+            if limit.requests_per_second == 0 {
+                return Err(ConnectorError::config(format!(
+                    "endpoint `{}`: `rate_limit.requests_per_second` must be at least 1",
+                    e.path
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub struct WebhookSource {
@@ -179,9 +229,8 @@ impl Ingress for WebhookSource {
     }
 
     fn open(config: Config) -> Result<(Self, IngressSetup), ConnectorError> {
-        config.check()?;
-        let producers = config
-            .endpoints
+        let endpoints = config.into_endpoints()?;
+        let producers = endpoints
             .iter()
             .map(|e| {
                 ProducerConfig::new(&e.danube_topic)
@@ -189,8 +238,7 @@ impl Ingress for WebhookSource {
                     .with_reliable(e.reliable_dispatch)
             })
             .collect();
-        let routes = config
-            .endpoints
+        let routes = endpoints
             .iter()
             .map(|e| {
                 let route = IngressRoute::new(&e.path);
@@ -200,14 +248,10 @@ impl Ingress for WebhookSource {
                 }
             })
             .collect();
-        for e in &config.endpoints {
+        for e in &endpoints {
             info!("endpoint {} publishes to {}", e.path, e.danube_topic);
         }
-        let endpoints = config
-            .endpoints
-            .into_iter()
-            .map(|e| (e.path.clone(), e))
-            .collect();
+        let endpoints = endpoints.into_iter().map(|e| (e.path.clone(), e)).collect();
         Ok((
             WebhookSource { endpoints },
             IngressSetup { producers, routes },
@@ -316,6 +360,17 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, ConnectorError::InvalidData(_)), "{e:?}");
         assert!(e.message().contains("customer.id"), "{e}");
+    }
+
+    #[test]
+    fn routes_are_read_as_endpoints() {
+        let source = open(
+            r#"{"routes": [{"from": "/w/a", "to": "/default/a", "partitions": 2, "reliable_dispatch": true}], "endpoints": [{"path": "/w/b", "danube_topic": "/default/b"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(source.endpoints["/w/a"].danube_topic, "/default/a");
+        assert_eq!(source.endpoints["/w/a"].partitions, 2);
+        assert!(source.endpoints.contains_key("/w/b"));
     }
 
     #[test]

@@ -259,9 +259,12 @@ fn check_files(module: &Path, config: &ConnectorConfig) -> Result<(), String> {
 /// with the environment's overrides applied to `config`, fits it. Errors
 /// are one line naming the file, the key and the connector.
 fn check_connector(config: &mut ConnectorConfig, info: &ModuleInfo) -> Result<(), Invalid> {
-    if config.host.server.is_some() && info.world != World::Ingress {
+    if info.world == World::Ingress {
+        ingress::check(config)
+            .map_err(|e| Invalid::Config(format!("{}: {e}", config.path.display())))?;
+    } else if let Some(table) = config.host.ingress_table() {
         return Err(Invalid::Config(format!(
-            "{}: [server] configures the HTTP listener of an ingress connector, and {} is a {} connector: remove [server]",
+            "{}: [{table}] configures the HTTP listener of an ingress connector, and {} is a {} connector: remove [{table}]",
             config.path.display(),
             info.name,
             info.world

@@ -10,30 +10,28 @@
 //! workers: requests that come while a worker restarts wait in a bounded
 //! queue (or are answered 503 when it is full).
 
+mod auth;
+mod limits;
+mod listener;
+
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::IncomingStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::ServerConfig as TlsServerConfig;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use auth::Authenticator;
+use limits::Limits;
+use listener::{Front, listen};
 
 use super::danube::Danube;
 use super::publisher::{Published, Publisher, Sent};
 use super::retry::RetryPolicy;
 use super::worker::Guest;
 use super::{Stop, new_trace_id, outcome_error};
-use crate::config::{ConnectorConfig, ServerConfig};
+use crate::config::ConnectorConfig;
 use crate::contract::{Call, CallOutcome, ConnectorError, HttpRequest, IngressSetup};
 
 /// Requests waiting for the guest beyond this are answered 503 at once.
@@ -139,6 +137,10 @@ impl<'a, D: Danube> IngressPipeline<'a, D> {
             paths,
             max_body: server.max_body_size,
             timeout: Duration::from_secs(server.timeout_seconds),
+            auth: Authenticator::new(config.host.auth.as_ref(), &|k| std::env::var(k).ok())
+                .map_err(Stop::Config)?,
+            limits: Limits::new(config.host.rate_limit.as_ref(), &setup.routes)
+                .map_err(Stop::Config)?,
             queue,
         });
         let listener = listen(&server, front).await?;
@@ -303,210 +305,11 @@ impl<'a, D: Danube> IngressPipeline<'a, D> {
     }
 }
 
-/// What the listener's handler needs.
-struct Front {
-    paths: HashSet<String>,
-    max_body: usize,
-    timeout: Duration,
-    queue: mpsc::Sender<Pending>,
-}
-
-/// Binds `[server]`'s address and serves `front` on it, over TLS when a
-/// certificate is configured.
-async fn listen(
-    server: &ServerConfig,
-    front: Arc<Front>,
-) -> Result<tokio::task::JoinHandle<()>, Stop> {
-    let addr = SocketAddr::new(server.host, server.port);
-    let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        Stop::Config(format!(
-            "[server]: cannot listen on {addr}: {e}; set `host` and `port` to a free address"
-        ))
-    })?;
-    let local = tcp.local_addr().map_err(|e| Stop::Fatal(e.to_string()))?;
-    let app = axum::Router::new()
-        .fallback(handle)
-        .with_state(front)
-        .into_make_service_with_connect_info::<Peer>();
-    let tls = match (&server.tls_cert_path, &server.tls_key_path) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key).map_err(Stop::Config)?),
-        _ => {
-            return Err(Stop::Config(
-                "[server]: `tls_cert_path` and `tls_key_path` go together: set both or neither"
-                    .into(),
-            ));
-        }
-    };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(addr = %local, scheme, "ingress listening");
-    Ok(tokio::spawn(async move {
-        let served = match tls {
-            None => axum::serve(tcp, app).await,
-            Some(acceptor) => axum::serve(TlsListener { tcp, acceptor }, app).await,
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the ingress listener stopped");
-        }
-    }))
-}
-
-/// One request: checked, queued for the guest, answered when its records
-/// are stored (or not within `timeout_seconds`).
-async fn handle(
-    State(front): State<Arc<Front>>,
-    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    if !front.paths.contains(uri.path()) {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(error_body("no endpoint at this path")),
-        )
-            .into_response();
-    }
-    if method != Method::POST && method != Method::PUT {
-        let mut response = (
-            StatusCode::METHOD_NOT_ALLOWED,
-            axum::Json(error_body("use POST or PUT")),
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST, PUT"));
-        return response;
-    }
-    let too_large = || {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            axum::Json(error_body(&format!(
-                "the body is larger than {} bytes",
-                front.max_body
-            ))),
-        )
-            .into_response()
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > front.max_body) {
-        return too_large();
-    }
-    let Ok(body) = axum::body::to_bytes(body, front.max_body).await else {
-        return too_large();
-    };
-    let request = HttpRequest {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        query: uri.query().unwrap_or_default().to_string(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: body.to_vec(),
-        remote_address: remote.to_string(),
-    };
-    let (reply, answer) = oneshot::channel();
-    if front.queue.try_send(Pending { request, reply }).is_err() {
-        return Answer::Unavailable("the connector is busy or stopping".into()).into_response();
-    }
-    match tokio::time::timeout(front.timeout, answer).await {
-        Ok(Ok(answer)) => answer.into_response(),
-        Ok(Err(_)) => {
-            Answer::Unavailable("the connector stopped before storing the request".into())
-                .into_response()
-        }
-        Err(_) => Answer::Unavailable(format!(
-            "not stored within {} s ([server] timeout_seconds)",
-            front.timeout.as_secs()
-        ))
-        .into_response(),
-    }
-}
-
-/// The acceptor for `[server]`'s certificate and key.
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| format!("[server] tls_cert_path {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "[server] tls_cert_path {}: no certificate in it",
-            cert.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("[server] tls_key_path {}: {e}", key.display()))?;
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = TlsServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("[server] TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("[server] tls_cert_path and tls_key_path: {e}"))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// The sender's address, over TCP or TLS alike.
-#[derive(Debug, Clone, Copy)]
-struct Peer(SocketAddr);
-
-impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
-        Peer(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
-        Peer(*stream.remote_addr())
-    }
-}
-
-/// TLS over accepted connections; a client whose handshake fails is
-/// dropped and the next one accepted.
-struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (tcp, addr) = match self.tcp.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors, mostly: wait rather than spin.
-                    tracing::warn!(error = %e, "ingress: accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            // A slow handshake holds up only its own connection's accept
-            // for this long.
-            match tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %addr, error = %e, "ingress: TLS handshake failed")
-                }
-                Err(_) => tracing::debug!(peer = %addr, "ingress: TLS handshake timed out"),
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
+/// What `validate` and every start check of `[auth]` and `[rate_limit]`
+/// before the connector opens: the secret is in the environment, the
+/// algorithm and keys are known.
+pub fn check(config: &ConnectorConfig) -> Result<(), String> {
+    Authenticator::new(config.host.auth.as_ref(), &|k| std::env::var(k).ok())?;
+    Limits::new(config.host.rate_limit.as_ref(), &[])?;
+    Ok(())
 }
