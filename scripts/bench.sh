@@ -5,7 +5,7 @@
 # danube-broker binary (or --broker gives a running one), the real broker.
 # Results: printed, and written to target/bench/results.md.
 #   scripts/bench.sh [--quick] [--broker http://HOST:6650] [--brokers test,real]
-#                    [--repeat N] [--only source,sink,boundary,startup,latency]
+#                    [--repeat N] [--only source,sink,boundary,startup,latency,webhook]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${DANUBE_BROKER_BIN:-}" ] && [ ! -x "$DANUBE_BROKER_BIN" ]; then
@@ -13,5 +13,5 @@ if [ -n "${DANUBE_BROKER_BIN:-}" ] && [ ! -x "$DANUBE_BROKER_BIN" ]; then
     exit 2
 fi
 cargo build --release -p danube-host -p danube-testkit -p danube-bench
-cargo build --release --target wasm32-wasip2 -p datagen-source -p probe-connector
+cargo build --release --target wasm32-wasip2 -p datagen-source -p probe-connector -p webhook-source
 exec target/release/danube-bench "$@"

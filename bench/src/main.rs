@@ -26,6 +26,7 @@ mod raw;
 mod report;
 mod startup;
 mod throughput;
+mod webhook;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -86,6 +87,7 @@ enum Scenario {
     Boundary,
     Startup,
     Latency,
+    Webhook,
 }
 
 impl Scenario {
@@ -96,6 +98,7 @@ impl Scenario {
             Scenario::Boundary => "boundary",
             Scenario::Startup => "startup",
             Scenario::Latency => "latency",
+            Scenario::Webhook => "webhook",
         }
     }
 }
@@ -219,7 +222,7 @@ fn main() -> ExitCode {
 /// loads a module as a run does), so that no scenario but the first-run
 /// start-up pays for a compile, nor a worker's memory holds the compiler's.
 fn warm_cache(env: &Env) -> anyhow::Result<()> {
-    for guest in ["datagen-source", "probe-connector"] {
+    for guest in ["datagen-source", "probe-connector", "webhook-source"] {
         let mut command = std::process::Command::new(&env.paths.host);
         command
             .arg("inspect")
@@ -380,6 +383,7 @@ fn run(args: &Args) -> anyhow::Result<usize> {
         Scenario::Boundary,
         Scenario::Startup,
         Scenario::Latency,
+        Scenario::Webhook,
     ] {
         if !wanted(scenario) {
             continue;
@@ -417,6 +421,11 @@ fn run(args: &Args) -> anyhow::Result<usize> {
             Scenario::Latency => {
                 let mut table = latency::table(&env);
                 on_each_broker(&mut env, &targets, &mut table, &mut errors, latency::run);
+                table
+            }
+            Scenario::Webhook => {
+                let mut table = webhook::table(&env);
+                on_each_broker(&mut env, &targets, &mut table, &mut errors, webhook::run);
                 table
             }
         };
