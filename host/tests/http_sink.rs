@@ -40,6 +40,29 @@ fn sink_config(dir: &Path, broker_url: &str, name: &str, text: &str) -> PathBuf 
     write_config(dir, &format!("{name}.toml"), broker_url, name, text)
 }
 
+/// A test broker holding `topic`, and the http-sink `name` on it, sending
+/// to the endpoint on `port` with the `[http]` keys `http`, subscribed to
+/// the topic as `http`; the directory holds its configuration and log.
+async fn sink(
+    topic: &str,
+    name: &str,
+    port: u16,
+    http: &str,
+) -> (TestBroker, Host, tempfile::TempDir) {
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(topic, 0, true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = sink_config(
+        dir.path(),
+        &broker.url(),
+        name,
+        &sink_text(port, "", http, topic),
+    );
+    let host = start_sink(&config);
+    wait_subscribed(&broker, &[topic.to_string()], "http", &host).await;
+    (broker, host, dir)
+}
+
 fn start_sink(config: &Path) -> Host {
     Host::start(&guest("http-sink"), config, &[("HTTP_BEARER_TOKEN", TOKEN)])
 }
@@ -160,18 +183,8 @@ async fn retry_after_is_waited_out_and_nothing_is_lost() {
         }
         _ => Answer::ok(),
     });
-    let broker = TestBroker::start().await.unwrap();
-    broker.create_topic(TOPIC, 0, true).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let http = format!("url = \"{}\"", endpoint.url("/in"));
-    let config = sink_config(
-        dir.path(),
-        &broker.url(),
-        "http-busy",
-        &sink_text(endpoint.port, "", &http, TOPIC),
-    );
-    let host = start_sink(&config);
-    wait_subscribed(&broker, &[TOPIC.to_string()], "http", &host).await;
+    let (broker, host, _dir) = sink(TOPIC, "http-busy", endpoint.port, &http).await;
     produce_json(broker.url(), TOPIC, (0..N).map(event)).await;
     wait_all_accepted(&endpoint, N, &host).await;
 
@@ -227,18 +240,8 @@ async fn refused_records_are_dead_lettered_with_the_status_and_the_answer() {
             None => Answer::ok(),
         }
     });
-    let broker = TestBroker::start().await.unwrap();
-    broker.create_topic(TOPIC, 0, true).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let http = format!("url = \"{}\"", endpoint.url("/in"));
-    let config = sink_config(
-        dir.path(),
-        &broker.url(),
-        "http-picky",
-        &sink_text(endpoint.port, "", &http, TOPIC),
-    );
-    let host = start_sink(&config);
-    wait_subscribed(&broker, &[TOPIC.to_string()], "http", &host).await;
+    let (broker, host, _dir) = sink(TOPIC, "http-picky", endpoint.port, &http).await;
     let producer = reliable_producer(&broker.url(), TOPIC).await;
     for seq in 0..N {
         let mut value = event(seq);
@@ -318,21 +321,11 @@ async fn single_requests_carry_the_payload_and_the_record_in_headers() {
     const N: usize = 20;
     const TOPIC: &str = "/default/one-by-one";
     let endpoint = Endpoint::start(|_, _| Answer::status(204, ""));
-    let broker = TestBroker::start().await.unwrap();
-    broker.create_topic(TOPIC, 0, true).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let http = format!(
         "url = \"{}\"\nformat = \"single\"\nmethod = \"put\"\ncontent_type = \"application/octet-stream\"",
         endpoint.url("/blobs")
     );
-    let config = sink_config(
-        dir.path(),
-        &broker.url(),
-        "http-single",
-        &sink_text(endpoint.port, "", &http, TOPIC),
-    );
-    let host = start_sink(&config);
-    wait_subscribed(&broker, &[TOPIC.to_string()], "http", &host).await;
+    let (broker, host, _dir) = sink(TOPIC, "http-single", endpoint.port, &http).await;
     let producer = reliable_producer(&broker.url(), TOPIC).await;
     let payload = |i: usize| vec![0xff, 0x00, i as u8, b'\n'];
     for i in 0..N {
@@ -381,19 +374,9 @@ async fn an_endpoint_that_is_down_and_a_killed_worker_lose_nothing() {
     const N: u64 = 2_000;
     const TOPIC: &str = "/default/patient";
     let port = free_port();
-    let broker = TestBroker::start().await.unwrap();
-    broker.create_topic(TOPIC, 0, true).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let http =
         format!("url = \"http://127.0.0.1:{port}/lines\"\nformat = \"ndjson\"\nenvelope = true");
-    let config = sink_config(
-        dir.path(),
-        &broker.url(),
-        "http-patient",
-        &sink_text(port, "", &http, TOPIC),
-    );
-    let host = start_sink(&config);
-    wait_subscribed(&broker, &[TOPIC.to_string()], "http", &host).await;
+    let (broker, host, _dir) = sink(TOPIC, "http-patient", port, &http).await;
     produce_json(broker.url(), TOPIC, (0..N / 2).map(event)).await;
     let doc = wait_health(
         &host,

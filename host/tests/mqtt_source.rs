@@ -1232,26 +1232,9 @@ async fn tls_connections_verify_the_broker_and_carry_the_flow() {
     }
 }
 
-/// `danube-host COMMAND` (`validate` or `run`) on a fixture of
-/// `tests/fixtures/danube-connectors` (danube-connect's own files,
-/// unchanged), run in its `source-mqtt/` directory as upstream runs it.
+/// [`common::upstream`] for source-mqtt's files.
 fn upstream(command: &str, file: &str) -> std::process::Output {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/danube-connectors/source-mqtt");
-    Command::new(common::host_bin())
-        .current_dir(&dir)
-        .args([command, "--module"])
-        .arg(module())
-        .arg("--config")
-        .arg(dir.join(file))
-        // Its metrics port is fixed (9090); tests run side by side.
-        .env("METRICS_PORT", "0")
-        .env(
-            "XDG_CACHE_HOME",
-            common::target_dir().join("test-module-cache"),
-        )
-        .output()
-        .unwrap()
+    common::upstream("source-mqtt", &module(), command, file, &[])
 }
 
 /// danube-connect's MQTT configurations are read as they are: the one with

@@ -667,22 +667,14 @@ async fn https_when_a_certificate_is_configured() {
 /// schema files under `/etc/schemas`, which exist in upstream's container.
 #[test]
 fn danube_connect_webhook_configurations_validate_unchanged() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/danube-connectors/source-webhook");
     let validate = |file: &str, env: &[(&str, &str)]| {
-        let out = std::process::Command::new(common::host_bin())
-            .current_dir(&dir)
-            .args(["validate", "--module"])
-            .arg(guest("webhook-source"))
-            .arg("--config")
-            .arg(dir.join(file))
-            .envs(env.iter().copied())
-            .env(
-                "XDG_CACHE_HOME",
-                common::target_dir().join("test-module-cache"),
-            )
-            .output()
-            .unwrap();
+        let out = common::upstream(
+            "source-webhook",
+            &guest("webhook-source"),
+            "validate",
+            file,
+            env,
+        );
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

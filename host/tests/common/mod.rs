@@ -361,6 +361,34 @@ pub async fn reliable_producer(broker_url: &str, topic: &str) -> danube_client::
     producer
 }
 
+/// `danube-host COMMAND` (`validate` or `run`) with `module` on `file`, a
+/// fixture of `tests/fixtures/danube-connectors/CONNECTOR` (danube-connect's
+/// own files, unchanged), run in that directory as upstream runs it, with
+/// `env` beside the test's.
+pub fn upstream(
+    connector: &str,
+    module: &Path,
+    command: &str,
+    file: &str,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/danube-connectors")
+        .join(connector);
+    Command::new(host_bin())
+        .current_dir(&dir)
+        .args([command, "--module"])
+        .arg(module)
+        .arg("--config")
+        .arg(dir.join(file))
+        // Their metrics port is fixed (9090); tests run side by side.
+        .env("METRICS_PORT", "0")
+        .env("XDG_CACHE_HOME", target_dir().join("test-module-cache"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 /// Sends `payloads` as JSON, in order, through one reliable producer.
 pub async fn produce_json(
     broker_url: String,
