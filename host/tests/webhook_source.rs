@@ -299,11 +299,26 @@ struct Listening {
 
 impl Listening {
     async fn start(name: &str, server: &str, tables: &str, env: &[(&str, &str)]) -> Listening {
+        Listening::start_with(name, server, tables, "", env).await
+    }
+
+    /// [`Listening::start`] with more keys for the endpoint.
+    async fn start_with(
+        name: &str,
+        server: &str,
+        tables: &str,
+        endpoint_keys: &str,
+        env: &[(&str, &str)],
+    ) -> Listening {
         let broker = TestBroker::start().await.unwrap();
         broker.create_topic(TOPIC, 0, true).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let text = webhook_text(port, server, &format!("{tables}\n\n{}", endpoint("")));
+        let text = webhook_text(
+            port,
+            server,
+            &format!("{tables}\n\n{}", endpoint(endpoint_keys)),
+        );
         let cfg = config(dir.path(), &broker.url(), name, &text);
         let host = Host::start(&guest("webhook-source"), &cfg, env);
         wait_listening(port, &host).await;
@@ -451,8 +466,20 @@ async fn hmac_signatures_are_taken_fresh_and_once() {
 async fn api_keys_and_tokens_are_checked() {
     let _turn = take_turn(BrokerKind::Test).await;
     let auth = "[auth]\ntype = \"apikey\"\nsecret_env = \"HOOK_KEY\"\nheader = \"X-API-Key\"";
-    let l = Listening::start("webhooks-key", "", auth, &[("HOOK_KEY", SECRET)]).await;
-    assert_eq!(l.post("{}", &[("X-API-Key", SECRET.into())]).await.0, 200);
+    // The connector asks for the key's header: it is not handed over.
+    let l = Listening::start_with(
+        "webhooks-key",
+        "",
+        auth,
+        "forward_headers = [\"X-API-Key\", \"X-Event\"]",
+        &[("HOOK_KEY", SECRET)],
+    )
+    .await;
+    let with_key = [
+        ("X-API-Key", SECRET.to_string()),
+        ("X-Event", "paid".into()),
+    ];
+    assert_eq!(l.post("{}", &with_key).await.0, 200);
     let (status, answer) = l.post("{}", &[("X-API-Key", "guess".into())]).await;
     assert_eq!(
         (status, answer.contains("wrong key")),
@@ -517,6 +544,15 @@ async fn api_keys_and_tokens_are_checked() {
             .await
     );
     assert_eq!((l.stored(), j.stored()), (1, 1));
+    let attributes = &l.broker.messages(TOPIC)[0].attributes;
+    assert_eq!(
+        attributes.get("http.header.x-event").map(String::as_str),
+        Some("paid")
+    );
+    assert!(
+        !attributes.contains_key("http.header.x-api-key"),
+        "the key reached the connector: {attributes:?}"
+    );
 }
 
 /// A burst above `[rate_limit]` is answered 429 with `Retry-After`; what

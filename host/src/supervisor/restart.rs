@@ -84,7 +84,7 @@ impl<'a, D: Danube> Pipeline<'a, D> {
     async fn finish(self) {
         match self {
             Pipeline::Sink(p) => p.finish().await,
-            Pipeline::Ingress(p) => p.finish(),
+            Pipeline::Ingress(p) => p.finish().await,
             Pipeline::Source(_) => {}
         }
     }

@@ -192,7 +192,8 @@ impl Guest {
             }
             (Connector::Source(i), Call::Poll { max, timeout_ms }) => {
                 outcome(i.call_poll(store, max, timeout_ms)?, |records| {
-                    polled(records, max)
+                    checked_records("poll", records, max, "poll's `max`")
+                        .map_or_else(|e| e, CallOutcome::Polled)
                 })
             }
             (Connector::Source(i), Call::Commit { offsets }) => {
@@ -266,13 +267,10 @@ impl Guest {
                     body: request.body,
                     remote_address: request.remote_address,
                 };
-                match i.call_handle(store, &request)? {
-                    Ok(records) => match polled(records, max) {
-                        CallOutcome::Polled(records) => CallOutcome::Handled(records),
-                        refused => refused,
-                    },
-                    Err(e) => CallOutcome::Error(from_error(e)),
-                }
+                outcome(i.call_handle(store, &request)?, |records| {
+                    checked_records("handle", records, max, "[processing] batch_size")
+                        .map_or_else(|e| e, CallOutcome::Handled)
+                })
             }
             (Connector::Ingress(i), Call::Health) => health_outcome(i.call_health(store)?),
             (Connector::Ingress(i), Call::Close) => {
@@ -319,23 +317,29 @@ fn health_outcome(result: Result<(), String>) -> CallOutcome {
     }
 }
 
-/// A poll's records, or a fatal error when the guest returned more than the
-/// `max` it was asked for (the host's in-flight bound counts on it), or a
-/// record whose attributes and key exceed [`guest_text::ATTRIBUTES`] (the
-/// host holds them until the broker acknowledges). A guest that does either
-/// is broken. Its records are not published; nothing was committed for
-/// them, so a restarted connector reads them again.
-fn polled(records: Vec<wit::SourceRecord>, max: u32) -> CallOutcome {
+/// The records `call` (`poll` or `handle`) returned, or a fatal error when
+/// the guest returned more than `max` (set by `bound`; the host's
+/// in-flight bound counts on it), or a record whose attributes and key
+/// exceed [`guest_text::ATTRIBUTES`] (the host holds them until the broker
+/// acknowledges). A guest that does either is broken. Its records are not
+/// published; nothing was committed for them, so a restarted connector
+/// reads them again (and a sender is not answered 2xx).
+fn checked_records(
+    call: &str,
+    records: Vec<wit::SourceRecord>,
+    max: u32,
+    bound: &str,
+) -> Result<Vec<contract::SourceRecord>, CallOutcome> {
     let broken = |why: String| {
         CallOutcome::Error(contract::ConnectorError::Fatal(format!(
             "{why}; the connector breaks the contract, report it to its authors"
         )))
     };
     if records.len() > max as usize {
-        return broken(format!(
-            "poll returned {} records when asked for at most {max} (poll's `max`)",
+        return Err(broken(format!(
+            "{call} returned {} records when asked for at most {max} ({bound})",
             records.len()
-        ));
+        )));
     }
     for record in &records {
         let metadata: usize = record.key.as_ref().map_or(0, String::len)
@@ -345,14 +349,14 @@ fn polled(records: Vec<wit::SourceRecord>, max: u32) -> CallOutcome {
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>();
         if metadata > guest_text::ATTRIBUTES {
-            return broken(format!(
-                "poll returned a record for {} with {metadata} bytes of key and attributes, more than the host's {} bytes",
+            return Err(broken(format!(
+                "{call} returned a record for {} with {metadata} bytes of key and attributes, more than the host's {} bytes",
                 one_line(record.topic.clone(), guest_text::NAME),
                 guest_text::ATTRIBUTES
-            ));
+            )));
         }
     }
-    CallOutcome::Polled(records.into_iter().map(from_source_record).collect())
+    Ok(records.into_iter().map(from_source_record).collect())
 }
 
 /// Link errors name WIT paths; say what they mean for the user.

@@ -175,6 +175,17 @@ impl Authenticator {
         })
     }
 
+    /// The header that carries a credential the connector has no need to
+    /// see (an API key, a token): it is taken out of the request it gets.
+    /// An HMAC signature proves only this request, so it stays.
+    pub fn credential_header(&self) -> Option<HeaderName> {
+        match self {
+            Authenticator::ApiKey { header, .. } => Some(header.clone()),
+            Authenticator::Jwt { .. } => Some(axum::http::header::AUTHORIZATION),
+            Authenticator::None | Authenticator::Hmac(_) => None,
+        }
+    }
+
     /// The checks that need only the headers: API keys and tokens.
     pub fn check_headers(&self, headers: &HeaderMap) -> Result<(), String> {
         match self {

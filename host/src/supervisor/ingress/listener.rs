@@ -149,12 +149,14 @@ async fn handle(
         Ok(seen) => seen,
         Err(why) => return unauthorized(why),
     };
+    let credential = front.auth.credential_header();
     let request = HttpRequest {
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().unwrap_or_default().to_string(),
         headers: headers
             .iter()
+            .filter(|(k, _)| credential.as_ref() != Some(*k))
             .map(|(k, v)| {
                 (
                     k.as_str().to_string(),

@@ -299,9 +299,12 @@ impl<'a, D: Danube> IngressPipeline<'a, D> {
         self.acked
     }
 
-    /// Closes the listener.
-    pub fn finish(self) {
+    /// Closes the listener and waits until its socket is closed, so that
+    /// the next version of the connector (a hot swap) can listen on the
+    /// same port.
+    pub async fn finish(self) {
         self.listener.abort();
+        let _ = self.listener.await;
     }
 }
 
