@@ -822,3 +822,85 @@ async fn dev_rebuilds_and_restarts_on_changes_resuming_from_the_last_commit() {
     sorted.sort_unstable();
     assert_eq!(sorted, expected, "each record once, none skipped");
 }
+
+/// An ingress connector replaced in place (module, then configuration)
+/// listens on the same port again: the old version closes its listener
+/// before the new one starts, and every request answered 200 is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ingress_replaced_in_place_listens_on_its_port_again() {
+    let _turn = take_turn(BrokerKind::Test).await;
+    const TOPIC: &str = "/default/dir-hooks";
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let layout = Layout::new();
+    let host = layout.start();
+    let port = common::server::free_port();
+    let config = |extra: &str| {
+        layout.config(
+            &broker.url(),
+            "hook",
+            &format!(
+                "[server]\nhost = \"127.0.0.1\"\nport = {port}\n\n\
+                 [[endpoints]]\npath = \"/in\"\ndanube_topic = \"{TOPIC}\"\nreliable_dispatch = true\n{extra}"
+            ),
+        )
+    };
+    let module = guest("webhook-source");
+    layout.add(
+        &layout.mods,
+        "hook",
+        std::fs::read(&module).unwrap(),
+        &config(""),
+    );
+    // Posts until a 200 comes back: how a sender rides out a swap.
+    let answered = || async {
+        tokio::task::spawn_blocking(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let deadline = std::time::Instant::now() + DEADLINE;
+            while std::time::Instant::now() < deadline {
+                let sent = agent.post(format!("http://127.0.0.1:{port}/in")).send("{}");
+                if sent.is_ok_and(|r| r.status() == 200) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        answered().await,
+        "the first version never answered; log:\n{}",
+        host.log()
+    );
+    let started = "hook: starting";
+    place(&layout.mods, "hook.wasm", changed_module(&module, "v2"));
+    logged(&host, started, 2).await;
+    assert!(
+        answered().await,
+        "the new module never answered; log:\n{}",
+        host.log()
+    );
+    place(
+        &layout.mods,
+        "hook.toml",
+        config("forward_headers = [\"x-event\"]"),
+    );
+    logged(&host, started, 3).await;
+    assert!(
+        answered().await,
+        "the new configuration never answered; log:\n{}",
+        host.log()
+    );
+    assert_eq!(host.log_count("cannot listen"), 0, "log:\n{}", host.log());
+    assert!(
+        broker
+            .wait_for(DEADLINE, |b| b.messages(TOPIC).len() >= 3)
+            .await
+    );
+    assert!(host.terminate(DEADLINE).success());
+}
