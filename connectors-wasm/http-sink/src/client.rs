@@ -258,6 +258,33 @@ mod tests {
     }
 
     #[test]
+    fn credentials_become_an_authorization_header() {
+        let config = |extra: &str| -> Config {
+            danube_connect_sdk::parse_config(&format!(
+                r#"{{"url": "http://e:1", {extra} "routes": [{{"topic": "/a/b"}}]}}"#
+            ))
+            .unwrap()
+        };
+        let authorization = |c: &Config| {
+            Client::new(c)
+                .unwrap()
+                .headers
+                .into_iter()
+                .find(|(k, _)| k == "Authorization")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(
+            authorization(&config(r#""username": "user", "password": "pw","#)).as_deref(),
+            Some("Basic dXNlcjpwdw==")
+        );
+        assert_eq!(
+            authorization(&config(r#""bearer_token": "t0k","#)).as_deref(),
+            Some("Bearer t0k")
+        );
+        assert_eq!(authorization(&config("")), None);
+    }
+
+    #[test]
     fn retry_after_in_both_forms() {
         assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
         let later = SystemTime::now() + Duration::from_secs(100);
