@@ -740,3 +740,58 @@ fn danube_connect_webhook_configurations_validate_unchanged() {
         "{text}"
     );
 }
+
+/// `validate` names what is wrong with the listener's tables: a TLS file
+/// that cannot be read, half a TLS pair, an auth type without its secret,
+/// a secret variable that is not set; and refuses them for a connector
+/// that is no ingress.
+#[test]
+fn validate_names_what_is_wrong_with_the_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let validate = |name: &str, server: &str, tables: &str, module: &Path| {
+        let text = webhook_text(
+            free_port(),
+            server,
+            &format!("{tables}\n\n{}", endpoint("")),
+        );
+        let cfg = config(dir.path(), "http://127.0.0.1:6650", name, &text);
+        let (code, _, stderr) = common::run_host(&[
+            "validate",
+            "--module",
+            module.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 2, "{name}: {stderr}");
+        stderr
+    };
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let cases = [
+        (
+            format!("tls_cert_path = \"{missing}\"\ntls_key_path = \"{missing}\""),
+            "",
+            "[server] tls_cert_path",
+        ),
+        (format!("tls_cert_path = \"{missing}\""), "", "go together"),
+        (
+            String::new(),
+            "[auth]\ntype = \"jwt\"",
+            "needs `secret_env`",
+        ),
+        (
+            String::new(),
+            "[auth]\ntype = \"apikey\"\nsecret_env = \"NO_SUCH_VARIABLE_HERE\"",
+            "the environment has no NO_SUCH_VARIABLE_HERE",
+        ),
+    ];
+    let module = guest("webhook-source");
+    for (i, (server, tables, why)) in cases.iter().enumerate() {
+        let stderr = validate(&format!("bad-{i}"), server, tables, &module);
+        assert!(stderr.contains(why), "{why:?} missing: {stderr}");
+    }
+    let stderr = validate("not-ingress", "", "", &guest("datagen-source"));
+    assert!(
+        stderr.contains("[server] configures the HTTP listener of an ingress connector"),
+        "{stderr}"
+    );
+}

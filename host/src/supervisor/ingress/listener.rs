@@ -22,7 +22,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::auth::Authenticator;
 use super::limits::Limits;
-use super::{Answer, Pending, error_body};
+use super::{Answer, Pending, refusal, retry_after};
 use crate::config::ServerConfig;
 use crate::contract::HttpRequest;
 use crate::supervisor::Stop;
@@ -54,16 +54,7 @@ pub(super) async fn listen(
         .fallback(handle)
         .with_state(front)
         .into_make_service_with_connect_info::<Peer>();
-    let tls = match (&server.tls_cert_path, &server.tls_key_path) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key).map_err(Stop::Config)?),
-        _ => {
-            return Err(Stop::Config(
-                "[server]: `tls_cert_path` and `tls_key_path` go together: set both or neither"
-                    .into(),
-            ));
-        }
-    };
+    let tls = tls(server).map_err(Stop::Config)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %local, scheme, "ingress listening");
     Ok(tokio::spawn(async move {
@@ -88,49 +79,28 @@ async fn handle(
     body: Body,
 ) -> Response {
     if !front.paths.contains(uri.path()) {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(error_body("no endpoint at this path")),
-        )
-            .into_response();
+        return refusal(StatusCode::NOT_FOUND, "no endpoint at this path");
     }
     if method != Method::POST && method != Method::PUT {
-        let mut response = (
-            StatusCode::METHOD_NOT_ALLOWED,
-            axum::Json(error_body("use POST or PUT")),
-        )
-            .into_response();
+        let mut response = refusal(StatusCode::METHOD_NOT_ALLOWED, "use POST or PUT");
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST, PUT"));
         return response;
     }
     if let Err(wait) = front.limits.check(uri.path(), remote.ip()) {
-        let mut response = (
-            StatusCode::TOO_MANY_REQUESTS,
-            axum::Json(error_body("over the rate limit")),
-        )
-            .into_response();
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        return response;
+        return retry_after(
+            refusal(StatusCode::TOO_MANY_REQUESTS, "over the rate limit"),
+            seconds,
+        );
     }
-    let unauthorized =
-        |why: String| (StatusCode::UNAUTHORIZED, axum::Json(error_body(&why))).into_response();
     if let Err(why) = front.auth.check_headers(&headers) {
-        return unauthorized(why);
+        return refusal(StatusCode::UNAUTHORIZED, &why);
     }
     let too_large = || {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            axum::Json(error_body(&format!(
-                "the body is larger than {} bytes",
-                front.max_body
-            ))),
-        )
-            .into_response()
+        let why = format!("the body is larger than {} bytes", front.max_body);
+        refusal(StatusCode::PAYLOAD_TOO_LARGE, &why)
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -147,7 +117,7 @@ async fn handle(
         .map_or(0, |d| d.as_secs());
     let seen = match front.auth.check_body(&headers, &body, now) {
         Ok(seen) => seen,
-        Err(why) => return unauthorized(why),
+        Err(why) => return refusal(StatusCode::UNAUTHORIZED, &why),
     };
     let credential = front.auth.credential_header();
     let request = HttpRequest {
@@ -192,7 +162,19 @@ async fn handle(
     }
 }
 
-/// The acceptor for `[server]`'s certificate and key.
+/// The acceptor for `[server]`'s certificate and key, if it has them; the
+/// error names the key to fix.
+pub(super) fn tls(server: &ServerConfig) -> Result<Option<TlsAcceptor>, String> {
+    match (&server.tls_cert_path, &server.tls_key_path) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => tls_acceptor(cert, key).map(Some),
+        _ => Err(
+            "[server]: `tls_cert_path` and `tls_key_path` go together: set both or neither".into(),
+        ),
+    }
+}
+
+/// The acceptor for a certificate and key.
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<_, _>>())

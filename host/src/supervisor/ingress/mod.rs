@@ -55,31 +55,32 @@ enum Answer {
 
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
-        let (status, body) = match self {
-            Answer::Stored(records) => (
-                StatusCode::OK,
-                serde_json::json!({ "status": "stored", "records": records }),
-            ),
-            Answer::Refused(why) => (StatusCode::BAD_REQUEST, error_body(&why)),
-            Answer::Unavailable(why) => {
-                let mut response = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(error_body(&why)),
-                )
-                    .into_response();
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-                return response;
+        match self {
+            Answer::Stored(records) => {
+                axum::Json(serde_json::json!({ "status": "stored", "records": records }))
+                    .into_response()
             }
-            Answer::Failed(why) => (StatusCode::INTERNAL_SERVER_ERROR, error_body(&why)),
-        };
-        (status, axum::Json(body)).into_response()
+            Answer::Refused(why) => refusal(StatusCode::BAD_REQUEST, &why),
+            Answer::Unavailable(why) => retry_after(
+                refusal(StatusCode::SERVICE_UNAVAILABLE, &why),
+                RETRY_AFTER_SECS.into(),
+            ),
+            Answer::Failed(why) => refusal(StatusCode::INTERNAL_SERVER_ERROR, &why),
+        }
     }
 }
 
-fn error_body(why: &str) -> serde_json::Value {
-    serde_json::json!({ "error": why })
+/// A request answered `status`, with `why` as `{"error": why}`.
+fn refusal(status: StatusCode, why: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": why }))).into_response()
+}
+
+/// `response`, telling the sender to try again in `seconds`.
+fn retry_after(mut response: Response, seconds: u64) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// A request on its way to the guest, and where its answer goes.
@@ -308,10 +309,13 @@ impl<'a, D: Danube> IngressPipeline<'a, D> {
     }
 }
 
-/// What `validate` and every start check of `[auth]` and `[rate_limit]`
-/// before the connector opens: the secret is in the environment, the
-/// algorithm and keys are known.
+/// What `validate` and every start check of the listener's tables before
+/// the connector opens: the TLS files load, the secret is in the
+/// environment, the algorithm and keys are known.
 pub fn check(config: &ConnectorConfig) -> Result<(), String> {
+    if let Some(server) = &config.host.server {
+        listener::tls(server)?;
+    }
     Authenticator::new(config.host.auth.as_ref(), &|k| std::env::var(k).ok())?;
     Limits::new(config.host.rate_limit.as_ref(), &[])?;
     Ok(())
