@@ -60,6 +60,9 @@ pub struct Publisher<D: Danube> {
     schemas: SourceSchemas,
     dead_letter: Arc<DeadLetter<D>>,
     round_robin: usize,
+    /// The id of the next record sent: ids grow in the order records are
+    /// sent, as a source's offset tracking counts on.
+    next_id: u64,
 }
 
 impl<D: Danube> Publisher<D> {
@@ -104,14 +107,18 @@ impl<D: Danube> Publisher<D> {
             schemas,
             dead_letter,
             round_robin: 0,
+            next_id: 0,
         })
     }
 
     /// Counts and taps `record`, encodes it with its topic's schema and hands
-    /// it to its lane, to be reported under `id`. A record for a topic the
-    /// connector did not declare stops it.
-    pub fn send(&mut self, id: u64, mut record: SourceRecord) -> Result<Sent, Stop> {
+    /// it to its lane; returns the id its report will carry (a refused
+    /// record's too, for [`Publisher::dead_letter`]). A record for a topic
+    /// the connector did not declare stops it.
+    pub fn send(&mut self, mut record: SourceRecord) -> Result<(u64, Sent), Stop> {
         let lane = pick_lane(&self.lanes, &record, &mut self.round_robin)?;
+        let id = self.next_id;
+        self.next_id += 1;
         self.policy.metrics.received(&record.topic, 1);
         self.policy.metrics.tap(|| {
             TappedRecord::new(
@@ -132,9 +139,9 @@ impl<D: Danube> Publisher<D> {
                 }
                 lane.send(Outgoing { id, record })
                     .map_err(|_| Stop::Fatal("a publishing lane stopped".into()))?;
-                Ok(Sent::Published)
+                Ok((id, Sent::Published))
             }
-            Err(why) => Ok(Sent::Refused { record, why }),
+            Err(why) => Ok((id, Sent::Refused { record, why })),
         }
     }
 

@@ -25,7 +25,6 @@ pub struct SourcePipeline<'a, D: Danube> {
     policy: RetryPolicy,
     publisher: Publisher<D>,
     tracker: OffsetTracker,
-    next_id: u64,
     /// Records acknowledged by the broker so far.
     acked: u64,
 }
@@ -50,7 +49,6 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
             policy,
             publisher,
             tracker: OffsetTracker::default(),
-            next_id: 0,
             acked: 0,
         })
     }
@@ -206,15 +204,16 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
     /// it does not fit its topic's schema. Either way its offset is committed
     /// only once the broker acknowledged it.
     fn dispatch(&mut self, mut record: SourceRecord) -> Result<(), Stop> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.tracker.push(id, record.offset.take());
+        let offset = record.offset.take();
+        let (id, sent) = self.publisher.send(record)?;
+        // Its report is read later, in this task: registering it after
+        // the send comes before any acknowledgement.
+        self.tracker.push(id, offset);
         self.policy
             .metrics
             .set_in_flight(self.tracker.outstanding());
-        match self.publisher.send(id, record)? {
-            Sent::Published => {}
-            Sent::Refused { record, why } => self.publisher.dead_letter(id, record, why),
+        if let Sent::Refused { record, why } = sent {
+            self.publisher.dead_letter(id, record, why);
         }
         Ok(())
     }

@@ -108,7 +108,6 @@ pub struct IngressPipeline<'a, D: Danube> {
     /// The request of each record in flight, by record id.
     request_of: HashMap<u64, u64>,
     waiting: HashMap<u64, Waiting>,
-    next_id: u64,
     next_request: u64,
     /// Records acknowledged by the broker so far.
     acked: u64,
@@ -153,7 +152,6 @@ impl<'a, D: Danube> IngressPipeline<'a, D> {
             listener,
             request_of: HashMap::new(),
             waiting: HashMap::new(),
-            next_id: 0,
             next_request: 0,
             acked: 0,
             failing: false,
@@ -232,13 +230,11 @@ impl<'a, D: Danube> IngressPipeline<'a, D> {
         self.next_request += 1;
         let count = records.len();
         for record in records {
-            let id = self.next_id;
-            self.next_id += 1;
-            match self.publisher.send(id, record)? {
-                Sent::Published => {
+            match self.publisher.send(record)? {
+                (id, Sent::Published) => {
                     self.request_of.insert(id, request);
                 }
-                Sent::Refused { record, why } => {
+                (_, Sent::Refused { record, why }) => {
                     // Records of it already sent are published all the same;
                     // the sender is told what to fix, and sends it again.
                     let _ = reply.send(Answer::Refused(format!(
