@@ -37,6 +37,18 @@ if ! [[ -x $tools/bin/hadolint && -x $tools/bin/docker-compose && -x $tools/bin/
     ln -sf "$compose" "$tools/bin/docker-compose"
 fi
 
+# The Delta Lake sink's tests read the tables back with delta-rs (the
+# `deltalake` package, with pyarrow) and store them in moto's S3-compatible
+# server (conditional PutObject included); the benchmark compares with
+# `deltalake.write_deltalake`. Pinned, in a virtual environment of their own.
+delta="${CARGO_TARGET_DIR:-target}/delta-tools"
+if ! [[ -x $delta/bin/moto_server ]] || ! "$delta/bin/python" -c 'import deltalake, pyarrow, boto3' 2>/dev/null; then
+    echo "setup: installing deltalake, pyarrow and moto[server] into $delta"
+    python3 -m venv "$delta"
+    "$delta/bin/pip" install --quiet --disable-pip-version-check \
+        deltalake==1.6.6 pyarrow==26.0.1 'moto[server]==5.2.6'
+fi
+
 # cargo-fuzz, for the fuzz targets (scripts/fuzz.sh).
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "setup: installing cargo-fuzz"

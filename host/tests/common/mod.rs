@@ -3,12 +3,14 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod clickhouse;
+pub mod delta;
 pub mod directory;
 pub mod http_endpoint;
 pub mod mosquitto;
 pub mod polyglot;
 pub mod postgres;
 pub mod probe;
+pub mod s3;
 pub mod server;
 pub mod tls;
 

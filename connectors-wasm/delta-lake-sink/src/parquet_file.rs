@@ -1,0 +1,208 @@
+//! One Parquet file from converted rows, with the statistics Delta's `add`
+//! action carries.
+//!
+//! Written with the `parquet` crate's own column writers, not through
+//! `arrow`: the rows are already typed values, so Arrow arrays would only be
+//! an extra copy, and `parquet`'s `arrow` feature brings arrow-array,
+//! arrow-cast, arrow-ipc, arrow-select and their dependencies into the
+//! component. Snappy compression (pure Rust), as Delta writers default to.
+
+use std::sync::Arc;
+
+use parquet::basic::{Compression, LogicalType, Repetition, TimeUnit, Type as Physical};
+use parquet::data_type::{
+    BoolType, ByteArray, ByteArrayType, DoubleType, FloatType, Int32Type, Int64Type,
+};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::Type;
+use serde_json::{Map, Value as Json, json};
+
+use crate::schema::{DataType, Value};
+
+/// A column of the data file.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub data_type: DataType,
+    pub nullable: bool,
+}
+
+/// The Parquet schema of `columns`.
+fn parquet_schema(columns: &[Column]) -> parquet::errors::Result<Type> {
+    let mut fields = Vec::new();
+    for c in columns {
+        let (physical, logical) = match c.data_type {
+            DataType::Utf8 => (Physical::BYTE_ARRAY, Some(LogicalType::String)),
+            DataType::Binary => (Physical::BYTE_ARRAY, None),
+            DataType::Int8 => (Physical::INT32, Some(int(8))),
+            DataType::Int16 | DataType::UInt8 => (Physical::INT32, Some(int(16))),
+            DataType::Int32 | DataType::UInt16 => (Physical::INT32, None),
+            DataType::Int64 | DataType::UInt32 | DataType::UInt64 => (Physical::INT64, None),
+            DataType::Float32 => (Physical::FLOAT, None),
+            DataType::Float64 => (Physical::DOUBLE, None),
+            DataType::Boolean => (Physical::BOOLEAN, None),
+            DataType::Timestamp => (
+                Physical::INT64,
+                Some(LogicalType::Timestamp {
+                    is_adjusted_to_u_t_c: true,
+                    unit: TimeUnit::MICROS,
+                }),
+            ),
+            DataType::Date => (Physical::INT32, Some(LogicalType::Date)),
+        };
+        let repetition = if c.nullable {
+            Repetition::OPTIONAL
+        } else {
+            Repetition::REQUIRED
+        };
+        fields.push(Arc::new(
+            Type::primitive_type_builder(&c.name, physical)
+                .with_repetition(repetition)
+                .with_logical_type(logical)
+                .build()?,
+        ));
+    }
+    Type::group_type_builder("schema").with_fields(fields).build()
+}
+
+fn int(bits: i8) -> LogicalType {
+    LogicalType::Integer {
+        bit_width: bits,
+        is_signed: true,
+    }
+}
+
+/// A written file: its bytes and Delta's `stats` JSON.
+pub struct DataFile {
+    pub bytes: Vec<u8>,
+    pub stats: String,
+}
+
+/// Writes `rows` (one value or null per column, in column order; nulls
+/// only in nullable columns) as one row group.
+pub fn write(columns: &[Column], rows: &[Vec<Option<Value>>]) -> Result<DataFile, String> {
+    write_inner(columns, rows).map_err(|e| format!("writing the Parquet file: {e}"))
+}
+
+fn write_inner(
+    columns: &[Column],
+    rows: &[Vec<Option<Value>>],
+) -> parquet::errors::Result<DataFile> {
+    let schema = Arc::new(parquet_schema(columns)?);
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_created_by(format!("danube-connect delta-lake-sink {}", env!("CARGO_PKG_VERSION")))
+            .build(),
+    );
+    let mut bytes = Vec::new();
+    let mut null_count = Map::new();
+    let mut min_values = Map::new();
+    let mut max_values = Map::new();
+    {
+        let mut writer = SerializedFileWriter::new(&mut bytes, schema, props)?;
+        let mut group = writer.next_row_group()?;
+        let mut index = 0;
+        while let Some(mut column) = group.next_column()? {
+            let spec = &columns[index];
+            let cells = rows.iter().map(|r| &r[index]);
+            let defs: Vec<i16> = cells.clone().map(|v| v.is_some() as i16).collect();
+            let defs = spec.nullable.then_some(defs.as_slice());
+            let nulls = rows.iter().filter(|r| r[index].is_none()).count();
+            null_count.insert(spec.name.clone(), json!(nulls));
+            let present = cells.flatten();
+            match spec.data_type {
+                DataType::Utf8 | DataType::Binary => {
+                    let values: Vec<ByteArray> = present
+                        .map(|v| match v {
+                            Value::Bytes(b) => ByteArray::from(b.clone()),
+                            _ => unreachable!("converted for its column"),
+                        })
+                        .collect();
+                    column.typed::<ByteArrayType>().write_batch(&values, defs, None)?;
+                }
+                DataType::Boolean => {
+                    let values: Vec<bool> = present
+                        .map(|v| matches!(v, Value::Bool(true)))
+                        .collect();
+                    column.typed::<BoolType>().write_batch(&values, defs, None)?;
+                }
+                DataType::Float32 => {
+                    let values: Vec<f32> = present
+                        .map(|v| match v {
+                            Value::F32(f) => *f,
+                            _ => unreachable!("converted for its column"),
+                        })
+                        .collect();
+                    column.typed::<FloatType>().write_batch(&values, defs, None)?;
+                }
+                DataType::Float64 => {
+                    let values: Vec<f64> = present
+                        .map(|v| match v {
+                            Value::F64(f) => *f,
+                            _ => unreachable!("converted for its column"),
+                        })
+                        .collect();
+                    column.typed::<DoubleType>().write_batch(&values, defs, None)?;
+                }
+                DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::UInt8
+                | DataType::UInt16
+                | DataType::Date => {
+                    let values: Vec<i32> = present
+                        .map(|v| match v {
+                            Value::I32(i) => *i,
+                            _ => unreachable!("converted for its column"),
+                        })
+                        .collect();
+                    // Min and max for integer columns (exact, so readers
+                    // may skip files on them); none for the others.
+                    if spec.data_type != DataType::Date {
+                        if let (Some(lo), Some(hi)) = (values.iter().min(), values.iter().max()) {
+                            min_values.insert(spec.name.clone(), json!(lo));
+                            max_values.insert(spec.name.clone(), json!(hi));
+                        }
+                    }
+                    column.typed::<Int32Type>().write_batch(&values, defs, None)?;
+                }
+                DataType::Int64 | DataType::UInt32 | DataType::UInt64 | DataType::Timestamp => {
+                    let values: Vec<i64> = present
+                        .map(|v| match v {
+                            Value::I64(i) => *i,
+                            _ => unreachable!("converted for its column"),
+                        })
+                        .collect();
+                    if spec.data_type != DataType::Timestamp {
+                        if let (Some(lo), Some(hi)) = (values.iter().min(), values.iter().max()) {
+                            min_values.insert(spec.name.clone(), json!(lo));
+                            max_values.insert(spec.name.clone(), json!(hi));
+                        }
+                    }
+                    column.typed::<Int64Type>().write_batch(&values, defs, None)?;
+                }
+            }
+            column.close()?;
+            index += 1;
+        }
+        group.close()?;
+        writer.close()?;
+    }
+    let stats = json!({
+        "numRecords": rows.len(),
+        "minValues": min_values,
+        "maxValues": max_values,
+        "nullCount": null_count,
+    });
+    Ok(DataFile {
+        bytes,
+        stats: stats.to_string(),
+    })
+}
+
+/// `true` for a JSON value that fills a cell with null.
+pub fn is_null(value: Option<&Json>) -> bool {
+    matches!(value, None | Some(Json::Null))
+}
