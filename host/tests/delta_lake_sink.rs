@@ -94,7 +94,11 @@ async fn wait_rows(uri: &str, options: &Value, n: u64, host: &Host) -> u64 {
         rows.is_some_and(|r| r >= n)
     })
     .await;
-    assert!(all, "{rows:?} of {n} rows in the table; log:\n{}", host.log());
+    assert!(
+        all,
+        "{rows:?} of {n} rows in the table; log:\n{}",
+        host.log()
+    );
     rows.unwrap()
 }
 
@@ -176,8 +180,14 @@ async fn records_land_in_a_local_table_that_delta_rs_reads() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(currencies.into_iter().collect::<Vec<_>>(), ["EUR", "GBP", "USD"]);
-    assert!(table.join("currency=EUR").is_dir(), "Hive-style partition directories");
+    assert_eq!(
+        currencies.into_iter().collect::<Vec<_>>(),
+        ["EUR", "GBP", "USD"]
+    );
+    assert!(
+        table.join("currency=EUR").is_dir(),
+        "Hive-style partition directories"
+    );
     let mut seqs: Vec<u64> = read.columns["seq"]
         .as_array()
         .unwrap()
@@ -189,7 +199,12 @@ async fn records_land_in_a_local_table_that_delta_rs_reads() {
     // The history: the creation, then appends, one per batch.
     let last = read.history.last().unwrap();
     assert_eq!(last, &("CREATE TABLE".to_string(), 0));
-    assert!(read.history.iter().skip(1).all(|(op, _)| op == "WRITE" || op == "CREATE TABLE"));
+    assert!(
+        read.history
+            .iter()
+            .skip(1)
+            .all(|(op, _)| op == "WRITE" || op == "CREATE TABLE")
+    );
     assert_eq!(read.history.len() as u64, read.version + 1);
     println!(
         "{N} records: {} commits, {} files",
@@ -252,7 +267,10 @@ async fn two_sinks_append_to_one_table_in_s3() {
     let s3 = S3Server::start(dir.path(), "tables");
     let broker = TestBroker::start().await.unwrap();
     let mut hosts = Vec::new();
-    for (name, topic) in [("delta-s3-a", "/default/pay-a"), ("delta-s3-b", "/default/pay-b")] {
+    for (name, topic) in [
+        ("delta-s3-a", "/default/pay-a"),
+        ("delta-s3-b", "/default/pay-b"),
+    ] {
         broker.create_topic(topic, 0, true).unwrap();
         let config = write_config(
             dir.path(),
@@ -265,7 +283,11 @@ async fn two_sinks_append_to_one_table_in_s3() {
         wait_subscribed(&broker, &[topic.to_string()], SUBSCRIPTION, &host).await;
         hosts.push(host);
     }
-    let a = tokio::spawn(produce_json(broker.url(), "/default/pay-a", (0..N).map(payment)));
+    let a = tokio::spawn(produce_json(
+        broker.url(),
+        "/default/pay-a",
+        (0..N).map(payment),
+    ));
     let b = tokio::spawn(produce_json(
         broker.url(),
         "/default/pay-b",
@@ -275,7 +297,13 @@ async fn two_sinks_append_to_one_table_in_s3() {
     b.await.unwrap();
     let uri = "s3://tables/payments";
     let options = s3.storage_options();
-    let logs = || hosts.iter().map(|h| h.log()).collect::<Vec<_>>().join("\n---\n");
+    let logs = || {
+        hosts
+            .iter()
+            .map(|h| h.log())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
     let mut rows = None;
     let all = wait_until_async(Duration::from_secs(120), || {
         rows = row_count(uri, &options);
@@ -328,7 +356,9 @@ fn danube_connect_deltalake_configurations_validate_or_say_what_is_not_supported
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
         assert!(
-            stderr.contains(&format!("`storage_backend = \"{key}\"` is not supported yet")),
+            stderr.contains(&format!(
+                "`storage_backend = \"{key}\"` is not supported yet"
+            )),
             "{file}: {stderr}"
         );
     }

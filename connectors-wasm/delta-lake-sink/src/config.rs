@@ -191,12 +191,11 @@ pub fn shown(value: &str) -> String {
 impl Config {
     /// The storage backend, given or inferred from the first route.
     pub fn backend(&self) -> StorageBackend {
-        self.storage_backend.unwrap_or_else(|| {
-            match self.routes.first() {
+        self.storage_backend
+            .unwrap_or_else(|| match self.routes.first() {
                 Some(r) if r.to.starts_with("s3://") => StorageBackend::S3,
                 _ => StorageBackend::Local,
-            }
-        })
+            })
     }
 
     /// Checks what serde cannot: the backend, the S3 keys, each route.
@@ -286,7 +285,10 @@ impl Route {
             )));
         }
         if self.subscription.is_empty() {
-            return Err(ConnectorError::config(format!("{} is empty", key("subscription"))));
+            return Err(ConnectorError::config(format!(
+                "{} is empty",
+                key("subscription")
+            )));
         }
         match backend {
             StorageBackend::S3 if !self.to.starts_with("s3://") => {
@@ -366,7 +368,9 @@ impl Route {
                 )));
             }
         }
-        if self.partition_columns.len() == self.field_mappings.len() && !self.include_danube_metadata {
+        if self.partition_columns.len() == self.field_mappings.len()
+            && !self.include_danube_metadata
+        {
             return Err(ConnectorError::config(format!(
                 "{}: every column is a partition column; leave at least one for the data files",
                 key("partition_columns")

@@ -78,27 +78,32 @@ impl TableState {
             let Some(bytes) = store.get(&log_path(next))? else {
                 return Ok(read);
             };
-            self.apply(next, &bytes)
-                .map_err(|e| ConnectorError::fatal(format!("{} {}: {e}", store.shown(), log_path(next))))?;
+            self.apply(next, &bytes).map_err(|e| {
+                ConnectorError::fatal(format!("{} {}: {e}", store.shown(), log_path(next)))
+            })?;
             read += 1;
         }
     }
 
     /// Applies the actions of one log entry.
     pub fn apply(&mut self, version: u64, bytes: &[u8]) -> Result<(), String> {
-        let text = std::str::from_utf8(bytes).map_err(|_| "the log entry is not UTF-8".to_string())?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| "the log entry is not UTF-8".to_string())?;
         for (n, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let action: Json = serde_json::from_str(line)
-                .map_err(|e| format!("line {}: not JSON: {e}", n + 1))?;
+            let action: Json =
+                serde_json::from_str(line).map_err(|e| format!("line {}: not JSON: {e}", n + 1))?;
             if let Some(txn) = action.get("txn") {
                 let (Some(app), Some(v)) = (
                     txn.get("appId").and_then(Json::as_str),
                     txn.get("version").and_then(Json::as_i64),
                 ) else {
-                    return Err(format!("line {}: a txn action without appId or version", n + 1));
+                    return Err(format!(
+                        "line {}: a txn action without appId or version",
+                        n + 1
+                    ));
                 };
                 let entry = self.txns.entry(app.to_string()).or_insert(v);
                 *entry = (*entry).max(v);
@@ -129,7 +134,11 @@ impl TableState {
         self.columns = fields
             .iter()
             .map(|f| TableColumn {
-                name: f.get("name").and_then(Json::as_str).unwrap_or("").to_string(),
+                name: f
+                    .get("name")
+                    .and_then(Json::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 type_name: match f.get("type") {
                     Some(Json::String(s)) => s.clone(),
                     Some(other) => other.to_string(),
@@ -141,7 +150,11 @@ impl TableState {
         self.partition_columns = meta
             .get("partitionColumns")
             .and_then(Json::as_array)
-            .map(|a| a.iter().filter_map(|c| c.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         self.metadata = Some(meta);
         Ok(())
@@ -249,7 +262,11 @@ mod tests {
     fn txn_versions_and_schema_come_from_the_log() {
         let mut state = TableState::default();
         let meta = new_metadata(
-            &[TableColumn { name: "a".into(), type_name: "long".into(), nullable: true }],
+            &[TableColumn {
+                name: "a".into(),
+                type_name: "long".into(),
+                nullable: true,
+            }],
             &[],
             0,
         );
@@ -261,7 +278,12 @@ mod tests {
         );
         state.apply(0, entry0.as_bytes()).unwrap();
         state
-            .apply(1, json!({"txn": {"appId": "x", "version": 9}}).to_string().as_bytes())
+            .apply(
+                1,
+                json!({"txn": {"appId": "x", "version": 9}})
+                    .to_string()
+                    .as_bytes(),
+            )
             .unwrap();
         assert_eq!(state.version, Some(1));
         assert_eq!(state.txns["x"], 9);
@@ -273,6 +295,9 @@ mod tests {
     #[test]
     fn partition_values_are_escaped_in_paths() {
         assert_eq!(escape_partition_value("a/b=c"), "a%2Fb%3Dc");
-        assert_eq!(uri_encode_path("p=a%2Fb/x y.parquet"), "p=a%252Fb/x%20y.parquet");
+        assert_eq!(
+            uri_encode_path("p=a%2Fb/x y.parquet"),
+            "p=a%252Fb/x%20y.parquet"
+        );
     }
 }

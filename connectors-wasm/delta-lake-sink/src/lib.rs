@@ -211,9 +211,7 @@ impl Table {
             )));
         };
         let at = self.store.shown();
-        let refuse = |why: String| {
-            Err(ConnectorError::fatal(format!("table {at}: {why}")))
-        };
+        let refuse = |why: String| Err(ConnectorError::fatal(format!("table {at}: {why}")));
         if state.partition_columns != self.route.partition_columns {
             return refuse(format!(
                 "it is partitioned by {:?}, `partition_columns` says {:?}; configure the table's",
@@ -222,7 +220,11 @@ impl Table {
         }
         let mut added = Vec::new();
         for c in &configured {
-            match state.columns.iter().find(|t| t.name.eq_ignore_ascii_case(&c.name)) {
+            match state
+                .columns
+                .iter()
+                .find(|t| t.name.eq_ignore_ascii_case(&c.name))
+            {
                 Some(t) if t.type_name != c.type_name => {
                     return refuse(format!(
                         "column `{}` is `{}` in the table, the mapping makes it `{}`",
@@ -243,7 +245,11 @@ impl Table {
             }
         }
         for t in &state.columns {
-            if !t.nullable && !configured.iter().any(|c| c.name.eq_ignore_ascii_case(&t.name)) {
+            if !t.nullable
+                && !configured
+                    .iter()
+                    .any(|c| c.name.eq_ignore_ascii_case(&t.name))
+            {
                 return refuse(format!(
                     "column `{}` is NOT NULL in the table and not mapped; add a mapping for it",
                     shown(&t.name)
@@ -298,19 +304,24 @@ impl Table {
             .partition_columns
             .iter()
             .map(|&i| {
-                values[i].as_ref().map(|v| match (self.route.field_mappings[i].data_type, v) {
-                    (DataType::Date, Value::I32(d)) => schema::format_date(*d),
-                    (_, Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
-                    (_, Value::I32(i)) => i.to_string(),
-                    (_, Value::I64(i)) => i.to_string(),
-                    (_, Value::Bool(b)) => b.to_string(),
-                    (_, Value::F32(f)) => f.to_string(),
-                    (_, Value::F64(f)) => f.to_string(),
-                })
+                values[i]
+                    .as_ref()
+                    .map(|v| match (self.route.field_mappings[i].data_type, v) {
+                        (DataType::Date, Value::I32(d)) => schema::format_date(*d),
+                        (_, Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                        (_, Value::I32(i)) => i.to_string(),
+                        (_, Value::I64(i)) => i.to_string(),
+                        (_, Value::Bool(b)) => b.to_string(),
+                        (_, Value::F32(f)) => f.to_string(),
+                        (_, Value::F64(f)) => f.to_string(),
+                    })
             })
             .collect();
-        let mut cells: Vec<Option<Value>> =
-            self.data_columns.iter().map(|&i| values[i].take()).collect();
+        let mut cells: Vec<Option<Value>> = self
+            .data_columns
+            .iter()
+            .map(|&i| values[i].take())
+            .collect();
         if self.route.include_danube_metadata {
             let meta = json!({
                 "topic": record.topic(),
@@ -337,7 +348,12 @@ impl Table {
         const MAX_CONFLICTS: usize = 100;
         for _ in 0..MAX_CONFLICTS {
             let state = self.state()?;
-            rows.retain(|r| state.txns.get(&r.app_id).is_none_or(|&v| (r.offset as i64) > v));
+            rows.retain(|r| {
+                state
+                    .txns
+                    .get(&r.app_id)
+                    .is_none_or(|&v| (r.offset as i64) > v)
+            });
             if rows.is_empty() {
                 return Ok(0);
             }
@@ -347,7 +363,10 @@ impl Table {
             let new_table = state.version.is_none();
             let version = state.version.map_or(0, |v| v + 1);
             let entry = self.entry(&rows, new_table, metadata)?;
-            match self.store.put_if_absent(&log_path(version), entry.as_bytes()) {
+            match self
+                .store
+                .put_if_absent(&log_path(version), entry.as_bytes())
+            {
                 Ok(Put::Created) => {
                     let state = self.state.as_mut().unwrap();
                     state
@@ -356,7 +375,10 @@ impl Table {
                     return Ok(rows.len());
                 }
                 Ok(Put::Exists) => {
-                    debug!("table {}: version {version} taken by another writer, reading it", self.store.shown());
+                    debug!(
+                        "table {}: version {version} taken by another writer, reading it",
+                        self.store.shown()
+                    );
                     metrics::counter_add("deltalake_commit_conflicts_total", 1, &[]);
                     self.stale = true;
                 }
@@ -376,7 +398,12 @@ impl Table {
 
     /// Writes the data files of `rows` and returns the log entry that adds
     /// them.
-    fn entry(&self, rows: &[Row], new_table: bool, metadata: Option<Json>) -> Result<String, ConnectorError> {
+    fn entry(
+        &self,
+        rows: &[Row],
+        new_table: bool,
+        metadata: Option<Json>,
+    ) -> Result<String, ConnectorError> {
         let now = now_ms();
         let mut lines: Vec<Json> = vec![json!({"commitInfo": {
             "timestamp": now,
@@ -410,7 +437,10 @@ impl Table {
                     Some(v) => delta_log::escape_partition_value(v),
                     None => "__HIVE_DEFAULT_PARTITION__".to_string(),
                 };
-                dir.push_str(&format!("{}={shown_value}/", delta_log::escape_partition_value(name)));
+                dir.push_str(&format!(
+                    "{}={shown_value}/",
+                    delta_log::escape_partition_value(name)
+                ));
                 values.push((name.clone(), value.clone()));
             }
             let path = format!(
@@ -419,7 +449,11 @@ impl Table {
             );
             self.store.make_dirs(&path)?;
             self.store.put(&path, &file.bytes)?;
-            metrics::counter_add("deltalake_bytes_written_total", file.bytes.len() as u64, &[]);
+            metrics::counter_add(
+                "deltalake_bytes_written_total",
+                file.bytes.len() as u64,
+                &[],
+            );
             lines.push(delta_log::add_action(
                 &delta_log::uri_encode_path(&path),
                 &values,
@@ -478,7 +512,13 @@ impl Sink for DeltaLakeSink {
             let partition_columns: Vec<usize> = route
                 .partition_columns
                 .iter()
-                .map(|p| route.field_mappings.iter().position(|m| &m.column == p).unwrap())
+                .map(|p| {
+                    route
+                        .field_mappings
+                        .iter()
+                        .position(|m| &m.column == p)
+                        .unwrap()
+                })
                 .collect();
             let data_columns = (0..route.field_mappings.len())
                 .filter(|i| !partition_columns.contains(i))
@@ -490,7 +530,11 @@ impl Sink for DeltaLakeSink {
             }
             consumers.push(consumer);
             by_topic.insert(route.from.clone(), i);
-            info!("writing {} to the Delta table {}", route.from, store.shown());
+            info!(
+                "writing {} to the Delta table {}",
+                route.from,
+                store.shown()
+            );
             tables.push(Table {
                 route: route.clone(),
                 store,
@@ -562,8 +606,10 @@ impl Sink for DeltaLakeSink {
             if rows.is_empty() {
                 continue;
             }
-            let indices: Vec<(usize, String, u64)> =
-                rows.iter().map(|r| (r.index, r.app_id.clone(), r.offset)).collect();
+            let indices: Vec<(usize, String, u64)> = rows
+                .iter()
+                .map(|r| (r.index, r.app_id.clone(), r.offset))
+                .collect();
             match self.tables[table].commit(rows) {
                 Ok(n) => {
                     written += n;
@@ -619,10 +665,9 @@ mod tests {
 
     #[test]
     fn azure_and_gcs_are_refused_as_not_supported_yet() {
-        let e = config(&CONFIG_EXAMPLE.replace(
-            "storage_backend = \"local\"",
-            "storage_backend = \"azure\"",
-        ))
+        let e = config(
+            &CONFIG_EXAMPLE.replace("storage_backend = \"local\"", "storage_backend = \"azure\""),
+        )
         .err()
         .unwrap();
         assert!(e.message().contains("not supported yet"), "{}", e.message());
@@ -639,21 +684,40 @@ mod tests {
                 .with_offset(offset)
         };
         let batch = vec![
-            rec(0, json!({"payment_id": "p0", "amount": 1.5, "currency": "EUR", "user": {"id": 3}})),
-            rec(1, json!({"payment_id": "p1", "amount": "bad", "currency": "EUR"})),
-            rec(2, json!({"payment_id": "p2", "amount": 2.0, "currency": "USD",
-                "created_at": "2024-05-01T12:00:00Z"})),
+            rec(
+                0,
+                json!({"payment_id": "p0", "amount": 1.5, "currency": "EUR", "user": {"id": 3}}),
+            ),
+            rec(
+                1,
+                json!({"payment_id": "p1", "amount": "bad", "currency": "EUR"}),
+            ),
+            rec(
+                2,
+                json!({"payment_id": "p2", "amount": 2.0, "currency": "USD",
+                "created_at": "2024-05-01T12:00:00Z"}),
+            ),
         ];
         let outcome = sink.process_batch(batch).unwrap();
         assert_eq!(outcome.failures().len(), 1);
         assert_eq!(outcome.failures()[0].index, 1);
         let log0 = std::fs::read_to_string(dir.path().join(log_path(0))).unwrap();
         assert!(log0.contains("\"txn\""), "{log0}");
-        assert_eq!(log0.matches("\"add\"").count(), 2, "one file per partition value");
+        assert_eq!(
+            log0.matches("\"add\"").count(),
+            2,
+            "one file per partition value"
+        );
         // A replay of offset 2 with a new one: only offset 3 is written.
         let again = vec![
-            rec(2, json!({"payment_id": "p2", "amount": 2.0, "currency": "USD"})),
-            rec(3, json!({"payment_id": "p3", "amount": 3.0, "currency": "USD"})),
+            rec(
+                2,
+                json!({"payment_id": "p2", "amount": 2.0, "currency": "USD"}),
+            ),
+            rec(
+                3,
+                json!({"payment_id": "p3", "amount": 3.0, "currency": "USD"}),
+            ),
         ];
         assert!(sink.process_batch(again).unwrap().is_all_ok());
         let log1 = std::fs::read_to_string(dir.path().join(log_path(1))).unwrap();
@@ -661,8 +725,122 @@ mod tests {
         assert!(log1.contains("\"numRecords\\\":1"), "{log1}");
         // A fresh instance reads the log and skips everything written.
         let (mut fresh, _) = DeltaLakeSink::open(config(&text).unwrap()).unwrap();
-        let replay = vec![rec(3, json!({"payment_id": "p3", "amount": 3.0, "currency": "USD"}))];
+        let replay = vec![rec(
+            3,
+            json!({"payment_id": "p3", "amount": 3.0, "currency": "USD"}),
+        )];
         assert!(fresh.process_batch(replay).unwrap().is_all_ok());
         assert!(!dir.path().join(log_path(2)).exists());
+    }
+
+    fn payment(topic: &str, offset: u64) -> SinkRecord {
+        let payload = json!({"payment_id": format!("p{offset}"), "amount": 1.0, "currency": "EUR"});
+        SinkRecord::new(topic, serde_json::to_vec(&payload).unwrap()).with_offset(offset)
+    }
+
+    fn local(dir: &std::path::Path, extra: &str) -> Config {
+        let text = CONFIG_EXAMPLE
+            .replace("/data/tables/payments", dir.to_str().unwrap())
+            .replace("schema_mode = \"strict\"", extra);
+        config(&text).unwrap()
+    }
+
+    #[test]
+    fn a_version_taken_by_another_writer_is_read_and_committed_on_top() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, _) = DeltaLakeSink::open(local(dir.path(), "")).unwrap();
+        let mut other = local(dir.path(), "");
+        other.routes[0].subscription = "other".into();
+        let (mut b, _) = DeltaLakeSink::open(other).unwrap();
+        assert!(
+            a.process_batch(vec![payment("/default/payments", 0)])
+                .unwrap()
+                .is_all_ok()
+        );
+        assert!(
+            b.process_batch(vec![payment("/default/payments", 0)])
+                .unwrap()
+                .is_all_ok()
+        );
+        // `a` still believes version 0 is the last: version 1 is taken.
+        assert!(
+            a.process_batch(vec![payment("/default/payments", 1)])
+                .unwrap()
+                .is_all_ok()
+        );
+        let log2 = std::fs::read_to_string(dir.path().join(log_path(2))).unwrap();
+        assert!(
+            log2.contains("danube-connect:deltalake-payments:/default/payments"),
+            "{log2}"
+        );
+        assert!(!log2.contains("metaData"), "the table exists: {log2}");
+        let log1 = std::fs::read_to_string(dir.path().join(log_path(1))).unwrap();
+        assert!(log1.contains("danube-connect:other:"), "{log1}");
+    }
+
+    #[test]
+    fn missing_columns_are_refused_in_strict_mode_and_added_in_add_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut narrow = local(dir.path(), "");
+        narrow.routes[0].field_mappings.truncate(3);
+        let (mut first, _) = DeltaLakeSink::open(narrow).unwrap();
+        assert!(
+            first
+                .process_batch(vec![payment("/default/payments", 0)])
+                .unwrap()
+                .is_all_ok()
+        );
+
+        let (mut strict, _) = DeltaLakeSink::open(local(dir.path(), "")).unwrap();
+        let e = strict
+            .process_batch(vec![payment("/default/payments", 1)])
+            .err()
+            .unwrap();
+        assert!(
+            e.message().contains("schema_mode = \"add_columns\""),
+            "{}",
+            e.message()
+        );
+
+        let (mut adding, _) =
+            DeltaLakeSink::open(local(dir.path(), "schema_mode = \"add_columns\"")).unwrap();
+        assert!(
+            adding
+                .process_batch(vec![payment("/default/payments", 1)])
+                .unwrap()
+                .is_all_ok()
+        );
+        let log1 = std::fs::read_to_string(dir.path().join(log_path(1))).unwrap();
+        assert!(
+            log1.contains("metaData") && log1.contains("created_at"),
+            "{log1}"
+        );
+    }
+
+    #[test]
+    fn after_a_retryable_failure_later_records_of_the_partition_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sink, _) = DeltaLakeSink::open(local(dir.path(), "")).unwrap();
+        let id = app_id("deltalake-payments", "/default/payments");
+        // As if the batch of offset 5 had failed as retryable.
+        sink.held.insert(id.clone(), 5);
+        let outcome = sink
+            .process_batch(vec![payment("/default/payments", 6)])
+            .unwrap();
+        assert_eq!(outcome.failures().len(), 1);
+        assert!(outcome.failures()[0].error.is_retryable());
+        assert!(!dir.path().join(log_path(0)).exists());
+        // Its retry brings offset 5 (with 6): both are written, the hold ends.
+        let retry = vec![
+            payment("/default/payments", 5),
+            payment("/default/payments", 6),
+        ];
+        assert!(sink.process_batch(retry).unwrap().is_all_ok());
+        assert!(sink.held.is_empty());
+        assert!(
+            sink.process_batch(vec![payment("/default/payments", 7)])
+                .unwrap()
+                .is_all_ok()
+        );
     }
 }

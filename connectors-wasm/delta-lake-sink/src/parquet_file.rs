@@ -63,7 +63,9 @@ fn parquet_schema(columns: &[Column]) -> parquet::errors::Result<Type> {
                 .build()?,
         ));
     }
-    Type::group_type_builder("schema").with_fields(fields).build()
+    Type::group_type_builder("schema")
+        .with_fields(fields)
+        .build()
 }
 
 fn int(bits: i8) -> LogicalType {
@@ -93,7 +95,10 @@ fn write_inner(
     let props = Arc::new(
         WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_created_by(format!("danube-connect delta-lake-sink {}", env!("CARGO_PKG_VERSION")))
+            .set_created_by(format!(
+                "danube-connect delta-lake-sink {}",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build(),
     );
     let mut bytes = Vec::new();
@@ -120,13 +125,16 @@ fn write_inner(
                             _ => unreachable!("converted for its column"),
                         })
                         .collect();
-                    column.typed::<ByteArrayType>().write_batch(&values, defs, None)?;
+                    column
+                        .typed::<ByteArrayType>()
+                        .write_batch(&values, defs, None)?;
                 }
                 DataType::Boolean => {
-                    let values: Vec<bool> = present
-                        .map(|v| matches!(v, Value::Bool(true)))
-                        .collect();
-                    column.typed::<BoolType>().write_batch(&values, defs, None)?;
+                    let values: Vec<bool> =
+                        present.map(|v| matches!(v, Value::Bool(true))).collect();
+                    column
+                        .typed::<BoolType>()
+                        .write_batch(&values, defs, None)?;
                 }
                 DataType::Float32 => {
                     let values: Vec<f32> = present
@@ -135,7 +143,9 @@ fn write_inner(
                             _ => unreachable!("converted for its column"),
                         })
                         .collect();
-                    column.typed::<FloatType>().write_batch(&values, defs, None)?;
+                    column
+                        .typed::<FloatType>()
+                        .write_batch(&values, defs, None)?;
                 }
                 DataType::Float64 => {
                     let values: Vec<f64> = present
@@ -144,7 +154,9 @@ fn write_inner(
                             _ => unreachable!("converted for its column"),
                         })
                         .collect();
-                    column.typed::<DoubleType>().write_batch(&values, defs, None)?;
+                    column
+                        .typed::<DoubleType>()
+                        .write_batch(&values, defs, None)?;
                 }
                 DataType::Int8
                 | DataType::Int16
@@ -166,7 +178,9 @@ fn write_inner(
                             max_values.insert(spec.name.clone(), json!(hi));
                         }
                     }
-                    column.typed::<Int32Type>().write_batch(&values, defs, None)?;
+                    column
+                        .typed::<Int32Type>()
+                        .write_batch(&values, defs, None)?;
                 }
                 DataType::Int64 | DataType::UInt32 | DataType::UInt64 | DataType::Timestamp => {
                     let values: Vec<i64> = present
@@ -181,7 +195,9 @@ fn write_inner(
                             max_values.insert(spec.name.clone(), json!(hi));
                         }
                     }
-                    column.typed::<Int64Type>().write_batch(&values, defs, None)?;
+                    column
+                        .typed::<Int64Type>()
+                        .write_batch(&values, defs, None)?;
                 }
             }
             column.close()?;

@@ -90,9 +90,8 @@ impl DataType {
 
     /// Converts a non-null JSON value, or says what the column wanted.
     pub fn convert(self, column: &str, value: &Json) -> Result<Value, String> {
-        let int_in = |lo: i64, hi: i64| -> Option<i64> {
-            value.as_i64().filter(|v| (lo..=hi).contains(v))
-        };
+        let int_in =
+            |lo: i64, hi: i64| -> Option<i64> { value.as_i64().filter(|v| (lo..=hi).contains(v)) };
         let converted = match self {
             DataType::Utf8 => value.as_str().map(|s| Value::Bytes(s.as_bytes().to_vec())),
             DataType::Binary => value.as_str().map(|s| Value::Bytes(s.as_bytes().to_vec())),
@@ -168,7 +167,8 @@ pub fn json_kind(value: &Json) -> &'static str {
 
 /// The value at a dot-separated path, `None` if a step is missing.
 pub fn at_path<'a>(payload: &'a Json, path: &[String]) -> Option<&'a Json> {
-    path.iter().try_fold(payload, |v, step| v.get(step.as_str()))
+    path.iter()
+        .try_fold(payload, |v, step| v.get(step.as_str()))
 }
 
 #[cfg(test)]
@@ -180,8 +180,13 @@ mod tests {
     fn values_convert_or_name_what_was_wanted() {
         assert_eq!(DataType::Int32.convert("a", &json!(7)), Ok(Value::I32(7)));
         let e = DataType::Int8.convert("a", &json!(300)).unwrap_err();
-        assert!(e.contains("column `a` wants an integer in -128..=127"), "{e}");
-        let e = DataType::Utf8.convert("name", &json!({"secret": 1})).unwrap_err();
+        assert!(
+            e.contains("column `a` wants an integer in -128..=127"),
+            "{e}"
+        );
+        let e = DataType::Utf8
+            .convert("name", &json!({"secret": 1}))
+            .unwrap_err();
         assert!(e.contains("an object") && !e.contains("secret"), "{e}");
         assert_eq!(
             DataType::Timestamp.convert("t", &json!("1970-01-01T00:00:01.5+00:00")),
@@ -191,7 +196,10 @@ mod tests {
             DataType::Timestamp.convert("t", &json!("1970-01-01T01:00:00+01:00")),
             Ok(Value::I64(0))
         );
-        assert_eq!(DataType::Date.convert("d", &json!("1970-01-11")), Ok(Value::I32(10)));
+        assert_eq!(
+            DataType::Date.convert("d", &json!("1970-01-11")),
+            Ok(Value::I32(10))
+        );
         assert_eq!(format_date(10), "1970-01-11");
         assert!(DataType::UInt64.convert("u", &json!(u64::MAX)).is_err());
         assert!(DataType::Boolean.convert("b", &json!("true")).is_err());
