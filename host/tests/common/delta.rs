@@ -26,19 +26,26 @@ pub fn python() -> PathBuf {
 /// Runs `script` with `args` in the virtual environment; its standard output
 /// parsed as JSON. Panics with its standard error if it fails.
 pub fn run_python(script: &str, args: &[&str]) -> Value {
+    try_python(script, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run_python`], the failure as an error.
+pub fn try_python(script: &str, args: &[&str]) -> Result<Value, String> {
     let out = Command::new(python())
         .arg("-c")
         .arg(script)
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
+    if !out.status.success() {
+        return Err(format!(
+            "python failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
             "python printed no JSON ({e}): {}",
             String::from_utf8_lossy(&out.stdout)
         )
@@ -46,7 +53,7 @@ pub fn run_python(script: &str, args: &[&str]) -> Value {
 }
 
 const READ: &str = r#"
-import json, sys
+import json, os, sys
 from deltalake import DeltaTable
 uri, opts, cols = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 dt = DeltaTable(uri, storage_options=opts or None)
@@ -61,6 +68,8 @@ print(json.dumps({
     "files": len(dt.file_uris()),
     "columns": {c: t.column(c).to_pylist() for c in cols},
 }, default=str))
+sys.stdout.flush()
+os._exit(0)  # past pyarrow's teardown, which aborted now and then under load
 "#;
 
 /// What delta-rs reads of a table.
@@ -110,19 +119,22 @@ pub fn read_table(uri: &str, storage_options: &Value, columns: &[&str]) -> Table
     }
 }
 
-/// How many rows the table has, `None` while it has no log.
+/// How many rows the table has, `None` while it has no log (or the read
+/// failed: this is for polling while the table is written).
 pub fn row_count(uri: &str, storage_options: &Value) -> Option<u64> {
-    let v = run_python(
+    let v = try_python(
         r#"
-import json, sys
+import json, os, sys
 from deltalake import DeltaTable
 try:
     dt = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2]) or None)
+    print(dt.to_pyarrow_table().num_rows)
 except Exception:
-    print("null"); sys.exit(0)
-print(dt.to_pyarrow_table().num_rows)
+    print("null")
+sys.stdout.flush()
+os._exit(0)
 "#,
         &[uri, &storage_options.to_string()],
     );
-    v.as_u64()
+    v.ok()?.as_u64()
 }
