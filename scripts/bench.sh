@@ -13,5 +13,5 @@ if [ -n "${DANUBE_BROKER_BIN:-}" ] && [ ! -x "$DANUBE_BROKER_BIN" ]; then
     exit 2
 fi
 cargo build --release -p danube-host -p danube-testkit -p danube-bench
-cargo build --release --target wasm32-wasip2 -p datagen-source -p probe-connector -p webhook-source
+cargo build --release --target wasm32-wasip2 -p datagen-source -p probe-connector -p webhook-source -p delta-lake-sink
 exec target/release/danube-bench "$@"

@@ -19,6 +19,7 @@ mod bound;
 mod boundary;
 mod broker;
 mod cpu;
+mod delta;
 mod feed;
 mod host;
 mod latency;
@@ -88,6 +89,7 @@ enum Scenario {
     Startup,
     Latency,
     Webhook,
+    Delta,
 }
 
 impl Scenario {
@@ -99,6 +101,7 @@ impl Scenario {
             Scenario::Startup => "startup",
             Scenario::Latency => "latency",
             Scenario::Webhook => "webhook",
+            Scenario::Delta => "delta",
         }
     }
 }
@@ -222,7 +225,12 @@ fn main() -> ExitCode {
 /// loads a module as a run does), so that no scenario but the first-run
 /// start-up pays for a compile, nor a worker's memory holds the compiler's.
 fn warm_cache(env: &Env) -> anyhow::Result<()> {
-    for guest in ["datagen-source", "probe-connector", "webhook-source"] {
+    for guest in [
+        "datagen-source",
+        "probe-connector",
+        "webhook-source",
+        "delta-lake-sink",
+    ] {
         let mut command = std::process::Command::new(&env.paths.host);
         command
             .arg("inspect")
@@ -384,6 +392,7 @@ fn run(args: &Args) -> anyhow::Result<usize> {
         Scenario::Startup,
         Scenario::Latency,
         Scenario::Webhook,
+        Scenario::Delta,
     ] {
         if !wanted(scenario) {
             continue;
@@ -426,6 +435,11 @@ fn run(args: &Args) -> anyhow::Result<usize> {
             Scenario::Webhook => {
                 let mut table = webhook::table(&env);
                 on_each_broker(&mut env, &targets, &mut table, &mut errors, webhook::run);
+                table
+            }
+            Scenario::Delta => {
+                let mut table = delta::table(&env);
+                on_each_broker(&mut env, &targets, &mut table, &mut errors, delta::run);
                 table
             }
         };
