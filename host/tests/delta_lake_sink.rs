@@ -362,3 +362,79 @@ fn danube_connect_deltalake_configurations_validate_or_say_what_is_not_supported
         );
     }
 }
+
+/// A table written with four columns; a sink mapping two more refuses it in
+/// `strict` mode (the host stops, exit 4, saying what to set) without
+/// acknowledging its batch; with `add_columns` it adds them as nullable
+/// columns and writes that batch and the rest: delta-rs reads the new
+/// schema, with nulls in the older rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_table_gains_the_nullable_columns_a_wider_mapping_adds() {
+    const TOPIC: &str = "/default/evolving";
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("tables/evolving");
+    std::fs::create_dir_all(table.parent().unwrap()).unwrap();
+    let uri = table.to_str().unwrap().to_string();
+    let none = json!({});
+    let wide = local_text(TOPIC, &table, "batch_size = 300\nlinger_ms = 100");
+    let narrow: String = wide
+        .lines()
+        .filter(|l| !l.contains("\"user_id\"") && !l.contains("\"created_at\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (broker, host, _) = sink(TOPIC, "delta-narrow", dir.path(), &narrow).await;
+    produce_json(broker.url(), TOPIC, (0..100).map(payment)).await;
+    wait_rows(&uri, &none, 100, &host).await;
+    assert!(host.terminate(Duration::from_secs(30)).success());
+
+    let strict = write_config(
+        dir.path(),
+        "delta-strict.toml",
+        &broker.url(),
+        "delta-strict",
+        &wide,
+    );
+    let host = start(&strict);
+    wait_subscribed(&broker, &[TOPIC.to_string()], SUBSCRIPTION, &host).await;
+    produce_json(broker.url(), TOPIC, (100..101).map(payment)).await;
+    let status = host.wait(Duration::from_secs(60));
+    let log = std::fs::read_to_string(strict.with_extension("log")).unwrap();
+    assert_eq!(status.code(), Some(4), "log:\n{log}");
+    assert!(
+        log.contains("the table has no column [\"user_id\", \"created_at\"]")
+            && log.contains("set `schema_mode = \"add_columns\"` to add them"),
+        "log:\n{log}"
+    );
+
+    let adding = wide.replace(
+        "partition_columns = [\"currency\"]\n",
+        "partition_columns = [\"currency\"]\nschema_mode = \"add_columns\"\n",
+    );
+    let adding = write_config(
+        dir.path(),
+        "delta-adding.toml",
+        &broker.url(),
+        "delta-adding",
+        &adding,
+    );
+    let host = start(&adding);
+    wait_subscribed(&broker, &[TOPIC.to_string()], SUBSCRIPTION, &host).await;
+    produce_json(broker.url(), TOPIC, (101..200).map(payment)).await;
+    wait_rows(&uri, &none, 200, &host).await;
+    let read = read_table(&uri, &none, &["seq", "user_id"]);
+    assert_eq!(read.rows, 200);
+    assert_eq!(read.schema["user_id"], "int32");
+    assert!(
+        read.schema["created_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("timestamp[us")
+    );
+    let seqs = read.columns["seq"].as_array().unwrap();
+    let users = read.columns["user_id"].as_array().unwrap();
+    for (seq, user) in seqs.iter().zip(users) {
+        let seq = seq.as_u64().unwrap();
+        assert_eq!(user.is_null(), seq < 100, "seq {seq}: user_id {user}");
+    }
+    assert!(host.terminate(Duration::from_secs(30)).success());
+}
