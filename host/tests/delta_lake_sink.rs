@@ -41,7 +41,7 @@ fn local_text(topic: &str, table: &Path, processing: &str) -> String {
         "[retry]\nmax_retries = 100\nretry_backoff_ms = 100\nmax_backoff_ms = 1000\n\n\
          [processing]\n{processing}\n\n\
          [sandbox]\ndirs = [\"{}\"]\n\n\
-         [deltalake]\nstorage_backend = \"local\"\n\n{}",
+         [deltalake]\nstorage_backend = \"local\"\ncheckpoint_interval = 10\n\n{}",
         table.parent().unwrap().display(),
         route(topic, table.to_str().unwrap(), "")
     )
@@ -112,6 +112,20 @@ fn seq_counts(uri: &str, options: &Value) -> BTreeMap<u64, usize> {
     seqs
 }
 
+/// Copies the directory tree `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
 /// A test broker with `topic`, and the sink on it with `config_text`.
 async fn sink(topic: &str, name: &str, dir: &Path, text: &str) -> (TestBroker, Host, PathBuf) {
     let broker = TestBroker::start().await.unwrap();
@@ -124,8 +138,9 @@ async fn sink(topic: &str, name: &str, dir: &Path, text: &str) -> (TestBroker, H
 
 /// 1,000 payments with one that does not fit: the table is created on the
 /// first batch and appended to, delta-rs reads 999 rows with the mapped
-/// types, the partition values and a history of commits; the unfit record
-/// is in the dead-letter topic with the reason.
+/// types, the partition values and a history of commits, and reads them
+/// from the last checkpoint too; the unfit record is in the dead-letter
+/// topic with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_land_in_a_local_table_that_delta_rs_reads() {
     const N: u64 = 1000;
@@ -206,6 +221,22 @@ async fn records_land_in_a_local_table_that_delta_rs_reads() {
             .all(|(op, _)| op == "WRITE" || op == "CREATE TABLE")
     );
     assert_eq!(read.history.len() as u64, read.version + 1);
+    // A checkpoint every 10 commits: delta-rs reads the same table from
+    // the last one alone, once the JSON entries up to it are gone.
+    let last: Value = serde_json::from_slice(
+        &std::fs::read(table.join("_delta_log/_last_checkpoint")).expect("a checkpoint"),
+    )
+    .unwrap();
+    let at = last["version"].as_u64().unwrap();
+    assert!(at >= 10 && at % 10 == 0, "{last}");
+    let copy = dir.path().join("tables/checkpointed");
+    copy_tree(&table, &copy);
+    for v in 0..=at {
+        std::fs::remove_file(copy.join(format!("_delta_log/{v:020}.json"))).unwrap();
+    }
+    let from_checkpoint = read_table(copy.to_str().unwrap(), &none, &["seq"]);
+    assert_eq!(from_checkpoint.rows, N - 1);
+    assert_eq!(from_checkpoint.version, read.version);
     println!(
         "{N} records: {} commits, {} files",
         read.version + 1,

@@ -63,6 +63,11 @@ pub struct Config {
     /// Bound, in seconds, on each step of an S3 request. Default: 30.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// Write a checkpoint of the table every this many commits (at each
+    /// version divisible by it), for readers to start from; 0: none.
+    /// Default: 100.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: u64,
     /// `[[deltalake.routes]]`: one per topic (at least one).
     pub routes: Vec<Route>,
 }
@@ -162,6 +167,10 @@ pub struct FieldMapping {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_checkpoint_interval() -> u64 {
+    100
 }
 
 fn default_request_timeout() -> u64 {

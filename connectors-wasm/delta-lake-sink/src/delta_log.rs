@@ -46,6 +46,12 @@ pub struct TableState {
     pub txns: HashMap<String, i64>,
     /// `protocol.minWriterVersion`.
     pub writer_version: i64,
+    /// The latest `protocol` action.
+    pub protocol: Option<Json>,
+    /// The live files: path to its `add` action (for checkpoints).
+    pub files: std::collections::BTreeMap<String, Json>,
+    /// The last `txn` action of each application id (for checkpoints).
+    pub txn_actions: HashMap<String, Json>,
 }
 
 /// The log entry of `version`.
@@ -107,6 +113,15 @@ impl TableState {
                 };
                 let entry = self.txns.entry(app.to_string()).or_insert(v);
                 *entry = (*entry).max(v);
+                self.txn_actions.insert(app.to_string(), txn.clone());
+            } else if let Some(add) = action.get("add") {
+                if let Some(path) = add.get("path").and_then(Json::as_str) {
+                    self.files.insert(path.to_string(), add.clone());
+                }
+            } else if let Some(remove) = action.get("remove") {
+                if let Some(path) = remove.get("path").and_then(Json::as_str) {
+                    self.files.remove(path);
+                }
             } else if let Some(meta) = action.get("metaData") {
                 self.set_metadata(meta.clone())?;
             } else if let Some(protocol) = action.get("protocol") {
@@ -114,6 +129,7 @@ impl TableState {
                     .get("minWriterVersion")
                     .and_then(Json::as_i64)
                     .unwrap_or(0);
+                self.protocol = Some(protocol.clone());
             }
         }
         self.version = Some(version);
@@ -173,6 +189,28 @@ impl TableState {
         }
         Ok(())
     }
+}
+
+/// The actions of a checkpoint of the state: protocol, metaData, each
+/// application's txn, each live add.
+pub fn checkpoint_actions(state: &TableState) -> Vec<Json> {
+    let mut actions = Vec::new();
+    if let Some(p) = &state.protocol {
+        actions.push(json!({"protocol": p}));
+    }
+    if let Some(m) = &state.metadata {
+        actions.push(json!({"metaData": m}));
+    }
+    for txn in state.txn_actions.values() {
+        actions.push(json!({"txn": txn}));
+    }
+    for add in state.files.values() {
+        let mut add = add.clone();
+        // A checkpoint's adds do not change data.
+        add["dataChange"] = Json::Bool(false);
+        actions.push(json!({"add": add}));
+    }
+    actions
 }
 
 /// The Delta `schemaString` of columns (name, Delta type, nullable).

@@ -11,6 +11,10 @@
 //! `If-None-Match: *`); when another writer took the version, the new
 //! entries are read (their `txn`s too) and the commit is tried again on top.
 //!
+//! Every `checkpoint_interval` commits the state just committed (protocol,
+//! metaData, txns, live files) is written as a Parquet checkpoint for
+//! readers (`checkpoint.rs`).
+//!
 //! The host decides how many records a batch holds (`[processing]
 //! batch_size`, `batch_timeout_ms`): the contract has no way to hold
 //! records across calls unacknowledged, so a data file holds what one batch
@@ -21,6 +25,7 @@
 //! until the failed one is written, so that a later commit's `txn` version
 //! never covers records not in the table.
 
+mod checkpoint;
 mod config;
 mod delta_log;
 mod parquet_file;
@@ -64,6 +69,8 @@ storage_backend = "local"
 # s3_secret_access_key = ""
 # ca_file = "/etc/danube/s3-ca.pem"
 request_timeout_secs = 30
+# A checkpoint of the table every this many commits, for readers; 0: none.
+checkpoint_interval = 100
 
 [[deltalake.routes]]
 from = "/default/payments"
@@ -102,6 +109,8 @@ struct Table {
     /// The log must be read again before the next commit (a commit's
     /// outcome is unknown).
     stale: bool,
+    /// `checkpoint_interval`.
+    checkpoint_interval: u64,
 }
 
 /// A converted record waiting for its commit.
@@ -372,6 +381,20 @@ impl Table {
                     state
                         .apply(version, entry.as_bytes())
                         .map_err(ConnectorError::fatal)?;
+                    if self.checkpoint_interval > 0
+                        && version > 0
+                        && version % self.checkpoint_interval == 0
+                    {
+                        // The commit stands; a checkpoint that fails only
+                        // leaves readers more JSON to read.
+                        if let Err(e) = self.checkpoint(version) {
+                            warn!(
+                                "table {}: no checkpoint at version {version}: {}",
+                                self.store.shown(),
+                                e.message()
+                            );
+                        }
+                    }
                     return Ok(rows.len());
                 }
                 Ok(Put::Exists) => {
@@ -394,6 +417,27 @@ impl Table {
             "table {}: {MAX_CONFLICTS} commits in a row lost to other writers",
             self.store.shown()
         )))
+    }
+
+    /// Writes the checkpoint of `version` (the state just committed) and
+    /// points `_last_checkpoint` at it.
+    fn checkpoint(&self, version: u64) -> Result<(), ConnectorError> {
+        let state = self.state.as_ref().unwrap();
+        let actions = delta_log::checkpoint_actions(state);
+        let bytes = checkpoint::write(&actions).map_err(ConnectorError::fatal)?;
+        self.store.put(
+            &format!("_delta_log/{version:020}.checkpoint.parquet"),
+            &bytes,
+        )?;
+        let last = json!({"version": version, "size": actions.len()});
+        self.store
+            .put("_delta_log/_last_checkpoint", last.to_string().as_bytes())?;
+        metrics::counter_add("deltalake_checkpoints_total", 1, &[]);
+        debug!(
+            "table {}: checkpoint at version {version}",
+            self.store.shown()
+        );
+        Ok(())
     }
 
     /// Writes the data files of `rows` and returns the log entry that adds
@@ -543,6 +587,7 @@ impl Sink for DeltaLakeSink {
                 partition_columns,
                 state: None,
                 stale: false,
+                checkpoint_interval: config.checkpoint_interval,
             });
         }
         Ok((
@@ -661,6 +706,30 @@ mod tests {
     #[test]
     fn the_example_config_is_valid() {
         config(CONFIG_EXAMPLE).unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_is_written_every_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = CONFIG_EXAMPLE
+            .replace("/data/tables/payments", dir.path().to_str().unwrap())
+            .replace("checkpoint_interval = 100", "checkpoint_interval = 2");
+        let (mut sink, _) = DeltaLakeSink::open(config(&text).unwrap()).unwrap();
+        for offset in 0..5 {
+            let record = SinkRecord::new(
+                "/default/payments",
+                serde_json::to_vec(&json!({"payment_id": "p", "amount": 1.0, "currency": "EUR"}))
+                    .unwrap(),
+            )
+            .with_offset(offset);
+            assert!(sink.process_batch(vec![record]).unwrap().is_all_ok());
+        }
+        let log = dir.path().join("_delta_log");
+        assert!(log.join(format!("{:020}.checkpoint.parquet", 2)).exists());
+        assert!(log.join(format!("{:020}.checkpoint.parquet", 4)).exists());
+        let last = std::fs::read_to_string(log.join("_last_checkpoint")).unwrap();
+        // protocol, metaData, one txn, five adds
+        assert_eq!(last, r#"{"size":8,"version":4}"#);
     }
 
     #[test]
