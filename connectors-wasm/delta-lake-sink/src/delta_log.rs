@@ -9,10 +9,11 @@
 //! networking, object_store's clients). The protocol written is reader 1 /
 //! writer 2, which every current delta-rs, Spark and Trino reads.
 //!
-//! Reading starts at version 0 and goes on until a version is missing. A
-//! table whose early JSON entries were cleaned up after a checkpoint cannot
-//! be read this way (Parquet checkpoints are not read yet): that is refused
-//! with an error that says so.
+//! Reading starts at the checkpoint `_last_checkpoint` names (a single-part
+//! Parquet checkpoint, read row by row with the `parquet` crate's record
+//! API), or at version 0, and goes on until a version is missing. A table
+//! whose only checkpoint cannot be read here (several parts) and whose early
+//! JSON entries were cleaned up is refused with an error that says so.
 
 use std::collections::HashMap;
 
@@ -63,8 +64,18 @@ impl TableState {
     /// Reads the whole log of the table.
     pub fn load(store: &Store) -> Result<TableState, ConnectorError> {
         let mut state = TableState::default();
+        let last = store.get("_delta_log/_last_checkpoint")?;
+        if let Some(last) = &last {
+            if let Some(why) = state.load_checkpoint(store, last)? {
+                danube_connect_sdk::warn!(
+                    "table {}: reading the log from version 0: {why}",
+                    store.shown()
+                );
+                state = TableState::default();
+            }
+        }
         state.read_new(store)?;
-        if state.version.is_none() && store.get("_delta_log/_last_checkpoint")?.is_some() {
+        if state.version.is_none() && last.is_some() {
             return Err(ConnectorError::fatal(format!(
                 "the table at {} has a checkpoint but no log entry 0 (older entries were cleaned \
                  up): this connector reads JSON log entries only, not Parquet checkpoints yet; \
@@ -101,38 +112,97 @@ impl TableState {
             }
             let action: Json =
                 serde_json::from_str(line).map_err(|e| format!("line {}: not JSON: {e}", n + 1))?;
-            if let Some(txn) = action.get("txn") {
-                let (Some(app), Some(v)) = (
-                    txn.get("appId").and_then(Json::as_str),
-                    txn.get("version").and_then(Json::as_i64),
-                ) else {
-                    return Err(format!(
-                        "line {}: a txn action without appId or version",
-                        n + 1
-                    ));
-                };
-                let entry = self.txns.entry(app.to_string()).or_insert(v);
-                *entry = (*entry).max(v);
-                self.txn_actions.insert(app.to_string(), txn.clone());
-            } else if let Some(add) = action.get("add") {
-                if let Some(path) = add.get("path").and_then(Json::as_str) {
-                    self.files.insert(path.to_string(), add.clone());
-                }
-            } else if let Some(remove) = action.get("remove") {
-                if let Some(path) = remove.get("path").and_then(Json::as_str) {
-                    self.files.remove(path);
-                }
-            } else if let Some(meta) = action.get("metaData") {
-                self.set_metadata(meta.clone())?;
-            } else if let Some(protocol) = action.get("protocol") {
-                self.writer_version = protocol
-                    .get("minWriterVersion")
-                    .and_then(Json::as_i64)
-                    .unwrap_or(0);
-                self.protocol = Some(protocol.clone());
-            }
+            self.apply_action(&action)
+                .map_err(|e| format!("line {}: {e}", n + 1))?;
         }
         self.version = Some(version);
+        Ok(())
+    }
+
+    /// Applies one action, `{"<kind>": {...}}`.
+    fn apply_action(&mut self, action: &Json) -> Result<(), String> {
+        if let Some(txn) = action.get("txn") {
+            let (Some(app), Some(v)) = (
+                txn.get("appId").and_then(Json::as_str),
+                txn.get("version").and_then(Json::as_i64),
+            ) else {
+                return Err("a txn action without appId or version".to_string());
+            };
+            let entry = self.txns.entry(app.to_string()).or_insert(v);
+            *entry = (*entry).max(v);
+            self.txn_actions.insert(app.to_string(), txn.clone());
+        } else if let Some(add) = action.get("add") {
+            if let Some(path) = add.get("path").and_then(Json::as_str) {
+                self.files.insert(path.to_string(), add.clone());
+            }
+        } else if let Some(remove) = action.get("remove") {
+            if let Some(path) = remove.get("path").and_then(Json::as_str) {
+                self.files.remove(path);
+            }
+        } else if let Some(meta) = action.get("metaData") {
+            self.set_metadata(meta.clone())?;
+        } else if let Some(protocol) = action.get("protocol") {
+            self.writer_version = protocol
+                .get("minWriterVersion")
+                .and_then(Json::as_i64)
+                .unwrap_or(0);
+            self.protocol = Some(protocol.clone());
+        }
+        Ok(())
+    }
+
+    /// Starts from the checkpoint `_last_checkpoint` names. `Ok(Some(why))`
+    /// when it cannot be read here (a multi-part checkpoint, a missing or
+    /// unreadable file): the caller reads the JSON entries instead.
+    fn load_checkpoint(
+        &mut self,
+        store: &Store,
+        last: &[u8],
+    ) -> Result<Option<String>, ConnectorError> {
+        let Ok(last) = serde_json::from_slice::<Json>(last) else {
+            return Ok(Some("_last_checkpoint is not JSON".into()));
+        };
+        let Some(version) = last.get("version").and_then(Json::as_u64) else {
+            return Ok(Some("_last_checkpoint names no version".into()));
+        };
+        if last
+            .get("parts")
+            .and_then(Json::as_u64)
+            .is_some_and(|p| p > 1)
+        {
+            return Ok(Some(format!(
+                "the checkpoint of version {version} has several parts"
+            )));
+        }
+        let path = format!("_delta_log/{version:020}.checkpoint.parquet");
+        let Some(bytes) = store.get(&path)? else {
+            return Ok(Some(format!("{path} is missing")));
+        };
+        match self.read_checkpoint(bytes) {
+            Ok(()) => {
+                self.version = Some(version);
+                Ok(None)
+            }
+            Err(why) => Ok(Some(format!("{path}: {why}"))),
+        }
+    }
+
+    fn read_checkpoint(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let reader =
+            SerializedFileReader::new(bytes::Bytes::from(bytes)).map_err(|e| e.to_string())?;
+        let rows = reader.get_row_iter(None).map_err(|e| e.to_string())?;
+        for row in rows {
+            let row = row.map_err(|e| e.to_string())?.to_json_value();
+            let Some(kinds) = row.as_object() else {
+                continue;
+            };
+            for (kind, action) in kinds {
+                if !action.is_null() && kind != "commitInfo" {
+                    self.apply_action(&json!({ kind.as_str(): action }))?;
+                }
+            }
+        }
         Ok(())
     }
 

@@ -730,6 +730,33 @@ mod tests {
         let last = std::fs::read_to_string(log.join("_last_checkpoint")).unwrap();
         // protocol, metaData, one txn, five adds
         assert_eq!(last, r#"{"size":8,"version":4}"#);
+
+        // Without the JSON entries up to the checkpoint, a new instance
+        // starts from it: the replay of offset 4 is skipped, offset 5 is
+        // committed as version 5, and the next checkpoint holds every file.
+        for v in 0..=4 {
+            std::fs::remove_file(dir.path().join(log_path(v))).unwrap();
+        }
+        let (mut fresh, _) = DeltaLakeSink::open(config(&text).unwrap()).unwrap();
+        let record = |offset| {
+            SinkRecord::new(
+                "/default/payments",
+                serde_json::to_vec(&json!({"payment_id": "p", "amount": 1.0, "currency": "EUR"}))
+                    .unwrap(),
+            )
+            .with_offset(offset)
+        };
+        assert!(fresh.process_batch(vec![record(4)]).unwrap().is_all_ok());
+        assert!(
+            !dir.path().join(log_path(5)).exists(),
+            "offset 4 is in the checkpoint"
+        );
+        assert!(fresh.process_batch(vec![record(5)]).unwrap().is_all_ok());
+        assert!(fresh.process_batch(vec![record(6)]).unwrap().is_all_ok());
+        assert!(dir.path().join(log_path(6)).exists());
+        let last = std::fs::read_to_string(log.join("_last_checkpoint")).unwrap();
+        // protocol, metaData, one txn, the seven files: those of the checkpoint too
+        assert_eq!(last, r#"{"size":10,"version":6}"#);
     }
 
     #[test]
