@@ -469,3 +469,51 @@ async fn a_table_gains_the_nullable_columns_a_wider_mapping_adds() {
     }
     assert!(host.terminate(Duration::from_secs(30)).success());
 }
+
+/// A table delta-rs wrote (three commits, then a checkpoint, its JSON
+/// entries cleaned up as log retention does) is appended to: the sink
+/// starts from delta-rs's checkpoint, finds the schema it maps, and the
+/// table holds both writers' rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_table_delta_rs_wrote_and_checkpointed_is_appended_to() {
+    const N: u64 = 100;
+    const TOPIC: &str = "/default/existing";
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("tables/existing");
+    std::fs::create_dir_all(table.parent().unwrap()).unwrap();
+    let uri = table.to_str().unwrap().to_string();
+    common::delta::run_python(
+        r#"
+import glob, os, sys
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+p = sys.argv[1]
+schema = pa.schema([("seq", pa.int64()), ("payment_id", pa.string()), ("amount", pa.float64()),
+                    ("currency", pa.string()), ("user_id", pa.int32()),
+                    ("created_at", pa.timestamp("us", tz="UTC"))])
+for i in range(3):
+    rows = {"seq": [1000 + i], "payment_id": ["py-%d" % i], "amount": [1.0], "currency": ["EUR"],
+            "user_id": [None], "created_at": [None]}
+    write_deltalake(p, pa.table(rows, schema=schema), mode="append", partition_by=["currency"])
+DeltaTable(p).create_checkpoint()
+for f in glob.glob(p + "/_delta_log/*.json"):
+    os.remove(f)
+print("true")
+sys.stdout.flush()
+os._exit(0)
+"#,
+        &[&uri],
+    );
+    let text = local_text(TOPIC, &table, "batch_size = 300\nlinger_ms = 100");
+    let (broker, host, _) = sink(TOPIC, "delta-existing", dir.path(), &text).await;
+    produce_json(broker.url(), TOPIC, (0..N).map(payment)).await;
+    let none = json!({});
+    assert_eq!(wait_rows(&uri, &none, N + 3, &host).await, N + 3);
+    let seqs = seq_counts(&uri, &none);
+    assert_eq!(seqs.len() as u64, N + 3);
+    assert!(
+        (1000..1003).all(|s| seqs.contains_key(&s)),
+        "delta-rs's rows stay"
+    );
+    assert!(host.terminate(Duration::from_secs(30)).success());
+}
