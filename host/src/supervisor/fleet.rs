@@ -1,13 +1,25 @@
-//! The connectors one host process runs, each supervised by a task of its
+//! The connectors one host process runs, each supervised on a thread of its
 //! own, all sharing one metrics and health endpoint.
 //!
 //! Running a single connector from the command line is the fleet of one;
 //! directory mode adds, replaces and removes members while the others run.
+//!
+//! Each member runs on a single-threaded runtime on its own thread: its
+//! pipeline, its lanes and its broker connection's tasks hand every record
+//! to each other several times, and on a shared multi-threaded runtime each
+//! hand-over could wake a parked thread to steal the task (a futex wake and
+//! a context switch, about one per record: measured 1.07 per record, 44-51
+//! µs of supervisor CPU per published record against 34 µs on one thread).
+//! A thread per connector keeps those hand-overs on one thread, still uses
+//! every core when there are several connectors, and keeps a busy connector
+//! from delaying another's timers. The endpoint and the signals stay on the
+//! process's shared runtime.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 
-use tokio::sync::watch;
+use futures::Future;
+use tokio::sync::{oneshot, watch};
 use tokio::task::{Id, JoinSet};
 use tracing::Instrument;
 
@@ -55,7 +67,7 @@ impl Fleet {
         // Every line logged for this connector, by the host and its tasks, names it.
         let span = tracing::info_span!("connector", connector = %name);
         let task = supervise(module, config, self.log.clone(), metrics, stop).instrument(span);
-        let id = self.tasks.spawn(task).id();
+        let id = self.tasks.spawn(on_own_thread(&name, task)).id();
         self.keys.insert(id, key.to_string());
         self.stops.insert(key.to_string(), stop_tx);
     }
@@ -117,5 +129,44 @@ impl Fleet {
         };
         let key = self.keys.remove(&id).unwrap_or_default();
         Some((key, ended))
+    }
+}
+
+/// Runs `task` on a new thread with a single-threaded runtime of its own
+/// (see the module's doc); resolves to its result.
+fn on_own_thread(
+    name: &str,
+    task: impl Future<Output = Ended> + Send + 'static,
+) -> impl Future<Output = Ended> + Send + 'static {
+    let (done_tx, done) = oneshot::channel();
+    let started = std::thread::Builder::new()
+        // Linux shows 15 bytes of a thread's name.
+        .name(format!("c:{name}").chars().take(15).collect())
+        .spawn(move || {
+            let ended = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(task),
+                Err(e) => Err(Failure {
+                    code: crate::exit::INTERNAL,
+                    message: format!("cannot start the connector's runtime: {e}"),
+                }),
+            };
+            let _ = done_tx.send(ended);
+        });
+    async move {
+        if let Err(e) = started {
+            return Err(Failure {
+                code: crate::exit::INTERNAL,
+                message: format!("cannot start the connector's thread: {e}"),
+            });
+        }
+        done.await.unwrap_or_else(|_| {
+            Err(Failure {
+                code: crate::exit::INTERNAL,
+                message: "the connector's supervisor thread panicked".into(),
+            })
+        })
     }
 }
