@@ -428,22 +428,20 @@ fn key_list(module: &Path) -> String {
 /// user reads cannot fall behind the one the host checks.
 #[test]
 fn every_key_of_a_connectors_schema_is_in_its_readme() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for connector in [
-        "datagen-source",
-        "file-sink",
-        "mqtt-source",
-        "postgres-sink",
-        "clickhouse-sink",
-        "http-sink",
-        "webhook-source",
-    ] {
-        let readme = std::fs::read_to_string(
-            root.join("connectors-wasm")
-                .join(connector)
-                .join("README.md"),
-        )
-        .unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../connectors-wasm");
+    // Every connector crate there (a cdylib), so a new one cannot be missed.
+    let mut connectors: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|dir| {
+            std::fs::read_to_string(root.join(dir).join("Cargo.toml"))
+                .is_ok_and(|manifest| manifest.contains("\"cdylib\""))
+        })
+        .collect();
+    connectors.sort();
+    assert!(connectors.len() >= 8, "{connectors:?}");
+    for connector in &connectors {
+        let readme = std::fs::read_to_string(root.join(connector).join("README.md")).unwrap();
         let list = key_list(&guest(connector));
         let keys: Vec<&str> = list
             .lines()
