@@ -65,14 +65,14 @@ impl TableState {
     pub fn load(store: &Store) -> Result<TableState, ConnectorError> {
         let mut state = TableState::default();
         let last = store.get("_delta_log/_last_checkpoint")?;
-        if let Some(last) = &last {
-            if let Some(why) = state.load_checkpoint(store, last)? {
-                danube_connect_sdk::warn!(
-                    "table {}: reading the log from version 0: {why}",
-                    store.shown()
-                );
-                state = TableState::default();
-            }
+        if let Some(last) = &last
+            && let Some(why) = state.load_checkpoint(store, last)?
+        {
+            danube_connect_sdk::warn!(
+                "table {}: reading the log from version 0: {why}",
+                store.shown()
+            );
+            state = TableState::default();
         }
         state.read_new(store)?;
         if state.version.is_none() && last.is_some() {

@@ -188,24 +188,29 @@ impl Table {
 
     /// The state of the log, read now if it was not (or may be out of date).
     fn state(&mut self) -> Result<&mut TableState, ConnectorError> {
-        if self.state.is_none() {
-            let state = TableState::load(&self.store)?;
-            info!(
-                "table {}: {}",
-                self.store.shown(),
-                match state.version {
-                    Some(v) => format!("at version {v}, {} writers known", state.txns.len()),
-                    None => "no log yet; created by the first commit".to_string(),
-                }
-            );
-            self.state = Some(state);
-            self.stale = false;
-        } else if self.stale {
-            let store = &self.store;
-            self.state.as_mut().unwrap().read_new(store)?;
-            self.stale = false;
-        }
-        Ok(self.state.as_mut().unwrap())
+        let state = match self.state.take() {
+            // A state whose update failed is dropped: the next call reads
+            // the log afresh.
+            Some(mut state) if self.stale => {
+                state.read_new(&self.store)?;
+                state
+            }
+            Some(state) => state,
+            None => {
+                let state = TableState::load(&self.store)?;
+                info!(
+                    "table {}: {}",
+                    self.store.shown(),
+                    match state.version {
+                        Some(v) => format!("at version {v}, {} writers known", state.txns.len()),
+                        None => "no log yet; created by the first commit".to_string(),
+                    }
+                );
+                state
+            }
+        };
+        self.stale = false;
+        Ok(self.state.insert(state))
     }
 
     /// Compares the table's schema with the configured columns. Returns
@@ -383,7 +388,7 @@ impl Table {
                         .map_err(ConnectorError::fatal)?;
                     if self.checkpoint_interval > 0
                         && version > 0
-                        && version % self.checkpoint_interval == 0
+                        && version.is_multiple_of(self.checkpoint_interval)
                     {
                         // The commit stands; a checkpoint that fails only
                         // leaves readers more JSON to read.

@@ -172,11 +172,11 @@ fn write_inner(
                         .collect();
                     // Min and max for integer columns (exact, so readers
                     // may skip files on them); none for the others.
-                    if spec.data_type != DataType::Date {
-                        if let (Some(lo), Some(hi)) = (values.iter().min(), values.iter().max()) {
-                            min_values.insert(spec.name.clone(), json!(lo));
-                            max_values.insert(spec.name.clone(), json!(hi));
-                        }
+                    if spec.data_type != DataType::Date
+                        && let (Some(lo), Some(hi)) = (values.iter().min(), values.iter().max())
+                    {
+                        min_values.insert(spec.name.clone(), json!(lo));
+                        max_values.insert(spec.name.clone(), json!(hi));
                     }
                     column
                         .typed::<Int32Type>()
@@ -189,11 +189,11 @@ fn write_inner(
                             _ => unreachable!("converted for its column"),
                         })
                         .collect();
-                    if spec.data_type != DataType::Timestamp {
-                        if let (Some(lo), Some(hi)) = (values.iter().min(), values.iter().max()) {
-                            min_values.insert(spec.name.clone(), json!(lo));
-                            max_values.insert(spec.name.clone(), json!(hi));
-                        }
+                    if spec.data_type != DataType::Timestamp
+                        && let (Some(lo), Some(hi)) = (values.iter().min(), values.iter().max())
+                    {
+                        min_values.insert(spec.name.clone(), json!(lo));
+                        max_values.insert(spec.name.clone(), json!(hi));
                     }
                     column
                         .typed::<Int64Type>()

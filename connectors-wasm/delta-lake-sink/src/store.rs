@@ -32,7 +32,8 @@ pub enum Put {
 /// A table's storage. Paths are relative to the table's root, `/`-separated.
 pub enum Store {
     Local(PathBuf),
-    S3(S3),
+    // Boxed: far larger than a path.
+    S3(Box<S3>),
 }
 
 pub struct S3 {
@@ -74,7 +75,7 @@ impl Store {
                 step: Duration::from_secs(config.request_timeout_secs.max(1)),
             };
             let agent = agent(&files, timeouts).map_err(ConnectorError::config)?;
-            Ok(Store::S3(S3 {
+            Ok(Store::S3(Box::new(S3 {
                 bucket,
                 credentials: Credentials::new(
                     config.s3_access_key_id.clone(),
@@ -83,7 +84,7 @@ impl Store {
                 prefix: prefix.trim_matches('/').to_string(),
                 agent,
                 shown: shown(to),
-            }))
+            })))
         } else {
             let path = to.strip_prefix("file://").unwrap_or(to);
             Ok(Store::Local(PathBuf::from(path)))
