@@ -112,20 +112,6 @@ fn seq_counts(uri: &str, options: &Value) -> BTreeMap<u64, usize> {
     seqs
 }
 
-/// Copies the directory tree `from` to `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_tree(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
-}
-
 /// A test broker with `topic`, and the sink on it with `config_text`.
 async fn sink(topic: &str, name: &str, dir: &Path, text: &str) -> (TestBroker, Host, PathBuf) {
     let broker = TestBroker::start().await.unwrap();
@@ -230,7 +216,7 @@ async fn records_land_in_a_local_table_that_delta_rs_reads() {
     let at = last["version"].as_u64().unwrap();
     assert!(at >= 10 && at.is_multiple_of(10), "{last}");
     let copy = dir.path().join("tables/checkpointed");
-    copy_tree(&table, &copy);
+    common::copy_tree(&table, &copy);
     for v in 0..=at {
         std::fs::remove_file(copy.join(format!("_delta_log/{v:020}.json"))).unwrap();
     }

@@ -1264,20 +1264,6 @@ fn danube_connect_mqtt_configurations_validate_unchanged() {
     }
 }
 
-/// Copies the directory tree `from` to `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_tree(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
-}
-
 danube_testkit::on_both_brokers! {
     /// danube-connect's MQTT configuration with schemas runs as it is: the
     /// file unchanged (in a copy of its directory, upstream's working
@@ -1306,7 +1292,7 @@ danube_testkit::on_both_brokers! {
         let upstream = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/danube-connectors/source-mqtt");
         let cwd = dir.path().join("source-mqtt");
-        copy_tree(&upstream, &cwd);
+        common::copy_tree(&upstream, &cwd);
         let config = cwd.join("config/connector-with-schemas.toml");
         let (port, allow) = (mqtt.port.to_string(), format!("127.0.0.1:{}", mqtt.port));
         let env = [
