@@ -175,9 +175,9 @@ impl SinkRecord {
         self
     }
 
-    /// Sets the publish time in microseconds since the Unix epoch (for tests).
-    pub fn with_publish_time(mut self, micros: u64) -> Self {
-        self.publish_time = micros;
+    /// Sets the publish time in milliseconds since the Unix epoch (for tests).
+    pub fn with_publish_time(mut self, millis: u64) -> Self {
+        self.publish_time = millis;
         self
     }
 
@@ -242,7 +242,8 @@ impl SinkRecord {
         self.key.as_deref()
     }
 
-    /// Broker publish time, microseconds since the Unix epoch.
+    /// Publish time, milliseconds since the Unix epoch (set by the producer,
+    /// as the WIT says).
     pub fn publish_time(&self) -> u64 {
         self.publish_time
     }
