@@ -295,7 +295,7 @@ impl Table {
     }
 
     /// Converts a record to a row, or says why it does not fit.
-    fn convert(&self, index: usize, record: &SinkRecord) -> Result<Row, String> {
+    fn convert(&self, index: usize, record: &SinkRecord, app_id: String) -> Result<Row, String> {
         let payload: Json = serde_json::from_slice(record.payload())
             .map_err(|e| format!("the payload is not JSON ({e})"))?;
         let mut values = Vec::with_capacity(self.route.field_mappings.len());
@@ -349,7 +349,7 @@ impl Table {
         }
         Ok(Row {
             index,
-            app_id: app_id(&self.route.subscription, record.topic()),
+            app_id,
             offset: record.offset(),
             partition,
             cells,
@@ -611,18 +611,25 @@ impl Sink for DeltaLakeSink {
         let mut rows: Vec<Vec<Row>> = self.tables.iter().map(|_| Vec::new()).collect();
         // A held topic partition: its records wait unless the batch brings
         // the one that failed.
-        let mut releasing: HashMap<String, bool> = HashMap::new();
-        for record in &records {
-            let Some(&table) = self.by_topic.get(record.base_topic()) else {
-                continue;
-            };
-            let id = app_id(&self.tables[table].route.subscription, record.topic());
-            if let Some(&low) = self.held.get(&id) {
+        // Each record's table and `txn` application id, if it has a route.
+        let routed: Vec<Option<(usize, String)>> = records
+            .iter()
+            .map(|record| {
+                let &table = self.by_topic.get(record.base_topic())?;
+                let id = app_id(&self.tables[table].route.subscription, record.topic());
+                Some((table, id))
+            })
+            .collect();
+        let mut releasing: HashMap<&str, bool> = HashMap::new();
+        for (record, routed) in records.iter().zip(&routed) {
+            if let Some((_, id)) = routed
+                && let Some(&low) = self.held.get(id)
+            {
                 *releasing.entry(id).or_default() |= record.offset() <= low;
             }
         }
-        for (index, record) in records.iter().enumerate() {
-            let Some(&table) = self.by_topic.get(record.base_topic()) else {
+        for ((index, record), routed) in records.iter().enumerate().zip(&routed) {
+            let Some((table, id)) = routed else {
                 outcome.fail(
                     index,
                     ConnectorError::invalid_data(format!(
@@ -632,8 +639,7 @@ impl Sink for DeltaLakeSink {
                 );
                 continue;
             };
-            let id = app_id(&self.tables[table].route.subscription, record.topic());
-            if releasing.get(&id) == Some(&false) {
+            if releasing.get(id.as_str()) == Some(&false) {
                 outcome.fail(
                     index,
                     ConnectorError::retryable(format!(
@@ -643,8 +649,8 @@ impl Sink for DeltaLakeSink {
                 );
                 continue;
             }
-            match self.tables[table].convert(index, record) {
-                Ok(row) => rows[table].push(row),
+            match self.tables[*table].convert(index, record, id.clone()) {
+                Ok(row) => rows[*table].push(row),
                 Err(why) => {
                     metrics::counter_add("deltalake_records_invalid_total", 1, &[]);
                     outcome.fail(index, ConnectorError::invalid_data(why));
