@@ -35,7 +35,7 @@ pub fn table(env: &Env) -> Table {
              deltalake.write_deltalake (delta-rs) into a fresh local table, in batches of the \
              sink's mean batch (for up to 20 s), and in one call; rows/s of the writes alone \
              (no broker).",
-            crate::HOST_PRODUCERS_PER_TOPIC
+            crate::feed::PRODUCERS
         ),
         &[
             "broker",
@@ -83,7 +83,6 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
     let feeder = Feeder::start(
         env.url(),
         &topic,
-        crate::HOST_PRODUCERS_PER_TOPIC,
         records,
         SIZE,
         consumed.clone(),

@@ -24,6 +24,10 @@ use anyhow::Context;
 
 use crate::{cpu, raw};
 
+/// The feed's producers: enough to keep a consumer busy on both brokers
+/// (the consumers' rates are a quarter of one source lane's at most).
+pub const PRODUCERS: usize = 4;
+
 /// Records published and not yet acknowledged by the consumer, at most:
 /// below the real broker's 256, with room for one send in flight per
 /// producer.
@@ -50,12 +54,11 @@ pub struct Feeder {
 
 impl Feeder {
     /// Starts publishing `records` records of `size` bytes to `topic`
-    /// through `producers` producers, at most [`WINDOW`] ahead of `consumed`;
+    /// through [`PRODUCERS`] producers, at most [`WINDOW`] ahead of `consumed`;
     /// gives up after `limit`, or when finished.
     pub fn start(
         url: &str,
         topic: &str,
-        producers: usize,
         records: u64,
         size: usize,
         consumed: Arc<AtomicU64>,
@@ -71,9 +74,7 @@ impl Feeder {
                     .build()?;
                 let gauge = Gauge::default();
                 let fed = runtime.block_on(async {
-                    let feed = feed(
-                        &url, &topic, producers, records, size, &consumed, &stopped, &gauge,
-                    );
+                    let feed = feed(&url, &topic, records, size, &consumed, &stopped, &gauge);
                     let stop = async {
                         while !stopped.load(Ordering::Relaxed) {
                             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -150,7 +151,6 @@ impl Gauge {
 async fn feed(
     url: &str,
     topic: &str,
-    producers: usize,
     records: u64,
     size: usize,
     consumed: &AtomicU64,
@@ -159,7 +159,7 @@ async fn feed(
 ) -> anyhow::Result<()> {
     let client = raw::client(url).await?;
     let mut created = Vec::new();
-    for i in 0..producers {
+    for i in 0..PRODUCERS {
         created.push(raw::producer(&client, topic, &format!("bench-feed-{i}")).await?);
     }
     let issued = AtomicU64::new(0);

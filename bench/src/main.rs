@@ -43,7 +43,7 @@ use report::Table;
 
 /// The host's default `[processing] producers_per_topic`, which the raw
 /// client's parallel baseline matches.
-const HOST_PRODUCERS_PER_TOPIC: usize = 4;
+const HOST_PRODUCERS_PER_TOPIC: usize = 8;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks danube-host against the raw danube-client, in the same run.")]

@@ -138,7 +138,9 @@ pub struct ProcessingConfig {
     pub poll_interval_ms: u64,
     /// Parallel Danube producers per topic (one send is in flight per producer).
     /// Records with the same key always use the same producer, so per-key order
-    /// holds.
+    /// holds. 8 by default: on the real broker 8 lanes published 1.4× the
+    /// records of 4 at less CPU per record in host and broker alike (fewer
+    /// idle wake-ups per record). Each lane is one more producer of the topic.
     pub producers_per_topic: u32,
     /// Source records published but not yet acked, at most. A source whose
     /// window is full is polled again once `batch_size` records (or half the
@@ -170,7 +172,7 @@ impl Default for ProcessingConfig {
             batch_timeout_ms: 1000,
             linger_ms: 0,
             poll_interval_ms: 100,
-            producers_per_topic: 4,
+            producers_per_topic: 8,
             max_in_flight: 5000,
             commit_interval_ms: 100,
             publish_timeout_ms: 10_000,
