@@ -7,9 +7,12 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A guest function call.
+/// A guest function call. `R` is a sink batch's record: owned where the
+/// supervisor builds it, a view into the frame's bytes in the worker
+/// (`worker/batch.rs`), which lowers it into the guest without copying it
+/// first. The two encode alike.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Call {
+pub enum Call<R = SinkRecord> {
     Open {
         config_json: String,
     },
@@ -21,7 +24,7 @@ pub enum Call {
         offsets: Vec<Offset>,
     },
     ProcessBatch {
-        records: Vec<SinkRecord>,
+        records: Vec<R>,
     },
     /// One request to an ingress connector, which may make at most `max`
     /// records of it.
@@ -33,7 +36,7 @@ pub enum Call {
     Close,
 }
 
-impl Call {
+impl<R> Call<R> {
     /// Short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -46,8 +46,9 @@ use wasmtime::component::{HasData, HasSelf, Linker};
 
 use crate::bindings;
 use crate::config::ConnectorConfig;
-use crate::ipc::{FromWorker, ToWorker, read_frame, write_frame};
+use crate::ipc::{FromWorker, ToWorker, decode, read_body, write_frame};
 use crate::observability::ConnectorMetrics;
+use crate::worker::SinkRecordView;
 use network::NetRule;
 
 /// The sandbox the guest runs in, resolved by the supervisor from `[sandbox]`.
@@ -164,10 +165,11 @@ pub enum ImportReply {
 
 /// The worker's end of the socket, as the imports use it. Calls that arrive
 /// while an import waits for its answer (the supervisor pipelines them) are
-/// kept, in order, for the call loop.
+/// kept, in order, as the frames they came in, for the call loop (which
+/// hands a sink batch to the guest as views into its frame).
 pub struct SupervisorLink {
     socket: UnixStream,
-    queued: VecDeque<ToWorker>,
+    queued: VecDeque<Vec<u8>>,
 }
 
 impl SupervisorLink {
@@ -182,8 +184,8 @@ impl SupervisorLink {
         &self.socket
     }
 
-    /// A call that arrived while an import waited, to run next.
-    pub fn next_queued(&mut self) -> Option<ToWorker> {
+    /// The frame of a call that arrived while an import waited, to run next.
+    pub fn next_queued(&mut self) -> Option<Vec<u8>> {
         self.queued.pop_front()
     }
 
@@ -198,10 +200,13 @@ impl SupervisorLink {
         let unreachable = |e: std::io::Error| format!("cannot reach the supervisor: {e}");
         write_frame(&mut self.socket, &FromWorker::Import(request)).map_err(unreachable)?;
         loop {
-            match read_frame::<ToWorker>(&mut self.socket).map_err(unreachable)? {
-                Some(ToWorker::ImportReply(reply)) => return Ok(reply),
-                Some(call) => self.queued.push_back(call),
-                None => return Err("the supervisor closed the socket before answering".into()),
+            let mut frame = Vec::new();
+            if !read_body(&mut self.socket, &mut frame).map_err(unreachable)? {
+                return Err("the supervisor closed the socket before answering".into());
+            }
+            match decode::<ToWorker<SinkRecordView<'_>>>(&frame).map_err(unreachable)? {
+                ToWorker::ImportReply(reply) => return Ok(reply),
+                _ => self.queued.push_back(frame),
             }
         }
     }

@@ -9,7 +9,8 @@ use super::metrics::{GuestMetric, MetricsView};
 use super::state::{GuestStore, StateStore, StoreView};
 use super::*;
 use crate::bindings::{metrics::Host as _, state::Host as _};
-use crate::contract::Call;
+use crate::contract::{Call, SinkRecord};
+use crate::ipc::read_frame;
 
 /// The supervisor's end: acts on every request as `supervisor/worker.rs`
 /// does, after sending `first` (a call that crosses the answer), and hands
@@ -28,7 +29,7 @@ fn supervisor(
                 write_frame(&mut socket, call).unwrap();
             }
             if let Some(reply) = reply {
-                write_frame(&mut socket, &ToWorker::ImportReply(reply)).unwrap();
+                write_frame(&mut socket, &ToWorker::<SinkRecord>::ImportReply(reply)).unwrap();
             }
         }
         (host, seen)
@@ -91,10 +92,23 @@ fn a_put_the_supervisor_cannot_save_fails_and_is_not_kept() {
 #[test]
 fn a_call_that_crosses_an_answer_is_kept_for_the_call_loop() {
     let (ours, theirs) = UnixStream::pair().unwrap();
-    let call = ToWorker::Call {
+    let record = SinkRecord {
+        topic: "/default/t".into(),
+        payload: b"payload".to_vec(),
+        attributes: Vec::new(),
+        key: None,
+        publish_time: 0,
+        producer: "p".into(),
+        offset: 3,
+        redelivery_count: 0,
+        schema: None,
+    };
+    let call: ToWorker = ToWorker::Call {
         id: 7,
         trace_id: 1,
-        call: Call::Health,
+        call: Call::ProcessBatch {
+            records: vec![record],
+        },
     };
     let peer = supervisor(theirs, host(StateStore::in_memory()), Some(call));
     let mut link = SupervisorLink::new(ours);
@@ -105,9 +119,15 @@ fn a_call_that_crosses_an_answer_is_kept_for_the_call_loop() {
     }
     .put("k".into(), b"v".to_vec())
     .unwrap();
+    // Kept as its frame, which the call loop reads the batch's views from.
+    let frame = link.next_queued().expect("the crossing call is queued");
     assert!(matches!(
-        link.next_queued(),
-        Some(ToWorker::Call { id: 7, .. })
+        decode::<ToWorker<SinkRecordView<'_>>>(&frame).unwrap(),
+        ToWorker::Call {
+            id: 7,
+            call: Call::ProcessBatch { records },
+            ..
+        } if records.len() == 1
     ));
     assert!(link.next_queued().is_none());
     drop(link);

@@ -6,19 +6,23 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::capability::{ImportReply, ImportRequest, SandboxLimits};
-use crate::contract::{Call, CallOutcome, ModuleInfo};
+use crate::contract::{Call, CallOutcome, ModuleInfo, SinkRecord};
 
 /// Bumped on any change to the messages below.
 pub const PROTOCOL_VERSION: u32 = 4;
 
-/// Supervisor → worker.
+/// Supervisor → worker. `R` is a sink batch's record, as in [`Call`].
 #[derive(Debug, Serialize, Deserialize)]
-pub enum ToWorker {
+pub enum ToWorker<R = SinkRecord> {
     /// First frame: what to load and how to confine it (boxed: it is sent
     /// once, calls all the time).
     Init(Box<WorkerInit>),
     /// A call into the guest; answered by [`FromWorker::Reply`] with the same id.
-    Call { id: u64, trace_id: u64, call: Call },
+    Call {
+        id: u64,
+        trace_id: u64,
+        call: Call<R>,
+    },
     /// The answer to a [`FromWorker::Import`] request that waits for one;
     /// the guest's import call returns only once it arrives.
     ImportReply(ImportReply),

@@ -13,5 +13,5 @@ mod messages;
 #[cfg(test)]
 mod tests;
 
-pub use frame::{MAX_FRAME_BYTES, read_frame, write_frame};
+pub use frame::{FrameWriter, MAX_FRAME_BYTES, decode, read_body, read_frame, write_frame};
 pub use messages::{FromWorker, PROTOCOL_VERSION, SelfTest, ToWorker, WorkerInit};

@@ -11,11 +11,12 @@ use crate::capability::metrics::GuestMetric;
 use crate::capability::network::NetRule;
 use crate::capability::{ImportReply, ImportRequest, SandboxLimits};
 use crate::contract::*;
+use crate::worker::SinkRecordView;
 
 #[test]
 fn frames_round_trip_and_eof_is_clean() {
     let mut buf = Vec::new();
-    let call = ToWorker::Call {
+    let call: ToWorker = ToWorker::Call {
         id: 7,
         trace_id: 9,
         call: Call::Poll {
@@ -89,6 +90,22 @@ mod properties {
             frames += 1;
         }
         frames
+    }
+
+    /// Reads frames as the worker does (a sink batch as views borrowed from
+    /// its frame) until the end or an error; returns each message's debug
+    /// form, which reads like the owned message's.
+    fn drain_as_worker(bytes: &[u8]) -> Vec<String> {
+        let mut input = bytes;
+        let mut body = Vec::new();
+        let mut read = Vec::new();
+        while let Ok(true) = read_body(&mut input, &mut body) {
+            match decode::<ToWorker<SinkRecordView<'_>>>(&body) {
+                Ok(message) => read.push(format!("{message:?}").replace("View", "")),
+                Err(_) => break,
+            }
+        }
+        read
     }
 
     /// `body` behind a length prefix that matches it, so that decoding
@@ -335,6 +352,7 @@ mod properties {
         #[test]
         fn reading_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
             drain::<ToWorker>(&bytes);
+            drain_as_worker(&bytes);
             drain::<FromWorker>(&bytes);
         }
 
@@ -342,6 +360,7 @@ mod properties {
         fn decoding_an_arbitrary_body_never_panics(body in prop::collection::vec(any::<u8>(), 0..512)) {
             let bytes = framed(&body);
             drain::<ToWorker>(&bytes);
+            drain_as_worker(&bytes);
             drain::<FromWorker>(&bytes);
         }
 
@@ -371,6 +390,16 @@ mod properties {
         #[test]
         fn supervisor_frames_round_trip(messages in prop::collection::vec(to_worker(), 1..4)) {
             round_trip(&messages)?;
+        }
+
+        #[test]
+        fn the_worker_reads_what_the_supervisor_writes(messages in prop::collection::vec(to_worker(), 1..4)) {
+            let mut bytes = Vec::new();
+            for m in &messages {
+                write_frame(&mut bytes, m).unwrap();
+            }
+            let written: Vec<String> = messages.iter().map(|m| format!("{m:?}")).collect();
+            prop_assert_eq!(drain_as_worker(&bytes), written);
         }
 
         #[test]

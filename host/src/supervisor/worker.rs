@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::capability::ImportHost;
 use crate::capability::state::StateStore;
 use crate::contract::{Call, CallOutcome, ModuleInfo};
-use crate::ipc::{FromWorker, ToWorker, WorkerInit, read_frame, write_frame};
+use crate::ipc::{
+    FrameWriter, FromWorker, ToWorker, WorkerInit, decode, read_body, read_frame, write_frame,
+};
 use crate::observability::ConnectorMetrics;
 use crate::worker::describe_denied_syscall;
 
@@ -97,7 +99,8 @@ impl Worker {
 
         let mut reader = ours.try_clone()?;
         let mut writer = ours;
-        write_frame(&mut writer, &ToWorker::Init(Box::new(init)))?;
+        let init: ToWorker = ToWorker::Init(Box::new(init));
+        write_frame(&mut writer, &init)?;
         let info =
             tokio::task::spawn_blocking(move || -> anyhow::Result<(ModuleInfo, UnixStream)> {
                 match read_frame::<FromWorker>(&mut reader)? {
@@ -118,14 +121,15 @@ impl Worker {
         std::thread::Builder::new()
             .name("worker-writer".into())
             .spawn(move || {
+                let mut frames = FrameWriter::new(writer);
                 while let Some(message) = outgoing.blocking_recv() {
-                    if write_frame(&mut writer, &message).is_err() {
+                    if frames.send(&message).is_err() {
                         break;
                     }
                 }
                 // The reader thread holds the socket open too: half-close it so
                 // the worker sees the end of its input and exits.
-                let _ = writer.shutdown(std::net::Shutdown::Write);
+                let _ = frames.get_ref().shutdown(std::net::Shutdown::Write);
             })?;
         let replies = pending.clone();
         // Weak: the worker's socket is half-closed once every sender is gone,
@@ -265,8 +269,15 @@ fn read_replies(
     mut imports: ImportHost,
     answers: mpsc::WeakUnboundedSender<ToWorker>,
 ) {
+    // Kept across frames: a source's polled batches are the largest.
+    let mut body = Vec::new();
     loop {
-        match read_frame::<FromWorker>(&mut reader) {
+        let frame = match read_body(&mut reader, &mut body) {
+            Ok(true) => decode::<FromWorker>(&body).map(Some),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match frame {
             Ok(Some(FromWorker::Reply {
                 id,
                 outcome,

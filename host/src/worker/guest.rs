@@ -8,6 +8,7 @@ use anyhow::bail;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
+use super::batch::{ProcessBatch, SinkRecordView};
 use super::engine::first_line;
 use super::state::GuestState;
 use crate::capability::SandboxLimits;
@@ -66,7 +67,9 @@ pub struct Guest {
 /// The world's connector export.
 enum Connector {
     Source(source_connector::Guest),
-    Sink(sink_connector::Guest),
+    /// A sink's `process-batch` is called through [`ProcessBatch`], with
+    /// records borrowed from their frame.
+    Sink(sink_connector::Guest, ProcessBatch),
     Ingress(ingress_connector::Guest),
 }
 
@@ -113,7 +116,14 @@ impl Guest {
             ConnectorIndices::Source(source) => {
                 Connector::Source(source.load(&mut store, &instance)?)
             }
-            ConnectorIndices::Sink(sink) => Connector::Sink(sink.load(&mut store, &instance)?),
+            ConnectorIndices::Sink(sink) => Connector::Sink(
+                sink.load(&mut store, &instance)?,
+                ProcessBatch::find(
+                    &mut store,
+                    &instance,
+                    &format!("{SINK_EXPORT}@{WIT_VERSION}"),
+                )?,
+            ),
             ConnectorIndices::Ingress(ingress) => {
                 Connector::Ingress(ingress.load(&mut store, &instance)?)
             }
@@ -132,7 +142,7 @@ impl Guest {
     pub fn world(&self) -> World {
         match self.connector {
             Connector::Source(_) => World::Source,
-            Connector::Sink(_) => World::Sink,
+            Connector::Sink(..) => World::Sink,
             Connector::Ingress(_) => World::Ingress,
         }
     }
@@ -146,7 +156,7 @@ impl Guest {
         arm(&mut self.store)?;
         let info = match &self.connector {
             Connector::Source(i) => i.call_describe(&mut self.store)?,
-            Connector::Sink(i) => i.call_describe(&mut self.store)?,
+            Connector::Sink(i, _) => i.call_describe(&mut self.store)?,
             Connector::Ingress(i) => i.call_describe(&mut self.store)?,
         };
         let config_schema = match &self.configuration {
@@ -178,7 +188,10 @@ impl Guest {
 
     /// Runs one call. `Err` is a trap (panic, time or memory limit): the
     /// instance must not be used again.
-    pub fn call(&mut self, call: contract::Call) -> wasmtime::Result<CallOutcome> {
+    pub fn call(
+        &mut self,
+        call: contract::Call<SinkRecordView<'_>>,
+    ) -> wasmtime::Result<CallOutcome> {
         use contract::Call;
         arm(&mut self.store)?;
         let store = &mut self.store;
@@ -211,17 +224,15 @@ impl Guest {
                 i.call_close(store)?;
                 CallOutcome::Done
             }
-            (Connector::Sink(i), Call::Open { config_json }) => {
+            (Connector::Sink(i, _), Call::Open { config_json }) => {
                 outcome(i.call_open(store, &config_json)?, |configs| {
                     CallOutcome::Opened(Opened::Sink(
                         configs.into_iter().map(from_consumer_config).collect(),
                     ))
                 })
             }
-            (Connector::Sink(i), Call::ProcessBatch { records }) => {
-                let records: Vec<wit::SinkRecord> =
-                    records.into_iter().map(to_sink_record).collect();
-                outcome(i.call_process_batch(store, &records)?, |failures| {
+            (Connector::Sink(_, process_batch), Call::ProcessBatch { records }) => {
+                outcome(process_batch.call(store, &records)?, |failures| {
                     CallOutcome::Processed(
                         failures
                             .into_iter()
@@ -233,8 +244,8 @@ impl Guest {
                     )
                 })
             }
-            (Connector::Sink(i), Call::Health) => health_outcome(i.call_health(store)?),
-            (Connector::Sink(i), Call::Close) => {
+            (Connector::Sink(i, _), Call::Health) => health_outcome(i.call_health(store)?),
+            (Connector::Sink(i, _), Call::Close) => {
                 i.call_close(store)?;
                 CallOutcome::Done
             }
@@ -458,23 +469,6 @@ fn from_source_record(r: wit::SourceRecord) -> contract::SourceRecord {
         offset: r.offset.map(|o| contract::Offset {
             stream: o.stream,
             position: o.position,
-        }),
-    }
-}
-
-fn to_sink_record(r: contract::SinkRecord) -> wit::SinkRecord {
-    wit::SinkRecord {
-        topic: r.topic,
-        payload: r.payload,
-        attributes: r.attributes,
-        key: r.key,
-        publish_time: r.publish_time,
-        producer: r.producer,
-        offset: r.offset,
-        redelivery_count: r.redelivery_count,
-        schema: r.schema.map(|s| wit::SchemaRef {
-            subject: s.subject,
-            version: s.version,
         }),
     }
 }

@@ -8,6 +8,7 @@
 //! what comes next. The worker's own logs go to standard error, which it shares
 //! with the supervisor.
 
+mod batch;
 mod engine;
 mod guest;
 mod hardening;
@@ -27,7 +28,11 @@ use crate::capability::state::GuestStore;
 use crate::capability::{Imports, SandboxLimits, SupervisorLink};
 use crate::contract::CallOutcome;
 use crate::guest_text;
-use crate::ipc::{FromWorker, PROTOCOL_VERSION, ToWorker, WorkerInit, read_frame, write_frame};
+use crate::ipc::{
+    FrameWriter, FromWorker, PROTOCOL_VERSION, ToWorker, WorkerInit, decode, read_body, read_frame,
+    write_frame,
+};
+pub use batch::SinkRecordView;
 pub use engine::default_cache_dir;
 use guest::Guest;
 pub use hardening::{describe_denied_syscall, ignore_host_signals};
@@ -116,15 +121,18 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
     };
     write_frame(&mut writer, &FromWorker::Ready(info))?;
 
+    let mut replies = FrameWriter::new(writer);
+    // The frame being served: a sink batch's records are views into it.
+    let mut body = Vec::new();
     loop {
         // Calls that arrived while a state put waited for its answer first.
-        let message = match guest.state_mut().imports.link.next_queued() {
-            Some(message) => message,
-            None => match read_frame::<ToWorker>(&mut reader)? {
-                Some(message) => message,
-                None => break,
-            },
+        let queued = guest.state_mut().imports.link.next_queued();
+        let frame = match &queued {
+            Some(queued) => queued,
+            None if read_body(&mut reader, &mut body)? => &body,
+            None => break,
         };
+        let message: ToWorker<SinkRecordView<'_>> = decode(frame)?;
         let ToWorker::Call { id, trace_id, call } = message else {
             anyhow::bail!("unexpected {message:?} frame between calls");
         };
@@ -145,7 +153,7 @@ fn serve(socket: UnixStream) -> anyhow::Result<u8> {
             outcome,
             memory_bytes,
         };
-        write_frame(&mut writer, &reply)?;
+        replies.send(&reply)?;
         if trapped {
             return Ok(exit::TRAPPED);
         }
