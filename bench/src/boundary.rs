@@ -39,9 +39,18 @@ pub fn run(env: &Env) -> anyhow::Result<Table> {
         "Boundary: supervisor → worker process → guest process-batch → back (no broker)",
         format!(
             "{records} records per row (a batch-1 row sends as many calls), sink records with a \
-             topic, one attribute and the payload; the probe guest accepts each."
+             topic, one attribute and the payload; the probe guest accepts each. CPU: µs of CPU \
+             time per record, the supervisor's side (building the records included) and the worker \
+             process together."
         ),
-        &["payload", "batch", "rec/s", "MB/s", "µs per call"],
+        &[
+            "payload",
+            "batch",
+            "rec/s",
+            "MB/s",
+            "µs per call",
+            "CPU µs/rec",
+        ],
     );
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let case: serde_json::Value = serde_json::from_str(line)?;
@@ -50,11 +59,12 @@ pub fn run(env: &Env) -> anyhow::Result<Table> {
                 .as_f64()
                 .with_context(|| format!("{name} in {line}"))
         };
-        let (batch, payload, count, seconds) = (
+        let (batch, payload, count, seconds, cpu_seconds) = (
             field("batch")?,
             field("payload")?,
             field("records")?,
             field("seconds")?,
+            field("cpu_seconds")?,
         );
         let rate = count / seconds;
         table.row(vec![
@@ -63,6 +73,7 @@ pub fn run(env: &Env) -> anyhow::Result<Table> {
             format!("{rate:.0}"),
             mb_per_s(rate, payload as usize),
             format!("{:.1}", seconds * 1e6 / (count / batch)),
+            format!("{:.2}", cpu_seconds * 1e6 / count),
         ]);
     }
     Ok(table)

@@ -2,12 +2,15 @@
 //! — supervisor → worker process → guest `process-batch` and back — with no
 //! broker, through the same [`Worker`](crate::supervisor::Worker) handle the
 //! sink pipeline uses. `danube-bench` runs it; it prints one JSON line per
-//! case on standard output.
+//! case on standard output: records, seconds, and the CPU time the
+//! supervisor (this process) and the worker spent meanwhile, read from
+//! their CPU clocks (steadier than a rate on a shared machine).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
 
@@ -70,6 +73,7 @@ async fn measure(args: &BenchArgs, log: &LogSettings) -> anyhow::Result<()> {
             // One call first, so the case starts with the code paths warm.
             process(&worker, vec![template.clone(); batch]).await?;
             let started = Instant::now();
+            let cpu_before = cpu(&worker)?;
             let mut replies = futures::stream::iter(0..calls)
                 .map(|_| process(&worker, vec![template.clone(); batch]))
                 .buffered(BATCHES_IN_FLIGHT);
@@ -77,6 +81,7 @@ async fn measure(args: &BenchArgs, log: &LogSettings) -> anyhow::Result<()> {
                 reply?;
             }
             let seconds = started.elapsed().as_secs_f64();
+            let cpu_seconds = cpu(&worker)? - cpu_before;
             println!(
                 "{}",
                 serde_json::json!({
@@ -84,12 +89,41 @@ async fn measure(args: &BenchArgs, log: &LogSettings) -> anyhow::Result<()> {
                     "payload": payload,
                     "records": calls * batch,
                     "seconds": seconds,
+                    "cpu_seconds": cpu_seconds,
                 })
             );
         }
     }
     worker.stop().await;
     Ok(())
+}
+
+/// CPU seconds so far of this process (the supervisor's side) and of the
+/// worker process, every thread of each.
+fn cpu(worker: &crate::supervisor::Worker) -> anyhow::Result<f64> {
+    let pid = worker.pid().context("the worker process is gone")?;
+    let mut worker_clock: libc::clockid_t = 0;
+    // SAFETY: `worker_clock` is a valid clockid_t to write to.
+    if unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut worker_clock) } != 0 {
+        anyhow::bail!("cannot read the worker's CPU clock");
+    }
+    [libc::CLOCK_PROCESS_CPUTIME_ID, worker_clock]
+        .into_iter()
+        .map(|clock| {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid timespec to write to.
+            if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+                anyhow::bail!(
+                    "cannot read a CPU clock: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            Ok(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+        })
+        .sum()
 }
 
 /// One `process-batch` call that must accept every record.

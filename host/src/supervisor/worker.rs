@@ -168,6 +168,12 @@ impl Worker {
         &self.info
     }
 
+    /// The worker process's id while it runs (for the boundary benchmark's
+    /// CPU figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     async fn send_call(&self, trace_id: u64, call: Call) -> Result<CallOutcome, WorkerGone> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kind = call.kind();
