@@ -14,7 +14,7 @@ use parquet::data_type::{
     BoolType, ByteArray, ByteArrayType, DoubleType, FloatType, Int32Type, Int64Type,
 };
 use parquet::file::properties::WriterProperties;
-use parquet::file::writer::SerializedFileWriter;
+use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
 use parquet::schema::types::Type;
 use serde_json::{Map, Value as Json, json};
 
@@ -117,46 +117,25 @@ fn write_inner(
             let nulls = rows.iter().filter(|r| r[index].is_none()).count();
             null_count.insert(spec.name.clone(), json!(nulls));
             let present = cells.flatten();
+            let mut stats = |values: &[_]| {
+                // Min and max for integer columns (exact, so readers may
+                // skip files on them); none for dates and times.
+                if !matches!(spec.data_type, DataType::Date | DataType::Timestamp) {
+                    int_stats(&spec.name, values, &mut min_values, &mut max_values);
+                }
+            };
             match spec.data_type {
                 DataType::Utf8 | DataType::Binary => {
-                    let values: Vec<ByteArray> = present
-                        .map(|v| match v {
-                            Value::Bytes(b) => ByteArray::from(b.clone()),
-                            _ => unreachable!("converted for its column"),
-                        })
-                        .collect();
-                    column
-                        .typed::<ByteArrayType>()
-                        .write_batch(&values, defs, None)?;
+                    write_column::<ByteArrayType>(&mut column, present, defs)?;
                 }
                 DataType::Boolean => {
-                    let values: Vec<bool> =
-                        present.map(|v| matches!(v, Value::Bool(true))).collect();
-                    column
-                        .typed::<BoolType>()
-                        .write_batch(&values, defs, None)?;
+                    write_column::<BoolType>(&mut column, present, defs)?;
                 }
                 DataType::Float32 => {
-                    let values: Vec<f32> = present
-                        .map(|v| match v {
-                            Value::F32(f) => *f,
-                            _ => unreachable!("converted for its column"),
-                        })
-                        .collect();
-                    column
-                        .typed::<FloatType>()
-                        .write_batch(&values, defs, None)?;
+                    write_column::<FloatType>(&mut column, present, defs)?;
                 }
                 DataType::Float64 => {
-                    let values: Vec<f64> = present
-                        .map(|v| match v {
-                            Value::F64(f) => *f,
-                            _ => unreachable!("converted for its column"),
-                        })
-                        .collect();
-                    column
-                        .typed::<DoubleType>()
-                        .write_batch(&values, defs, None)?;
+                    write_column::<DoubleType>(&mut column, present, defs)?;
                 }
                 DataType::Int8
                 | DataType::Int16
@@ -164,40 +143,11 @@ fn write_inner(
                 | DataType::UInt8
                 | DataType::UInt16
                 | DataType::Date => {
-                    let values: Vec<i32> = present
-                        .map(|v| match v {
-                            Value::I32(i) => *i,
-                            _ => unreachable!("converted for its column"),
-                        })
-                        .collect();
-                    // Min and max for integer columns (exact, so readers
-                    // may skip files on them); none for the others.
-                    if spec.data_type != DataType::Date
-                        && let (Some(lo), Some(hi)) = (values.iter().min(), values.iter().max())
-                    {
-                        min_values.insert(spec.name.clone(), json!(lo));
-                        max_values.insert(spec.name.clone(), json!(hi));
-                    }
-                    column
-                        .typed::<Int32Type>()
-                        .write_batch(&values, defs, None)?;
+                    let values = write_column::<Int32Type>(&mut column, present, defs)?;
+                    stats(&values.iter().map(|&v| i64::from(v)).collect::<Vec<_>>());
                 }
                 DataType::Int64 | DataType::UInt32 | DataType::UInt64 | DataType::Timestamp => {
-                    let values: Vec<i64> = present
-                        .map(|v| match v {
-                            Value::I64(i) => *i,
-                            _ => unreachable!("converted for its column"),
-                        })
-                        .collect();
-                    if spec.data_type != DataType::Timestamp
-                        && let (Some(lo), Some(hi)) = (values.iter().min(), values.iter().max())
-                    {
-                        min_values.insert(spec.name.clone(), json!(lo));
-                        max_values.insert(spec.name.clone(), json!(hi));
-                    }
-                    column
-                        .typed::<Int64Type>()
-                        .write_batch(&values, defs, None)?;
+                    stats(&write_column::<Int64Type>(&mut column, present, defs)?);
                 }
             }
             column.close()?;
@@ -216,6 +166,91 @@ fn write_inner(
         bytes,
         stats: stats.to_string(),
     })
+}
+
+/// A column's value taken out of its converted cell (the conversion made
+/// each cell the type of its column).
+trait FromCell {
+    fn from_cell(value: &Value) -> Self;
+}
+
+fn mismatched(value: &Value) -> ! {
+    unreachable!("{value:?} was converted for another column type")
+}
+
+impl FromCell for bool {
+    fn from_cell(value: &Value) -> bool {
+        matches!(value, Value::Bool(true))
+    }
+}
+
+impl FromCell for i32 {
+    fn from_cell(value: &Value) -> i32 {
+        match value {
+            Value::I32(i) => *i,
+            other => mismatched(other),
+        }
+    }
+}
+
+impl FromCell for i64 {
+    fn from_cell(value: &Value) -> i64 {
+        match value {
+            Value::I64(i) => *i,
+            other => mismatched(other),
+        }
+    }
+}
+
+impl FromCell for f32 {
+    fn from_cell(value: &Value) -> f32 {
+        match value {
+            Value::F32(f) => *f,
+            other => mismatched(other),
+        }
+    }
+}
+
+impl FromCell for f64 {
+    fn from_cell(value: &Value) -> f64 {
+        match value {
+            Value::F64(f) => *f,
+            other => mismatched(other),
+        }
+    }
+}
+
+impl FromCell for ByteArray {
+    fn from_cell(value: &Value) -> ByteArray {
+        match value {
+            Value::Bytes(b) => ByteArray::from(b.clone()),
+            other => mismatched(other),
+        }
+    }
+}
+
+/// Writes a column's present values (`defs` places the nulls); returns
+/// them, for statistics.
+fn write_column<'v, T>(
+    column: &mut SerializedColumnWriter<'_>,
+    present: impl Iterator<Item = &'v Value>,
+    defs: Option<&[i16]>,
+) -> parquet::errors::Result<Vec<T::T>>
+where
+    T: parquet::data_type::DataType,
+    T::T: FromCell,
+{
+    let values: Vec<T::T> = present.map(T::T::from_cell).collect();
+    column.typed::<T>().write_batch(&values, defs, None)?;
+    Ok(values)
+}
+
+/// Records the least and greatest of an integer column's values.
+fn int_stats(name: &str, values: &[i64], min: &mut Map<String, Json>, max: &mut Map<String, Json>) {
+    if let (Some(lo), Some(hi)) = (values.iter().min(), values.iter().max()) {
+        min.insert(name.to_string(), json!(lo));
+        max.insert(name.to_string(), json!(hi));
+    }
 }
 
 /// `true` for a JSON value that fills a cell with null.
