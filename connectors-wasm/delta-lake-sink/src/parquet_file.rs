@@ -16,6 +16,7 @@ use parquet::data_type::{
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
 use parquet::schema::types::Type;
+use serde::Serialize;
 use serde_json::{Map, Value as Json, json};
 
 use crate::schema::{DataType, Value};
@@ -117,13 +118,9 @@ fn write_inner(
             let nulls = rows.iter().filter(|r| r[index].is_none()).count();
             null_count.insert(spec.name.clone(), json!(nulls));
             let present = cells.flatten();
-            let mut stats = |values: &[_]| {
-                // Min and max for integer columns (exact, so readers may
-                // skip files on them); none for dates and times.
-                if !matches!(spec.data_type, DataType::Date | DataType::Timestamp) {
-                    int_stats(&spec.name, values, &mut min_values, &mut max_values);
-                }
-            };
+            // Min and max for integer columns (exact, so readers may skip
+            // files on them); none for dates and times.
+            let with_stats = !matches!(spec.data_type, DataType::Date | DataType::Timestamp);
             match spec.data_type {
                 DataType::Utf8 | DataType::Binary => {
                     write_column::<ByteArrayType>(&mut column, present, defs)?;
@@ -144,10 +141,15 @@ fn write_inner(
                 | DataType::UInt16
                 | DataType::Date => {
                     let values = write_column::<Int32Type>(&mut column, present, defs)?;
-                    stats(&values.iter().map(|&v| i64::from(v)).collect::<Vec<_>>());
+                    if with_stats {
+                        int_stats(&spec.name, &values, &mut min_values, &mut max_values);
+                    }
                 }
                 DataType::Int64 | DataType::UInt32 | DataType::UInt64 | DataType::Timestamp => {
-                    stats(&write_column::<Int64Type>(&mut column, present, defs)?);
+                    let values = write_column::<Int64Type>(&mut column, present, defs)?;
+                    if with_stats {
+                        int_stats(&spec.name, &values, &mut min_values, &mut max_values);
+                    }
                 }
             }
             column.close()?;
@@ -246,7 +248,12 @@ where
 }
 
 /// Records the least and greatest of an integer column's values.
-fn int_stats(name: &str, values: &[i64], min: &mut Map<String, Json>, max: &mut Map<String, Json>) {
+fn int_stats<T: Ord + Serialize>(
+    name: &str,
+    values: &[T],
+    min: &mut Map<String, Json>,
+    max: &mut Map<String, Json>,
+) {
     if let (Some(lo), Some(hi)) = (values.iter().min(), values.iter().max()) {
         min.insert(name.to_string(), json!(lo));
         max.insert(name.to_string(), json!(hi));
