@@ -264,3 +264,65 @@ fn int_stats<T: Ord + Serialize>(
 pub fn is_null(value: Option<&Json>) -> bool {
     matches!(value, None | Some(Json::Null))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(name: &str, data_type: DataType) -> Column {
+        Column {
+            name: name.into(),
+            data_type,
+            nullable: true,
+        }
+    }
+
+    /// Integer columns get exact min and max; dates, times and other types
+    /// none; every column its null count.
+    #[test]
+    fn statistics_cover_integer_columns_and_count_nulls() {
+        let columns = [
+            column("small", DataType::Int32),
+            column("big", DataType::Int64),
+            column("day", DataType::Date),
+            column("at", DataType::Timestamp),
+            column("name", DataType::Utf8),
+        ];
+        let rows = vec![
+            vec![
+                Some(Value::I32(3)),
+                Some(Value::I64(-7_000_000_000)),
+                Some(Value::I32(19_000)),
+                Some(Value::I64(1)),
+                Some(Value::Bytes(b"a".to_vec())),
+            ],
+            vec![
+                None,
+                Some(Value::I64(9)),
+                Some(Value::I32(20_000)),
+                None,
+                None,
+            ],
+            vec![
+                Some(Value::I32(-1)),
+                None,
+                None,
+                Some(Value::I64(2)),
+                Some(Value::Bytes(b"b".to_vec())),
+            ],
+        ];
+        let file = write(&columns, &rows).unwrap();
+        let stats: Json = serde_json::from_str(&file.stats).unwrap();
+        assert_eq!(stats["numRecords"], json!(3));
+        assert_eq!(
+            stats["minValues"],
+            json!({"small": -1, "big": -7_000_000_000i64})
+        );
+        assert_eq!(stats["maxValues"], json!({"small": 3, "big": 9}));
+        assert_eq!(
+            stats["nullCount"],
+            json!({"small": 1, "big": 1, "day": 1, "at": 1, "name": 1})
+        );
+        assert_eq!(&file.bytes[..4], b"PAR1");
+    }
+}
