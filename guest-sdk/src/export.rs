@@ -246,6 +246,10 @@ pub fn sink_open<T: Sink>(
 pub fn sink_process_batch<T: Sink>(
     records: Vec<sink_wit::SinkRecord>,
 ) -> Result<Vec<sink_wit::RecordFailure>, sink_wit::ConnectorError> {
+    if records.is_empty() {
+        with_instance::<T, _>("process-batch", |s| s.tick())?;
+        return Ok(Vec::new());
+    }
     let records = records
         .into_iter()
         .map(|r| SinkRecord {

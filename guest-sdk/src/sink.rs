@@ -33,6 +33,15 @@ pub trait Sink: Sized + 'static {
     /// may be redelivered: write idempotently where the system allows.
     fn process_batch(&mut self, records: Vec<SinkRecord>) -> Result<BatchOutcome, ConnectorError>;
 
+    /// The host found the connector idle: no batch for `[processing]
+    /// idle_tick_ms` (1 s by default; the host hands it an empty batch).
+    /// A connector that gathers records across batches writes what has
+    /// waited long enough; an error is treated as a batch's. Does nothing
+    /// by default.
+    fn tick(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
     /// Whether the external system is reachable. `Ok` by default.
     fn health(&mut self) -> Result<(), String> {
         Ok(())

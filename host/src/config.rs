@@ -134,6 +134,12 @@ pub struct ProcessingConfig {
     /// reliable subscription fastest. Batches still grow under load: while
     /// two are in flight, everything that arrives joins the next.
     pub linger_ms: u64,
+    /// A sink that was handed no batch for this long is handed an empty
+    /// one, a tick: a connector that gathers records across calls
+    /// (delta-lake-sink's files) writes what it holds once it is old
+    /// enough, also when the topic has gone quiet. The Rust SDK hands a
+    /// tick to `Sink::tick` (nothing by default). 0: never.
+    pub idle_tick_ms: u64,
     /// How long one source `poll` may wait for the first record.
     pub poll_interval_ms: u64,
     /// Parallel Danube producers per topic (one send is in flight per producer).
@@ -171,6 +177,7 @@ impl Default for ProcessingConfig {
             batch_size: 500,
             batch_timeout_ms: 1000,
             linger_ms: 0,
+            idle_tick_ms: 1000,
             poll_interval_ms: 100,
             producers_per_topic: 8,
             max_in_flight: 5000,

@@ -5,7 +5,9 @@
 //! flushed when it is full, when it is `batch_timeout_ms` old, or when no
 //! message came for `linger_ms` (0: at once): reliable topics let only
 //! a few unacked messages out per subscription, so waiting for more than is
-//! there would stall. Two batches are kept in flight so the worker round trip
+//! there would stall. A sink handed nothing for `idle_tick_ms` is handed an
+//! empty batch, a tick, for connectors that gather records across calls to
+//! write what they hold on time. Two batches are kept in flight so the worker round trip
 //! is hidden, and while both are busy the next one fills.
 //! A message is acknowledged only after the guest reported it written, or
 //! after it reached the dead-letter topic.
@@ -174,7 +176,13 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
         let mut batch: Vec<Delivery> = Vec::with_capacity(batch_size);
         let mut batch_started = Instant::now();
         let mut last_arrival = Instant::now();
+        // When the worker last got or answered a call: the idle tick counts
+        // from it.
+        let mut last_call = Instant::now();
+        let idle_tick = Duration::from_millis(processing.idle_tick_ms);
         let mut in_flight = FuturesOrdered::new();
+        // Records in the batches in flight.
+        let mut records_in_flight = 0;
         let mut stopping = *shutdown.borrow();
 
         loop {
@@ -185,7 +193,7 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
                         .iter()
                         .map(|u| u.deliveries.len())
                         .sum::<usize>()
-                    + in_flight.len() * batch_size,
+                    + records_in_flight,
             );
             while in_flight.len() < BATCHES_IN_FLIGHT
                 && let Some(unsettled) = self.replay.pop_front()
@@ -198,7 +206,9 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
                     // Settled: the next batch's deaths are not this one's.
                     self.settled += 1;
                 } else {
+                    records_in_flight += unsettled.deliveries.len();
                     in_flight.push_back(process(worker, unsettled, &policy));
+                    last_call = Instant::now();
                 }
             }
             let due = !batch.is_empty()
@@ -208,6 +218,7 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
                     || Instant::now() >= flush_deadline(batch_started, last_arrival, processing));
             if due && in_flight.len() < BATCHES_IN_FLIGHT {
                 let deliveries = std::mem::take(&mut batch);
+                records_in_flight += deliveries.len();
                 in_flight.push_back(process(
                     worker,
                     Unsettled {
@@ -216,6 +227,25 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
                     },
                     &policy,
                 ));
+                last_call = Instant::now();
+            }
+            let idle = batch.is_empty()
+                && in_flight.is_empty()
+                && self.replay.is_empty()
+                && self.consuming
+                && !stopping;
+            let tick_at = (idle && !idle_tick.is_zero()).then(|| last_call + idle_tick);
+            if tick_at.is_some_and(|at| Instant::now() >= at) {
+                in_flight.push_back(process(
+                    worker,
+                    Unsettled {
+                        deliveries: Vec::new(),
+                        crashes: 0,
+                    },
+                    &policy,
+                ));
+                last_call = Instant::now();
+                continue;
             }
             // After the flush above: a batch just handed over makes room
             // for the next one to fill while it is written.
@@ -227,10 +257,10 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
             {
                 return Ok(());
             }
-            let deadline = if batch.is_empty() {
-                Instant::now() + Duration::from_secs(3600)
-            } else {
-                flush_deadline(batch_started, last_arrival, processing)
+            let deadline = match tick_at {
+                _ if !batch.is_empty() => flush_deadline(batch_started, last_arrival, processing),
+                Some(at) => at,
+                None => Instant::now() + Duration::from_secs(3600),
             };
 
             tokio::select! {
@@ -263,7 +293,7 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
                     }
                     None => self.consuming = false,
                 },
-                _ = tokio::time::sleep_until(deadline), if !batch.is_empty() && in_flight.len() < BATCHES_IN_FLIGHT => {}
+                _ = tokio::time::sleep_until(deadline), if (!batch.is_empty() && in_flight.len() < BATCHES_IN_FLIGHT) || tick_at.is_some() => {}
                 Some(stop) = self.failures.recv() => return Err(stop),
                 // With batches in flight their calls fail instead.
                 gone = worker.exited(), if in_flight.is_empty() => {
@@ -272,8 +302,12 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
                 }
                 Some((mut unsettled, result)) = in_flight.next(), if !in_flight.is_empty() => match result {
                     Ok(failures) => {
-                        self.settle(unsettled.deliveries, failures).await?;
-                        self.settled += 1;
+                        last_call = Instant::now();
+                        records_in_flight -= unsettled.deliveries.len();
+                        if !unsettled.deliveries.is_empty() {
+                            self.settle(unsettled.deliveries, failures).await?;
+                            self.settled += 1;
+                        }
                     }
                     Err(Stop::WorkerGone(why)) => {
                         // Keep this batch, the ones after it and the one
@@ -292,7 +326,9 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
                         while let Some((later, _)) = in_flight.next().await {
                             requeued.push(later);
                         }
-                        for unsettled in requeued.into_iter().rev() {
+                        // A tick (an empty batch) is not replayed: the
+                        // next worker gets its own when idle.
+                        for unsettled in requeued.into_iter().rev().filter(|u| !u.deliveries.is_empty()) {
                             self.replay.push_front(unsettled);
                         }
                         self.keep_for_next_worker(&mut batch);
@@ -452,7 +488,9 @@ async fn process_records(
     policy: &RetryPolicy,
 ) -> Result<Vec<RecordFailure>, Stop> {
     let mut backoff = policy.backoff();
-    policy.metrics.batch_size(deliveries.len());
+    if !deliveries.is_empty() {
+        policy.metrics.batch_size(deliveries.len());
+    }
     for delivery in deliveries {
         let message = &delivery.message;
         policy.metrics.tap(|| {
@@ -1118,5 +1156,58 @@ mod tests {
             .collect();
         acked.sort();
         assert_eq!(acked, written);
+    }
+
+    /// An idle sink is handed an empty batch every `idle_tick_ms` after
+    /// its last call, none while batches come, and none with ticks off.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_sink_is_ticked_with_empty_batches() {
+        for (tables, ticking) in [("idle_tick_ms = 300", true), ("idle_tick_ms = 0", false)] {
+            let (broker, mut pipeline, shutdown) =
+                start(&format!("[processing]\nlinger_ms = 0\n{tables}\n")).await;
+            let began = Instant::now();
+            let calls = Arc::new(Mutex::new(Vec::new()));
+            let guest = ScriptedGuest::new({
+                let calls = calls.clone();
+                move |call| {
+                    let at = began.elapsed().as_millis() as u64;
+                    calls.lock().unwrap().push((at, handed(call).len()));
+                    Answer::Outcome(CallOutcome::Processed(Vec::new()))
+                }
+            });
+            let drive = async {
+                until(|| pipeline_subscribed(&broker)).await;
+                // One message every 100 ms for a second: no tick between.
+                let streaming_from = began.elapsed().as_millis() as u64;
+                for i in 0..10 {
+                    broker.produce(TOPIC, format!("m{i}").as_bytes(), &[]);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                until(|| broker.acked(TOPIC).len() == 10).await;
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+                shutdown.send_replace(true);
+                streaming_from
+            };
+            let (result, streaming_from) =
+                tokio::join!(pipeline.run(&guest, shutdown.subscribe()), drive);
+            result.unwrap_or_else(|e| panic!("{e}"));
+            let calls = calls.lock().unwrap().clone();
+            let ticks: Vec<u64> = calls.iter().filter(|c| c.1 == 0).map(|c| c.0).collect();
+            let last_batch = calls.iter().filter(|c| c.1 > 0).map(|c| c.0).max().unwrap();
+            assert!(
+                ticks.iter().all(|&t| t < streaming_from || t >= last_batch + 300),
+                "a tick while records came: {calls:?}"
+            );
+            match ticking {
+                true => assert_eq!(
+                    ticks.iter().filter(|&&t| t > last_batch).copied().collect::<Vec<_>>(),
+                    [last_batch + 300, last_batch + 600, last_batch + 900],
+                    "{calls:?}"
+                ),
+                false => assert!(ticks.is_empty(), "{calls:?}"),
+            }
+            assert_eq!(calls.iter().map(|c| c.1).sum::<usize>(), 10);
+            pipeline.finish().await;
+        }
     }
 }
