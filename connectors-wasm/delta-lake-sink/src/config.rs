@@ -68,6 +68,22 @@ pub struct Config {
     /// Default: 100.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: u64,
+    /// Rows of a route staged (in the table's storage, under
+    /// `_danube_staging/`) before they are written as data files and
+    /// committed. Default: 100000.
+    #[serde(default = "default_target_file_rows")]
+    pub target_file_rows: u64,
+    /// Bytes of staged rows (as staged, JSON) that make the route write
+    /// them; the rows are held in the connector's memory too, so keep it
+    /// well under `[sandbox] memory_mb`. Default: 33554432 (32 MiB).
+    #[serde(default = "default_target_file_bytes")]
+    pub target_file_bytes: u64,
+    /// Longest a staged row waits before it is written to the table, in
+    /// milliseconds (idle topics too: the host ticks an idle sink every
+    /// `[processing] idle_tick_ms`). 0: nothing is staged, each batch is
+    /// committed as it comes (one file per batch). Default: 60000.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
     /// `[[deltalake.routes]]`: one per topic (at least one).
     pub routes: Vec<Route>,
 }
@@ -167,6 +183,18 @@ pub struct FieldMapping {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_target_file_rows() -> u64 {
+    100_000
+}
+
+fn default_target_file_bytes() -> u64 {
+    32 << 20
+}
+
+fn default_flush_interval_ms() -> u64 {
+    60_000
 }
 
 fn default_checkpoint_interval() -> u64 {

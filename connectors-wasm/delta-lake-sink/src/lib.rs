@@ -15,10 +15,10 @@
 //! metaData, txns, live files) is written as a Parquet checkpoint for
 //! readers (`checkpoint.rs`).
 //!
-//! The host decides how many records a batch holds (`[processing]
-//! batch_size`, `batch_timeout_ms`): the contract has no way to hold
-//! records across calls unacknowledged, so a data file holds what one batch
-//! brought, and large, slow batches make large files.
+//! Batches are small (reliable topics let about ten unacknowledged
+//! messages out), so a route stages each batch's rows in the table's
+//! storage and commits them once enough have gathered or the oldest is old
+//! enough (`staging.rs`); the host's ticks flush an idle topic's rows.
 //!
 //! Two batches may be in flight: when a batch fails with a retryable error,
 //! later records of the same topic partition are refused as retryable too
@@ -30,10 +30,11 @@ mod config;
 mod delta_log;
 mod parquet_file;
 mod schema;
+mod staging;
 mod store;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use danube_connect_sdk::{
     BatchOutcome, ConnectorError, ConnectorInfo, ConsumerConfig, Sink, SinkRecord, debug, info,
@@ -45,16 +46,10 @@ use config::{Config, METADATA_COLUMN, Route, SchemaMode, shown};
 use delta_log::{TableColumn, TableState, log_path};
 use parquet_file::Column;
 use schema::{DataType, Value};
+use staging::{Layout, Limits, Staging};
 use store::{Put, Store};
 
-const CONFIG_EXAMPLE: &str = r#"# Files follow the host's batches: one Parquet file per route (and per
-# partition value) per batch. Make batches large and let them fill:
-# [processing]
-# batch_size = 5000
-# batch_timeout_ms = 10000
-# linger_ms = 1000
-
-[deltalake]
+const CONFIG_EXAMPLE: &str = r#"[deltalake]
 # local (a directory granted with [sandbox] dirs) or s3. Default: s3 when
 # the first route's `to` is s3://, local otherwise. azure and gcs: not
 # supported yet.
@@ -71,6 +66,12 @@ storage_backend = "local"
 request_timeout_secs = 30
 # A checkpoint of the table every this many commits, for readers; 0: none.
 checkpoint_interval = 100
+# Rows are staged in the table's storage (_danube_staging/) and written as
+# data files once a route has this many rows or bytes staged, or the oldest
+# waited this long (0: no staging, a file per batch).
+target_file_rows = 100000
+target_file_bytes = 33554432
+flush_interval_ms = 60000
 
 [[deltalake.routes]]
 from = "/default/payments"
@@ -111,10 +112,11 @@ struct Table {
     stale: bool,
     /// `checkpoint_interval`.
     checkpoint_interval: u64,
+    staging: Staging,
 }
 
 /// A converted record waiting for its commit.
-struct Row {
+pub(crate) struct Row {
     index: usize,
     app_id: String,
     offset: u64,
@@ -131,7 +133,7 @@ pub struct DeltaLakeSink {
     last_failure: Option<String>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -356,6 +358,74 @@ impl Table {
         })
     }
 
+    /// Writes a batch's rows: staged, or committed at once without
+    /// staging. Returns how many rows were staged or committed.
+    fn write(&mut self, mut rows: Vec<Row>) -> Result<usize, ConnectorError> {
+        // Rows an earlier run staged go in first.
+        if !self.staging.listed() {
+            self.flush()?;
+        }
+        if !self.staging.enabled() {
+            return self.commit(rows);
+        }
+        let state = self.state()?;
+        rows.retain(|r| {
+            state
+                .txns
+                .get(&r.app_id)
+                .is_none_or(|&v| (r.offset as i64) > v)
+        });
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // A table this route cannot write to stops the connector before
+        // the batch is acknowledged, not at the commit.
+        let state = self.state.as_ref().unwrap();
+        state.check_protocol(&self.store.shown())?;
+        self.schema_change(state)?;
+        let n = rows.len();
+        let columns = self.file_columns();
+        let layout = Layout {
+            columns: &columns,
+            partition_columns: &self.route.partition_columns,
+        };
+        self.staging.stage(&self.store, &layout, rows)?;
+        metrics::counter_add("deltalake_rows_staged_total", n as u64, &[]);
+        Ok(n)
+    }
+
+    /// Commits every staged row when it is time. Returns how many rows
+    /// went into the table.
+    fn flush_if_due(&mut self) -> Result<usize, ConnectorError> {
+        match self.staging.due() {
+            true => self.flush(),
+            false => Ok(0),
+        }
+    }
+
+    /// Commits every staged row, then removes the staged objects.
+    fn flush(&mut self) -> Result<usize, ConnectorError> {
+        let columns = self.file_columns();
+        let layout = Layout {
+            columns: &columns,
+            partition_columns: &self.route.partition_columns,
+        };
+        let (rows, paths) = self.staging.take(&self.store, &layout)?;
+        if paths.is_empty() {
+            return Ok(0);
+        }
+        let n = self.commit(rows)?;
+        self.staging.committed(&self.store, &paths);
+        if n > 0 {
+            info!(
+                "table {}: {n} staged rows written ({} staged objects)",
+                self.store.shown(),
+                paths.len()
+            );
+        }
+        Ok(n)
+    }
+
     /// Commits `rows` (those not in the table yet), retrying on top of
     /// other writers' commits. Returns how many rows were written.
     fn commit(&mut self, mut rows: Vec<Row>) -> Result<usize, ConnectorError> {
@@ -400,6 +470,7 @@ impl Table {
                             );
                         }
                     }
+                    metrics::counter_add("deltalake_rows_written_total", rows.len() as u64, &[]);
                     return Ok(rows.len());
                 }
                 Ok(Put::Exists) => {
@@ -548,6 +619,11 @@ impl Sink for DeltaLakeSink {
 
     fn open(config: Config) -> Result<(Self, Vec<ConsumerConfig>), ConnectorError> {
         config.check()?;
+        let limits = Limits {
+            rows: config.target_file_rows.max(1),
+            bytes: config.target_file_bytes.max(1),
+            interval: Duration::from_millis(config.flush_interval_ms),
+        };
         let mut tables = Vec::new();
         let mut by_topic = HashMap::new();
         let mut consumers = Vec::new();
@@ -593,6 +669,7 @@ impl Sink for DeltaLakeSink {
                 state: None,
                 stale: false,
                 checkpoint_interval: config.checkpoint_interval,
+                staging: Staging::new(&route.subscription, limits),
             });
         }
         Ok((
@@ -666,7 +743,7 @@ impl Sink for DeltaLakeSink {
                 .iter()
                 .map(|r| (r.index, r.app_id.clone(), r.offset))
                 .collect();
-            match self.tables[table].commit(rows) {
+            match self.tables[table].write(rows) {
                 Ok(n) => {
                     written += n;
                     for (_, id, _) in &indices {
@@ -686,15 +763,67 @@ impl Sink for DeltaLakeSink {
                 Err(e) => return Err(e),
             }
         }
-        metrics::counter_add("deltalake_rows_written_total", written as u64, &[]);
+        // The batch is staged: a commit that fails now is tried again at
+        // the next batch or tick, and does not fail this one.
+        for table in 0..self.tables.len() {
+            if let Err(e) = self.flush_if_due(table)
+                && !e.is_retryable()
+            {
+                return Err(e);
+            }
+        }
         debug!("wrote {written} of {} records", records.len());
         Ok(outcome)
+    }
+
+    fn tick(&mut self) -> Result<(), ConnectorError> {
+        for table in 0..self.tables.len() {
+            self.flush_if_due(table)?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        for table in &mut self.tables {
+            if table.staging.rows() > 0
+                && let Err(e) = table.flush()
+            {
+                warn!(
+                    "table {}: staged rows not written at close, written at the next start: {}",
+                    table.store.shown(),
+                    e.message()
+                );
+            }
+        }
     }
 
     fn health(&mut self) -> Result<(), String> {
         match &self.last_failure {
             Some(why) => Err(why.clone()),
             None => Ok(()),
+        }
+    }
+}
+
+impl DeltaLakeSink {
+    /// Commits a table's staged rows when due; a failure marks the sink
+    /// unhealthy until a write succeeds.
+    fn flush_if_due(&mut self, table: usize) -> Result<(), ConnectorError> {
+        let table = &mut self.tables[table];
+        match table.flush_if_due() {
+            Ok(_) => {
+                metrics::gauge_set(
+                    "deltalake_rows_staged",
+                    table.staging.rows() as f64,
+                    &[("table", &table.store.shown())],
+                );
+                Ok(())
+            }
+            Err(e) => {
+                warn!("{}", e.message());
+                self.last_failure = Some(e.message().to_string());
+                Err(e)
+            }
         }
     }
 }
@@ -714,6 +843,11 @@ mod tests {
         Ok(config)
     }
 
+    /// The example with each batch committed as it comes (no staging).
+    fn unstaged() -> String {
+        CONFIG_EXAMPLE.replace("flush_interval_ms = 60000", "flush_interval_ms = 0")
+    }
+
     #[test]
     fn the_example_config_is_valid() {
         config(CONFIG_EXAMPLE).unwrap();
@@ -722,7 +856,7 @@ mod tests {
     #[test]
     fn a_checkpoint_is_written_every_interval() {
         let dir = tempfile::tempdir().unwrap();
-        let text = CONFIG_EXAMPLE
+        let text = unstaged()
             .replace("/data/tables/payments", dir.path().to_str().unwrap())
             .replace("checkpoint_interval = 100", "checkpoint_interval = 2");
         let (mut sink, _) = DeltaLakeSink::open(config(&text).unwrap()).unwrap();
@@ -783,7 +917,7 @@ mod tests {
     #[test]
     fn a_local_table_is_created_appended_and_replays_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let text = CONFIG_EXAMPLE.replace("/data/tables/payments", dir.path().to_str().unwrap());
+        let text = unstaged().replace("/data/tables/payments", dir.path().to_str().unwrap());
         let cfg = config(&text).unwrap();
         let (mut sink, _) = DeltaLakeSink::open(cfg).unwrap();
         let rec = |offset: u64, payload: Json| {
@@ -846,7 +980,7 @@ mod tests {
     }
 
     fn local(dir: &std::path::Path, extra: &str) -> Config {
-        let text = CONFIG_EXAMPLE
+        let text = unstaged()
             .replace("/data/tables/payments", dir.to_str().unwrap())
             .replace("schema_mode = \"strict\"", extra);
         config(&text).unwrap()
@@ -949,5 +1083,112 @@ mod tests {
                 .unwrap()
                 .is_all_ok()
         );
+    }
+
+    /// The example on a local table in `dir`, staging until `rows` rows
+    /// or `interval_ms`.
+    fn staged(dir: &std::path::Path, rows: u64, interval_ms: u64) -> Config {
+        let text = CONFIG_EXAMPLE
+            .replace("/data/tables/payments", dir.to_str().unwrap())
+            .replace("target_file_rows = 100000", &format!("target_file_rows = {rows}"))
+            .replace(
+                "flush_interval_ms = 60000",
+                &format!("flush_interval_ms = {interval_ms}"),
+            );
+        config(&text).unwrap()
+    }
+
+    fn staged_objects(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        match std::fs::read_dir(dir.join("_danube_staging/deltalake-payments")) {
+            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn log_entries(dir: &std::path::Path) -> usize {
+        (0..).take_while(|&v| dir.join(log_path(v)).exists()).count()
+    }
+
+    #[test]
+    fn small_batches_are_staged_and_written_as_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sink, _) = DeltaLakeSink::open(staged(dir.path(), 10, 60_000)).unwrap();
+        for offset in 0..9 {
+            let outcome = sink
+                .process_batch(vec![payment("/default/payments", offset)])
+                .unwrap();
+            assert!(outcome.is_all_ok());
+        }
+        assert_eq!(log_entries(dir.path()), 0, "nothing committed yet");
+        assert_eq!(staged_objects(dir.path()).len(), 9);
+        sink.tick().unwrap();
+        assert_eq!(log_entries(dir.path()), 0, "a tick before the interval");
+        // The tenth row reaches `target_file_rows`.
+        assert!(
+            sink.process_batch(vec![payment("/default/payments", 9)])
+                .unwrap()
+                .is_all_ok()
+        );
+        let log0 = std::fs::read_to_string(dir.path().join(log_path(0))).unwrap();
+        assert_eq!(log0.matches("\"add\"").count(), 1, "{log0}");
+        assert!(log0.contains("\"numRecords\\\":10"), "{log0}");
+        assert!(log0.contains("\"version\":9"), "{log0}");
+        assert!(staged_objects(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_row_staged_longer_than_the_interval_is_written_at_a_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sink, _) = DeltaLakeSink::open(staged(dir.path(), 1000, 50)).unwrap();
+        assert!(
+            sink.process_batch(vec![payment("/default/payments", 0)])
+                .unwrap()
+                .is_all_ok()
+        );
+        sink.tick().unwrap();
+        assert_eq!(log_entries(dir.path()), 0);
+        std::thread::sleep(Duration::from_millis(60));
+        sink.tick().unwrap();
+        assert_eq!(log_entries(dir.path()), 1);
+        assert!(staged_objects(dir.path()).is_empty());
+    }
+
+    /// A crash with rows staged (no `close`): the next instance commits
+    /// them at its first call and drops a replay of a staged record; an
+    /// object left behind after its commit is dropped, not written twice.
+    #[test]
+    fn staged_rows_outlive_a_crash_and_are_committed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut crashed, _) = DeltaLakeSink::open(staged(dir.path(), 1000, 60_000)).unwrap();
+        for offset in 0..3 {
+            assert!(
+                crashed
+                    .process_batch(vec![payment("/default/payments", offset)])
+                    .unwrap()
+                    .is_all_ok()
+            );
+        }
+        let kept = staged_objects(dir.path())[0].clone();
+        let copy = std::fs::read(&kept).unwrap();
+        drop(crashed);
+
+        let (mut next, _) = DeltaLakeSink::open(staged(dir.path(), 1000, 60_000)).unwrap();
+        // The replay of offset 2 (its acknowledgement was lost) and a new one.
+        let batch = vec![
+            payment("/default/payments", 2),
+            payment("/default/payments", 3),
+        ];
+        assert!(next.process_batch(batch).unwrap().is_all_ok());
+        let log0 = std::fs::read_to_string(dir.path().join(log_path(0))).unwrap();
+        assert!(log0.contains("\"numRecords\\\":3"), "{log0}");
+        // As if the removal after that commit had not happened.
+        std::fs::write(&kept, copy).unwrap();
+        next.close();
+        let log1 = std::fs::read_to_string(dir.path().join(log_path(1))).unwrap();
+        assert!(log1.contains("\"numRecords\\\":1"), "offset 3 only: {log1}");
+        let (mut last, _) = DeltaLakeSink::open(staged(dir.path(), 1000, 60_000)).unwrap();
+        last.tick().unwrap();
+        assert_eq!(log_entries(dir.path()), 2, "the leftover's rows are in the table");
+        assert!(staged_objects(dir.path()).is_empty());
     }
 }

@@ -2,13 +2,13 @@
 //! and in Parquet, and a JSON value converted to one (or refused, naming the
 //! column and the type, never quoting the value).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// A column's type, by upstream's Arrow names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 pub enum DataType {
     Utf8,
     Int8,
@@ -135,6 +135,23 @@ impl DataType {
     }
 }
 
+impl DataType {
+    /// A converted value as JSON that `convert` turns back into it (rows
+    /// staged between batches).
+    pub fn to_json(self, value: &Value) -> Json {
+        match (self, value) {
+            (DataType::Date, Value::I32(days)) => Json::String(format_date(*days)),
+            (_, Value::Bool(b)) => Json::Bool(*b),
+            (_, Value::I32(i)) => Json::from(*i),
+            (_, Value::I64(i)) => Json::from(*i),
+            (_, Value::F32(f)) => Json::from(*f as f64),
+            (_, Value::F64(f)) => Json::from(*f),
+            // Utf8 and Binary values are made from JSON strings.
+            (_, Value::Bytes(b)) => Json::String(String::from_utf8_lossy(b).into_owned()),
+        }
+    }
+}
+
 /// Days since 1970-01-01 of `YYYY-MM-DD`.
 fn parse_date(s: &str) -> Option<i32> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
@@ -175,6 +192,34 @@ pub fn at_path<'a>(payload: &'a Json, path: &[String]) -> Option<&'a Json> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// What staging writes (`to_json`) converts back to the same value,
+    /// for every type.
+    #[test]
+    fn staged_values_convert_back_to_themselves() {
+        let cases = [
+            (DataType::Utf8, json!("héllo")),
+            (DataType::Binary, json!("bytes")),
+            (DataType::Int8, json!(-128)),
+            (DataType::Int16, json!(32767)),
+            (DataType::Int32, json!(-7)),
+            (DataType::Int64, json!(i64::MIN)),
+            (DataType::UInt8, json!(255)),
+            (DataType::UInt16, json!(65535)),
+            (DataType::UInt32, json!(u32::MAX)),
+            (DataType::UInt64, json!(i64::MAX)),
+            (DataType::Float32, json!(0.1)),
+            (DataType::Float64, json!(1e300)),
+            (DataType::Boolean, json!(true)),
+            (DataType::Timestamp, json!("2024-05-01T12:00:00.123456Z")),
+            (DataType::Date, json!("2024-02-29")),
+        ];
+        for (data_type, input) in cases {
+            let value = data_type.convert("c", &input).unwrap();
+            let staged = data_type.to_json(&value);
+            assert_eq!(data_type.convert("c", &staged), Ok(value), "{data_type:?}");
+        }
+    }
 
     #[test]
     fn values_convert_or_name_what_was_wanted() {

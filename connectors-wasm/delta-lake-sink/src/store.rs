@@ -146,6 +146,46 @@ impl Store {
         }
     }
 
+    /// The files under the directory `dir`, as paths from the table's root
+    /// (none when it does not exist).
+    pub fn list(&self, dir: &str) -> Result<Vec<String>, ConnectorError> {
+        match self {
+            Store::Local(root) => {
+                let full = root.join(dir);
+                let entries = match std::fs::read_dir(&full) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(local_error("listing", &full, e)),
+                };
+                let mut paths = Vec::new();
+                for entry in entries {
+                    let entry = entry.map_err(|e| local_error("listing", &full, e))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    // Files being written are hidden until renamed.
+                    if !name.starts_with('.') {
+                        paths.push(format!("{dir}/{name}"));
+                    }
+                }
+                paths.sort();
+                Ok(paths)
+            }
+            Store::S3(s3) => s3.list(dir),
+        }
+    }
+
+    /// Removes the file; one already gone is fine.
+    pub fn delete(&self, path: &str) -> Result<(), ConnectorError> {
+        match self {
+            Store::Local(root) => match std::fs::remove_file(root.join(path)) {
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    Err(local_error("removing", &root.join(path), e))
+                }
+                _ => Ok(()),
+            },
+            Store::S3(s3) => s3.delete(path),
+        }
+    }
+
     /// Creates the directories a file at `path` needs (local only).
     pub fn make_dirs(&self, path: &str) -> Result<(), ConnectorError> {
         if let Store::Local(root) = self {
@@ -229,6 +269,80 @@ impl S3 {
             }
             404 => Ok(None),
             _ => Err(self.refused("GET", &key, status, &body)),
+        }
+    }
+
+    /// `ListObjectsV2` under `dir/`, page by page.
+    fn list(&self, dir: &str) -> Result<Vec<String>, ConnectorError> {
+        let prefix = format!("{}/", self.key(dir));
+        let mut paths = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+            action.with_prefix(prefix.as_str());
+            if let Some(token) = &token {
+                action.with_continuation_token(token.as_str());
+            }
+            let url = action.sign(SIGNATURE_TTL);
+            let response = self
+                .agent
+                .get(url.as_str())
+                .call()
+                .map_err(|e| self.transport("LIST", &prefix, e))?;
+            let status = response.status().as_u16();
+            let mut body = Vec::new();
+            let read = response
+                .into_body()
+                .into_reader()
+                .take(MAX_READ)
+                .read_to_end(&mut body);
+            if status != 200 {
+                return Err(self.refused("LIST", &prefix, status, &body));
+            }
+            read.map_err(|e| {
+                ConnectorError::retryable(format!("listing {} in S3: {e}", self.at(&prefix)))
+            })?;
+            let page = rusty_s3::actions::ListObjectsV2::parse_response(&body).map_err(|e| {
+                ConnectorError::retryable(format!(
+                    "listing {}: an answer that is not a listing ({e})",
+                    self.at(&prefix)
+                ))
+            })?;
+            for object in page.contents {
+                // Keys come URL-encoded (the action asks for it).
+                let key = percent_encoding::percent_decode_str(&object.key).decode_utf8_lossy();
+                if let Some(name) = key.strip_prefix(prefix.as_str()) {
+                    paths.push(format!("{dir}/{name}"));
+                }
+            }
+            match page.next_continuation_token {
+                Some(next) => token = Some(next),
+                None => return Ok(paths),
+            }
+        }
+    }
+
+    fn delete(&self, path: &str) -> Result<(), ConnectorError> {
+        let key = self.key(path);
+        let url = self
+            .bucket
+            .delete_object(Some(&self.credentials), &key)
+            .sign(SIGNATURE_TTL);
+        let response = self
+            .agent
+            .delete(url.as_str())
+            .call()
+            .map_err(|e| self.transport("DELETE", &key, e))?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        let _ = response
+            .into_body()
+            .into_reader()
+            .take(64 << 10)
+            .read_to_end(&mut body);
+        match status {
+            200..=299 | 404 => Ok(()),
+            _ => Err(self.refused("DELETE", &key, status, &body)),
         }
     }
 
