@@ -14,10 +14,13 @@ use common::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
 use common::{
     Host, guest, kill_worker, produce_json, wait_subscribed, wait_until_async, write_config,
 };
-use danube_testkit::TestBroker;
+use danube_testkit::{Broker, BrokerKind, TestBroker, take_turn};
 use serde_json::{Value, json};
 
 const SUBSCRIPTION: &str = "deltalake";
+
+/// Rows are staged and written 60 at a time, or after half a second.
+const STAGING: &str = "target_file_rows = 60\nflush_interval_ms = 500\n";
 
 /// The `[[deltalake.routes]]` of `topic` into `to`.
 fn route(topic: &str, to: &str, extra: &str) -> String {
@@ -41,7 +44,7 @@ fn local_text(topic: &str, table: &Path, processing: &str) -> String {
         "[retry]\nmax_retries = 100\nretry_backoff_ms = 100\nmax_backoff_ms = 1000\n\n\
          [processing]\n{processing}\n\n\
          [sandbox]\ndirs = [\"{}\"]\n\n\
-         [deltalake]\nstorage_backend = \"local\"\ncheckpoint_interval = 10\n\n{}",
+         [deltalake]\nstorage_backend = \"local\"\ncheckpoint_interval = 10\n{STAGING}\n{}",
         table.parent().unwrap().display(),
         route(topic, table.to_str().unwrap(), "")
     )
@@ -54,7 +57,7 @@ fn s3_text(topic: &str, s3: &S3Server, prefix: &str) -> String {
          [processing]\nbatch_size = 500\nlinger_ms = 200\n\n\
          [sandbox]\nallow = [\"127.0.0.1:{}\"]\n\n\
          [deltalake]\nstorage_backend = \"s3\"\ns3_region = \"{REGION}\"\n\
-         s3_endpoint = \"{}\"\ns3_allow_http = true\n\n{}",
+         s3_endpoint = \"{}\"\ns3_allow_http = true\n{STAGING}\n{}",
         s3.port,
         s3.endpoint(),
         route(topic, &format!("s3://tables/{prefix}"), "")
@@ -129,6 +132,7 @@ async fn sink(topic: &str, name: &str, dir: &Path, text: &str) -> (TestBroker, H
 /// topic with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_land_in_a_local_table_that_delta_rs_reads() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const N: u64 = 1000;
     const TOPIC: &str = "/default/payments";
     let dir = tempfile::tempdir().unwrap();
@@ -197,7 +201,14 @@ async fn records_land_in_a_local_table_that_delta_rs_reads() {
         .collect();
     seqs.sort();
     assert_eq!(seqs, (0..N).filter(|&s| s != 500).collect::<Vec<_>>());
-    // The history: the creation, then appends, one per batch.
+    // The history: the creation, then appends, one per file of staged
+    // rows; each holds several of the host's batches.
+    let batches = batches_handed(&host);
+    assert!(
+        (read.version + 1) * 2 <= batches,
+        "{} commits for {batches} batches",
+        read.version + 1
+    );
     let last = read.history.last().unwrap();
     assert_eq!(last, &("CREATE TABLE".to_string(), 0));
     assert!(
@@ -224,11 +235,93 @@ async fn records_land_in_a_local_table_that_delta_rs_reads() {
     assert_eq!(from_checkpoint.rows, N - 1);
     assert_eq!(from_checkpoint.version, read.version);
     println!(
-        "{N} records: {} commits, {} files",
+        "{N} records: {batches} batches, {} commits, {} files",
         read.version + 1,
         read.files
     );
     assert!(host.terminate(Duration::from_secs(30)).success());
+}
+
+/// How many batches the host handed its connector (`/metrics`).
+fn batches_handed(host: &Host) -> u64 {
+    let metrics = common::http_get(&common::endpoint(host).unwrap(), "/metrics").1;
+    metrics
+        .lines()
+        .find(|l| l.starts_with("connector_batch_size_count"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no batch count in /metrics:\n{metrics}"))
+}
+
+danube_testkit::on_both_brokers! {
+    /// The main flow on both brokers: 2,000 payments published at a steady
+    /// pace reach a local table each once; the broker's small window of
+    /// unacknowledged messages makes small batches, staging makes files of
+    /// many of them; a clean stop writes what is staged.
+    async fn paced_records_reach_the_table_once_in_few_files(broker: Broker) {
+        const N: u64 = 2000;
+        const TOPIC: &str = "/default/paced";
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("tables/paced");
+        std::fs::create_dir_all(table.parent().unwrap()).unwrap();
+        broker.create_topic(TOPIC, 0, true).await.unwrap();
+        let text = local_text(TOPIC, &table, "batch_size = 500")
+            .replace(STAGING, "target_file_rows = 400\nflush_interval_ms = 2000\n");
+        let config = write_config(dir.path(), "paced.toml", &broker.url(), "delta-paced", &text);
+        let host = start(&config);
+        wait_subscribed(&broker, &[TOPIC.to_string()], SUBSCRIPTION, &host).await;
+
+        // 500 records a second: the real broker drops a reliable
+        // subscription that falls far behind (README of the broker).
+        let producer = common::reliable_producer(&broker.url(), TOPIC).await;
+        let started = tokio::time::Instant::now();
+        for seq in 0..N {
+            tokio::time::sleep_until(started + Duration::from_millis(seq * 2)).await;
+            let payload = serde_json::to_vec(&payment(seq)).unwrap();
+            producer.send(payload, None).await.unwrap();
+        }
+        let uri = table.to_str().unwrap();
+        let none = json!({});
+        wait_rows(uri, &none, N, &host).await;
+        let seqs = seq_counts(uri, &none);
+        assert_eq!(seqs.len() as u64, N, "every record is in the table");
+        assert!(seqs.values().all(|&n| n == 1), "a record written twice");
+        let batches = batches_handed(&host);
+        let read = read_table(uri, &none, &[]);
+        // A commit per 400 rows, or per 2 s while records trickle (the
+        // run takes about 4 s); one file per currency in each.
+        let commits = read.version + 1;
+        assert!(
+            commits <= N / 400 + 3 && batches >= 4 * commits,
+            "{commits} commits for {batches} batches"
+        );
+        assert_eq!(read.files as u64, 3 * commits);
+        println!(
+            "{:?} broker: {N} records in {batches} batches, {} commits, {} files",
+            broker.kind(),
+            read.version + 1,
+            read.files
+        );
+
+        // Fewer than a file's worth, then a clean stop: written at close.
+        for seq in N..N + 10 {
+            let payload = serde_json::to_vec(&payment(seq)).unwrap();
+            producer.send(payload, None).await.unwrap();
+        }
+        let staged = wait_until_async(Duration::from_secs(30), || {
+            std::fs::read_dir(table.join("_danube_staging/deltalake"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+                > 0
+        })
+        .await;
+        assert!(staged, "nothing staged; log:\n{}", host.log());
+        broker
+            .wait_acked(&[TOPIC.to_string()], SUBSCRIPTION, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(host.terminate(Duration::from_secs(30)).success());
+        assert_eq!(row_count(uri, &none), Some(N + 10));
+    }
 }
 
 /// The worker is SIGKILLed mid-flow, then the whole host: every record is
@@ -236,6 +329,7 @@ async fn records_land_in_a_local_table_that_delta_rs_reads() {
 /// `txn` versions the table holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_and_host_killed_mid_flow_leave_each_record_once() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const N: u64 = 4000;
     const TOPIC: &str = "/default/killed";
     let dir = tempfile::tempdir().unwrap();
@@ -278,6 +372,7 @@ async fn worker_and_host_killed_mid_flow_leave_each_record_once() {
 /// both topics is in the table once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_sinks_append_to_one_table_in_s3() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const N: u64 = 1500;
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3Server::start(dir.path(), "tables");
@@ -387,6 +482,7 @@ fn danube_connect_deltalake_configurations_validate_or_say_what_is_not_supported
 /// schema, with nulls in the older rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_table_gains_the_nullable_columns_a_wider_mapping_adds() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const TOPIC: &str = "/default/evolving";
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("tables/evolving");
@@ -462,6 +558,7 @@ async fn a_table_gains_the_nullable_columns_a_wider_mapping_adds() {
 /// table holds both writers' rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_table_delta_rs_wrote_and_checkpointed_is_appended_to() {
+    let _turn = take_turn(BrokerKind::Test).await;
     const N: u64 = 100;
     const TOPIC: &str = "/default/existing";
     let dir = tempfile::tempdir().unwrap();
