@@ -1,8 +1,9 @@
 //! Scenario: Delta Lake. Datagen records (1 KiB JSON) fed to a topic,
-//! written by delta-lake-sink into a local Delta table (one Parquet file and
-//! one commit per batch); beside the same rows written by delta-rs's
-//! `deltalake.write_deltalake` from Python in the same run, once in batches
-//! of the size the sink's commits had and once in one call. The Python side
+//! written by delta-lake-sink into a local Delta table (batches staged,
+//! then one Parquet file and one commit per `target_file_rows`); beside the
+//! same rows written by delta-rs's `deltalake.write_deltalake` from Python
+//! in the same run, once in batches of the size the sink's commits had and
+//! once in one call. The Python side
 //! needs the virtual environment `scripts/setup.sh` makes in
 //! `target/delta-tools`.
 
@@ -28,20 +29,22 @@ pub fn table(env: &Env) -> Table {
         "Delta Lake: broker → delta-lake-sink → local Delta table",
         format!(
             "{records} datagen records of {SIZE} B (columns seq, topic, pad) fed by {} \
-             producers; the sink writes one Snappy Parquet file and one log entry (with its txn) \
-             per batch ([processing] batch_size = {BATCH}, linger_ms = 0: a batch holds what is waiting; \
-             reliable topics let 10 unacknowledged records out at a time), rows/s from the \
-             first row written to the last. Python: the same rows written by \
+             producers; the sink stages each batch ([processing] batch_size = {BATCH}, \
+             linger_ms = 0: a batch holds what is waiting; reliable topics let 10 \
+             unacknowledged records out at a time) and writes one Snappy Parquet file and one \
+             log entry (with its txn) per {} staged rows (target_file_rows), rows/s committed \
+             from the first row in the table to the last. Python: the same rows written by \
              deltalake.write_deltalake (delta-rs) into a fresh local table, in batches of the \
-             sink's mean batch (for up to 20 s), and in one call; rows/s of the writes alone \
-             (no broker).",
-            crate::feed::PRODUCERS
+             sink's rows per commit (for up to 20 s), and in one call; rows/s of the writes \
+             alone (no broker).",
+            crate::feed::PRODUCERS,
+            file_rows(records)
         ),
         &[
             "broker",
             "sink rows/s",
             "commits",
-            "mean batch",
+            "rows per commit",
             "write_deltalake rows/s (same batches)",
             "write_deltalake rows/s (one call)",
             "sink / same batches",
@@ -69,12 +72,14 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         &format!("dirs = [\"{}\"]", dir.display()),
         &format!(
             "[processing]\nbatch_size = {BATCH}\n\n\
-             [deltalake]\nstorage_backend = \"local\"\n\n\
+             [deltalake]\nstorage_backend = \"local\"\n\
+             target_file_rows = {}\nflush_interval_ms = 1000\n\n\
              [[deltalake.routes]]\nfrom = \"{topic}\"\nsubscription = \"bench\"\n\
              to = \"{}\"\nfield_mappings = [\n\
              {{ json_path = \"seq\", column = \"seq\", data_type = \"Int64\", nullable = false }},\n\
              {{ json_path = \"topic\", column = \"topic\", data_type = \"Utf8\", nullable = false }},\n\
              {{ json_path = \"pad\", column = \"pad\", data_type = \"Utf8\", nullable = false }},\n]\n",
+            file_rows(records),
             table_dir.display()
         ),
     )?;
@@ -94,19 +99,21 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
     let mut first: Option<(Instant, u64)> = None;
     let mut last_progress = (Instant::now(), 0);
     let written = loop {
-        let sent = host.sent();
-        consumed.store(sent, Ordering::Relaxed);
-        if sent > 0 && first.is_none() {
-            first = Some((Instant::now(), sent));
+        // Staged (and acknowledged) records pace the feed; committed rows
+        // are what the table holds.
+        consumed.store(host.sent(), Ordering::Relaxed);
+        let committed = host.counter("deltalake_rows_written_total");
+        if committed > 0 && first.is_none() {
+            first = Some((Instant::now(), committed));
         }
-        if sent > last_progress.1 {
-            last_progress = (Instant::now(), sent);
+        if committed > last_progress.1 {
+            last_progress = (Instant::now(), committed);
         }
-        if sent >= records
+        if committed >= records
             || started.elapsed() > limits.total
             || last_progress.0.elapsed() > limits.quiet
         {
-            break sent;
+            break committed;
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -123,14 +130,14 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
         .count() as u64;
-    let mean_batch = records.div_ceil(commits.max(1));
+    let per_commit = records.div_ceil(commits.max(1));
 
     let out = Command::new(&python)
         .arg("-c")
         .arg(PYTHON)
         .arg(dir.join("python-table"))
         .arg(records.to_string())
-        .arg(mean_batch.to_string())
+        .arg(per_commit.to_string())
         .arg(SIZE.to_string())
         .arg(&topic)
         .output()?;
@@ -149,12 +156,17 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         env.label().to_string(),
         format!("{sink_rate:.0}"),
         commits.to_string(),
-        mean_batch.to_string(),
+        per_commit.to_string(),
         format!("{batched:.0}"),
         format!("{once:.0}"),
         ratio(sink_rate, batched),
     ]);
     Ok(())
+}
+
+/// Rows per data file: four commits per run.
+fn file_rows(records: u64) -> u64 {
+    records / 4
 }
 
 /// The Python of `target/delta-tools`.
