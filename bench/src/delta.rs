@@ -7,7 +7,7 @@
 //! needs the virtual environment `scripts/setup.sh` makes in
 //! `target/delta-tools`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,11 +29,12 @@ pub fn table(env: &Env) -> Table {
         "Delta Lake: broker → delta-lake-sink → local Delta table",
         format!(
             "{records} datagen records of {SIZE} B (columns seq, topic, pad) fed by {} \
-             producers; the sink stages each batch ([processing] batch_size = {BATCH}, \
-             linger_ms = 0: a batch holds what is waiting; reliable topics let 10 \
-             unacknowledged records out at a time) and writes one Snappy Parquet file and one \
-             log entry (with its txn) per {} staged rows (target_file_rows), rows/s committed \
-             from the first row in the table to the last. Python: the same rows written by \
+             producers; batches of what is waiting ([processing] batch_size = {BATCH}, \
+             linger_ms = 0; reliable topics let 10 unacknowledged records out at a time). \
+             Staged: the sink stages each batch and writes one Snappy Parquet file and one \
+             log entry (with its txn) per {} staged rows (target_file_rows) or 4 s \
+             (flush_interval_ms); unstaged (flush_interval_ms = 0): a file and a log entry \
+             per batch. Rows/s committed from the first row in the table to the last. Python: the same rows written by \
              deltalake.write_deltalake (delta-rs) into a fresh local table, in batches of the \
              sink's rows per commit (for up to 20 s), and in one call; rows/s of the writes \
              alone (no broker).",
@@ -42,6 +43,7 @@ pub fn table(env: &Env) -> Table {
         ),
         &[
             "broker",
+            "rows",
             "sink rows/s",
             "commits",
             "rows per commit",
@@ -54,9 +56,22 @@ pub fn table(env: &Env) -> Table {
 
 pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
     let python = python(env)?;
+    for staged in [true, false] {
+        run_mode(env, table, &python, staged)?;
+    }
+    Ok(())
+}
+
+/// One sink run, its rows staged into files of `file_rows` or committed a
+/// batch at a time, then write_deltalake with as many rows per call.
+fn run_mode(env: &Env, table: &mut Table, python: &Path, staged: bool) -> anyhow::Result<()> {
     let records = env.scale(2_000, 20_000);
-    let topic = env.topic("delta");
-    let dir = env.work.path().join(format!("delta-{}", env.label()));
+    let mode = if staged { "staged" } else { "unstaged" };
+    let topic = env.topic(&format!("delta-{mode}"));
+    let dir = env
+        .work
+        .path()
+        .join(format!("delta-{}-{mode}", env.label()));
     let table_dir = dir.join("sink-table");
     std::fs::create_dir_all(&dir)?;
     env.block_on_within(Duration::from_secs(60), async {
@@ -64,6 +79,13 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         drop(crate::raw::producer(&client, &topic, "bench-delta-topic").await?);
         anyhow::Ok(())
     })?;
+    let staging = match staged {
+        true => format!(
+            "target_file_rows = {}\nflush_interval_ms = 4000\n",
+            file_rows(records)
+        ),
+        false => "flush_interval_ms = 0\n".to_string(),
+    };
     let mut host = HostProcess::start(
         env,
         &env.paths.guest("delta-lake-sink")?,
@@ -72,14 +94,12 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         &format!("dirs = [\"{}\"]", dir.display()),
         &format!(
             "[processing]\nbatch_size = {BATCH}\n\n\
-             [deltalake]\nstorage_backend = \"local\"\n\
-             target_file_rows = {}\nflush_interval_ms = 1000\n\n\
+             [deltalake]\nstorage_backend = \"local\"\n{staging}\n\
              [[deltalake.routes]]\nfrom = \"{topic}\"\nsubscription = \"bench\"\n\
              to = \"{}\"\nfield_mappings = [\n\
              {{ json_path = \"seq\", column = \"seq\", data_type = \"Int64\", nullable = false }},\n\
              {{ json_path = \"topic\", column = \"topic\", data_type = \"Utf8\", nullable = false }},\n\
              {{ json_path = \"pad\", column = \"pad\", data_type = \"Utf8\", nullable = false }},\n]\n",
-            file_rows(records),
             table_dir.display()
         ),
     )?;
@@ -102,7 +122,7 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         // Staged (and acknowledged) records pace the feed; committed rows
         // are what the table holds.
         consumed.store(host.sent(), Ordering::Relaxed);
-        let committed = host.counter("deltalake_rows_written_total");
+        let committed = host.counter("connector_guest_deltalake_rows_written_total");
         if committed > 0 && first.is_none() {
             first = Some((Instant::now(), committed));
         }
@@ -132,7 +152,7 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
         .count() as u64;
     let per_commit = records.div_ceil(commits.max(1));
 
-    let out = Command::new(&python)
+    let out = Command::new(python)
         .arg("-c")
         .arg(PYTHON)
         .arg(dir.join("python-table"))
@@ -154,6 +174,7 @@ pub fn run(env: &Env, table: &mut Table) -> anyhow::Result<()> {
     };
     table.row(vec![
         env.label().to_string(),
+        mode.to_string(),
         format!("{sink_rate:.0}"),
         commits.to_string(),
         per_commit.to_string(),

@@ -14,7 +14,7 @@ use common::s3::{ACCESS_KEY, REGION, S3Server, SECRET_KEY};
 use common::{
     Host, guest, kill_worker, produce_json, wait_subscribed, wait_until_async, write_config,
 };
-use danube_testkit::{Broker, BrokerKind, TestBroker, take_turn};
+use danube_testkit::{BrokerKind, TestBroker, take_turn};
 use serde_json::{Value, json};
 
 const SUBSCRIPTION: &str = "deltalake";

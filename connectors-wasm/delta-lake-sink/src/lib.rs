@@ -1090,7 +1090,10 @@ mod tests {
     fn staged(dir: &std::path::Path, rows: u64, interval_ms: u64) -> Config {
         let text = CONFIG_EXAMPLE
             .replace("/data/tables/payments", dir.to_str().unwrap())
-            .replace("target_file_rows = 100000", &format!("target_file_rows = {rows}"))
+            .replace(
+                "target_file_rows = 100000",
+                &format!("target_file_rows = {rows}"),
+            )
             .replace(
                 "flush_interval_ms = 60000",
                 &format!("flush_interval_ms = {interval_ms}"),
@@ -1106,7 +1109,9 @@ mod tests {
     }
 
     fn log_entries(dir: &std::path::Path) -> usize {
-        (0..).take_while(|&v| dir.join(log_path(v)).exists()).count()
+        (0..)
+            .take_while(|&v| dir.join(log_path(v)).exists())
+            .count()
     }
 
     #[test]
@@ -1188,7 +1193,11 @@ mod tests {
         assert!(log1.contains("\"numRecords\\\":1"), "offset 3 only: {log1}");
         let (mut last, _) = DeltaLakeSink::open(staged(dir.path(), 1000, 60_000)).unwrap();
         last.tick().unwrap();
-        assert_eq!(log_entries(dir.path()), 2, "the leftover's rows are in the table");
+        assert_eq!(
+            log_entries(dir.path()),
+            2,
+            "the leftover's rows are in the table"
+        );
         assert!(staged_objects(dir.path()).is_empty());
     }
 }

@@ -263,11 +263,12 @@ fn read(bytes: &[u8], layout: &Layout) -> Result<Vec<Row>, String> {
         .collect();
     let mut rows = Vec::new();
     for (n, line) in lines.enumerate() {
-        let staged: StagedRow =
-            serde_json::from_str(line).map_err(|e| format!("row {n}: {e}"))?;
+        let staged: StagedRow = serde_json::from_str(line).map_err(|e| format!("row {n}: {e}"))?;
         let mut cells = Vec::with_capacity(layout.columns.len());
         for (c, source) in layout.columns.iter().zip(&sources) {
-            let value = source.and_then(|i| staged.cells.get(i)).unwrap_or(&Json::Null);
+            let value = source
+                .and_then(|i| staged.cells.get(i))
+                .unwrap_or(&Json::Null);
             cells.push(match value {
                 Json::Null if c.nullable => None,
                 Json::Null => return Err(format!("row {n} has no value for `{}`", c.name)),
@@ -310,7 +311,10 @@ mod tests {
             interval: Duration::from_secs(60),
         };
         let mut staging = Staging::new("sub/x", limits);
-        let before = [column("id", DataType::Int64, false), column("d", DataType::Date, true)];
+        let before = [
+            column("id", DataType::Int64, false),
+            column("d", DataType::Date, true),
+        ];
         let partition_columns = ["currency".to_string()];
         let row = Row {
             index: 0,
@@ -342,9 +346,15 @@ mod tests {
             rows[0].cells,
             [Some(Value::I32(19000)), Some(Value::I64(7)), None]
         );
-        assert_eq!((rows[0].offset, rows[0].partition.clone()), (4, vec![Some("EUR".into())]));
+        assert_eq!(
+            (rows[0].offset, rows[0].partition.clone()),
+            (4, vec![Some("EUR".into())])
+        );
 
-        let strict = [column("id", DataType::Int64, false), column("n", DataType::Int32, false)];
+        let strict = [
+            column("id", DataType::Int64, false),
+            column("n", DataType::Int32, false),
+        ];
         let layout = Layout {
             columns: &strict,
             partition_columns: &partition_columns,

@@ -1195,12 +1195,18 @@ mod tests {
             let ticks: Vec<u64> = calls.iter().filter(|c| c.1 == 0).map(|c| c.0).collect();
             let last_batch = calls.iter().filter(|c| c.1 > 0).map(|c| c.0).max().unwrap();
             assert!(
-                ticks.iter().all(|&t| t < streaming_from || t >= last_batch + 300),
+                ticks
+                    .iter()
+                    .all(|&t| t < streaming_from || t >= last_batch + 300),
                 "a tick while records came: {calls:?}"
             );
             match ticking {
                 true => assert_eq!(
-                    ticks.iter().filter(|&&t| t > last_batch).copied().collect::<Vec<_>>(),
+                    ticks
+                        .iter()
+                        .filter(|&&t| t > last_batch)
+                        .copied()
+                        .collect::<Vec<_>>(),
                     [last_batch + 300, last_batch + 600, last_batch + 900],
                     "{calls:?}"
                 ),
