@@ -12,9 +12,10 @@ cd "$(dirname "$0")/.."
 
 # clang-19/llvm-19 compile ring (TLS in the connectors) for wasm32-wasip2;
 # .cargo/config.toml points the cc crate at them. The TLS tests make their
-# certificates with the openssl CLI.
+# certificates with the openssl CLI; the operations tests watch
+# `danube-host top` in a tmux pane.
 scripts/apt-install-missing.sh protobuf-compiler mosquitto mosquitto-clients \
-    clang-19 llvm-19 tini postgresql-15 postgresql-client-15 clickhouse-server openssl
+    clang-19 llvm-19 tini postgresql-15 postgresql-client-15 clickhouse-server openssl tmux
 
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     echo "setup: adding the wasm32-wasip2 target"

@@ -33,14 +33,20 @@ use tokio::time::Instant;
 use crate::config::ConnectorConfig;
 use crate::exit;
 use crate::observability::Observability;
-use crate::supervisor::{self, Fleet, Invalid, LogSettings};
+use crate::operations::Operations;
+use crate::supervisor::{self, ApiSettings, Fleet, Invalid, LogSettings};
 
 /// How long the directory must be quiet before it is scanned.
 const SETTLE: Duration = Duration::from_millis(300);
 
 /// Runs every connector of `dir` until SIGTERM or SIGINT, then drains them
 /// all and exits 0. One endpoint at `endpoint` serves them all.
-pub async fn run(dir: PathBuf, endpoint: SocketAddr, log: LogSettings) -> ExitCode {
+pub async fn run(
+    dir: PathBuf,
+    endpoint: SocketAddr,
+    log: LogSettings,
+    api: ApiSettings,
+) -> ExitCode {
     let fail = |code: u8, message: String| {
         tracing::error!("{message}");
         eprintln!("danube-host: {message}");
@@ -65,7 +71,8 @@ pub async fn run(dir: PathBuf, endpoint: SocketAddr, log: LogSettings) -> ExitCo
         Err(e) => return fail(exit::INTERNAL, format!("cannot handle SIGHUP: {e}")),
     };
     let observability = Observability::new();
-    let server = match supervisor::serve(&observability, endpoint).await {
+    let operations = Operations::default();
+    let server = match supervisor::serve(&observability, &operations, endpoint, &api).await {
         Ok(server) => server,
         Err(failure) => return fail(failure.code, failure.message),
     };
@@ -75,7 +82,7 @@ pub async fn run(dir: PathBuf, endpoint: SocketAddr, log: LogSettings) -> ExitCo
     tracing::info!(dir = %dir.display(), "directory mode: running every NAME.wasm with its NAME.toml");
 
     let mut directory = Directory {
-        fleet: Fleet::new(observability, log.clone()),
+        fleet: Fleet::new(observability, operations, log.clone()),
         dir,
         log,
         members: BTreeMap::new(),
@@ -451,6 +458,7 @@ impl Directory {
     async fn retire(&mut self, name: &str, started: Started) {
         self.fleet.stop(name).await;
         self.fleet.observability().forget(&started.connector_name);
+        self.fleet.operations().forget(&started.connector_name);
         let _ = std::fs::remove_file(&started.snapshot);
     }
 }

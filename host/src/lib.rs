@@ -17,6 +17,7 @@ pub mod guest_text;
 pub mod ipc;
 pub mod logging;
 pub mod observability;
+pub mod operations;
 pub mod scaffold;
 pub mod schema;
 pub mod supervisor;

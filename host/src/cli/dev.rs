@@ -23,6 +23,7 @@ use crate::config::ConnectorConfig;
 use crate::exit;
 use crate::observability::Observability;
 use crate::observability::tap::TappedRecord;
+use crate::operations::Operations;
 use crate::supervisor::{self, Fleet, LogSettings, shutdown_on_signals};
 
 /// Changes closer together than this make one restart (an editor's save,
@@ -63,15 +64,18 @@ async fn dev_loop(
         }
     };
     let observability = Observability::new();
-    let server = match supervisor::serve(&observability, config.host.metrics_addr()).await {
-        Ok(server) => server,
-        Err(failure) => {
-            eprintln!("danube-host: {failure}");
-            return ExitCode::from(failure.code);
-        }
-    };
+    let operations = Operations::default();
+    let addr = config.host.metrics_addr();
+    let server =
+        match supervisor::serve(&observability, &operations, addr, &Default::default()).await {
+            Ok(server) => server,
+            Err(failure) => {
+                eprintln!("danube-host: {failure}");
+                return ExitCode::from(failure.code);
+            }
+        };
     let mut shutdown = shutdown_on_signals();
-    let mut fleet = Fleet::new(observability.clone(), log.clone());
+    let mut fleet = Fleet::new(observability.clone(), operations, log.clone());
     let mut name = config.host.connector_name.clone();
     fleet.start(&name, module.clone(), config);
     let mut records = observability.tap(&name).listen();

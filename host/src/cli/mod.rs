@@ -14,6 +14,7 @@
 mod dev;
 mod inspect;
 mod new;
+mod ops;
 mod run;
 mod test;
 mod validate;
@@ -77,6 +78,13 @@ enum Command {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// A live view of a running host (started with --api): records/s in
+    /// and out, errors, dead-lettered, in flight, restarts and health of
+    /// each connector.
+    Top(ops::TopArgs),
+    /// Print a sample of the records a connector of a running host (started
+    /// with --api) is reading or writing now.
+    Tap(ops::TapArgs),
     /// Internal: the sandboxed worker process (started by the host itself).
     #[command(hide = true)]
     Worker,
@@ -137,6 +145,20 @@ struct RunArgs {
     /// Log format on standard error.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
+    /// Serve the management API (`/connectors`: list, pause, resume,
+    /// restart, tap; `/openapi.json`) on the metrics endpoint, for
+    /// `danube-host top` and `tap`. Off loopback it needs a token.
+    #[arg(long, env = "DANUBE_HOST_API")]
+    api: bool,
+    /// A file holding the API's bearer token (at least 16 characters);
+    /// every API request must then send `Authorization: Bearer <token>`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DANUBE_HOST_API_TOKEN_FILE",
+        requires = "api"
+    )]
+    api_token_file: Option<PathBuf>,
     /// Also let the connector connect to HOST:PORT, as an entry of
     /// `[sandbox] allow` does (repeatable): for a file written without a
     /// `[sandbox]` table, such as danube-connect's, run as it is.
@@ -163,6 +185,8 @@ pub fn main() -> ExitCode {
             runtime().block_on(inspect::inspect(module, log))
         }
         Some(Command::Dev(args)) => dev::dev(args),
+        Some(Command::Top(args)) => ops::top(args),
+        Some(Command::Tap(args)) => ops::tap(args),
         Some(Command::Test(args)) => match (&args.run.module, &args.run.config) {
             // Without a configuration, the module's own example is tested.
             (Some(module), None) => {

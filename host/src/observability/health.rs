@@ -1,7 +1,7 @@
 //! Per-connector health and readiness, and the documents of `/health` and
 //! `/ready`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,7 +38,21 @@ pub struct ConnectorHealth {
     /// overwrite: "subscribed to /a" must not hide "waiting for /b".
     #[serde(skip)]
     conditions: BTreeMap<String, (Status, String)>,
+    /// The last times it turned worse than healthy, newest last.
+    #[serde(skip)]
+    recent: VecDeque<RecentError>,
 }
+
+/// A time a connector turned worse than healthy.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentError {
+    pub at: String,
+    pub status: Status,
+    pub detail: String,
+}
+
+/// How many [`RecentError`]s a connector keeps.
+const RECENT: usize = 10;
 
 impl ConnectorHealth {
     fn new(status: Status, detail: String) -> ConnectorHealth {
@@ -49,6 +63,7 @@ impl ConnectorHealth {
             ready: false,
             own: (status, detail),
             conditions: BTreeMap::new(),
+            recent: VecDeque::new(),
         }
     }
 
@@ -71,6 +86,16 @@ impl ConnectorHealth {
             tracing::info!(connector = name, from = ?self.status, to = ?status, detail = %detail, "health changed");
             self.status = status;
             self.since = now_rfc3339();
+        }
+        if status != Status::Healthy && detail != self.detail {
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(RecentError {
+                at: now_rfc3339(),
+                status,
+                detail: detail.clone(),
+            });
         }
         self.detail = detail;
     }
@@ -134,6 +159,13 @@ impl Board {
         if let Some(entry) = self.lock().get_mut(name) {
             entry.ready = ready;
         }
+    }
+
+    pub fn recent(&self, name: &str) -> Vec<RecentError> {
+        self.lock()
+            .get(name)
+            .map(|c| c.recent.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn report(&self) -> Report {

@@ -37,6 +37,18 @@ pub struct HostMetrics {
     pub memory: IntGaugeVec,
     pub broker_skipped: IntCounterVec,
     pub stalled: IntGaugeVec,
+    pub paused: IntGaugeVec,
+}
+
+/// A connector's counters, for the management API and `danube-host top`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    pub received: u64,
+    pub sent: u64,
+    pub errors: u64,
+    pub dead_lettered: u64,
+    pub worker_restarts: u64,
+    pub in_flight: u64,
 }
 
 /// The series of one connector that have no other label.
@@ -46,6 +58,7 @@ pub struct ConnectorSeries {
     pub restarts: prometheus::IntCounter,
     pub memory: prometheus::IntGauge,
     pub stalled: prometheus::IntGauge,
+    pub paused: prometheus::IntGauge,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -167,6 +180,12 @@ impl HostMetrics {
                 "Sink: topics (partitions) the broker reports behind that deliver nothing.",
                 &["connector"],
             ),
+            paused: gauge(
+                &r,
+                "connector_paused",
+                "1 while the connector is paused through the management API.",
+                &["connector"],
+            ),
             registry: r,
         }
     }
@@ -183,6 +202,7 @@ impl HostMetrics {
             restarts: self.restarts.with_label_values(&[name]),
             memory: self.memory.with_label_values(&[name]),
             stalled: self.stalled.with_label_values(&[name]),
+            paused: self.paused.with_label_values(&[name]),
         }
     }
 
@@ -200,9 +220,40 @@ impl HostMetrics {
         remove_connector(&self.memory, name);
         remove_connector(&self.broker_skipped, name);
         remove_connector(&self.stalled, name);
+        remove_connector(&self.paused, name);
     }
 
     /// The Prometheus text exposition of the registry.
+    /// Connector `name`'s counters, summed over their other labels.
+    pub fn counters(&self, name: &str) -> Counters {
+        let of = |vec: &IntCounterVec| -> u64 {
+            let mut sum = 0;
+            for family in vec.collect() {
+                for m in family.get_metric() {
+                    if m.get_label()
+                        .iter()
+                        .any(|l| l.name() == "connector" && l.value() == name)
+                    {
+                        sum += m.get_counter().get_value() as u64;
+                    }
+                }
+            }
+            sum
+        };
+        let gauge = |vec: &IntGaugeVec| {
+            vec.get_metric_with_label_values(&[name])
+                .map_or(0, |g| g.get())
+        };
+        Counters {
+            received: of(&self.received),
+            sent: of(&self.sent),
+            errors: of(&self.errors),
+            dead_lettered: of(&self.dead_lettered),
+            worker_restarts: of(&self.restarts),
+            in_flight: u64::try_from(gauge(&self.in_flight)).unwrap_or(0),
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {

@@ -24,6 +24,7 @@
 //! | `connector_memory_bytes` | gauge | `connector` |
 //! | `connector_broker_skipped_total` | counter | `connector`, `topic` |
 //! | `connector_stalled_subscriptions` | gauge | `connector` |
+//! | `connector_paused` | gauge | `connector` |
 //! | `connector_guest_<name>` | counter or gauge | `connector` + the guest's |
 //! | `process_*` | counters, gauges | none: CPU, memory, file descriptors, threads of the process (Linux) |
 //!
@@ -66,7 +67,8 @@ use std::time::Duration;
 
 use crate::capability::metrics::GuestMetric;
 
-pub use health::Status;
+pub use health::{ConnectorHealth, RecentError, Status};
+pub use metrics::Counters;
 pub use server::ServerHandle;
 
 /// The process's metrics registry and health board. Clones share them.
@@ -145,13 +147,32 @@ impl Observability {
     /// Binds `addr` and serves `/metrics`, `/health` and `/ready` until the
     /// returned handle is stopped or dropped. Port 0 picks a free port; the
     /// handle tells which.
-    pub async fn serve(&self, addr: SocketAddr) -> anyhow::Result<ServerHandle> {
-        server::serve(self.clone(), addr).await
+    pub async fn serve(
+        &self,
+        addr: SocketAddr,
+        api: Option<axum::Router>,
+    ) -> anyhow::Result<ServerHandle> {
+        server::serve(self.clone(), addr, api).await
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render_metrics(&self) -> String {
         self.inner.metrics.render()
+    }
+
+    /// Connector `name`'s entry on `/health`.
+    pub fn connector_health(&self, name: &str) -> Option<ConnectorHealth> {
+        self.inner.health.report().connectors.remove(name)
+    }
+
+    /// The last times connector `name` turned worse than healthy.
+    pub fn recent_errors(&self, name: &str) -> Vec<RecentError> {
+        self.inner.health.recent(name)
+    }
+
+    /// Connector `name`'s counters.
+    pub fn counters(&self, name: &str) -> Counters {
+        self.inner.metrics.counters(name)
     }
 
     /// The `/health` document and whether it is unhealthy.
@@ -302,6 +323,20 @@ impl ConnectorMetrics {
 
     pub fn clear_condition(&self, key: &str) {
         self.inner.health.set_condition(&self.name, key, None);
+    }
+
+    /// Paused through the management API (or resumed): on `/metrics` and,
+    /// as a condition, on `/health`.
+    pub fn set_paused(&self, paused: bool) {
+        self.fixed.paused.set(i64::from(paused));
+        match paused {
+            true => self.raise_condition(
+                "paused",
+                Status::Healthy,
+                "paused through the management API",
+            ),
+            false => self.clear_condition("paused"),
+        }
     }
 
     /// Whether the connector opened and its producers or consumers exist.

@@ -1,4 +1,5 @@
-//! The HTTP endpoint: `/metrics`, `/health`, `/ready`.
+//! The HTTP endpoint: `/metrics`, `/health`, `/ready`, and the management
+//! API's routes when it is on.
 
 use std::net::SocketAddr;
 
@@ -47,7 +48,13 @@ impl Drop for ServerHandle {
     }
 }
 
-pub async fn serve(observability: Observability, addr: SocketAddr) -> anyhow::Result<ServerHandle> {
+/// Serves the endpoint on `addr`, with `api`'s routes (the management
+/// API) beside the observability ones when given.
+pub async fn serve(
+    observability: Observability,
+    addr: SocketAddr,
+    api: Option<Router>,
+) -> anyhow::Result<ServerHandle> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             "; another process uses it: choose another port ([processing] metrics_port)"
@@ -63,7 +70,8 @@ pub async fn serve(observability: Observability, addr: SocketAddr) -> anyhow::Re
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .with_state(observability);
+        .with_state(observability)
+        .merge(api.unwrap_or_default());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)

@@ -243,7 +243,7 @@ async fn observability_metrics_scrape_matches_what_was_recorded() {
     let obs = Observability::new();
     let src = obs.connector("src");
     let snk = obs.connector("snk");
-    let server = obs.serve(local()).await.unwrap();
+    let server = obs.serve(local(), None).await.unwrap();
     let addr = server.local_addr();
     assert_ne!(addr.port(), 0);
 
@@ -394,7 +394,7 @@ async fn observability_metrics_scrape_matches_what_was_recorded() {
 #[tokio::test]
 async fn observability_health_and_ready_follow_the_connectors() {
     let obs = Observability::new();
-    let server = obs.serve(local()).await.unwrap();
+    let server = obs.serve(local(), None).await.unwrap();
     let addr = server.local_addr();
 
     let (code, body) = json(addr, "/ready").await;
@@ -567,7 +567,7 @@ async fn observability_guest_metrics_carry_the_connector_and_bad_ones_are_refuse
     let obs = Observability::new();
     let a = obs.connector("a");
     let b = obs.connector("b");
-    let server = obs.serve(local()).await.unwrap();
+    let server = obs.serve(local(), None).await.unwrap();
 
     a.guest_metric(counter("rows.written", 3, &[("table", "t1")]));
     a.guest_metric(counter("rows.written", 4, &[("table", "t1")]));
@@ -708,7 +708,7 @@ async fn observability_bind_errors_name_the_address_and_stop_frees_it() {
     let addr = taken.local_addr().unwrap();
     let obs = Observability::new();
     let err = obs
-        .serve(addr)
+        .serve(addr, None)
         .await
         .err()
         .expect("address in use")
@@ -717,7 +717,7 @@ async fn observability_bind_errors_name_the_address_and_stop_frees_it() {
     assert!(err.contains("metrics_port"), "{err}");
     drop(taken);
 
-    let server = obs.serve(addr).await.expect("free again");
+    let server = obs.serve(addr, None).await.expect("free again");
     assert_eq!(get(addr, "/nope").await.0, 404);
     server.stop().await;
     assert!(
@@ -726,7 +726,7 @@ async fn observability_bind_errors_name_the_address_and_stop_frees_it() {
     );
 
     // Dropping the handle stops it too.
-    let server = obs.serve(local()).await.unwrap();
+    let server = obs.serve(local(), None).await.unwrap();
     let addr = server.local_addr();
     drop(server);
     let mut gone = false;
@@ -743,7 +743,7 @@ async fn observability_bind_errors_name_the_address_and_stop_frees_it() {
 #[tokio::test]
 async fn observability_a_forgotten_connector_leaves_no_series_and_starts_again_at_zero() {
     let obs = Observability::new();
-    let server = obs.serve(local()).await.unwrap();
+    let server = obs.serve(local(), None).await.unwrap();
     let (gone, kept) = (obs.connector("gone"), obs.connector("kept"));
     for c in [&gone, &kept] {
         c.received("/default/t", 3);

@@ -27,6 +27,7 @@ use tracing::Instrument;
 use super::{Failure, LogSettings, supervise};
 use crate::config::ConnectorConfig;
 use crate::observability::Observability;
+use crate::operations::Operations;
 
 /// How a member ended: `Ok` once drained on request (or finished), else why
 /// it failed for good.
@@ -34,6 +35,7 @@ pub type Ended = Result<(), Failure>;
 
 pub struct Fleet {
     observability: Observability,
+    operations: Operations,
     log: LogSettings,
     /// The drain request of each running member, by key.
     stops: HashMap<String, watch::Sender<bool>>,
@@ -45,9 +47,10 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new(observability: Observability, log: LogSettings) -> Fleet {
+    pub fn new(observability: Observability, operations: Operations, log: LogSettings) -> Fleet {
         Fleet {
             observability,
+            operations,
             log,
             stops: HashMap::new(),
             tasks: JoinSet::new(),
@@ -60,6 +63,10 @@ impl Fleet {
         &self.observability
     }
 
+    pub fn operations(&self) -> &Operations {
+        &self.operations
+    }
+
     /// Starts supervising `config`'s connector as member `key`.
     pub fn start(&mut self, key: &str, module: PathBuf, config: ConnectorConfig) {
         let (stop_tx, stop) = watch::channel(false);
@@ -67,7 +74,10 @@ impl Fleet {
         let metrics = self.observability.connector(&name);
         // Every line logged for this connector, by the host and its tasks, names it.
         let span = tracing::info_span!("connector", connector = %name);
-        let task = supervise(module, config, self.log.clone(), metrics, stop).instrument(span);
+        let control = self.operations.register(&module, &config);
+        let controls = (control, self.operations.clone());
+        let task =
+            supervise(module, config, self.log.clone(), metrics, stop, controls).instrument(span);
         let id = self.tasks.spawn(on_own_thread(&name, task)).id();
         self.keys.insert(id, key.to_string());
         self.stops.insert(key.to_string(), stop_tx);

@@ -31,6 +31,7 @@ use crate::contract::{CallOutcome, ConnectorError, ModuleInfo, World};
 use crate::exit;
 use crate::ipc::{PROTOCOL_VERSION, SelfTest, WorkerInit};
 use crate::observability::{ConnectorMetrics, Observability, ServerHandle, Status};
+use crate::operations::{Control, Loaded, Operations};
 pub use fleet::Fleet;
 use retry::RetryPolicy;
 pub use signals::shutdown_on_signals;
@@ -163,14 +164,27 @@ impl Failure {
 
 /// Runs one connector until it is stopped by a signal or fails for good: the
 /// fleet of one, serving its endpoint where its configuration says.
-pub async fn run(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> ExitCode {
+pub async fn run(
+    module: PathBuf,
+    config: ConnectorConfig,
+    log: LogSettings,
+    api: ApiSettings,
+) -> ExitCode {
     let name = config.host.connector_name.clone();
     let fail = |failure: Failure| {
         eprintln!("danube-host: connector {name}: {failure}");
         ExitCode::from(failure.code)
     };
     let observability = Observability::new();
-    let server = match serve(&observability, config.host.metrics_addr()).await {
+    let operations = Operations::default();
+    let server = match serve(
+        &observability,
+        &operations,
+        config.host.metrics_addr(),
+        &api,
+    )
+    .await
+    {
         Ok(server) => server,
         Err(failure) => {
             tracing::error!("{failure}");
@@ -178,7 +192,7 @@ pub async fn run(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> 
         }
     };
     let mut shutdown = shutdown_on_signals();
-    let mut fleet = Fleet::new(observability, log);
+    let mut fleet = Fleet::new(observability, operations, log);
     fleet.start(&name, module, config);
     let ended = tokio::select! {
         (_, ended) = fleet.next_ended() => ended,
@@ -191,17 +205,46 @@ pub async fn run(module: PathBuf, config: ConnectorConfig, log: LogSettings) -> 
     }
 }
 
+/// `--api` and its token, as the command line gave them.
+#[derive(Debug, Clone, Default)]
+pub struct ApiSettings {
+    pub enabled: bool,
+    pub token: Option<String>,
+}
+
 /// Serves `/metrics`, `/health` and `/ready` on `addr` for every connector of
-/// `observability`.
+/// `observability`, and the management API over `operations` when `api`
+/// asks for it: off loopback only with a token.
 pub async fn serve(
     observability: &Observability,
+    operations: &Operations,
     addr: std::net::SocketAddr,
+    api: &ApiSettings,
 ) -> Result<ServerHandle, Failure> {
+    if api.enabled && api.token.is_none() && !addr.ip().is_loopback() {
+        return Err(Failure::new(
+            exit::CONFIG,
+            format!(
+                "the management API would listen on {addr}, beyond this machine, without a \
+                 token: give one with --api-token-file FILE, or bind the endpoint to 127.0.0.1"
+            ),
+        ));
+    }
+    let router = api.enabled.then(|| {
+        crate::operations::api::router(operations.clone(), observability.clone(), api.token.clone())
+    });
     let server = observability
-        .serve(addr)
+        .serve(addr, router)
         .await
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
-    tracing::info!(addr = %server.local_addr(), "serving /metrics, /health and /ready");
+    match api.enabled {
+        true => {
+            tracing::info!(addr = %server.local_addr(), "serving /metrics, /health, /ready and the management API (/connectors, /openapi.json)")
+        }
+        false => {
+            tracing::info!(addr = %server.local_addr(), "serving /metrics, /health and /ready")
+        }
+    }
     Ok(server)
 }
 
@@ -283,14 +326,60 @@ fn check_connector(config: &mut ConnectorConfig, info: &ModuleInfo) -> Result<()
 /// A worker that dies (trap, crash, hang) is replaced with capped exponential
 /// backoff; the Danube side (subscriptions, producers, batches the dead worker
 /// held) carries over to the new one.
+///
+/// A restart asked through the management API drains the connector the same
+/// way and starts it again; a pause reaches its pipelines.
 async fn supervise(
     module: PathBuf,
     config: ConnectorConfig,
     log: LogSettings,
     metrics: ConnectorMetrics,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+    (control, operations): (Control, Operations),
 ) -> Result<(), Failure> {
-    let ended = supervise_workers(module, config, log, &metrics, shutdown).await;
+    let mut pause = control.pause();
+    let shown = metrics.clone();
+    let showing_pause = tokio::spawn(async move {
+        loop {
+            shown.set_paused(pause.is_paused());
+            pause.changed().await;
+        }
+    });
+    let ended = loop {
+        // Turns true on shutdown or on a restart asked for.
+        let (drain_tx, drain) = watch::channel(*shutdown.borrow());
+        let mut restarting = false;
+        let run = supervise_workers(
+            module.clone(),
+            config.clone(),
+            log.clone(),
+            &metrics,
+            drain,
+            (&control, &operations),
+        );
+        tokio::pin!(run);
+        let ended = loop {
+            tokio::select! {
+                ended = &mut run => break ended,
+                changed = shutdown.changed(), if !*drain_tx.borrow() => {
+                    // A dropped sender stops the connector too.
+                    if changed.is_err() || *shutdown.borrow() {
+                        drain_tx.send_replace(true);
+                    }
+                }
+                _ = control.restart_asked(), if !restarting => {
+                    restarting = true;
+                    tracing::info!("restarting: draining, then starting again");
+                    metrics.set_health(Status::Healthy, "restarting");
+                    drain_tx.send_replace(true);
+                }
+            }
+        };
+        if !restarting || *shutdown.borrow() || ended.is_err() {
+            break ended;
+        }
+    };
+    showing_pause.abort();
     metrics.set_ready(false);
     match &ended {
         Ok(()) => tracing::info!("stopped cleanly"),
@@ -308,6 +397,7 @@ async fn supervise_workers(
     log: LogSettings,
     metrics: &ConnectorMetrics,
     shutdown: watch::Receiver<bool>,
+    (control, operations): (&Control, &Operations),
 ) -> Result<(), Failure> {
     let spawn = |config: &ConnectorConfig| {
         let config = config.clone();
@@ -326,6 +416,14 @@ async fn supervise_workers(
         .map_err(|e| Failure::new(exit::MODULE, format!("{e:#}")))?;
     let info = first.info().clone();
     tracing::info!(module = %module.display(), world = %info.world, guest = %info.name, guest_version = %info.version, "module loaded");
+    operations.loaded(
+        &config.host.connector_name,
+        Loaded {
+            world: info.world.to_string(),
+            guest: info.name.clone(),
+            version: info.version.clone(),
+        },
+    );
     if let Err(invalid) = check_connector(&mut config, &info) {
         first.stop().await;
         return Err(match invalid {
@@ -358,6 +456,8 @@ async fn supervise_workers(
             .await
             .map_err(|e| Stop::Fatal(format!("{e:#}")))
     };
-    let result = restart::run_workers(&client, &config, &policy, first, spawn, &shutdown).await;
+    let pause = control.pause();
+    let result =
+        restart::run_workers(&client, &config, &policy, first, spawn, &shutdown, pause).await;
     result.map_err(|stop| Failure::new(stop.exit_code(), stop.to_string()))
 }

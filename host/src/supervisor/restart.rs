@@ -19,6 +19,7 @@ use crate::capability;
 use crate::config::ConnectorConfig;
 use crate::contract::{CallOutcome, ConnectorError, Opened};
 use crate::observability::{ConnectorMetrics, Status};
+use crate::operations::Pause;
 
 /// The Danube side of a connector, which outlives its workers.
 enum Pipeline<'a, D: Danube> {
@@ -34,15 +35,25 @@ impl<'a, D: Danube> Pipeline<'a, D> {
         policy: &RetryPolicy,
         opened: Opened,
         shutdown: &watch::Receiver<bool>,
+        pause: &Pause,
     ) -> Result<Pipeline<'a, D>, Stop> {
         capability::topics::check_opened(&config.host.sandbox, &opened).map_err(Stop::Config)?;
         let policy = policy.clone();
         Ok(match opened {
             Opened::Source(producers) => Pipeline::Source(Box::new(
-                source::SourcePipeline::start(danube, config, policy, producers).await?,
+                source::SourcePipeline::start(danube, config, policy, producers, pause.clone())
+                    .await?,
             )),
             Opened::Sink(consumers) => Pipeline::Sink(Box::new(
-                sink::SinkPipeline::start(danube, config, policy, consumers, shutdown).await?,
+                sink::SinkPipeline::start(
+                    danube,
+                    config,
+                    policy,
+                    consumers,
+                    shutdown,
+                    pause.clone(),
+                )
+                .await?,
             )),
             Opened::Ingress(setup) => Pipeline::Ingress(Box::new(
                 ingress::IngressPipeline::start(danube, config, policy, setup).await?,
@@ -103,6 +114,7 @@ pub(super) async fn run_workers<D: Danube, G: Guest, S: Future<Output = Result<G
     first: G,
     mut spawn: impl FnMut() -> S,
     shutdown: &watch::Receiver<bool>,
+    pause: Pause,
 ) -> Result<(), Stop> {
     let mut next_worker = Some(first);
     let mut pipeline: Option<Pipeline<D>> = None;
@@ -121,7 +133,7 @@ pub(super) async fn run_workers<D: Danube, G: Guest, S: Future<Output = Result<G
         let running = match open(&worker, config, policy).await {
             Ok(opened) => match pipeline.take() {
                 Some(p) => Ok(p),
-                None => Pipeline::start(danube, config, policy, opened, shutdown).await,
+                None => Pipeline::start(danube, config, policy, opened, shutdown, &pause).await,
             },
             Err(e) => Err(e),
         };
@@ -307,7 +319,16 @@ mod tests {
         };
         let (_shutdown, watching) = watch::channel(false);
         let began = Instant::now();
-        let result = run_workers(&broker, config, &policy, dying(), spawn, &watching).await;
+        let result = run_workers(
+            &broker,
+            config,
+            &policy,
+            dying(),
+            spawn,
+            &watching,
+            Pause::never(),
+        )
+        .await;
         let waited = began.elapsed().as_millis() as u64;
         match result {
             Err(Stop::Fatal(why)) => assert!(why.contains("died 3 times in a row"), "{why}"),
@@ -362,7 +383,15 @@ mod tests {
             shutdown.send_replace(true);
         };
         let (result, ()) = tokio::join!(
-            run_workers(&broker, config, &policy, flaky(), spawn, &watching),
+            run_workers(
+                &broker,
+                config,
+                &policy,
+                flaky(),
+                spawn,
+                &watching,
+                Pause::never()
+            ),
             drive
         );
         result.unwrap_or_else(|e| panic!("{e}"));
@@ -412,7 +441,15 @@ mod tests {
             shutdown.send_replace(true);
         };
         let (result, ()) = tokio::join!(
-            run_workers(&broker, config, &policy, opening(2), no_spawn, &watching),
+            run_workers(
+                &broker,
+                config,
+                &policy,
+                opening(2),
+                no_spawn,
+                &watching,
+                Pause::never()
+            ),
             drive
         );
         result.unwrap_or_else(|e| panic!("{e}"));
@@ -425,7 +462,16 @@ mod tests {
 
         let (policy, _observability) = test_policy(config);
         let (_shutdown, watching) = watch::channel(false);
-        let result = run_workers(&broker, config, &policy, opening(10), no_spawn, &watching).await;
+        let result = run_workers(
+            &broker,
+            config,
+            &policy,
+            opening(10),
+            no_spawn,
+            &watching,
+            Pause::never(),
+        )
+        .await;
         match result {
             Err(Stop::Fatal(why)) => assert_eq!(why, "open failed: connection refused"),
             other => panic!("expected the connector to stop, got {other:?}"),
@@ -452,7 +498,15 @@ mod tests {
             shutdown.send_replace(true);
         };
         let (result, ()) = tokio::join!(
-            run_workers(&broker, config, &policy, first, spawn, &watching),
+            run_workers(
+                &broker,
+                config,
+                &policy,
+                first,
+                spawn,
+                &watching,
+                Pause::never()
+            ),
             drive
         );
         assert!(result.is_ok(), "{result:?}");

@@ -36,6 +36,7 @@ use crate::contract::{
 };
 use crate::observability::Status;
 use crate::observability::tap::{Direction, TappedRecord};
+use crate::operations::Pause;
 use crate::schema::{MessageSchemas, Registry, SchemaError, SchemaRules, Verdict};
 
 /// Batches handed to the worker and not yet answered.
@@ -82,6 +83,8 @@ pub struct SinkPipeline<'a, D: Danube> {
     consuming: bool,
     /// Batches settled (acknowledged or dead-lettered) so far.
     settled: u64,
+    /// While paused, no message is taken; batches taken are finished.
+    pause: Pause,
 }
 
 impl<'a, D: Danube> SinkPipeline<'a, D> {
@@ -93,6 +96,7 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
         policy: RetryPolicy,
         consumers: Vec<ConsumerConfig>,
         shutdown: &watch::Receiver<bool>,
+        pause: Pause,
     ) -> Result<SinkPipeline<'a, D>, Stop> {
         let host = &config.host;
         let limit = Duration::from_millis(host.processing.publish_timeout_ms);
@@ -156,6 +160,7 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
             replay: VecDeque::new(),
             consuming: true,
             settled: 0,
+            pause,
         })
     }
 
@@ -268,7 +273,8 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
                     stopping = true;
                     tracing::info!(batched = batch.len(), in_flight = in_flight.len(), "draining: no more messages taken, finishing batches in flight");
                 }
-                next = self.deliveries.recv(), if self.consuming && !stopping && !full => match next {
+                _ = self.pause.changed() => {}
+                next = self.deliveries.recv(), if self.consuming && !stopping && !full && !self.pause.is_paused() => match next {
                     Some(delivery) => {
                         // This message and everything already here after it
                         // join the batch.
@@ -965,6 +971,7 @@ mod tests {
             test_policy(config).0,
             vec![consumer],
             &watching,
+            Pause::never(),
         )
         .await
         .unwrap_or_else(|_| panic!("the pipeline starts"));

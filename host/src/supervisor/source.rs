@@ -17,6 +17,7 @@ use super::worker::Guest;
 use super::{Stop, new_trace_id, outcome_error};
 use crate::config::ConnectorConfig;
 use crate::contract::{Call, CallOutcome, ConnectorError, Offset, ProducerConfig, SourceRecord};
+use crate::operations::Pause;
 
 /// The Danube side of a source: producers (in lanes) and the offset tracker.
 /// It outlives worker restarts, so producers stay connected.
@@ -27,6 +28,7 @@ pub struct SourcePipeline<'a, D: Danube> {
     tracker: OffsetTracker,
     /// Records acknowledged by the broker so far.
     acked: u64,
+    pause: Pause,
 }
 
 type PendingCall<'w> = Pin<
@@ -41,6 +43,7 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
         config: &'a ConnectorConfig,
         policy: RetryPolicy,
         producers: Vec<ProducerConfig>,
+        pause: Pause,
     ) -> Result<SourcePipeline<'a, D>, Stop> {
         let publisher = Publisher::start(danube, config, &policy, &producers).await?;
         tracing::info!(connector = %config.host.connector_name, topics = producers.len(), lanes_per_topic = config.host.processing.producers_per_topic, "source pipeline running");
@@ -49,6 +52,7 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
             policy,
             publisher,
             tracker: OffsetTracker::default(),
+            pause,
             acked: 0,
         })
     }
@@ -104,7 +108,9 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
             let room = (processing.max_in_flight as usize)
                 .saturating_sub(self.tracker.outstanding())
                 .min(processing.batch_size as usize);
-            if poll.is_none() && !stopping && room >= refill {
+            // Paused: no new poll; what was polled is published and
+            // committed.
+            if poll.is_none() && !stopping && !self.pause.is_paused() && room >= refill {
                 let trace_id = new_trace_id();
                 let call = Call::Poll {
                     max: room as u32,
@@ -141,6 +147,7 @@ impl<'a, D: Danube> SourcePipeline<'a, D> {
                     stopping = true;
                     tracing::info!(outstanding = self.tracker.outstanding(), "draining: no more polls, waiting for in-flight records");
                 }
+                _ = self.pause.changed() => {}
                 (trace_id, outcome) = async { poll.as_mut().expect("guarded").1.as_mut().await }, if poll.is_some() => {
                     let (asked, _) = poll.take().expect("guarded");
                     match outcome.map_err(|e| Stop::WorkerGone(e.to_string()))? {
@@ -510,10 +517,15 @@ mod tests {
             reliable: true,
             schema_subject: None,
         };
-        let pipeline =
-            SourcePipeline::start(&broker, config, test_policy(config).0, vec![producer])
-                .await
-                .unwrap_or_else(|_| panic!("the pipeline starts"));
+        let pipeline = SourcePipeline::start(
+            &broker,
+            config,
+            test_policy(config).0,
+            vec![producer],
+            Pause::never(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the pipeline starts"));
         (broker, pipeline)
     }
 

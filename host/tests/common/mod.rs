@@ -489,11 +489,18 @@ pub fn endpoint(host: &Host) -> Option<String> {
 
 /// A plain HTTP GET; returns (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_call(addr, "GET", path, &[])
+}
+
+/// A plain HTTP request without a body, with `headers`; returns (status,
+/// body).
+pub fn http_call(addr: &str, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let headers: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
