@@ -27,6 +27,25 @@ fn api(host: &Host, method: &str, path: &str, token: Option<&str>) -> (u16, Valu
     (status, json)
 }
 
+/// `method path` with a JSON body.
+fn api_with_body(host: &Host, method: &str, path: &str, body: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let addr = endpoint(host).expect("the host serves its endpoint");
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
 /// A connector's entry in `GET /connectors`.
 fn listed(host: &Host, name: &str) -> Value {
     let (status, list) = api(host, "GET", "/connectors", None);
@@ -77,7 +96,8 @@ danube_testkit::on_both_brokers! {
     /// it catches up. Both paused, the sink's host is restarted and comes
     /// back paused (kept beside its state); resumed, the flow goes on, the
     /// source is restarted through the API mid-flow, and every record
-    /// reaches the file.
+    /// reaches the file. Last, the paused source's position is moved back
+    /// 500 records: resumed, it publishes them again.
     async fn pause_resume_and_restarts_lose_nothing(broker: Broker) {
         const N: u64 = 3000;
         let dir = tempfile::tempdir().unwrap();
@@ -186,6 +206,39 @@ danube_testkit::on_both_brokers! {
         .await;
         let seqs = seqs_in_file(&out_file);
         assert!((0..N).all(|s| seqs.contains_key(&s)), "a record is missing");
+        wait_for("the source commits its last record", &source, || {
+            common::committed_seq(&dir.path().join(format!("state/{SOURCE}.state.json")))
+                == Some(N - 1)
+        })
+        .await;
+
+        // The source's position, read and moved back 500 records while
+        // paused: resumed, it publishes them again, and they reach the file.
+        let offsets = format!("/connectors/{SOURCE}/offsets");
+        let (status, answer) = api(&source, "GET", &offsets, None);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["state"]["committed_seq"], (N - 1).to_string(), "{answer}");
+        let rewind = format!("{{\"state\": {{\"committed_seq\": \"{}\"}}}}", N - 501);
+        let (status, answer) = api_with_body(&source, "PUT", &offsets, &rewind);
+        assert_eq!(status, 409, "not paused: {answer}");
+        assert_eq!(api(&sink, "GET", &format!("/connectors/{SINK}/offsets"), None).0, 409);
+        api(&source, "POST", &format!("/connectors/{SOURCE}/pause"), None);
+        let (status, answer) = api_with_body(&source, "PUT", &offsets, &rewind);
+        assert_eq!(status, 202, "{answer}");
+        wait_for("the source restarts from the new position", &source, || {
+            api(&source, "GET", &offsets, None).1["state"]["committed_seq"]
+                == (N - 501).to_string()
+                && listed(&source, SOURCE)["state"] == "paused"
+        })
+        .await;
+        api(&source, "POST", &format!("/connectors/{SOURCE}/resume"), None);
+        wait_for("the rewound records reach the file again", &sink, || {
+            let seqs = seqs_in_file(&out_file);
+            (N - 500..N).all(|s| seqs.get(&s).is_some_and(|&n| n >= 2))
+        })
+        .await;
+        let seqs = seqs_in_file(&out_file);
+        assert!((0..N).all(|s| seqs.contains_key(&s)), "a record is missing");
         println!(
             "{:?} broker: {N} records through pauses and restarts, {} written while paused, {} lines",
             broker.kind(),
@@ -247,6 +300,7 @@ async fn the_api_is_described_and_guarded() {
         "/connectors/{name}/resume",
         "/connectors/{name}/restart",
         "/connectors/{name}/tap",
+        "/connectors/{name}/offsets",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} not described");
     }

@@ -26,6 +26,8 @@ use crate::observability::{Counters, Observability};
 
 /// The OpenAPI description of the routes below.
 const OPENAPI: &str = include_str!("openapi.json");
+/// Largest state store a `PUT /offsets` takes.
+const MAX_STATE_BODY: usize = 1 << 20;
 /// Records a tap sends a second unless asked otherwise, and at most.
 const TAP_RATE: u32 = 10;
 const TAP_RATE_MAX: u32 = 1000;
@@ -57,6 +59,11 @@ pub fn router(
         .route("/connectors/{name}/resume", post(resume))
         .route("/connectors/{name}/restart", post(restart))
         .route("/connectors/{name}/tap", get(tap))
+        .route(
+            "/connectors/{name}/offsets",
+            get(offsets).put(reset_offsets),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_STATE_BODY))
         .route_layer(middleware::from_fn_with_state(api.clone(), authorize))
         .with_state(api)
 }
@@ -193,6 +200,109 @@ async fn restart(State(api): State<Api>, Path(name): Path<String>) -> Response {
     (
         StatusCode::ACCEPTED,
         axum::Json(json!({ "name": name, "restarting": true })),
+    )
+        .into_response()
+}
+
+/// A sink's or an ingress's position is not the host's to move: say why.
+fn no_offsets(member: &Member) -> Option<Response> {
+    match member.loaded.as_ref().map(|l| l.world.as_str()) {
+        Some("source") => None,
+        Some("sink") => Some(error(
+            StatusCode::CONFLICT,
+            "a sink's position is its subscription's cursor in the broker, and Danube has no \
+             API to move it; a new subscription name starts at the latest message",
+        )),
+        Some(_) => Some(error(
+            StatusCode::CONFLICT,
+            "an ingress connector has no position: it takes what is sent to it",
+        )),
+        None => Some(error(
+            StatusCode::CONFLICT,
+            "the connector's module is not loaded yet; try again",
+        )),
+    }
+}
+
+/// `GET /connectors/{name}/offsets`: a source's position, its state store
+/// as the state file holds it (text values as strings, others as
+/// `{"base64": ...}`).
+async fn offsets(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    let Some(member) = api.operations.member(&name) else {
+        return unknown(&name);
+    };
+    if let Some(refused) = no_offsets(&member) {
+        return refused;
+    }
+    let file = member.control.state_file();
+    let state: Json = match std::fs::read(file) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(state) => state,
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the state file {} is not JSON: {e}", file.display()),
+                );
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({}),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read {}: {e}", file.display()),
+            );
+        }
+    };
+    axum::Json(json!({ "name": name, "state": state })).into_response()
+}
+
+/// `PUT /connectors/{name}/offsets`: a paused source restarts from the
+/// state store in the body (the form `GET` gives); it stays paused until
+/// resumed.
+async fn reset_offsets(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(member) = api.operations.member(&name) else {
+        return unknown(&name);
+    };
+    if let Some(refused) = no_offsets(&member) {
+        return refused;
+    }
+    if !member.control.is_paused() {
+        return error(
+            StatusCode::CONFLICT,
+            "pause the connector first (POST /connectors/{name}/pause): its position moves while it runs",
+        );
+    }
+    let text: Json = match serde_json::from_slice(&body) {
+        Ok(text) => text,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not JSON: {e}"),
+            );
+        }
+    };
+    let state = text.get("state").unwrap_or(&text).to_string();
+    let entries = match crate::capability::state::StateStore::parse(state.as_bytes()) {
+        Ok(entries) => entries,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "give the state as GET shows it: an object of keys to strings or \
+                     {{\"base64\": ...}} ({e})"
+                ),
+            );
+        }
+    };
+    tracing::info!(connector = %name, keys = entries.len(), "state store reset asked through the management API");
+    member.control.reset_state(entries);
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "name": name, "restarting": true, "paused": true })),
     )
         .into_response()
 }

@@ -1,16 +1,19 @@
-//! One connector's controls: paused or not, and a restart asked for. The
-//! management API changes them; the connector's supervisor obeys.
+//! One connector's controls: paused or not, a restart asked for, a state
+//! store to restart from. The management API changes them; the
+//! connector's supervisor obeys.
 //!
 //! A pause is kept in a file beside the connector's state store
 //! (`<state dir>/<name>.paused`), so it outlives the host: a connector
 //! paused through the API starts paused again after a restart of the host,
 //! or after its files changed in directory mode, until it is resumed.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Notify, watch};
 
+use crate::capability::state::StateStore;
 use crate::config::ConnectorConfig;
 
 /// What the pipelines see of a pause: whether to take work now, and a
@@ -46,6 +49,10 @@ pub struct Control {
     paused: Arc<watch::Sender<bool>>,
     restart: Arc<Notify>,
     pause_file: PathBuf,
+    state_file: PathBuf,
+    /// A state store to start from, written at the next restart, once the
+    /// drain committed what it had to (see [`Control::reset_state`]).
+    reset: Arc<Mutex<Option<BTreeMap<String, Vec<u8>>>>>,
 }
 
 impl Control {
@@ -61,6 +68,8 @@ impl Control {
             paused: Arc::new(paused),
             restart: Arc::new(Notify::new()),
             pause_file,
+            state_file: config.state_file(),
+            reset: Arc::default(),
         }
     }
 
@@ -87,6 +96,34 @@ impl Control {
             }
         }
         self.paused.send_replace(paused);
+        Ok(())
+    }
+
+    /// The connector's state store file.
+    pub fn state_file(&self) -> &std::path::Path {
+        &self.state_file
+    }
+
+    /// Restarts the connector from `entries` as its state store (a
+    /// source's position): it drains, commits, and only then is the store
+    /// replaced, so the drain's last commit cannot overwrite the reset.
+    pub fn reset_state(&self, entries: BTreeMap<String, Vec<u8>>) {
+        *self.reset.lock().unwrap_or_else(PoisonError::into_inner) = Some(entries);
+        self.restart();
+    }
+
+    /// Writes a state reset asked for, if any; between a drain and the next
+    /// start.
+    pub fn apply_reset(&self) -> anyhow::Result<()> {
+        let reset = self
+            .reset
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(entries) = reset {
+            StateStore::replace(&self.state_file, entries)?;
+            tracing::info!(file = %self.state_file.display(), "state store replaced through the management API");
+        }
         Ok(())
     }
 

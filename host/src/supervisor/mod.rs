@@ -378,6 +378,12 @@ async fn supervise(
         if !restarting || *shutdown.borrow() || ended.is_err() {
             break ended;
         }
+        if let Err(e) = control.apply_reset() {
+            break Err(Failure::new(
+                exit::FATAL,
+                format!("cannot replace the state store: {e:#}"),
+            ));
+        }
     };
     showing_pause.abort();
     metrics.set_ready(false);

@@ -23,14 +23,7 @@ impl StateStore {
     /// Opens the store at `path`; a missing file is an empty store.
     pub fn open(path: &Path) -> anyhow::Result<StateStore> {
         let entries = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice::<BTreeMap<String, StoredValue>>(&bytes)
-                .map_err(anyhow::Error::from)
-                .and_then(|m| {
-                    m.into_iter()
-                        .map(|(k, v)| Ok((k, v.into_bytes()?)))
-                        .collect::<anyhow::Result<_>>()
-                })
-                .with_context(|| {
+            Ok(bytes) => StateStore::parse(&bytes).with_context(|| {
                 format!(
                     "the state file {} is corrupt; restore it from a backup or delete it to start the connector from scratch",
                     path.display()
@@ -43,6 +36,25 @@ impl StateStore {
             path: Some(path.to_path_buf()),
             entries,
         })
+    }
+
+    /// The entries of a state file's text (as `open` reads it, and as the
+    /// management API takes a replacement).
+    pub fn parse(bytes: &[u8]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+        serde_json::from_slice::<BTreeMap<String, StoredValue>>(bytes)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.into_bytes()?)))
+            .collect()
+    }
+
+    /// Replaces the state file at `path` with `entries` (the management
+    /// API's offset reset, while no worker has the store open).
+    pub fn replace(path: &Path, entries: BTreeMap<String, Vec<u8>>) -> anyhow::Result<()> {
+        StateStore {
+            path: Some(path.to_path_buf()),
+            entries,
+        }
+        .save()
     }
 
     /// A store that is never written to disk.
