@@ -43,6 +43,9 @@ impl Pause {
     }
 }
 
+/// A state store's entries.
+type StateEntries = BTreeMap<String, Vec<u8>>;
+
 /// A connector's controls. Clones share them.
 #[derive(Clone)]
 pub struct Control {
@@ -52,7 +55,7 @@ pub struct Control {
     state_file: PathBuf,
     /// A state store to start from, written at the next restart, once the
     /// drain committed what it had to (see [`Control::reset_state`]).
-    reset: Arc<Mutex<Option<BTreeMap<String, Vec<u8>>>>>,
+    reset: Arc<Mutex<Option<StateEntries>>>,
 }
 
 impl Control {
@@ -107,7 +110,7 @@ impl Control {
     /// Restarts the connector from `entries` as its state store (a
     /// source's position): it drains, commits, and only then is the store
     /// replaced, so the drain's last commit cannot overwrite the reset.
-    pub fn reset_state(&self, entries: BTreeMap<String, Vec<u8>>) {
+    pub fn reset_state(&self, entries: StateEntries) {
         *self.reset.lock().unwrap_or_else(PoisonError::into_inner) = Some(entries);
         self.restart();
     }
