@@ -66,7 +66,11 @@ impl Layout {
     }
 
     fn start(&self) -> Host {
-        let host = Host::start_directory(&self.mods, &self.root.join("host.log"));
+        self.start_with(&[])
+    }
+
+    fn start_with(&self, args: &[&str]) -> Host {
+        let host = Host::start_directory_with(&self.mods, &self.root.join("host.log"), args);
         assert!(
             common::wait_until(DEADLINE, || endpoint(&host).is_some()),
             "no endpoint; log:\n{}",
@@ -902,5 +906,62 @@ async fn an_ingress_replaced_in_place_listens_on_its_port_again() {
             .wait_for(DEADLINE, |b| b.messages(TOPIC).len() >= 3)
             .await
     );
+    assert!(host.terminate(DEADLINE).success());
+}
+
+/// The directory decides which connectors run and with which files; the
+/// management API whether each is paused. A connector paused through the
+/// API and then replaced by a change of its file stays paused; its files
+/// removed, it is gone from the API; put back, it starts as it was left
+/// (paused), and resumed it publishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pause_through_the_api_outlives_a_change_of_the_directory() {
+    let _turn = take_turn(BrokerKind::Test).await;
+    const TOPIC: &str = "/default/dir-api";
+    let broker = TestBroker::start().await.unwrap();
+    broker.create_topic(TOPIC, 0, true).unwrap();
+    let layout = Layout::new();
+    let host = layout.start_with(&["--api"]);
+    let addr = endpoint(&host).unwrap();
+    let module = std::fs::read(guest("datagen-source")).unwrap();
+    let config = layout.config(&broker.url(), "gen", &datagen_config(TOPIC, "rate = 200\n"));
+    layout.add(&layout.mods, "gen", &module, &config);
+    let entry = || {
+        let (status, body) = common::http_get(&addr, "/connectors/gen");
+        (status, serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default())
+    };
+    let published = || broker.messages(TOPIC).len();
+    keeps_flowing("first records", &host, 50, published).await;
+
+    let (status, _) = common::http_call(&addr, "POST", "/connectors/gen/pause", &[]);
+    assert_eq!(status, 200);
+    let changed = layout.config(&broker.url(), "gen", &datagen_config(TOPIC, "rate = 150\n"));
+    place(&layout.mods, "gen.toml", &changed);
+    let replaced = wait_until_async(DEADLINE, || {
+        let (status, entry) = entry();
+        status == 200
+            && entry["config"]["connector"]["rate"] == 150
+            && entry["state"] == "paused"
+            && entry["world"] == "source"
+    })
+    .await;
+    assert!(replaced, "{:?}; log:\n{}", entry(), host.log());
+
+    std::fs::remove_file(layout.mods.join("gen.toml")).unwrap();
+    assert!(
+        wait_until_async(DEADLINE, || entry().0 == 404).await,
+        "{:?}",
+        entry()
+    );
+    place(&layout.mods, "gen.toml", &changed);
+    let back = wait_until_async(DEADLINE, || {
+        let (status, entry) = entry();
+        status == 200 && entry["state"] == "paused" && entry["world"] == "source"
+    })
+    .await;
+    assert!(back, "{:?}; log:\n{}", entry(), host.log());
+    let (status, _) = common::http_call(&addr, "POST", "/connectors/gen/resume", &[]);
+    assert_eq!(status, 200);
+    keeps_flowing("resumed", &host, 50, published).await;
     assert!(host.terminate(DEADLINE).success());
 }

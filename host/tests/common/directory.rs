@@ -10,11 +10,17 @@ impl Host {
     /// Starts `danube-host --modules-dir DIR` with the shared endpoint on a
     /// free loopback port and text logs captured to `log_file`.
     pub fn start_directory(modules_dir: &Path, log_file: &Path) -> Host {
+        Host::start_directory_with(modules_dir, log_file, &[])
+    }
+
+    /// [`Host::start_directory`] with more arguments (`--api`).
+    pub fn start_directory_with(modules_dir: &Path, log_file: &Path, args: &[&str]) -> Host {
         let stderr = std::fs::File::create(log_file).unwrap();
         let child = Command::new(host_bin())
             .args(["--log-format", "text", "--metrics-bind", "127.0.0.1"])
             .args(["--metrics-port", "0", "--modules-dir"])
             .arg(modules_dir)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
