@@ -928,7 +928,10 @@ async fn a_pause_through_the_api_outlives_a_change_of_the_directory() {
     layout.add(&layout.mods, "gen", &module, &config);
     let entry = || {
         let (status, body) = common::http_get(&addr, "/connectors/gen");
-        (status, serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default())
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+        )
     };
     let published = || broker.messages(TOPIC).len();
     keeps_flowing("first records", &host, 50, published).await;

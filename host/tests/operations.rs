@@ -342,7 +342,8 @@ async fn the_api_is_described_and_guarded() {
     assert!(plain.terminate(Duration::from_secs(30)).success());
 }
 
-/// `danube-host tap NAME` prints the records a source produces, at most
+/// `danube-host tap NAME` prints the records a source produces (topic,
+/// key, attributes, payload), at most
 /// `--rate` a second, and says how many it did not show; `top` in a tmux
 /// pane shows the connector running with its rate.
 #[tokio::test(flavor = "multi_thread")]
@@ -383,7 +384,8 @@ async fn tap_prints_records_and_top_shows_the_connector_in_a_terminal() {
     assert_eq!(lines.len(), 6, "{lines:?}");
     for line in &lines {
         assert!(line.starts_with(&format!("-> {TOPIC}")), "{line}");
-        assert!(line.contains("\"seq\""), "{line}");
+        // The attribute datagen sets, then the payload.
+        assert!(line.contains(" seq=") && line.contains("\"seq\""), "{line}");
     }
     // Five a second at most: six lines take at least a second; at 200
     // records a second most are not shown, and the lines say so.

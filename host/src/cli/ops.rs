@@ -260,6 +260,8 @@ struct TapLine {
     direction: String,
     topic: String,
     key: Option<String>,
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, String>,
     payload: String,
     payload_len: usize,
     truncated: bool,
@@ -311,6 +313,11 @@ fn human(record: &TapLine) -> String {
         .key
         .as_deref()
         .map_or(String::new(), |k| format!(" key={}", printable(k)));
+    let attributes: String = record
+        .attributes
+        .iter()
+        .map(|(k, v)| format!(" {}={}", printable(k), printable(v)))
+        .collect();
     let more = match record.truncated {
         true => format!("… ({} bytes)", record.payload_len),
         false => String::new(),
@@ -320,7 +327,7 @@ fn human(record: &TapLine) -> String {
         n => format!("   (+{n} not shown)"),
     };
     format!(
-        "{arrow} {}{key} {}{more}{skipped}",
+        "{arrow} {}{key}{attributes} {}{more}{skipped}",
         printable(&record.topic),
         printable(&record.payload)
     )

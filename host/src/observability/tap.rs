@@ -19,6 +19,9 @@ use crate::guest_text::printable;
 const BACKLOG: usize = 256;
 /// Bytes of a payload a tap keeps.
 pub const PAYLOAD_SHOWN: usize = 200;
+/// Attributes a tap keeps, and bytes of each name and value.
+const ATTRIBUTES_SHOWN: usize = 16;
+const ATTRIBUTE_BYTES_SHOWN: usize = 100;
 
 /// Which way a record went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +38,9 @@ pub struct TappedRecord {
     pub direction: Direction,
     pub topic: String,
     pub key: Option<String>,
+    /// The first [`ATTRIBUTES_SHOWN`] attributes, each cut to
+    /// [`ATTRIBUTE_BYTES_SHOWN`] bytes.
+    pub attributes: Vec<(String, String)>,
     /// The first [`PAYLOAD_SHOWN`] bytes of the payload.
     pub payload: Vec<u8>,
     /// The payload's whole length.
@@ -42,11 +48,22 @@ pub struct TappedRecord {
 }
 
 impl TappedRecord {
-    pub fn new(direction: Direction, topic: &str, key: Option<&str>, payload: &[u8]) -> Self {
+    pub fn new<'a>(
+        direction: Direction,
+        topic: &str,
+        key: Option<&str>,
+        attributes: impl IntoIterator<Item = (&'a String, &'a String)>,
+        payload: &[u8],
+    ) -> Self {
         TappedRecord {
             direction,
             topic: topic.to_string(),
             key: key.map(str::to_string),
+            attributes: attributes
+                .into_iter()
+                .take(ATTRIBUTES_SHOWN)
+                .map(|(k, v)| (cut(k), cut(v)))
+                .collect(),
             payload: payload[..payload.len().min(PAYLOAD_SHOWN)].to_vec(),
             payload_len: payload.len(),
         }
@@ -63,17 +80,31 @@ impl TappedRecord {
             .key
             .as_deref()
             .map_or(String::new(), |k| format!(" key={}", printable(k)));
+        let attributes: String = self
+            .attributes
+            .iter()
+            .map(|(k, v)| format!(" {}={}", printable(k), printable(v)))
+            .collect();
         let text = String::from_utf8_lossy(&self.payload);
         let more = match self.payload_len > self.payload.len() {
             true => format!("… ({} bytes)", self.payload_len),
             false => String::new(),
         };
         format!(
-            "{arrow} {}{key} {}{more}",
+            "{arrow} {}{key}{attributes} {}{more}",
             printable(&self.topic),
             printable(&text)
         )
     }
+}
+
+/// `text` cut to [`ATTRIBUTE_BYTES_SHOWN`] bytes, on a character boundary.
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(ATTRIBUTE_BYTES_SHOWN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// One connector's tap.
@@ -151,16 +182,29 @@ mod tests {
         drop(tap.listen());
         assert!(tap.listened(), "one listener left");
         let payload = vec![b'x'; PAYLOAD_SHOWN + 50];
+        let long = "é".repeat(ATTRIBUTE_BYTES_SHOWN);
+        let attributes = [
+            ("seq".to_string(), "7".to_string()),
+            ("long".to_string(), long),
+        ];
         tap.send(TappedRecord::new(
             Direction::Produced,
             "/default/t",
             Some("k\n1"),
+            attributes.iter().map(|(k, v)| (k, v)),
             &payload,
         ));
         let record = listener.try_recv().unwrap();
         assert_eq!(record.payload.len(), PAYLOAD_SHOWN);
+        assert_eq!(record.attributes[1].1.len(), ATTRIBUTE_BYTES_SHOWN);
         let line = record.line();
-        assert!(line.starts_with("-> /default/t key=k\\n1 xxx"), "{line}");
+        let shown_long = "é".repeat(ATTRIBUTE_BYTES_SHOWN / 2);
+        assert!(
+            line.starts_with(&format!(
+                "-> /default/t key=k\\n1 seq=7 long={shown_long} xxx"
+            )),
+            "{line}"
+        );
         assert!(
             line.ends_with(&format!("… ({} bytes)", PAYLOAD_SHOWN + 50)),
             "{line}"
@@ -176,6 +220,7 @@ mod tests {
                 Direction::Consumed,
                 "/default/t",
                 None,
+                [],
                 i.to_string().as_bytes(),
             ));
         }

@@ -319,6 +319,8 @@ struct TapLine<'a> {
     direction: &'static str,
     topic: &'a str,
     key: Option<&'a str>,
+    /// The first 16 attributes, each name and value cut to 100 bytes.
+    attributes: std::collections::BTreeMap<&'a str, &'a str>,
     /// The first bytes of the payload, as text (invalid UTF-8 replaced).
     payload: String,
     payload_len: usize,
@@ -336,6 +338,11 @@ fn tap_line(record: &TappedRecord, skipped: u64) -> String {
         },
         topic: &record.topic,
         key: record.key.as_deref(),
+        attributes: record
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
         payload: String::from_utf8_lossy(&record.payload).into_owned(),
         payload_len: record.payload_len,
         truncated: record.payload_len > record.payload.len(),

@@ -125,6 +125,7 @@ impl<D: Danube> Publisher<D> {
                 Direction::Produced,
                 &record.topic,
                 record.key.as_deref(),
+                record.attributes.iter().map(|(k, v)| (k, v)),
                 &record.payload,
             )
         });

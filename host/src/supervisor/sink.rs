@@ -504,6 +504,7 @@ async fn process_records(
                 Direction::Consumed,
                 &message.msg_id.topic_name,
                 message.routing_key.as_deref(),
+                message.attributes.iter(),
                 delivery.decoded.as_deref().unwrap_or(&message.payload),
             )
         });
