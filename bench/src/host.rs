@@ -5,6 +5,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -108,7 +110,9 @@ impl HostProcess {
         )?;
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(&env.paths.host)
-            .args(["run", "--log-format", "text", "--module"])
+            // The management API on (for the tap scenario): routes only,
+            // nothing runs until a request comes.
+            .args(["run", "--api", "--log-format", "text", "--module"])
             .arg(module)
             .arg("--config")
             .arg(&config)
@@ -131,6 +135,56 @@ impl HostProcess {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Reads `GET /connectors/NAME/tap?rate=RATE` on a thread of its own,
+    /// counting the lines, until the reader is dropped.
+    pub fn tap(&self, name: &str, rate: u32) -> anyhow::Result<TapReader> {
+        use std::io::{BufRead, BufReader};
+        let started = Instant::now();
+        loop {
+            // Not listening yet: the host is starting.
+            let Ok(mut stream) = TcpStream::connect(self.metrics) else {
+                if started.elapsed() > Duration::from_secs(30) {
+                    bail!("the host's endpoint {} does not answer", self.metrics);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            write!(
+                stream,
+                "GET /connectors/{name}/tap?rate={rate} HTTP/1.1\r\nHost: bench\r\n\r\n"
+            )?;
+            let mut reader = BufReader::new(stream.try_clone()?);
+            let mut status = String::new();
+            reader.read_line(&mut status)?;
+            if status.split_whitespace().nth(1) == Some("200") {
+                let lines = Arc::new(AtomicU64::new(0));
+                let counted = lines.clone();
+                let thread = std::thread::spawn(move || {
+                    // Chunk sizes and headers are lines too: records are
+                    // the JSON ones.
+                    for line in reader.split(b'\n') {
+                        match line {
+                            Ok(line) if line.starts_with(b"{") => {
+                                counted.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                });
+                return Ok(TapReader {
+                    stream,
+                    lines,
+                    thread: Some(thread),
+                });
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("the host's tap answered {}", status.trim());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The sum of a counter over all its labels; 0 while the endpoint is not up.
@@ -267,6 +321,29 @@ impl Drop for HostProcess {
 }
 
 /// `VmRSS` of a process, from `/proc/PID/status`; 0 if it is gone.
+/// A tap being read (see [`HostProcess::tap`]).
+pub struct TapReader {
+    stream: TcpStream,
+    lines: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TapReader {
+    /// Records read so far.
+    pub fn lines(&self) -> u64 {
+        self.lines.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for TapReader {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 pub fn vm_rss_kib(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

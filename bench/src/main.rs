@@ -90,6 +90,7 @@ enum Scenario {
     Latency,
     Webhook,
     Delta,
+    Tap,
 }
 
 impl Scenario {
@@ -102,6 +103,7 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Webhook => "webhook",
             Scenario::Delta => "delta",
+            Scenario::Tap => "tap",
         }
     }
 }
@@ -393,6 +395,7 @@ fn run(args: &Args) -> anyhow::Result<usize> {
         Scenario::Latency,
         Scenario::Webhook,
         Scenario::Delta,
+        Scenario::Tap,
     ] {
         if !wanted(scenario) {
             continue;
@@ -440,6 +443,11 @@ fn run(args: &Args) -> anyhow::Result<usize> {
             Scenario::Delta => {
                 let mut table = delta::table(&env);
                 on_each_broker(&mut env, &targets, &mut table, &mut errors, delta::run);
+                table
+            }
+            Scenario::Tap => {
+                let mut table = throughput::tap_table(&env);
+                on_each_broker(&mut env, &targets, &mut table, &mut errors, throughput::tap);
                 table
             }
         };

@@ -106,18 +106,82 @@ pub fn source(env: &Env, table: &mut Table, memory: &mut Memory) -> anyhow::Resu
 }
 
 fn host_source(env: &Env, size: usize, records: u64, round: u32) -> anyhow::Result<Outcome<Flow>> {
-    let topic = env.topic(&format!("src-host-{size}-{round}"));
+    Ok(tapped_source(env, size, records, round, None)?.0)
+}
+
+/// A host source run, with a tap read at `tap_rate` records a second when
+/// given; returns the run and the records the tap showed.
+fn tapped_source(
+    env: &Env,
+    size: usize,
+    records: u64,
+    round: u32,
+    tap_rate: Option<u32>,
+) -> anyhow::Result<(Outcome<Flow>, u64)> {
+    let tapped = if tap_rate.is_some() { "-tapped" } else { "" };
+    let topic = env.topic(&format!("src-host-{size}-{round}{tapped}"));
+    let name = format!("bench-source-{}-{size}-{round}{tapped}", env.label());
     let mut host = HostProcess::start(
         env,
         &env.paths.guest("datagen-source")?,
-        &format!("bench-source-{}-{size}-{round}", env.label()),
+        &name,
         &env.cache,
         "",
         &format!("[datagen]\ntopics = [\"{topic}\"]\ncount = {records}\npayload_size = {size}\n"),
     )?;
+    let tap = tap_rate.map(|rate| host.tap(&name, rate)).transpose()?;
     let flow = measure(&mut host, records, HostProcess::sent, env.limits(), None)?;
+    let shown = tap.map_or(0, |t| t.lines());
     finish(host, &flow)?;
-    Ok(flow)
+    Ok((flow, shown))
+}
+
+/// Records a second `danube-host tap` asks for by default.
+const TAP_RATE: u32 = 10;
+
+pub fn tap_table(env: &Env) -> Table {
+    let records = env.scale(2_000, 20_000);
+    Table::new(
+        "Tap: a source with and without a tap read",
+        format!(
+            "{records} datagen records of 100 B per row, as in the source table (host with \
+             --api); \"tapped\": a client reads GET /connectors/NAME/tap?rate={TAP_RATE} \
+             (what `danube-host tap` does) for the whole run. Records are made for a tap only \
+             while someone listens; the tap then copies each record's topic, key, attributes \
+             and first 200 payload bytes into a broadcast, and the reader keeps {TAP_RATE} a \
+             second."
+        ),
+        &[
+            "broker",
+            "untapped rec/s",
+            "tapped rec/s",
+            "tapped / untapped",
+            "untapped CPU µs/rec",
+            "tapped CPU µs/rec",
+            "CPU tapped / untapped",
+            "records shown",
+        ],
+    )
+}
+
+pub fn tap(env: &Env, table: &mut Table) -> anyhow::Result<()> {
+    let records = env.scale(2_000, 20_000);
+    for round in 1..=env.repeat {
+        let plain = host_source(env, 100, records, round)?.map(|f| f.measured);
+        let (tapped, shown) = tapped_source(env, 100, records, round, Some(TAP_RATE))?;
+        let tapped = tapped.map(|f| f.measured);
+        table.row(vec![
+            env.row_label(round),
+            env.rate("untapped source", &plain),
+            env.rate("tapped source", &tapped),
+            rate_ratio(&tapped, &plain),
+            cpu_cell(&plain),
+            cpu_cell(&tapped),
+            cpu_ratio(&tapped, &plain),
+            shown.to_string(),
+        ]);
+    }
+    Ok(())
 }
 
 /// Stops a host: a failed drain is an error after a finished run, not after
