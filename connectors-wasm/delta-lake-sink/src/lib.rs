@@ -368,21 +368,13 @@ impl Table {
         if !self.staging.enabled() {
             return self.commit(rows);
         }
-        let state = self.state()?;
-        rows.retain(|r| {
-            state
-                .txns
-                .get(&r.app_id)
-                .is_none_or(|&v| (r.offset as i64) > v)
-        });
+        self.keep_new_rows(&mut rows)?;
         if rows.is_empty() {
             return Ok(0);
         }
         // A table this route cannot write to stops the connector before
         // the batch is acknowledged, not at the commit.
-        let state = self.state.as_ref().unwrap();
-        state.check_protocol(&self.store.shown())?;
-        self.schema_change(state)?;
+        self.checked_metadata()?;
         let n = rows.len();
         let columns = self.file_columns();
         let layout = Layout {
@@ -392,6 +384,28 @@ impl Table {
         self.staging.stage(&self.store, &layout, rows)?;
         metrics::counter_add("deltalake_rows_staged_total", n as u64, &[]);
         Ok(n)
+    }
+
+    /// Drops the rows the table holds already (at or below their `txn`
+    /// version), reading the log first if needed.
+    fn keep_new_rows(&mut self, rows: &mut Vec<Row>) -> Result<(), ConnectorError> {
+        let state = self.state()?;
+        rows.retain(|r| {
+            state
+                .txns
+                .get(&r.app_id)
+                .is_none_or(|&v| (r.offset as i64) > v)
+        });
+        Ok(())
+    }
+
+    /// Whether this route may write to the table as read: its protocol,
+    /// its schema. Returns the `metaData` action a commit must carry, if
+    /// any (a new table, added columns).
+    fn checked_metadata(&self) -> Result<Option<Json>, ConnectorError> {
+        let state = self.state.as_ref().expect("the log was read");
+        state.check_protocol(&self.store.shown())?;
+        self.schema_change(state)
     }
 
     /// Commits every staged row when it is time. Returns how many rows
@@ -431,19 +445,12 @@ impl Table {
     fn commit(&mut self, mut rows: Vec<Row>) -> Result<usize, ConnectorError> {
         const MAX_CONFLICTS: usize = 100;
         for _ in 0..MAX_CONFLICTS {
-            let state = self.state()?;
-            rows.retain(|r| {
-                state
-                    .txns
-                    .get(&r.app_id)
-                    .is_none_or(|&v| (r.offset as i64) > v)
-            });
+            self.keep_new_rows(&mut rows)?;
             if rows.is_empty() {
                 return Ok(0);
             }
+            let metadata = self.checked_metadata()?;
             let state = self.state.as_ref().unwrap();
-            state.check_protocol(&self.store.shown())?;
-            let metadata = self.schema_change(state)?;
             let new_table = state.version.is_none();
             let version = state.version.map_or(0, |v| v + 1);
             let entry = self.entry(&rows, new_table, metadata)?;

@@ -48,6 +48,15 @@ pub struct S3 {
 
 /// How long a presigned request stays valid.
 const SIGNATURE_TTL: Duration = Duration::from_secs(600);
+/// An S3 answer: its status, its body (bounded), how reading it went.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    read: std::io::Result<()>,
+}
+
+/// Most of an error answer's body read (for its `<Code>`).
+const ERROR_READ: u64 = 64 << 10;
 /// Largest log entry or listing read (a commit of a batch is kilobytes).
 const MAX_READ: u64 = 256 << 20;
 
@@ -242,33 +251,44 @@ impl S3 {
         }
     }
 
+    /// The answer to a request sent (`sent`): its status and up to `limit`
+    /// bytes of its body, with how reading them went.
+    fn answer(
+        &self,
+        method: &str,
+        key: &str,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        limit: u64,
+    ) -> Result<Answer, ConnectorError> {
+        let response = sent.map_err(|e| self.transport(method, key, e))?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        let read = response
+            .into_body()
+            .into_reader()
+            .take(limit)
+            .read_to_end(&mut body)
+            .map(drop);
+        Ok(Answer { status, body, read })
+    }
+
     fn get(&self, path: &str) -> Result<Option<Vec<u8>>, ConnectorError> {
         let key = self.key(path);
         let url = self
             .bucket
             .get_object(Some(&self.credentials), &key)
             .sign(SIGNATURE_TTL);
-        let response = self
-            .agent
-            .get(url.as_str())
-            .call()
-            .map_err(|e| self.transport("GET", &key, e))?;
-        let status = response.status().as_u16();
-        let mut body = Vec::new();
-        let read = response
-            .into_body()
-            .into_reader()
-            .take(MAX_READ)
-            .read_to_end(&mut body);
-        match status {
+        let sent = self.agent.get(url.as_str()).call();
+        let answer = self.answer("GET", &key, sent, MAX_READ)?;
+        match answer.status {
             200 => {
-                read.map_err(|e| {
+                answer.read.map_err(|e| {
                     ConnectorError::retryable(format!("reading {} from S3: {e}", self.at(&key)))
                 })?;
-                Ok(Some(body))
+                Ok(Some(answer.body))
             }
             404 => Ok(None),
-            _ => Err(self.refused("GET", &key, status, &body)),
+            status => Err(self.refused("GET", &key, status, &answer.body)),
         }
     }
 
@@ -284,30 +304,21 @@ impl S3 {
                 action.with_continuation_token(token.as_str());
             }
             let url = action.sign(SIGNATURE_TTL);
-            let response = self
-                .agent
-                .get(url.as_str())
-                .call()
-                .map_err(|e| self.transport("LIST", &prefix, e))?;
-            let status = response.status().as_u16();
-            let mut body = Vec::new();
-            let read = response
-                .into_body()
-                .into_reader()
-                .take(MAX_READ)
-                .read_to_end(&mut body);
-            if status != 200 {
-                return Err(self.refused("LIST", &prefix, status, &body));
+            let sent = self.agent.get(url.as_str()).call();
+            let answer = self.answer("LIST", &prefix, sent, MAX_READ)?;
+            if answer.status != 200 {
+                return Err(self.refused("LIST", &prefix, answer.status, &answer.body));
             }
-            read.map_err(|e| {
+            answer.read.map_err(|e| {
                 ConnectorError::retryable(format!("listing {} in S3: {e}", self.at(&prefix)))
             })?;
-            let page = rusty_s3::actions::ListObjectsV2::parse_response(&body).map_err(|e| {
-                ConnectorError::retryable(format!(
-                    "listing {}: an answer that is not a listing ({e})",
-                    self.at(&prefix)
-                ))
-            })?;
+            let page =
+                rusty_s3::actions::ListObjectsV2::parse_response(&answer.body).map_err(|e| {
+                    ConnectorError::retryable(format!(
+                        "listing {}: an answer that is not a listing ({e})",
+                        self.at(&prefix)
+                    ))
+                })?;
             for object in page.contents {
                 // Keys come URL-encoded (the action asks for it).
                 let key = percent_encoding::percent_decode_str(&object.key).decode_utf8_lossy();
@@ -328,21 +339,11 @@ impl S3 {
             .bucket
             .delete_object(Some(&self.credentials), &key)
             .sign(SIGNATURE_TTL);
-        let response = self
-            .agent
-            .delete(url.as_str())
-            .call()
-            .map_err(|e| self.transport("DELETE", &key, e))?;
-        let status = response.status().as_u16();
-        let mut body = Vec::new();
-        let _ = response
-            .into_body()
-            .into_reader()
-            .take(64 << 10)
-            .read_to_end(&mut body);
-        match status {
+        let sent = self.agent.delete(url.as_str()).call();
+        let answer = self.answer("DELETE", &key, sent, ERROR_READ)?;
+        match answer.status {
             200..=299 | 404 => Ok(()),
-            _ => Err(self.refused("DELETE", &key, status, &body)),
+            status => Err(self.refused("DELETE", &key, status, &answer.body)),
         }
     }
 
@@ -357,22 +358,13 @@ impl S3 {
         if if_absent {
             request = request.header("If-None-Match", "*");
         }
-        let response = request
-            .send(bytes)
-            .map_err(|e| self.transport("PUT", &key, e))?;
-        let status = response.status().as_u16();
-        let mut body = Vec::new();
-        let _ = response
-            .into_body()
-            .into_reader()
-            .take(64 << 10)
-            .read_to_end(&mut body);
-        match status {
+        let answer = self.answer("PUT", &key, request.send(bytes), ERROR_READ)?;
+        match answer.status {
             200..=299 => Ok(Put::Created),
             // 409 ConditionalRequestConflict: a concurrent conditional
             // write to the same key is in progress; the loser re-reads.
             412 | 409 if if_absent => Ok(Put::Exists),
-            _ => Err(self.refused("PUT", &key, status, &body)),
+            status => Err(self.refused("PUT", &key, status, &answer.body)),
         }
     }
 

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::exit;
 use crate::observability::Counters;
+use crate::observability::tap::{Direction, TappedRecord};
 
 /// Where the host's API is, and how to be let in.
 #[derive(Args, Clone)]
@@ -302,35 +303,31 @@ pub fn tap(args: TapArgs) -> ExitCode {
     ExitCode::from(exit::OK)
 }
 
-/// A tapped record as a line for a person.
+/// A tapped record as a line for a person: as `danube-host dev` prints
+/// taps, and how many were not shown.
 fn human(record: &TapLine) -> String {
-    use crate::guest_text::printable;
-    let arrow = match record.direction.as_str() {
-        "produced" => "->",
-        _ => "<-",
+    let tapped = TappedRecord {
+        direction: match record.direction.as_str() {
+            "produced" => Direction::Produced,
+            _ => Direction::Consumed,
+        },
+        topic: record.topic.clone(),
+        key: record.key.clone(),
+        attributes: record
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        payload: record.payload.clone().into_bytes(),
+        payload_len: match record.truncated {
+            true => record.payload_len,
+            false => record.payload.len(),
+        },
     };
-    let key = record
-        .key
-        .as_deref()
-        .map_or(String::new(), |k| format!(" key={}", printable(k)));
-    let attributes: String = record
-        .attributes
-        .iter()
-        .map(|(k, v)| format!(" {}={}", printable(k), printable(v)))
-        .collect();
-    let more = match record.truncated {
-        true => format!("… ({} bytes)", record.payload_len),
-        false => String::new(),
-    };
-    let skipped = match record.skipped {
-        0 => String::new(),
-        n => format!("   (+{n} not shown)"),
-    };
-    format!(
-        "{arrow} {}{key}{attributes} {}{more}{skipped}",
-        printable(&record.topic),
-        printable(&record.payload)
-    )
+    match record.skipped {
+        0 => tapped.line(),
+        n => format!("{}   (+{n} not shown)", tapped.line()),
+    }
 }
 
 fn refused(message: &str) -> ExitCode {
