@@ -780,8 +780,11 @@ async fn dev_rebuilds_and_restarts_on_changes_resuming_from_the_last_commit() {
         "{}",
         host.log()
     );
-    // The records as they flow, a sample of them.
-    let shown = wait_until_async(DEADLINE, || said(&host, r#"  -> /default/dev {"seq":"#, 5)).await;
+    // The records as they flow, a sample of them: topic, attributes, payload.
+    let shown = wait_until_async(DEADLINE, || {
+        said(&host, r#"  -> /default/dev seq="#, 5) && said(&host, r#" {"seq":"#, 5)
+    })
+    .await;
     assert!(shown, "{}", host.log());
     std::fs::write(src.join("lib.rs"), "// changed").unwrap();
     let rebuilt = wait_until_async(DEADLINE, || {
