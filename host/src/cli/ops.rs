@@ -66,15 +66,11 @@ enum Failed {
 
 impl Client {
     fn new(args: &EndpointArgs, read_timeout: Option<Duration>) -> Result<Client, String> {
-        let token = match &args.api_token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("--api-token-file {}: {e}", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        };
+        let token = args
+            .api_token_file
+            .as_deref()
+            .map(crate::operations::read_token)
+            .transpose()?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(3)))

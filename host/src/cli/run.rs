@@ -32,9 +32,7 @@ pub fn run(args: RunArgs) -> ExitCode {
 fn api_settings(args: &RunArgs) -> Result<ApiSettings, String> {
     let token = match &args.api_token_file {
         Some(path) => {
-            let token = std::fs::read_to_string(path)
-                .map_err(|e| format!("--api-token-file {}: {e}", path.display()))?;
-            let token = token.trim().to_string();
+            let token = crate::operations::read_token(path)?;
             if token.len() < 16 {
                 return Err(format!(
                     "--api-token-file {}: the token is shorter than 16 characters; use a long \

@@ -161,6 +161,11 @@ impl Board {
         }
     }
 
+    /// One connector's entry.
+    pub fn connector(&self, name: &str) -> Option<ConnectorHealth> {
+        self.lock().get(name).cloned()
+    }
+
     pub fn recent(&self, name: &str) -> Vec<RecentError> {
         self.lock()
             .get(name)

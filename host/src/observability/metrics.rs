@@ -223,7 +223,6 @@ impl HostMetrics {
         remove_connector(&self.paused, name);
     }
 
-    /// The Prometheus text exposition of the registry.
     /// Connector `name`'s counters, summed over their other labels.
     pub fn counters(&self, name: &str) -> Counters {
         let of = |vec: &IntCounterVec| -> u64 {
@@ -254,6 +253,7 @@ impl HostMetrics {
         }
     }
 
+    /// The Prometheus text exposition of the registry.
     pub fn render(&self) -> String {
         let mut out = String::new();
         if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {

@@ -162,7 +162,7 @@ impl Observability {
 
     /// Connector `name`'s entry on `/health`.
     pub fn connector_health(&self, name: &str) -> Option<ConnectorHealth> {
-        self.inner.health.report().connectors.remove(name)
+        self.inner.health.connector(name)
     }
 
     /// The last times connector `name` turned worse than healthy.

@@ -100,11 +100,7 @@ impl TappedRecord {
 
 /// `text` cut to [`ATTRIBUTE_BYTES_SHOWN`] bytes, on a character boundary.
 fn cut(text: &str) -> String {
-    let mut end = text.len().min(ATTRIBUTE_BYTES_SHOWN);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+    text[..text.floor_char_boundary(ATTRIBUTE_BYTES_SHOWN)].to_string()
 }
 
 /// One connector's tap.

@@ -145,9 +145,9 @@ impl Api {
 async fn list(State(api): State<Api>) -> Response {
     let connectors: Vec<Summary> = api
         .operations
-        .names()
+        .members()
         .iter()
-        .filter_map(|name| Some(api.summary(name, &api.operations.member(name)?)))
+        .map(|(name, member)| api.summary(name, member))
         .collect();
     axum::Json(json!({ "connectors": connectors })).into_response()
 }

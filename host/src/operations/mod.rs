@@ -51,6 +51,15 @@ pub struct Loaded {
     pub version: String,
 }
 
+/// The API token in `path` (`--api-token-file`, on the host and for `top`
+/// and `tap`), without the surrounding whitespace a file's last line break
+/// adds.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|token| token.trim().to_string())
+        .map_err(|e| format!("--api-token-file {}: {e}", path.display()))
+}
+
 impl Operations {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Member>> {
         self.members.lock().unwrap_or_else(PoisonError::into_inner)
@@ -64,7 +73,7 @@ impl Operations {
             .map(|bytes| format!("{:x}", Sha256::digest(&bytes)))
             .unwrap_or_default();
         let host = serde_json::to_value(&config.host).unwrap_or(Json::Null);
-        let connector = serde_json::from_str(&config.connector_json()).unwrap_or(Json::Null);
+        let connector = serde_json::to_value(&config.connector).unwrap_or(Json::Null);
         let mut shown = serde_json::json!({ "host": host, "connector": connector });
         redact::secrets(&mut shown);
         self.lock().insert(
@@ -96,7 +105,11 @@ impl Operations {
         self.lock().get(name).cloned()
     }
 
-    fn names(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+    /// Every connector, by name.
+    fn members(&self) -> Vec<(String, Member)> {
+        self.lock()
+            .iter()
+            .map(|(name, member)| (name.clone(), member.clone()))
+            .collect()
     }
 }
