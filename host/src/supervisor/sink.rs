@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use danube_core::message::StreamMessage;
+use futures::Future;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -58,6 +59,61 @@ struct Delivery {
 struct Unsettled {
     deliveries: Vec<Delivery>,
     crashes: u32,
+}
+
+impl Unsettled {
+    /// A batch no worker died on yet.
+    fn new(deliveries: Vec<Delivery>) -> Unsettled {
+        Unsettled {
+            deliveries,
+            crashes: 0,
+        }
+    }
+}
+
+/// The batches handed to the worker and not answered yet, in order; how
+/// many records they hold (for the in-flight gauge); and when the worker
+/// last got or answered one (the idle tick counts from it).
+struct InFlight<F: Future> {
+    batches: FuturesOrdered<F>,
+    records: usize,
+    last_call: Instant,
+}
+
+impl<F, R> InFlight<F>
+where
+    F: Future<Output = (Unsettled, R)>,
+{
+    fn new() -> InFlight<F> {
+        InFlight {
+            batches: FuturesOrdered::new(),
+            records: 0,
+            last_call: Instant::now(),
+        }
+    }
+
+    /// Hands `unsettled` to the worker through `write`.
+    fn hand(&mut self, unsettled: Unsettled, write: impl FnOnce(Unsettled) -> F) {
+        self.records += unsettled.deliveries.len();
+        self.batches.push_back(write(unsettled));
+        self.last_call = Instant::now();
+    }
+
+    /// The oldest batch's answer, once it comes.
+    async fn next(&mut self) -> Option<(Unsettled, R)> {
+        let answered = self.batches.next().await?;
+        self.records -= answered.0.deliveries.len();
+        self.last_call = Instant::now();
+        Some(answered)
+    }
+
+    fn len(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
 }
 
 /// The Danube side of a sink: consumers, acknowledgements, the dead-letter
@@ -181,13 +237,9 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
         let mut batch: Vec<Delivery> = Vec::with_capacity(batch_size);
         let mut batch_started = Instant::now();
         let mut last_arrival = Instant::now();
-        // When the worker last got or answered a call: the idle tick counts
-        // from it.
-        let mut last_call = Instant::now();
         let idle_tick = Duration::from_millis(processing.idle_tick_ms);
-        let mut in_flight = FuturesOrdered::new();
-        // Records in the batches in flight.
-        let mut records_in_flight = 0;
+        let write = |unsettled| process(worker, unsettled, &policy);
+        let mut in_flight = InFlight::new();
         let mut stopping = *shutdown.borrow();
 
         loop {
@@ -198,7 +250,7 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
                         .iter()
                         .map(|u| u.deliveries.len())
                         .sum::<usize>()
-                    + records_in_flight,
+                    + in_flight.records,
             );
             while in_flight.len() < BATCHES_IN_FLIGHT
                 && let Some(unsettled) = self.replay.pop_front()
@@ -211,9 +263,7 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
                     // Settled: the next batch's deaths are not this one's.
                     self.settled += 1;
                 } else {
-                    records_in_flight += unsettled.deliveries.len();
-                    in_flight.push_back(process(worker, unsettled, &policy));
-                    last_call = Instant::now();
+                    in_flight.hand(unsettled, write);
                 }
             }
             let due = !batch.is_empty()
@@ -223,33 +273,16 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
                     || Instant::now() >= flush_deadline(batch_started, last_arrival, processing));
             if due && in_flight.len() < BATCHES_IN_FLIGHT {
                 let deliveries = std::mem::take(&mut batch);
-                records_in_flight += deliveries.len();
-                in_flight.push_back(process(
-                    worker,
-                    Unsettled {
-                        deliveries,
-                        crashes: 0,
-                    },
-                    &policy,
-                ));
-                last_call = Instant::now();
+                in_flight.hand(Unsettled::new(deliveries), write);
             }
             let idle = batch.is_empty()
                 && in_flight.is_empty()
                 && self.replay.is_empty()
                 && self.consuming
                 && !stopping;
-            let tick_at = (idle && !idle_tick.is_zero()).then(|| last_call + idle_tick);
+            let tick_at = (idle && !idle_tick.is_zero()).then(|| in_flight.last_call + idle_tick);
             if tick_at.is_some_and(|at| Instant::now() >= at) {
-                in_flight.push_back(process(
-                    worker,
-                    Unsettled {
-                        deliveries: Vec::new(),
-                        crashes: 0,
-                    },
-                    &policy,
-                ));
-                last_call = Instant::now();
+                in_flight.hand(Unsettled::new(Vec::new()), write);
                 continue;
             }
             // After the flush above: a batch just handed over makes room
@@ -308,8 +341,6 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
                 }
                 Some((mut unsettled, result)) = in_flight.next(), if !in_flight.is_empty() => match result {
                     Ok(failures) => {
-                        last_call = Instant::now();
-                        records_in_flight -= unsettled.deliveries.len();
                         if !unsettled.deliveries.is_empty() {
                             self.settle(unsettled.deliveries, failures).await?;
                             self.settled += 1;
@@ -350,10 +381,7 @@ impl<'a, D: Danube> SinkPipeline<'a, D> {
     /// worker.
     fn keep_for_next_worker(&mut self, batch: &mut Vec<Delivery>) {
         if !batch.is_empty() {
-            self.replay.push_back(Unsettled {
-                deliveries: std::mem::take(batch),
-                crashes: 0,
-            });
+            self.replay.push_back(Unsettled::new(std::mem::take(batch)));
         }
     }
 
